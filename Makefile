@@ -1,0 +1,46 @@
+# Two commands for a newcomer: `make run` and `make test`. Both bootstrap .venv first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PIP := $(BIN)/python -m pip
+PYTEST_ARGS ?=
+
+.PHONY: run test lint typecheck unit integration venv clean bench bench-quick
+
+venv: $(STAMP)
+
+# Re-install only when the pins or the project metadata change (idempotent).
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(PIP) install -q --upgrade "pip>=24"
+	$(PIP) install -q -c constraints.txt -e ".[dev]"
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/cpsweep run search_spaces/quickstart.yaml
+
+lint: $(STAMP)
+	$(BIN)/ruff check service trainables tests bench
+	$(BIN)/ruff format --check service trainables tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest -m "not integration" $(PYTEST_ARGS)
+
+integration: $(STAMP)
+	$(BIN)/pytest -m integration $(PYTEST_ARGS)
+
+test: lint typecheck
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench-quick: $(STAMP)
+	$(BIN)/python bench/paper_repro.py --quick
+
+bench: $(STAMP)
+	$(BIN)/python bench/paper_repro.py
+
+clean:
+	rm -rf $(VENV) runs mlruns mlflow.db .mypy_cache .ruff_cache .pytest_cache

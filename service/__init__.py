@@ -1,0 +1,1 @@
+"""Control plane of cpsweep: sweep specs, the Tune scheduler, tracking, accounting, jobs, API, CLI."""

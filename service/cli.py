@@ -1,0 +1,159 @@
+"""The `cpsweep` command line. Each subcommand is a thin wrapper over a module."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from trainables.config import ConfigError
+
+__all__ = ["main"]
+
+log = logging.getLogger("cpsweep")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname).1s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    for noisy in ("urllib3", "matplotlib", "PIL", "filelock", "codecarbon", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+# -- train / detect -----------------------------------------------------------------------
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from service.configio import load_model, read_yaml
+    from trainables.config import TrainConfig
+    from trainables.local import train_local
+
+    raw = read_yaml(args.config)
+    if "train" in raw:  # a sweep spec: train its base config
+        raw = raw["train"] or {}
+    cfg = load_model(TrainConfig, raw, args.set, source=str(args.config))
+    out = Path(args.output_dir or Path("runs") / "train" / Path(args.config).stem)
+    summary = train_local(cfg, out)
+    print(json.dumps(summary, indent=2))
+    log.info("wrote %s/history.jsonl and %s/summary.json", out, out)
+    return 0
+
+
+def _read_curve(path: Path, column: str) -> list[float]:
+    if not path.is_file():
+        raise ConfigError(
+            f"{path}: no such file; pass a CSV with a {column!r} column or a JSON list"
+        )
+    text = path.read_text()
+    if path.suffix.lower() == ".json" or text.lstrip().startswith("["):
+        data = json.loads(text)
+        if not isinstance(data, list) or not all(isinstance(v, int | float) for v in data):
+            raise ConfigError(f"{path}: expected a JSON list of numbers, one per epoch")
+        return [float(v) for v in data]
+    import csv
+
+    rows = list(csv.DictReader(text.splitlines()))
+    if not rows or column not in rows[0]:
+        found = list(rows[0]) if rows else []
+        raise ConfigError(f"{path}: no {column!r} column (found {found}); name it with --column")
+    try:
+        return [float(r[column]) for r in rows]
+    except ValueError as exc:
+        raise ConfigError(f"{path}: column {column!r} has a non-numeric value: {exc}") from exc
+
+
+def _cmd_detect(args: argparse.Namespace) -> int:
+    from trainables.criteria import end_epoch
+
+    curve = _read_curve(Path(args.curve), args.column)
+    try:
+        end = end_epoch(
+            args.criterion,
+            curve,
+            args.budget,
+            window=args.window,
+            threshold_deg=args.threshold_deg,
+            ratio=args.ratio,
+            patience=args.patience,
+            fraction=args.fraction,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    print(json.dumps({"criterion": args.criterion, "end_epoch": end}))
+    return 0
+
+
+# -- parser -------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="cpsweep",
+        description="Sweeps on Ray that halt the expensive recipe at the end of the critical period.",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train one config in this process")
+    t.add_argument("config", help="YAML TrainConfig (or a sweep spec: its `train` section)")
+    t.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field, e.g. --set optim.lr=0.1 (repeatable)",
+    )
+    t.add_argument("--output-dir", help="default runs/train/<config name>")
+    t.set_defaults(func=_cmd_train)
+
+    d = sub.add_parser("detect", help="apply a criterion to a logged rotation curve")
+    d.add_argument("curve", help="CSV with a rotation column (one row per epoch) or JSON list")
+    d.add_argument("--budget", type=int, required=True, help="planned epochs E")
+    d.add_argument("--criterion", choices=["paper", "relative", "fixed", "never"], default="paper")
+    d.add_argument("--column", default="rotation", help="CSV column name (default rotation)")
+    d.add_argument("--window", type=int, default=5)
+    d.add_argument("--threshold-deg", type=float, default=45.0)
+    d.add_argument("--ratio", type=float, default=0.25)
+    d.add_argument("--patience", type=int, default=2)
+    d.add_argument("--fraction", type=float, default=0.125)
+    d.set_defaults(func=_cmd_detect)
+
+    for register in _EXTRA_COMMANDS:
+        register(sub)
+    return p
+
+
+# Later subsystems (sweeps, reports, jobs, the API) register their subcommands here.
+_EXTRA_COMMANDS: list[Callable[[Any], None]] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"cpsweep {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        from trainables.data import DatasetError
+
+        if not isinstance(exc, DatasetError):
+            raise
+        print(f"cpsweep {args.command}: dataset error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"cpsweep {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""Training configuration: one pydantic model shared by `cpsweep train` and sweeps.
+
+Every component owns a nested config; `TrainConfig` composes them. All models
+forbid unknown fields, so a typo fails with the field path instead of being
+silently ignored. Presets are plain functions returning configs (see `paper_preset`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = [
+    "AugmentConfig",
+    "ConfigError",
+    "CriterionConfig",
+    "DataConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "PhaseConfig",
+    "RecipeConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "format_validation_error",
+    "paper_preset",
+]
+
+DatasetName = Literal[
+    "digits",
+    "fashion-mnist",
+    "mnist1d",
+    "cifar10",
+    "cifar100",
+    "eurosat",
+    "tiny-imagenet",
+    "imagenet30",
+]
+ModelName = Literal[
+    "small_cnn",
+    "resnet20",
+    "resnet32",
+    "resnet44",
+    "resnet56",
+    "resnet110",
+    "resnet18",
+    "resnet50",
+    "cnn1d",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message names the field path and the fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    name: DatasetName = Field("digits", description="Dataset; nothing is downloaded.")
+    root: str | None = Field(
+        None, description="Directory holding the dataset files; None uses the dataset's default."
+    )
+    train_subset: int | None = Field(
+        None, ge=10, description="Use a stratified random subset of this many training samples."
+    )
+    val_subset: int | None = Field(
+        None, ge=10, description="Evaluate on a stratified random subset of this many samples."
+    )
+    image_size: int | None = Field(
+        None, ge=8, le=512, description="Resize image-tree datasets to this square size."
+    )
+
+
+class ModelConfig(_Strict):
+    name: ModelName = Field("small_cnn", description="Architecture.")
+    width: int = Field(32, ge=4, le=512, description="Base channel width of small_cnn / cnn1d.")
+
+
+class OptimConfig(_Strict):
+    name: Literal["sgd", "adam", "adamw", "rmsprop"] = Field("sgd", description="Optimizer.")
+    lr: float = Field(0.05, gt=0, le=10, description="Peak learning rate.")
+    momentum: float = Field(0.9, ge=0, lt=1, description="Momentum (SGD, RMSprop).")
+    nesterov: bool = Field(True, description="Nesterov momentum (SGD only).")
+    weight_decay: float = Field(5e-4, ge=0, le=1, description="L2 / decoupled weight decay.")
+    schedule: Literal["step", "cosine", "constant"] = Field(
+        "step", description="step: x gamma at each milestone (paper); cosine; constant."
+    )
+    milestones: list[float] = Field(
+        default_factory=lambda: [0.5, 0.75],
+        description="Step milestones as fractions of the epoch budget (paper: 50% and 75%).",
+    )
+    gamma: float = Field(0.1, gt=0, le=1, description="Step decay factor.")
+    warmup_epochs: int = Field(0, ge=0, description="Linear warm-up epochs.")
+
+    @model_validator(mode="after")
+    def _check_milestones(self) -> OptimConfig:
+        if any(not 0 < m < 1 for m in self.milestones) or self.milestones != sorted(
+            self.milestones
+        ):
+            raise ValueError(
+                f"milestones={self.milestones} must be increasing fractions in (0, 1), "
+                "e.g. [0.5, 0.75]"
+            )
+        return self
+
+
+class AugmentConfig(_Strict):
+    rotation_deg: float = Field(15.0, ge=0, le=180, description="Max random rotation (paper 15).")
+    translate: float = Field(0.1, ge=0, le=0.5, description="Max shift as a fraction of size.")
+    hflip: bool = Field(True, description="Random horizontal flip (images only).")
+    crop_padding: int = Field(0, ge=0, le=16, description="Random crop after zero padding.")
+
+
+class PhaseConfig(_Strict):
+    """Settings of every halting-capable training component during one phase."""
+
+    repeats: int = Field(1, ge=1, le=16, description="Times each sample is seen per epoch.")
+    augment: bool = Field(True, description="Apply data augmentation.")
+    augment_strength: float = Field(
+        1.0, ge=0, le=2, description="Scales rotation and translation ranges."
+    )
+    data_fraction: float = Field(
+        1.0, gt=0, le=1, description="Stratified random fraction of the training set."
+    )
+
+
+class RecipeConfig(_Strict):
+    critical: PhaseConfig = Field(
+        default_factory=lambda: PhaseConfig(repeats=3),
+        description="Recipe during the critical period (paper: repeats 3, augmented).",
+    )
+    after: PhaseConfig = Field(
+        default_factory=lambda: PhaseConfig(repeats=1),
+        description="Recipe after the period (paper: repeats 1, still augmented).",
+    )
+    anneal_ratio: float | None = Field(
+        None,
+        ge=0.5,
+        le=0.99,
+        description="With after.data_fraction < 1: full data again from "
+        "switch + ceil((E - switch) * anneal_ratio).",
+    )
+    augmentation: AugmentConfig = Field(default_factory=AugmentConfig)
+
+
+class CriterionConfig(_Strict):
+    name: Literal["paper", "relative", "fixed", "never"] = Field(
+        "paper", description="Rule that ends the critical period."
+    )
+    window: int = Field(5, ge=2, le=50, description="Epochs in the fitted window (paper 5).")
+    threshold_deg: float = Field(45.0, gt=0, lt=90, description="paper: end when angle < this.")
+    ratio: float = Field(
+        0.25, gt=0, lt=1, description="relative: end when rate / peak rate < ratio."
+    )
+    patience: int = Field(2, ge=1, le=20, description="relative: consecutive epochs below ratio.")
+    fraction: float = Field(
+        0.125, gt=0, le=1, description="fixed: period ends after this fraction of the budget."
+    )
+
+
+class TrainConfig(_Strict):
+    seed: int = Field(0, ge=0, description="Seeds model init, sampling and augmentation.")
+    epochs: int = Field(15, ge=1, le=10_000, description="Planned epoch budget E.")
+    batch_size: int = Field(128, ge=1, le=65_536, description="Global batch size.")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    recipe: RecipeConfig = Field(default_factory=RecipeConfig)
+    criterion: CriterionConfig = Field(default_factory=CriterionConfig)
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto picks CUDA if present."
+    )
+    amp: bool = Field(True, description="Mixed precision on CUDA (ignored on CPU).")
+    eval_every: int = Field(1, ge=1, description="Evaluate every N epochs (and the last).")
+    num_threads: int | None = Field(None, ge=1, description="torch CPU threads; None = default.")
+
+
+def format_validation_error(err: ValidationError, prefix: str = "") -> str:
+    """One line per problem: `path: value=... -> what is allowed`."""
+    lines = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in (*([prefix] if prefix else []), *e["loc"]))
+        value = e.get("input")
+        shown = repr(value) if not isinstance(value, dict) else "{...}"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field; remove it or check the spelling"
+        lines.append(f"{path or '<root>'}: {msg} (got {shown})")
+    return "\n".join(lines)
+
+
+def _parse_scalar(text: str) -> Any:
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b.c=value` overrides (values parsed as YAML) to a nested dict, in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key.path=value")
+        key, text = item.split("=", 1)
+        node = raw
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            nxt = node.setdefault(p, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"override {item!r}: {p!r} is not a section")
+            node = nxt
+        node[parts[-1]] = _parse_scalar(text)
+    return raw
+
+
+def paper_preset(**changes: Any) -> TrainConfig:
+    """The authors' setup: SGD 0.01 Nesterov, steps at 50%/75%, repeats 3 -> 1, paper rule."""
+    base = TrainConfig(
+        epochs=200,
+        batch_size=128,
+        data=DataConfig(name="cifar10"),
+        model=ModelConfig(name="resnet20"),
+        optim=OptimConfig(name="sgd", lr=0.01, momentum=0.9, nesterov=True, weight_decay=0.0),
+        recipe=RecipeConfig(),
+        criterion=CriterionConfig(name="paper"),
+    )
+    return base.model_copy(update=changes)

@@ -1,0 +1,206 @@
+"""Rules that decide when the critical learning period has ended.
+
+All rules read the per-epoch history of `rotation/mean` (index 0 = epoch 1)
+and return the 1-based epoch at which the period ends, or None. The decision
+is taken once: later epochs never move it.
+
+- `paper`: Fukase et al. (arXiv 2506.15954), as the authors' code does it. Fit
+  a least-squares line to the last `window` values against epoch positions
+  rescaled to [0, 1] over the planned budget (epoch e of E sits at
+  (e-1)/(E-1)); the period ends at the first epoch whose slope angle
+  `degrees(atan(slope))` is below `threshold_deg` (45). Because positions are
+  rescaled by E-1, an angle of 45 degrees means the mean rotation grows by
+  1/(E-1) per epoch: the same curve ends later under a longer budget.
+- `relative` (ours): the rotation rate (least-squares slope per epoch over the
+  window) relative to the highest rate seen so far in this run. The period ends
+  once that ratio stays below `ratio` for `patience` consecutive epochs. Both
+  the slope's unit (per epoch) and the ratio are independent of E, so doubling
+  the budget leaves the decision on a given curve unchanged.
+- `fixed`: the period ends after `ceil(fraction * E)` epochs (the "1/8 of
+  training" rule the paper did not compare against).
+- `never`: the baseline that keeps the critical-period recipe throughout.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+__all__ = [
+    "CRITERIA",
+    "CriterionState",
+    "Verdict",
+    "end_epoch",
+    "fixed_end",
+    "least_squares_slope",
+    "paper_angle",
+    "paper_end",
+    "relative_end",
+    "value_name",
+]
+
+CRITERIA = ("paper", "relative", "fixed", "never")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The rule's state after the latest epoch."""
+
+    end_epoch: int | None  # 1-based epoch at which the period ended, or None
+    value: float | None  # the rule's statistic at the latest epoch (angle, rate ratio)
+
+
+def least_squares_slope(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Slope of the ordinary least-squares line through (xs, ys)."""
+    n = len(xs)
+    if n < 2 or n != len(ys):
+        raise ValueError(f"need >= 2 paired points, got {len(xs)} xs and {len(ys)} ys")
+    mx = sum(xs) / n
+    my = sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if sxx == 0:
+        raise ValueError("xs are all equal; the slope is undefined")
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+
+
+def _check_budget(budget: int, window: int) -> None:
+    if budget < 2:
+        raise ValueError(f"budget={budget}: the paper rule rescales epochs by E-1, need E >= 2")
+    if window < 2:
+        raise ValueError(f"window={window}: need at least 2 epochs to fit a line")
+
+
+def paper_angle(history: Sequence[float], epoch: int, budget: int, window: int = 5) -> float | None:
+    """Angle in degrees of the line over epochs epoch-window+1..epoch; None before `window`."""
+    _check_budget(budget, window)
+    if epoch < window or epoch > len(history):
+        return None
+    epochs = range(epoch - window + 1, epoch + 1)
+    xs = [(e - 1) / (budget - 1) for e in epochs]
+    ys = [history[e - 1] for e in epochs]
+    return math.degrees(math.atan(least_squares_slope(xs, ys)))
+
+
+def paper_end(
+    history: Sequence[float], budget: int, window: int = 5, threshold_deg: float = 45.0
+) -> int | None:
+    """First epoch whose fitted angle is below `threshold_deg`, or None."""
+    for epoch in range(window, len(history) + 1):
+        angle = paper_angle(history, epoch, budget, window)
+        if angle is not None and angle < threshold_deg:
+            return epoch
+    return None
+
+
+def _rate(history: Sequence[float], epoch: int, window: int) -> float:
+    epochs = range(epoch - window + 1, epoch + 1)
+    return least_squares_slope([float(e) for e in epochs], [history[e - 1] for e in epochs])
+
+
+def relative_end(
+    history: Sequence[float], window: int = 5, ratio: float = 0.25, patience: int = 2
+) -> int | None:
+    """First epoch at which rate/peak rate has been below `ratio` for `patience` epochs."""
+    state = CriterionState("relative", budget=None, window=window, ratio=ratio, patience=patience)
+    for v in history:
+        verdict = state.update(v)
+        if verdict.end_epoch is not None:
+            return verdict.end_epoch
+    return None
+
+
+def fixed_end(budget: int, fraction: float = 0.125) -> int:
+    """End of the period for the fixed rule: ceil(fraction * E), at least 1."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction={fraction} must be in (0, 1]")
+    return max(1, math.ceil(fraction * budget - 1e-9))
+
+
+def value_name(criterion: str) -> str | None:
+    """Metric name of the rule's statistic, as logged per epoch."""
+    return {"paper": "cp/angle_deg", "relative": "cp/rate_ratio"}.get(criterion)
+
+
+@dataclass
+class CriterionState:
+    """Incremental form of the rules: O(window) work per epoch, for schedulers and loops.
+
+    `update(v)` appends epoch len(history)+1 and returns the verdict. Feeding a
+    whole history gives the same end epoch as the batch functions above.
+    """
+
+    name: str
+    budget: int | None
+    window: int = 5
+    threshold_deg: float = 45.0
+    ratio: float = 0.25
+    patience: int = 2
+    fraction: float = 0.125
+    history: list[float] = field(default_factory=list)
+    end_epoch: int | None = None
+    _peak_rate: float = 0.0
+    _below: int = 0
+
+    def __post_init__(self) -> None:
+        if self.name not in CRITERIA:
+            raise ValueError(f"criterion {self.name!r} is unknown; choose one of {CRITERIA}")
+        if self.name in ("paper", "fixed") and self.budget is None:
+            raise ValueError(f"criterion {self.name!r} needs the planned epoch budget")
+        if self.name == "paper":
+            _check_budget(self.budget or 0, self.window)
+
+    def update(self, value: float) -> Verdict:
+        if not math.isfinite(value):
+            raise ValueError(
+                f"rotation value {value} at epoch {len(self.history) + 1} is not finite"
+            )
+        self.history.append(float(value))
+        epoch = len(self.history)
+        stat = self._statistic(epoch)
+        if self.end_epoch is None and self._ended(epoch, stat):
+            self.end_epoch = epoch
+        return Verdict(self.end_epoch, stat)
+
+    def _statistic(self, epoch: int) -> float | None:
+        if self.name == "paper":
+            return paper_angle(self.history, epoch, self.budget or 0, self.window)
+        if self.name == "relative" and epoch >= self.window:
+            rate = _rate(self.history, epoch, self.window)
+            self._peak_rate = max(self._peak_rate, rate)
+            return rate / self._peak_rate if self._peak_rate > 0 else None
+        return None
+
+    def _ended(self, epoch: int, stat: float | None) -> bool:
+        if self.name == "paper":
+            return stat is not None and stat < self.threshold_deg
+        if self.name == "relative":
+            self._below = self._below + 1 if stat is not None and stat < self.ratio else 0
+            return self._below >= self.patience
+        if self.name == "fixed":
+            return epoch >= fixed_end(self.budget or 0, self.fraction)
+        return False
+
+
+def end_epoch(
+    name: str,
+    history: Sequence[float],
+    budget: int,
+    *,
+    window: int = 5,
+    threshold_deg: float = 45.0,
+    ratio: float = 0.25,
+    patience: int = 2,
+    fraction: float = 0.125,
+) -> int | None:
+    """Apply rule `name` to a whole history (the `cpsweep detect` entry point)."""
+    if name == "paper":
+        return paper_end(history, budget, window, threshold_deg)
+    if name == "relative":
+        return relative_end(history, window, ratio, patience)
+    if name == "fixed":
+        end = fixed_end(budget, fraction)
+        return end if end <= len(history) else None
+    if name == "never":
+        return None
+    raise ValueError(f"criterion {name!r} is unknown; choose one of {CRITERIA}")

@@ -1,0 +1,309 @@
+"""One training run, epoch by epoch: the loop shared by `cpsweep train` and Ray Train workers.
+
+`TrainingRun` owns data, model, optimizer and rotation monitor for one process
+(one DDP rank). The caller decides the end of the critical period and calls
+`end_period(epoch)`; from the next epoch on the post-period recipe applies.
+Per-step work stays on the device: losses and accuracies accumulate in device
+tensors and the host syncs once per epoch (one all-reduce under DDP).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from trainables.augment import augment_batch, make_generator
+from trainables.config import OptimConfig, TrainConfig
+from trainables.data import Dataset, load_dataset
+from trainables.models import build_model
+from trainables.recipes import Phase, epoch_indices, phase_for_epoch, shard_indices
+from trainables.rotation import LayerRotation
+
+__all__ = ["NonFiniteLossError", "TrainingRun", "lr_factor", "select_device"]
+
+log = logging.getLogger(__name__)
+
+_MAX_DEVICE_DATA_BYTES = 2 * 1024**3  # keep the dataset on the GPU when it fits this budget
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training diverged; the message says at which epoch and what to change."""
+
+
+def select_device(choice: str, local_rank: int = 0) -> torch.device:
+    """'auto' picks CUDA when present (the worker's local GPU), else CPU."""
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("device=cuda but no CUDA device is visible; use device=auto or cpu")
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def lr_factor(cfg: OptimConfig, epoch: int, budget: int) -> float:
+    """Multiplier of the base learning rate during 1-based `epoch` of `budget`."""
+    if cfg.warmup_epochs and epoch <= cfg.warmup_epochs:
+        return epoch / cfg.warmup_epochs
+    done = epoch - 1  # epochs completed before this one
+    if cfg.schedule == "step":  # paper: x0.1 at 50% and 75% of the budget
+        return float(cfg.gamma ** sum(done >= m * budget for m in cfg.milestones))
+    if cfg.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * done / budget))
+    return 1.0
+
+
+def _make_optimizer(cfg: OptimConfig, params: Any) -> torch.optim.Optimizer:
+    if cfg.name == "sgd":
+        return torch.optim.SGD(
+            params,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov and cfg.momentum > 0,
+            weight_decay=cfg.weight_decay,
+        )
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.name == "rmsprop":
+        return torch.optim.RMSprop(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+    raise ValueError(f"optim.name={cfg.name!r} is unknown; choose sgd, adam, adamw or rmsprop")
+
+
+class TrainingRun:
+    """Data, model, optimizer and rotation monitor of one process; `run_epoch` trains one epoch."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        *,
+        device: torch.device | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        dataset: Dataset | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.rank, self.world_size = rank, world_size
+        self.distributed = world_size > 1
+        self.device = device or select_device(cfg.device)
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        if cfg.batch_size < world_size:
+            raise ValueError(f"batch_size={cfg.batch_size} is smaller than {world_size} workers")
+        self.data = dataset or load_dataset(
+            cfg.data.name,
+            cfg.data.root,
+            image_size=cfg.data.image_size,
+            train_subset=cfg.data.train_subset,
+            val_subset=cfg.data.val_subset,
+            seed=cfg.seed,
+        )
+        nbytes = self.data.train_x.numel() * self.data.train_x.element_size()
+        self._data_device = self.device if nbytes <= _MAX_DEVICE_DATA_BYTES else torch.device("cpu")
+        self._train_x = self.data.train_x.to(self._data_device)
+        self._train_y = self.data.train_y.to(self._data_device)
+        val_idx = torch.arange(rank, self.data.val_y.numel(), world_size)
+        self._val_x = self.data.val_x[val_idx].to(self._data_device)
+        self._val_y = self.data.val_y[val_idx].to(self._data_device)
+        shape = (1, -1) + (1,) * (self.data.train_x.dim() - 2)
+        self._mean = torch.tensor(self.data.mean, device=self.device).reshape(shape)
+        self._std = torch.tensor(self.data.std, device=self.device).reshape(shape)
+
+        torch.manual_seed(cfg.seed)  # identical init on every rank (DDP also broadcasts)
+        net = build_model(
+            cfg.model,
+            in_channels=self.data.in_channels,
+            num_classes=self.data.num_classes,
+            input_ndim=self.data.train_x.dim() - 2,
+        ).to(self.device)
+        self.model: nn.Module = net
+        if self.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = nn.parallel.DistributedDataParallel(net, device_ids=ids)
+        self.rotation = LayerRotation(self.model)
+        self.optimizer = _make_optimizer(cfg.optim, self.model.parameters())
+        self._amp_dtype: torch.dtype | None = None
+        self._scaler: torch.amp.GradScaler | None = None
+        if cfg.amp and self.device.type == "cuda":
+            bf16 = torch.cuda.is_bf16_supported()
+            self._amp_dtype = torch.bfloat16 if bf16 else torch.float16
+            self._scaler = None if bf16 else torch.amp.GradScaler("cuda")
+
+        self.epoch = 0  # last completed epoch
+        self.cp_end_epoch: int | None = None
+        self.switch_epoch: int | None = None
+        self.samples_total = 0
+
+    # -- the critical period ------------------------------------------------------------
+
+    def end_period(self, end_epoch: int) -> None:
+        """Record that the period ended at `end_epoch`; the next epoch uses the post recipe."""
+        if self.switch_epoch is None:
+            self.cp_end_epoch = end_epoch
+            self.switch_epoch = max(end_epoch, self.epoch) + 1
+
+    def phase(self, epoch: int) -> Phase:
+        return phase_for_epoch(self.cfg.recipe, epoch, self.switch_epoch, self.cfg.epochs)
+
+    # -- one epoch -------------------------------------------------------------------------
+
+    def _prepare(
+        self, x: torch.Tensor, phase: Phase | None, g: torch.Generator | None
+    ) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True).float()
+        if self.data.train_x.dtype == torch.uint8:
+            x = x / 255.0
+        if phase is not None and phase.augment and g is not None:
+            x = augment_batch(x, self.cfg.recipe.augmentation, phase.augment_strength, g)
+        return (x - self._mean) / self._std
+
+    def _reduce(self, values: list[torch.Tensor]) -> list[float]:
+        """Sum device scalars over ranks and bring them to the host in one transfer."""
+        t = torch.stack([v.float() for v in values])
+        if self.distributed:
+            dist.all_reduce(t)
+        return t.cpu().tolist()
+
+    def _train(self, epoch: int, phase: Phase) -> dict[str, float]:
+        cfg = self.cfg
+        lr = cfg.optim.lr * lr_factor(cfg.optim, epoch, cfg.epochs)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        order = epoch_indices(self.data.train_y, phase, seed=cfg.seed, epoch=epoch)
+        mine = shard_indices(order, self.rank, self.world_size).to(self._data_device)
+        local_bs = cfg.batch_size // self.world_size
+        g = make_generator(self.device, cfg.seed, epoch, self.rank)
+        self.model.train()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        for start in range(0, mine.numel(), local_bs):
+            idx = mine[start : start + local_bs]
+            x = self._prepare(self._train_x[idx], phase, g)
+            y = self._train_y[idx].to(self.device, non_blocking=True)
+            with torch.autocast(
+                self.device.type, self._amp_dtype, enabled=self._amp_dtype is not None
+            ):
+                logits = self.model(x)
+                loss = F.cross_entropy(logits, y)
+            self.optimizer.zero_grad(set_to_none=True)
+            if self._scaler is not None:
+                self._scaler.scale(loss).backward()
+                self._scaler.step(self.optimizer)
+                self._scaler.update()
+            else:
+                loss.backward()
+                self.optimizer.step()
+            loss_sum += loss.detach().float() * y.numel()
+            correct += (logits.detach().argmax(1) == y).sum()
+        count = torch.tensor(mine.numel(), device=self.device)
+        total_loss, total_correct, total = self._reduce([loss_sum, correct, count])
+        if not math.isfinite(total_loss):
+            raise NonFiniteLossError(
+                f"train/loss became {total_loss} in epoch {epoch} "
+                f"(optim.name={cfg.optim.name}, optim.lr={cfg.optim.lr}); "
+                "lower optim.lr, add warm-up (optim.warmup_epochs) or disable amp"
+            )
+        return {
+            "train/loss": total_loss / total,
+            "train/acc": total_correct / total,
+            "lr": lr,
+            "samples": int(total),
+        }
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        self.model.eval()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        bs = max(256, self.cfg.batch_size)
+        for start in range(0, self._val_y.numel(), bs):
+            x = self._prepare(self._val_x[start : start + bs], None, None)
+            y = self._val_y[start : start + bs].to(self.device)
+            with torch.autocast(
+                self.device.type, self._amp_dtype, enabled=self._amp_dtype is not None
+            ):
+                logits = self.model(x)
+            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+            correct += (logits.argmax(1) == y).sum()
+        count = torch.tensor(self._val_y.numel(), device=self.device)
+        total_loss, total_correct, total = self._reduce([loss_sum, correct, count])
+        return {"val/loss": total_loss / max(total, 1), "val/acc": total_correct / max(total, 1)}
+
+    def run_epoch(self) -> dict[str, Any]:
+        """Train the next epoch, measure rotation, evaluate when due; returns its metrics."""
+        epoch = self.epoch + 1
+        phase = self.phase(epoch)
+        t0 = time.perf_counter()
+        metrics: dict[str, Any] = {"epoch": epoch, "phase": phase.name}
+        metrics.update(self._train(epoch, phase))
+        t1 = time.perf_counter()
+        rotation = self.rotation.compute()
+        t2 = time.perf_counter()
+        if epoch % self.cfg.eval_every == 0 or epoch == self.cfg.epochs:
+            metrics.update(self.evaluate())
+        t3 = time.perf_counter()
+        self.epoch = epoch
+        self.samples_total += metrics["samples"]
+        metrics.update({f"rotation/{k}": v for k, v in rotation.items()})
+        metrics.update(
+            {
+                "recipe/repeats": phase.repeats,
+                "recipe/data_fraction": phase.data_fraction,
+                "recipe/augment": int(phase.augment),
+                "samples_total": self.samples_total,
+                "time/train_s": t1 - t0,
+                "time/rotation_s": t2 - t1,
+                "time/eval_s": t3 - t2,
+                "time/epoch_s": t3 - t0,
+            }
+        )
+        return metrics
+
+    # -- checkpoints -----------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        from trainables.rotation import unwrap_model
+
+        return {
+            "model": unwrap_model(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self._scaler.state_dict() if self._scaler else None,
+            "rotation": self.rotation.state_dict(),
+            "epoch": self.epoch,
+            "cp_end_epoch": self.cp_end_epoch,
+            "switch_epoch": self.switch_epoch,
+            "samples_total": self.samples_total,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+            },
+            "pid": os.getpid(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        from trainables.rotation import unwrap_model
+
+        unwrap_model(self.model).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self._scaler is not None and state.get("scaler"):
+            self._scaler.load_state_dict(state["scaler"])
+        self.rotation.load_state_dict(state["rotation"])
+        self.epoch = int(state["epoch"])
+        self.cp_end_epoch = state["cp_end_epoch"]
+        self.switch_epoch = state["switch_epoch"]
+        self.samples_total = int(state["samples_total"])
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])

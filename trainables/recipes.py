@@ -1,0 +1,87 @@
+"""Recipe schedules: which training components run in which phase of a run.
+
+A recipe has a critical-period phase and a post-period phase, each a set of
+component settings (`PhaseConfig`: repeats, augmentation on/off and strength,
+data fraction). Fukase et al. (arXiv 2506.15954) see the training set 3 times
+per epoch, independently augmented, during the period and once afterwards. With
+pruning, a stratified random fraction of the data is used after the period
+until the annealing point `switch + ceil((E - switch) * r)`, then the full set.
+New components (Mixup, RandAugment, ...) become fields of `PhaseConfig`; the
+scheduler only ever moves the switch epoch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from trainables.config import PhaseConfig, RecipeConfig
+from trainables.data import stratified_subset
+
+__all__ = ["Phase", "anneal_epoch", "epoch_indices", "phase_for_epoch", "shard_indices"]
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str  # "critical", "after" or "anneal"
+    repeats: int
+    augment: bool
+    augment_strength: float
+    data_fraction: float
+
+    @classmethod
+    def of(cls, name: str, cfg: PhaseConfig, data_fraction: float | None = None) -> Phase:
+        frac = cfg.data_fraction if data_fraction is None else data_fraction
+        return cls(name, cfg.repeats, cfg.augment, cfg.augment_strength, frac)
+
+
+def anneal_epoch(switch_epoch: int, budget: int, ratio: float) -> int:
+    """First epoch back on full data: switch + ceil((E - switch) * ratio)."""
+    if not 0 < ratio < 1:
+        raise ValueError(f"anneal_ratio={ratio} must be in (0, 1)")
+    return switch_epoch + math.ceil((budget - switch_epoch) * ratio)
+
+
+def phase_for_epoch(
+    recipe: RecipeConfig, epoch: int, switch_epoch: int | None, budget: int
+) -> Phase:
+    """Component settings for 1-based `epoch`, given the first post-period epoch (or None)."""
+    if switch_epoch is None or epoch < switch_epoch:
+        return Phase.of("critical", recipe.critical)
+    after = recipe.after
+    if (
+        after.data_fraction < 1
+        and recipe.anneal_ratio is not None
+        and epoch >= anneal_epoch(switch_epoch, budget, recipe.anneal_ratio)
+    ):
+        return Phase.of("anneal", after, data_fraction=1.0)
+    return Phase.of("after", after)
+
+
+def epoch_indices(labels: torch.Tensor, phase: Phase, *, seed: int, epoch: int) -> torch.Tensor:
+    """Global sample order of one epoch: a stratified fraction, `repeats` times, shuffled.
+
+    Each repeat of a sample lands in a different batch and is augmented with its
+    own random parameters. The subset is drawn afresh every epoch (seeded), so
+    pruning visits all of the data over time.
+    """
+    n = labels.numel()
+    if phase.data_fraction < 1:
+        keep = max(int(labels.unique().numel()), round(n * phase.data_fraction))
+        base = stratified_subset(labels, keep, seed=seed * 100_003 + epoch)
+    else:
+        base = torch.arange(n)
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = base.repeat(phase.repeats)
+    return order[torch.randperm(order.numel(), generator=g)]
+
+
+def shard_indices(indices: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """This rank's share; padded by wrapping so every rank runs the same number of steps."""
+    if world_size == 1:
+        return indices
+    per_rank = math.ceil(indices.numel() / world_size)
+    padded = torch.cat([indices, indices[: per_rank * world_size - indices.numel()]])
+    return padded[rank::world_size]
