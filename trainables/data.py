@@ -1,0 +1,517 @@
+"""In-memory dataset loaders for offline, on-disk datasets.
+
+Every dataset is read from its published on-disk format (IDX files, the CIFAR
+python pickles, class-per-folder image trees, the tiny-imagenet-200 layout) or
+generated locally (scikit-learn's digits, MNIST-1D). Nothing is downloaded.
+Images come back as uint8 [N, C, H, W] tensors, so a whole training set stays
+small in memory and moves to an accelerator once; `Dataset.to_float` turns a
+batch into normalised floats on whatever device it lives on.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import os
+import pickle
+import random
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "DATASETS",
+    "DEFAULT_ROOTS",
+    "Dataset",
+    "DatasetError",
+    "load_dataset",
+    "stratified_subset",
+]
+
+logger = logging.getLogger(__name__)
+
+DATASETS: tuple[str, ...] = ("digits", "fashion-mnist", "mnist1d", "cifar10", "cifar100")
+DATASETS += ("eurosat", "tiny-imagenet", "imagenet30")  # image trees
+# None: generated locally (digits, mnist1d: cache under ~/.cache/cpsweep/mnist1d)
+# or no standard location, so `root` is required.
+DEFAULT_ROOTS: dict[str, str | None] = {name: None for name in DATASETS} | {
+    "fashion-mnist": "/usr/share/datasets/fashion-mnist",  # Debian dataset-fashion-mnist
+}
+
+# (train_x, train_y, val_x, val_y, num_classes), what every loader returns
+_Split = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]
+
+_DEFAULT_IMAGE_SIZE = {"eurosat": 64, "tiny-imagenet": 64, "imagenet30": 64}  # resizable
+_FIXED_IMAGE_SIZE = {"digits": 8, "fashion-mnist": 28, "cifar10": 32, "cifar100": 32}
+_IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff"})
+_SPLIT_SEED = 0  # fixed: validation sets never change between trials
+_PROGRESS_EVERY = 5000
+_LAYOUTS = {
+    "fashion-mnist": "IDX files train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+    "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (each plain or .gz) in <root> or <root>/raw",
+    "cifar10": "the CIFAR-10 python pickles data_batch_1 ... data_batch_5 and test_batch "
+    "(dicts with b'data' uint8 [N, 3072] and b'labels') in <root> or <root>/cifar-10-batches-py",
+    "cifar100": "the CIFAR-100 python pickles train and test (dicts with b'data' uint8 "
+    "[N, 3072] and b'fine_labels') in <root> or <root>/cifar-100-python",
+    "eurosat": "the RGB EuroSAT release as one folder per class, <root>/<ClassName>/*.jpg|png|tif "
+    "(<root>/2750 and <root>/EuroSAT_RGB are accepted too)",
+    "tiny-imagenet": "the tiny-imagenet-200 layout: <root>/wnids.txt, "
+    "<root>/train/<wnid>/images/*.JPEG, <root>/val/images/*.JPEG and "
+    "<root>/val/val_annotations.txt (tab-separated: filename, wnid, bbox); "
+    "<root>/tiny-imagenet-200 is accepted too",
+    "imagenet30": "class-per-folder trees <root>/train/<class>/**/*.JPEG|jpg|png and "
+    "<root>/test/<class>/... (or val/ instead of test/)",
+}
+
+
+class DatasetError(ValueError):
+    """A dataset is missing or malformed; the message names the path, the layout and the fix."""
+
+
+def _error(name: str, path: Path | str, problem: str) -> DatasetError:
+    fix = (
+        "install Debian package dataset-fashion-mnist or set data.root"
+        if name == "fashion-mnist"
+        else "set data.root to the extracted dataset directory"
+    )
+    layout = _LAYOUTS.get(name, "a dataset generated locally")
+    return DatasetError(f"{name}: {path} {problem}; expected {layout} ({fix})")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A train/validation pair held in memory, with the normalisation statistics."""
+
+    name: str
+    train_x: torch.Tensor  # images: uint8 [N, C, H, W]; mnist1d: float32 [N, 1, L]
+    train_y: torch.Tensor  # int64 [N]
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    num_classes: int
+    mean: tuple[float, ...]  # per channel, in to_float's pre-normalisation scale ([0, 1] images)
+    std: tuple[float, ...]
+
+    @property
+    def is_image(self) -> bool:
+        """True for [N, C, H, W] data."""
+        return self.train_x.dim() == 4
+
+    @property
+    def in_channels(self) -> int:
+        """Number of input channels C."""
+        return int(self.train_x.shape[1])
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one sample: (C, H, W) or (C, L)."""
+        return tuple(self.train_x.shape[1:])
+
+    def to_float(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise a batch (or one sample): uint8 is scaled to [0, 1] first.
+
+        The statistics are created on `x.device`, so this works on any device.
+        """
+        # Channel sits before the 2 (image) or 1 (signal) trailing dims: broadcast
+        # from the right works for batched and single samples alike.
+        view = (-1,) + (1,) * (2 if self.is_image else 1)
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(view)
+        std = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(view)
+        xf = x.to(torch.float32) / 255.0 if x.dtype == torch.uint8 else x.to(torch.float32)
+        return (xf - mean) / std
+
+
+def stratified_subset(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """Sorted int64 indices of a class-stratified random subset of `n` samples.
+
+    Each class gets its proportional share (largest remainder), at least one
+    sample whenever `n` >= the number of classes. Deterministic for `seed`;
+    `n` >= len(labels) returns every index.
+    """
+    if n < 1:
+        raise ValueError(f"stratified_subset: n={n} must be >= 1")
+    labels = labels.reshape(-1).cpu()
+    total = labels.numel()
+    if n >= total:
+        return torch.arange(total, dtype=torch.int64)
+    classes, counts_t = torch.unique(labels, sorted=True, return_counts=True)
+    counts = counts_t.to(torch.float64).numpy()
+    exact = n * counts / total
+    alloc = np.floor(exact).astype(np.int64)
+    if n >= len(classes):
+        alloc = np.maximum(alloc, 1)
+    # Settle the rounding: add where the remainder is largest, take where the
+    # allocation overshoots most (argmax: ties go to the lower class).
+    while alloc.sum() < n:
+        gap = np.where(alloc < counts, exact - alloc, -np.inf)
+        alloc[int(np.argmax(gap))] += 1
+    while alloc.sum() > n:
+        over = np.where(alloc > 1, alloc - exact, -np.inf)
+        alloc[int(np.argmax(over))] -= 1
+    gen = torch.Generator().manual_seed(seed)
+    picked = []
+    for cls, k in zip(classes.tolist(), alloc.tolist(), strict=True):
+        members = torch.nonzero(labels == cls).flatten()
+        picked.append(members[torch.randperm(len(members), generator=gen)[:k]])
+    return torch.sort(torch.cat(picked)).values.to(torch.int64)
+
+
+def _fixed_split(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stratified 80/20 (train, val) indices with the fixed seed, for datasets without a split."""
+    val = stratified_subset(y, max(1, round(0.2 * len(y))), _SPLIT_SEED)
+    keep = torch.ones(len(y), dtype=torch.bool)
+    keep[val] = False
+    return torch.nonzero(keep).flatten(), val
+
+
+# --- generated datasets ---------------------------------------------------------------------
+
+
+def _load_digits(_root: Path | None) -> _Split:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    # Values are 0..16: rescale to the uint8 range every other image dataset uses.
+    x = torch.from_numpy(np.rint(bunch.images * 255.0 / 16.0).astype(np.uint8)).unsqueeze(1)
+    y = torch.from_numpy(bunch.target.astype(np.int64))
+    train, val = _fixed_split(y)
+    return x[train], y[train], x[val], y[val], 10
+
+
+def _load_mnist1d(root: Path | None, num_samples: int = 5000) -> _Split:
+    """Generate MNIST-1D with the package's own generator (never its downloading `get_dataset`).
+
+    The arrays are cached as `<root>/mnist1d-<hash of the generator args>.npz`.
+    """
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ImportError as exc:
+        raise ImportError(
+            "dataset mnist1d needs the mnist1d package: pip install 'cpsweep[mnist1d]'"
+        ) from exc
+    args = get_dataset_args()  # the published defaults: 4000 train / 1000 test, length 40
+    args.num_samples = num_samples
+    params = {k: v for k, v in vars(args).items() if k != "url"}  # url: download only
+    key = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+    cache_dir = root if root is not None else Path("~/.cache/cpsweep/mnist1d").expanduser()
+    path = cache_dir / f"mnist1d-{key}.npz"
+    arrays: list[np.ndarray] = []  # x, y, x_test, y_test
+    if path.is_file():
+        try:
+            with np.load(path) as f:
+                arrays = [f[f"arr_{i}"] for i in range(4)]
+            logger.info("mnist1d: loaded cached %s", path)
+        except (OSError, ValueError, KeyError) as exc:
+            logger.warning("mnist1d: ignoring unreadable cache %s (%s)", path, exc)
+    if not arrays:
+        # make_dataset reseeds the global NumPy and random RNGs: restore the callers' state.
+        np_state, py_state = np.random.get_state(), random.getstate()
+        try:
+            data = make_dataset(args)
+        finally:
+            np.random.set_state(np_state)
+            random.setstate(py_state)
+        arrays = [np.asarray(data[k]) for k in ("x", "y", "x_test", "y_test")]
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = cache_dir / f".{path.name}.{os.getpid()}.tmp"
+        with tmp.open("wb") as fh:
+            np.savez(fh, *arrays)
+        os.replace(tmp, path)  # atomic: concurrent trials never read a partial file
+        logger.info("mnist1d: generated %d samples, cached at %s", num_samples, path)
+    tx, vx = (torch.from_numpy(a.astype(np.float32)).unsqueeze(1) for a in arrays[0::2])
+    ty, vy = (torch.from_numpy(a.astype(np.int64)) for a in arrays[1::2])
+    return tx, ty, vx, vy, 10  # x: float32 [N, 1, L]
+
+
+# --- array formats: IDX, CIFAR pickles --------------------------------------------------------
+
+
+def _read_idx(name: str, path: Path, magic: int) -> np.ndarray:
+    """Parse one IDX file: 0x0000, type 0x08 (ubyte), ndim, big-endian uint32 dims, data."""
+    opener: Callable[..., Any] = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as fh:
+            raw = fh.read()
+    except (OSError, EOFError) as exc:
+        raise _error(name, path, f"is not readable ({exc})") from exc
+    found = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
+    if found != magic:
+        shown = "none" if found is None else f"0x{found:08x}"
+        raise _error(name, path, f"has IDX magic {shown}, not 0x{magic:08x}")
+    ndim = magic & 0xFF
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    start = 4 + 4 * ndim
+    if len(raw) - start != int(np.prod(dims)):
+        raise _error(name, path, f"holds {len(raw) - start} data bytes, header says {dims}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=start).reshape(dims).copy()
+
+
+def _find_idx(name: str, root: Path, stem: str) -> Path:
+    for folder in (root, root / "raw", root / "FashionMNIST" / "raw"):
+        for fname in (f"{stem}.gz", stem):
+            if (folder / fname).is_file():
+                return folder / fname
+    raise _error(name, root, f"has no {stem}(.gz)")
+
+
+def _load_fashion_mnist(root: Path | None) -> _Split:
+    name = "fashion-mnist"
+    assert root is not None
+    out = []
+    for split in ("train", "t10k"):
+        images = _read_idx(name, _find_idx(name, root, f"{split}-images-idx3-ubyte"), 0x803)
+        labels = _read_idx(name, _find_idx(name, root, f"{split}-labels-idx1-ubyte"), 0x801)
+        if len(images) != len(labels):
+            raise _error(name, root, f"has {len(images)} {split} images but {len(labels)} labels")
+        out += [torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))]
+    return out[0], out[1], out[2], out[3], 10
+
+
+def _read_cifar_pickle(name: str, path: Path, label_key: str) -> tuple[torch.Tensor, torch.Tensor]:
+    # The official batches are Python 2 pickles of dicts with bytes keys. Like
+    # every CIFAR loader, this unpickles local files: only point it at trusted data.
+    if not path.is_file():
+        raise _error(name, path.parent, f"has no {path.name}")
+    try:
+        with path.open("rb") as fh:
+            entry = pickle.load(fh, encoding="bytes")
+        entry = {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}
+        data, labels = entry["data"], entry[label_key]
+    except (pickle.UnpicklingError, EOFError, AttributeError, KeyError, ValueError) as exc:
+        raise _error(
+            name, path, f"is not a CIFAR pickle dict with b'data' and b'{label_key}' ({exc!r})"
+        ) from exc
+    data = np.asarray(data, dtype=np.uint8)
+    if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
+        raise _error(name, path, f"has data {data.shape} for {len(labels)} labels, not [N, 3072]")
+    # Each row is the R, G, B planes of a 32x32 image, row-major.
+    x = torch.from_numpy(data.reshape(-1, 3, 32, 32).copy())
+    return x, torch.as_tensor(np.asarray(labels, dtype=np.int64))
+
+
+def _cifar(name: str, root: Path | None, subdir: str, train: Sequence[str], test: str) -> _Split:
+    assert root is not None
+    folder = root / subdir if (root / subdir).is_dir() else root
+    label_key, num_classes = ("labels", 10) if name == "cifar10" else ("fine_labels", 100)
+    parts = [_read_cifar_pickle(name, folder / f, label_key) for f in train]
+    vx, vy = _read_cifar_pickle(name, folder / test, label_key)
+    tx, ty = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    return tx, ty, vx, vy, num_classes
+
+
+def _load_cifar10(root: Path | None) -> _Split:
+    batches = [f"data_batch_{i}" for i in range(1, 6)]
+    return _cifar("cifar10", root, "cifar-10-batches-py", batches, "test_batch")
+
+
+def _load_cifar100(root: Path | None) -> _Split:
+    return _cifar("cifar100", root, "cifar-100-python", ["train"], "test")
+
+
+# --- image trees ---------------------------------------------------------------------------
+
+
+def _images_in(folder: Path, recursive: bool) -> list[Path]:
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in found if p.suffix.lower() in _IMAGE_EXTS and p.is_file())
+
+
+def _class_tree(name: str, folder: Path, recursive: bool) -> dict[str, list[Path]]:
+    """Map each class sub-folder of `folder` (sorted) to its image files."""
+    if not folder.is_dir():
+        raise _error(name, folder, "is not a directory")
+    tree = {d.name: _images_in(d, recursive) for d in sorted(folder.iterdir()) if d.is_dir()}
+    if not tree:
+        raise _error(name, folder, "has no class folders")
+    for cls, files in tree.items():
+        if not files:
+            raise _error(name, folder / cls, "is a class folder with no images")
+    return tree
+
+
+def _read_images(
+    name: str, items: Sequence[tuple[Path, int]], size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(path, label) pairs -> RGB uint8 [N, 3, size, size] (bilinear resize), int64 labels."""
+    from PIL import Image
+
+    def read(path: Path) -> np.ndarray:
+        try:
+            with Image.open(path) as img:
+                rgb = img.convert("RGB")
+        except (OSError, ValueError) as exc:
+            raise _error(name, path, f"is not a readable image ({exc})") from exc
+        if rgb.size != (size, size):
+            rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+        return np.asarray(rgb, dtype=np.uint8)
+
+    paths = [p for p, _ in items]
+    out = np.empty((len(paths), 3, size, size), dtype=np.uint8)
+    # PIL releases the GIL while decoding, so threads speed up large trees.
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        for i, arr in enumerate(pool.map(read, paths)):
+            out[i] = arr.transpose(2, 0, 1)  # HWC -> CHW
+            if (i + 1) % _PROGRESS_EVERY == 0:
+                logger.info("%s: decoded %d / %d images", name, i + 1, len(paths))
+    return torch.from_numpy(out), torch.tensor([y for _, y in items], dtype=torch.int64)
+
+
+def _flatten(tree: dict[str, list[Path]], classes: list[str]) -> list[tuple[Path, int]]:
+    """(path, label) pairs of a class tree, label = position of the class in `classes`."""
+    index = {cls: i for i, cls in enumerate(classes)}
+    return [(p, index[cls]) for cls, files in tree.items() for p in files]
+
+
+def _load_eurosat(root: Path | None, size: int) -> _Split:
+    assert root is not None
+    folder = next((root / d for d in ("2750", "EuroSAT_RGB") if (root / d).is_dir()), root)
+    tree = _class_tree("eurosat", folder, recursive=False)
+    x, y = _read_images("eurosat", _flatten(tree, list(tree)), size)
+    train, val = _fixed_split(y)
+    return x[train], y[train], x[val], y[val], len(tree)
+
+
+def _load_tiny_imagenet(root: Path | None, size: int) -> _Split:
+    name = "tiny-imagenet"
+    assert root is not None
+    if (root / "tiny-imagenet-200").is_dir():
+        root = root / "tiny-imagenet-200"
+    wnids_file, ann_file = root / "wnids.txt", root / "val" / "val_annotations.txt"
+    for required in (wnids_file, ann_file):
+        if not required.is_file():
+            raise _error(name, root, f"has no {required.relative_to(root)}")
+    # Classes sorted by wnid, the order torchvision's ImageFolder gives train/.
+    wnids = sorted(set(wnids_file.read_text().split()))
+    if not wnids:
+        raise _error(name, wnids_file, "lists no wnids")
+    tree = {w: _images_in(root / "train" / w / "images", recursive=False) for w in wnids}
+    for w, files in tree.items():
+        if not files:
+            raise _error(name, root / "train" / w / "images", "has no images")
+    index = {w: i for i, w in enumerate(wnids)}
+    val: list[tuple[Path, int]] = []
+    for lineno, line in enumerate(ann_file.read_text().splitlines(), 1):
+        fields = line.split("\t")
+        if not line.strip():
+            continue
+        if len(fields) < 2 or fields[1] not in index:
+            problem = f"line {lineno} is not 'filename<TAB>wnid<TAB>bbox' with a listed wnid"
+            raise _error(name, ann_file, f"{problem}: {line!r}")
+        val.append((root / "val" / "images" / fields[0], index[fields[1]]))
+    if not val:
+        raise _error(name, ann_file, "lists no validation images")
+    tx, ty = _read_images(name, _flatten(tree, wnids), size)
+    return (tx, ty, *_read_images(name, val, size), len(wnids))
+
+
+def _load_imagenet30(root: Path | None, size: int) -> _Split:
+    name = "imagenet30"
+    assert root is not None
+    train_tree = _class_tree(name, root / "train", recursive=True)
+    test_dir = next((root / d for d in ("test", "val") if (root / d).is_dir()), root / "test")
+    test_tree = _class_tree(name, test_dir, recursive=True)
+    unknown = sorted(set(test_tree) - set(train_tree))
+    if unknown:
+        raise _error(name, test_dir, f"has classes not in train/: {unknown}")
+    classes = list(train_tree)
+    tx, ty = _read_images(name, _flatten(train_tree, classes), size)
+    return (tx, ty, *_read_images(name, _flatten(test_tree, classes), size), len(classes))
+
+
+# --- public entry point --------------------------------------------------------------------
+
+_ARRAY_LOADERS: dict[str, Callable[[Path | None], _Split]] = {
+    "digits": _load_digits,
+    "fashion-mnist": _load_fashion_mnist,
+    "mnist1d": _load_mnist1d,
+    "cifar10": _load_cifar10,
+    "cifar100": _load_cifar100,
+}
+_TREE_LOADERS: dict[str, Callable[[Path | None, int], _Split]] = {
+    "eurosat": _load_eurosat,
+    "tiny-imagenet": _load_tiny_imagenet,
+    "imagenet30": _load_imagenet30,
+}
+
+
+def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], ...]:
+    """Per-channel mean and std over [N, C, ...], in [0, 1] scale for uint8 input."""
+    scale = 255.0 if x.dtype == torch.uint8 else 1.0
+    total = torch.zeros(x.shape[1], dtype=torch.float64)
+    squares = torch.zeros(x.shape[1], dtype=torch.float64)
+    chunk = max(1, 2**22 // max(1, x[0].numel()))  # float64 copies of ~32 MB at a time
+    for part in x.split(chunk):
+        flat = part.transpose(0, 1).reshape(x.shape[1], -1).to(torch.float64) / scale
+        total += flat.sum(1)
+        squares += flat.square().sum(1)
+    count = x.numel() / x.shape[1]
+    mean = total / count
+    std = (squares / count - mean.square()).clamp_min(0).sqrt()
+    std = torch.where(std > 1e-8, std, torch.ones_like(std))  # constant channel: leave unscaled
+    return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def load_dataset(
+    name: str,
+    root: str | None = None,
+    *,
+    image_size: int | None = None,
+    train_subset: int | None = None,
+    val_subset: int | None = None,
+    seed: int = 0,
+) -> Dataset:
+    """Load `name` from `root` (or its `DEFAULT_ROOTS` entry) into memory.
+
+    `image_size` resizes images to a square (tree datasets default to 64).
+    `train_subset` keeps a stratified subset drawn with `seed`; `val_subset`
+    one drawn with seed 0, so every trial sees the same validation samples.
+    Mean and std come from the (subset) training set.
+    """
+    if name not in DATASETS:
+        raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    for field, value in (("train_subset", train_subset), ("val_subset", val_subset)):
+        if value is not None and value < 1:
+            raise ValueError(f"{field}={value} must be >= 1 or None")
+    if image_size is not None and image_size < 1:
+        raise ValueError(f"image_size={image_size} must be >= 1 or None")
+    fixed = _FIXED_IMAGE_SIZE.get(name)  # None for mnist1d (not an image) and image trees
+    if image_size is not None and name not in _DEFAULT_IMAGE_SIZE and image_size != fixed:
+        raise ValueError(
+            f"image_size={image_size} applies only to {', '.join(_DEFAULT_IMAGE_SIZE)}; "
+            f"{name} has a fixed size ({fixed or 'not an image'}): leave image_size unset"
+        )
+    root_str = root if root is not None else DEFAULT_ROOTS[name]
+    path = Path(root_str).expanduser() if root_str is not None else None
+    if name not in ("digits", "mnist1d"):
+        if path is None:
+            raise _error(name, "data.root", "is not set")
+        if not path.is_dir():
+            raise _error(name, path, "does not exist or is not a directory")
+
+    logger.info("loading %s from %s", name, path if path is not None else "(generated)")
+    if name in _TREE_LOADERS:
+        size = image_size or _DEFAULT_IMAGE_SIZE[name]
+        train_x, train_y, val_x, val_y, num_classes = _TREE_LOADERS[name](path, size)
+    else:
+        train_x, train_y, val_x, val_y, num_classes = _ARRAY_LOADERS[name](path)
+    for labels in (train_y, val_y):
+        if len(labels) == 0 or int(labels.min()) < 0 or int(labels.max()) >= num_classes:
+            raise _error(name, path or name, f"has labels outside 0..{num_classes - 1} or none")
+
+    if train_subset is not None:
+        keep = stratified_subset(train_y, train_subset, seed)
+        train_x, train_y = train_x[keep], train_y[keep]
+    if val_subset is not None:
+        keep = stratified_subset(val_y, val_subset, _SPLIT_SEED)
+        val_x, val_y = val_x[keep], val_y[keep]
+    mean, std = _channel_stats(train_x)
+    stats = [round(v, 4) for v in mean + std]
+    logger.info("%s: train %s, val %s, %d classes, mean+std %s", name, tuple(train_x.shape),
+                tuple(val_x.shape), num_classes, stats)  # fmt: skip
+    return Dataset(name, train_x, train_y, val_x, val_y, num_classes, mean, std)
