@@ -91,6 +91,18 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from service.spec import load_spec
+    from service.sweep import run_sweep
+
+    spec = load_spec(args.spec, args.set)
+    summary = run_sweep(spec, address=args.address, output_dir=args.output_dir, resume=args.resume)
+    failed = [t["trial_id"] for t in summary["trials"] if t["status"] == "ERROR"]
+    if failed:
+        log.warning("%d trial(s) failed: %s (see the table's error column)", len(failed), failed)
+    return 0
+
+
 # -- parser -------------------------------------------------------------------------------
 
 
@@ -125,6 +137,22 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--patience", type=int, default=2)
     d.add_argument("--fraction", type=float, default=0.125)
     d.set_defaults(func=_cmd_detect)
+
+    r = sub.add_parser("run", help="run a sweep spec on Ray (local cluster by default)")
+    r.add_argument("spec", help="YAML SweepSpec, e.g. search_spaces/quickstart.yaml")
+    r.add_argument(
+        "--address", help="Ray cluster address (default $RAY_ADDRESS or a local cluster)"
+    )
+    r.add_argument("--output-dir", help="default runs/<sweep name>/")
+    r.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
+    r.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec field, e.g. --set train.epochs=5 (repeatable)",
+    )
+    r.set_defaults(func=_cmd_run)
 
     for register in _EXTRA_COMMANDS:
         register(sub)

@@ -7,6 +7,7 @@ silently ignored. Presets are plain functions returning configs (see `paper_pres
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -24,6 +25,8 @@ __all__ = [
     "apply_overrides",
     "format_validation_error",
     "paper_preset",
+    "set_dotted",
+    "train_dict_for",
 ]
 
 DatasetName = Literal[
@@ -226,3 +229,27 @@ def paper_preset(**changes: Any) -> TrainConfig:
         criterion=CriterionConfig(name="paper"),
     )
     return base.model_copy(update=changes)
+
+
+def set_dotted(tree: dict[str, Any], path: str, value: Any) -> None:
+    node = tree
+    parts = path.split(".")
+    for p in parts[:-1]:
+        nxt = node.get(p)
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{path}: {p!r} is not a section of the train config")
+        node = nxt
+    if parts[-1] not in node:
+        raise ConfigError(f"{path}: no field {parts[-1]!r} here; known: {sorted(node)}")
+    node[parts[-1]] = value
+
+
+def train_dict_for(config: dict[str, Any]) -> dict[str, Any]:
+    """The trial's full TrainConfig dict: base, then its arm's overrides, then sampled values."""
+    trial = copy.deepcopy(config["train"])
+    arm = config.get("arm")
+    for path, value in (config.get("_cpsweep", {}).get("arms", {}).get(arm) or {}).items():
+        set_dotted(trial, path, value)
+    for path, value in (config.get("params") or {}).items():
+        set_dotted(trial, path, value)
+    return trial

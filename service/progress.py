@@ -1,0 +1,114 @@
+"""Live progress lines and the final table of a sweep."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+__all__ = ["ProgressCallback", "format_table"]
+
+log = logging.getLogger("cpsweep.progress")
+
+
+class ProgressCallback(Callback):
+    """One line per trial epoch, plus a line when a trial ends or fails."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+
+    def on_trial_result(
+        self, iteration: int, trials: list[Any], trial: Any, result: dict, **info: Any
+    ) -> None:
+        if "error" in result:
+            return
+        val = f" val_acc={result['val/acc']:.4f}" if "val/acc" in result else ""
+        switch = result.get("cp/switch_epoch")
+        mark = f" switch@{switch}" if switch else ""
+        log.info(
+            "%s epoch %3d/%d %-8s x%s rot=%.4f%s%s %.2fs",
+            trial.trial_id,
+            result.get("epoch", 0),
+            self.budget,
+            result.get("phase", "?"),
+            result.get("recipe/repeats", "?"),
+            result.get("rotation/mean", float("nan")),
+            val,
+            mark,
+            result.get("time/epoch_s", 0.0),
+        )
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        r = trial.last_result or {}
+        log.info(
+            "%s done: period ended at epoch %s, switched at %s, val_acc=%s",
+            trial.trial_id,
+            r.get("cp/end_epoch"),
+            r.get("cp/switch_epoch"),
+            r.get("val/acc"),
+        )
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        log.error("%s failed: %s", trial.trial_id, _short_error(trial))
+
+
+def _short_error(trial: Any) -> str:
+    """Last line of the trial's traceback: the exception and its message."""
+    try:
+        text = Path(trial.error_file).read_text() if trial.error_file else ""
+    except OSError:
+        text = ""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else f"see {trial.error_file or 'the trial directory'}"
+
+
+def _fmt(v: Any, spec: str = "") -> str:
+    if v is None:
+        return "-"
+    return format(v, spec) if spec else str(v)
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    """Plain-text table of every trial in a sweep summary."""
+    head = (
+        "trial",
+        "arm/params",
+        "status",
+        "epochs",
+        "cp_end",
+        "switch",
+        "val_acc",
+        "best_acc",
+        "wall_s",
+        "samples",
+    )
+    rows = [head]
+    for t in summary["trials"]:
+        label = (
+            t.get("arm")
+            or ",".join(
+                f"{k.split('.')[-1]}={_fmt(v, '.3g') if isinstance(v, float) else v}"
+                for k, v in (t.get("params") or {}).items()
+            )
+            or "-"
+        )
+        rows.append(
+            (
+                t["trial_id"],
+                label[:40],
+                t["status"],
+                _fmt(t["epochs"]),
+                _fmt(t["cp_end_epoch"]),
+                _fmt(t["switch_epoch"]),
+                _fmt(t["final_val_acc"], ".4f"),
+                _fmt(t["best_val_acc"], ".4f"),
+                _fmt(t["wall_s"], ".1f"),
+                _fmt(t["samples"]),
+            )
+        )
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -1,0 +1,225 @@
+"""SweepSpec: a sweep as YAML, validated with pydantic, turned into a Tune param space.
+
+```yaml
+name: quickstart
+train: {epochs: 15, data: {name: digits}, ...}     # trainables.config.TrainConfig
+search_space:                                       # any dotted path into `train`
+  optim.name: {grid: [sgd, adam]}
+  optim.lr: {loguniform: [0.001, 0.1]}
+arms:                                               # optional named variants (grid over them)
+  baseline: {criterion.name: never}
+num_samples: 1
+scheduler: {scope: trial, mode: push}
+```
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from trainables.config import (
+    ConfigError,
+    CriterionConfig,
+    TrainConfig,
+    format_validation_error,
+    set_dotted,
+)
+
+__all__ = [
+    "Dimension",
+    "SweepSpec",
+    "build_param_space",
+    "load_spec",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Dimension(_Strict):
+    """One searched value: exactly one of the keys below."""
+
+    grid: list[Any] | None = Field(None, min_length=1, description="Every value (grid search).")
+    choice: list[Any] | None = Field(None, min_length=1, description="Sampled uniformly.")
+    uniform: tuple[float, float] | None = Field(None, description="[low, high].")
+    loguniform: tuple[float, float] | None = Field(None, description="[low, high], both > 0.")
+    randint: tuple[int, int] | None = Field(None, description="[low, high) integers.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Dimension:
+        given = [
+            k
+            for k in ("grid", "choice", "uniform", "loguniform", "randint")
+            if getattr(self, k) is not None
+        ]
+        if len(given) != 1:
+            raise ValueError(
+                f"give exactly one of grid, choice, uniform, loguniform, randint (got {given})"
+            )
+        for k in ("uniform", "loguniform", "randint"):
+            bounds = getattr(self, k)
+            if bounds is not None and not bounds[0] < bounds[1]:
+                raise ValueError(f"{k}: low must be below high, got {list(bounds)}")
+        if self.loguniform is not None and self.loguniform[0] <= 0:
+            raise ValueError(f"loguniform: bounds must be > 0, got {list(self.loguniform)}")
+        return self
+
+    def values_for_check(self) -> list[Any]:
+        """Representative values, used to validate the dotted path before any trial runs."""
+        if self.grid is not None:
+            return list(self.grid)
+        if self.choice is not None:
+            return list(self.choice)
+        bounds = self.uniform or self.loguniform or self.randint
+        assert bounds is not None
+        return [bounds[0]]
+
+    def to_tune(self) -> Any:
+        from ray import tune
+
+        if self.grid is not None:
+            return tune.grid_search(self.grid)
+        if self.choice is not None:
+            return tune.choice(self.choice)
+        if self.uniform is not None:
+            return tune.uniform(*self.uniform)
+        if self.loguniform is not None:
+            return tune.loguniform(*self.loguniform)
+        assert self.randint is not None
+        return tune.randint(*self.randint)
+
+
+class ScalingSpec(_Strict):
+    num_workers: int = Field(
+        1, ge=1, le=1024, description="Ray Train workers (DDP ranks) per trial."
+    )
+    cpus_per_worker: int = Field(
+        1, ge=1, le=256, description="CPUs (and torch threads) per worker."
+    )
+    use_gpu: bool = Field(False, description="One GPU per worker; NCCL backend, AMP.")
+
+
+class InnerSchedulerSpec(_Strict):
+    name: Literal["asha"] = Field(
+        "asha", description="Scheduler for stop decisions after the period."
+    )
+    metric: str = Field("val/acc", description="Reported metric ASHA compares.")
+    mode: Literal["max", "min"] = "max"
+    grace_period: int = Field(1, ge=1, description="Epochs before ASHA may stop a trial.")
+    reduction_factor: float = Field(3, gt=1)
+
+
+class SchedulerSpec(_Strict):
+    scope: Literal["trial", "cohort"] = Field(
+        "trial", description="trial: each trial on its own (paper); cohort: share the median end."
+    )
+    cohort_keys: list[str] = Field(
+        default_factory=lambda: ["model.name", "data.name", "optim.name"],
+        description="Dotted train paths whose values define a cohort.",
+    )
+    cohort_min_trials: int = Field(2, ge=1, description="Detections before the median applies.")
+    mode: Literal["push", "sync", "async"] = Field(
+        "push", description="How decisions reach trials; push and sync switch with zero lag."
+    )
+    inner: InnerSchedulerSpec | None = Field(None, description="Optional stop scheduler (ASHA).")
+
+
+class FailureSpec(_Strict):
+    worker_failures: int = Field(
+        2, ge=-1, description="Worker-group restarts per trial (from checkpoint)."
+    )
+    trial_failures: int = Field(0, ge=-1, description="Tune retries of a whole trial.")
+
+
+class TrackingSpec(_Strict):
+    enabled: bool = Field(True, description="Log the sweep to MLflow.")
+    uri: str | None = Field(
+        None, description="MLflow tracking URI; None: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db."
+    )
+    experiment: str | None = Field(None, description="MLflow experiment; None uses the sweep name.")
+
+
+class AccountingSpec(_Strict):
+    country_iso_code: str = Field("USA", description="Grid carbon intensity of this country.")
+    carbon_g_per_kwh: float | None = Field(None, gt=0, description="Explicit intensity; wins.")
+    device: str | None = Field(None, description="Price-table device; None: cpu-core or the GPU.")
+    energy_usd_per_kwh: float | None = Field(None, ge=0, description="Add energy at this price.")
+    measure_energy: bool = Field(True, description="Run CodeCarbon on every worker.")
+
+
+class SweepSpec(_Strict):
+    name: str = Field(..., description="Sweep name: [A-Za-z0-9_.-]+, names the output directory.")
+    description: str = ""
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    search_space: dict[str, Dimension] = Field(default_factory=dict)
+    arms: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Named variants: {arm: {dotted.path: value}}, grid over arms.",
+    )
+    num_samples: int = Field(1, ge=1, le=100_000, description="Repeats of the whole grid.")
+    max_concurrent_trials: int | None = Field(None, ge=1, description="None: fit to the CPUs.")
+    scaling: ScalingSpec = Field(default_factory=ScalingSpec)
+    criterion: CriterionConfig | None = Field(
+        None, description="Scheduler-wide rule; None uses each trial's train.criterion."
+    )
+    scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
+    failures: FailureSpec = Field(default_factory=FailureSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    accounting: AccountingSpec = Field(default_factory=AccountingSpec)
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", v):
+            raise ValueError(f"name {v!r} may only hold letters, digits, '_', '.', '-'")
+        return v
+
+    @model_validator(mode="after")
+    def _paths_exist(self) -> SweepSpec:
+        """Every searched path and arm override must yield a valid TrainConfig."""
+        base = self.train.model_dump()
+        for path, dim in self.search_space.items():
+            for value in dim.values_for_check():
+                _check_train(base, {path: value}, f"search_space.{path}")
+        for arm, overrides in self.arms.items():
+            _check_train(base, overrides, f"arms.{arm}")
+        return self
+
+
+def _check_train(base: dict[str, Any], overrides: dict[str, Any], where: str) -> None:
+    trial = copy.deepcopy(base)
+    try:
+        for path, value in overrides.items():
+            set_dotted(trial, path, value)
+        TrainConfig.model_validate(trial)
+    except ConfigError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    except ValidationError as exc:
+        raise ValueError(f"{where}: {format_validation_error(exc, 'train')}") from None
+
+
+def build_param_space(spec: SweepSpec, opts: dict[str, Any]) -> dict[str, Any]:
+    """Tune param space: `train` (base), `params` (sampled dotted paths), `arm`, `_cpsweep`."""
+    space: dict[str, Any] = {
+        "train": spec.train.model_dump(),
+        "params": {path: dim.to_tune() for path, dim in spec.search_space.items()},
+        "_cpsweep": {**opts, "arms": spec.arms},
+    }
+    if spec.arms:
+        from ray import tune
+
+        space["arm"] = tune.grid_search(list(spec.arms))
+    return space
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> SweepSpec:
+    """Read and validate a YAML sweep spec; ConfigError names every bad field."""
+    from service.configio import load_model, read_yaml
+
+    return load_model(SweepSpec, read_yaml(path), overrides, source=str(path))

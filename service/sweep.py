@@ -1,0 +1,238 @@
+"""Run a SweepSpec on Ray Tune: local or on a cluster, fresh or resumed, with a summary."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+
+from service.progress import ProgressCallback, format_table
+from service.scheduler import CriticalPeriodScheduler
+from service.spec import SweepSpec, build_param_space
+from trainables.config import ConfigError, train_dict_for
+from trainables.worker import TRIAL_RESOURCE, trial_main
+
+__all__ = ["init_ray", "run_sweep", "summarize_results"]
+
+log = logging.getLogger(__name__)
+
+_LOCAL_TRIAL_SLOTS = 64  # trial drivers a local cluster can host (they hold no CPU)
+_PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def init_ray(address: str | None) -> None:
+    """Connect to `address` / $RAY_ADDRESS, or start a local cluster with trial-driver slots."""
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        runtime_env: dict[str, Any] = {}
+        if not os.environ.get("RAY_JOB_ID"):  # a job already ships the working dir
+            runtime_env["working_dir"] = str(_PROJECT_ROOT)
+            runtime_env["excludes"] = [".venv", "runs", "mlruns", "mlartifacts", "*.db", ".git"]
+        ray.init(address=address, runtime_env=runtime_env or None, log_to_driver=False)
+    else:
+        ray.init(
+            resources={TRIAL_RESOURCE: _LOCAL_TRIAL_SLOTS},
+            log_to_driver=False,
+            include_dashboard=True,
+        )
+
+
+def _trial_resources() -> dict[str, float]:
+    if ray.cluster_resources().get(TRIAL_RESOURCE, 0) >= 1:
+        return {"CPU": 0, TRIAL_RESOURCE: 1}
+    log.warning(
+        "the cluster declares no %r resource; trial drivers run with 0 CPUs. Start the head "
+        "with --resources='{\"%s\": 64}' to bound and place them.",
+        TRIAL_RESOURCE,
+        TRIAL_RESOURCE,
+    )
+    return {"CPU": 0}
+
+
+def _max_concurrent(spec: SweepSpec) -> int:
+    if spec.max_concurrent_trials:
+        return spec.max_concurrent_trials
+    per_trial = spec.scaling.num_workers * spec.scaling.cpus_per_worker
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    if per_trial > cpus:
+        raise ConfigError(
+            f"scaling: a trial needs {per_trial} CPUs ({spec.scaling.num_workers} workers x "
+            f"{spec.scaling.cpus_per_worker}) but the cluster has {cpus}; lower "
+            "scaling.num_workers or scaling.cpus_per_worker"
+        )
+    if spec.scaling.use_gpu:
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        if gpus < spec.scaling.num_workers:
+            raise ConfigError(
+                f"scaling.use_gpu: a trial needs {spec.scaling.num_workers} GPUs, the cluster "
+                f"has {gpus}; set scaling.use_gpu=false or add GPU workers"
+            )
+        return max(1, gpus // spec.scaling.num_workers)
+    return max(1, cpus // per_trial)
+
+
+def _scheduler(spec: SweepSpec, out: Path, control_name: str) -> CriticalPeriodScheduler:
+    inner = None
+    if spec.scheduler.inner is not None:
+        from ray.tune.schedulers import ASHAScheduler
+
+        i = spec.scheduler.inner
+        inner = ASHAScheduler(
+            time_attr="epoch",
+            metric=i.metric,
+            mode=i.mode,
+            max_t=spec.train.epochs,
+            grace_period=i.grace_period,
+            reduction_factor=i.reduction_factor,
+        )
+    return CriticalPeriodScheduler(
+        criterion=spec.criterion,
+        scope=spec.scheduler.scope,
+        cohort_keys=spec.scheduler.cohort_keys,
+        cohort_min_trials=spec.scheduler.cohort_min_trials,
+        inner=inner,
+        mode=spec.scheduler.mode,
+        state_path=out / "cp_decisions.json",
+        control_actor=control_name,
+    )
+
+
+def _tracking_callbacks(spec: SweepSpec, out: Path) -> list[Any]:
+    if not spec.tracking.enabled:
+        return []
+    from service.tracking import MLflowSweepCallback
+
+    return [MLflowSweepCallback(spec, out)]
+
+
+def run_sweep(
+    spec: SweepSpec,
+    *,
+    address: str | None = None,
+    output_dir: str | Path | None = None,
+    resume: bool = False,
+    callbacks: Sequence[Any] = (),
+) -> dict[str, Any]:
+    """Run (or resume) the sweep; writes `<output_dir>/summary.json` and returns it."""
+    out = Path(output_dir or Path("runs") / spec.name).resolve()
+    exp_dir = out / "ray" / spec.name
+    if resume and not exp_dir.is_dir():
+        raise ConfigError(f"--resume: nothing to resume in {exp_dir}; run without --resume first")
+    if not resume and exp_dir.is_dir():
+        raise ConfigError(
+            f"{exp_dir} already holds this sweep; pass --resume to continue it or choose "
+            "another --output-dir"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "spec.json").write_text(spec.model_dump_json(indent=2))
+    init_ray(address)
+    t0 = time.perf_counter()
+    control_name = f"cpsweep-control:{spec.name}:{os.getpid()}"
+    scheduler = _scheduler(spec, out, control_name)
+    opts = {
+        "num_workers": spec.scaling.num_workers,
+        "cpus_per_worker": spec.scaling.cpus_per_worker,
+        "use_gpu": spec.scaling.use_gpu,
+        "worker_failures": spec.failures.worker_failures,
+        "mode": spec.scheduler.mode,
+        "control_actor": control_name,
+        "storage_path": str(out / "train_runs"),
+        "measure_energy": spec.accounting.measure_energy,
+    }
+    tracking = _tracking_callbacks(spec, out)
+    all_callbacks = [ProgressCallback(spec.train.epochs), *tracking, *callbacks]
+    trainable = tune.with_resources(trial_main, _trial_resources())
+    space = build_param_space(spec, opts)
+    run_config = tune.RunConfig(
+        name=spec.name,
+        storage_path=str(out / "ray"),
+        callbacks=all_callbacks,
+        failure_config=tune.FailureConfig(max_failures=spec.failures.trial_failures),
+        verbose=0,
+    )
+    if resume:
+        log.info("resuming %s: finished trials are kept, unfinished ones continue", exp_dir)
+        tuner = tune.Tuner.restore(
+            str(exp_dir), trainable, resume_unfinished=True, resume_errored=True, param_space=space
+        )
+        tuner._local_tuner._run_config.callbacks = all_callbacks  # restore keeps the old list
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=space,
+            tune_config=tune.TuneConfig(
+                scheduler=scheduler,
+                num_samples=spec.num_samples,
+                max_concurrent_trials=_max_concurrent(spec),
+                reuse_actors=False,
+            ),
+            run_config=run_config,
+        )
+    if resume:
+        tuner._local_tuner._tune_config.scheduler = scheduler
+    grid = tuner.fit()
+    summary = summarize_results(spec, grid, scheduler, time.perf_counter() - t0)
+    for cb in tracking:
+        summary = cb.finish(summary)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    print(format_table(summary))
+    log.info("summary: %s", out / "summary.json")
+    return summary
+
+
+def _num(value: Any) -> float | None:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
+
+
+def summarize_results(
+    spec: SweepSpec, grid: Any, scheduler: CriticalPeriodScheduler, wall_s: float
+) -> dict[str, Any]:
+    decisions = scheduler.decisions()
+    trials = []
+    for result in grid:
+        m = dict(result.metrics or {})
+        config = result.config or {}
+        df = result.metrics_dataframe
+        accs = df["val/acc"].dropna().tolist() if df is not None and "val/acc" in df else []
+        tid = m.get("trial_id") or (result.path or "").rsplit("_", 1)[-1]
+        epochs = int(m.get("epoch") or 0)
+        status = (
+            "ERROR" if result.error else ("STOPPED" if epochs < spec.train.epochs else "TERMINATED")
+        )
+        trials.append(
+            {
+                "trial_id": tid,
+                "arm": config.get("arm"),
+                "params": config.get("params", {}),
+                "config": train_dict_for(config) if "train" in config else {},
+                "status": status,
+                "error": str(result.error).strip().splitlines()[-1] if result.error else None,
+                "epochs": epochs,
+                "cp_end_epoch": m.get("cp/end_epoch"),
+                "switch_epoch": m.get("cp/switch_epoch"),
+                "cp_source": decisions.get(tid, {}).get("source"),
+                "final_val_acc": _num(m.get("val/acc")),
+                "best_val_acc": max(accs) if accs else None,
+                "wall_s": _num(m.get("time_total_s")),
+                "train_s": _num(df["time/train_s"].sum())
+                if df is not None and "time/train_s" in df
+                else None,
+                "samples": int(m.get("samples_total") or 0),
+            }
+        )
+    trials.sort(key=lambda t: (str(t["arm"]), t["trial_id"]))
+    return {"sweep": spec.name, "wall_s": round(wall_s, 2), "trials": trials}

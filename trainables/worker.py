@@ -1,0 +1,291 @@
+"""Ray side of a trial: the Tune function trainable and the per-worker DDP loop.
+
+Ray 2.60 runs Train V2, so a trial is a Tune *function* that starts a
+`TorchTrainer`; rank 0's reports reach Tune through `TuneReportCallback`.
+Every epoch, rank 0 decides whether the critical period has ended (see
+`_Decider`), broadcasts the decision so all ranks switch recipe at the same
+epoch, and reports metrics with a checkpoint that carries the decision.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+import torch.distributed as dist
+
+from trainables.config import CriterionConfig, TrainConfig, train_dict_for
+from trainables.criteria import CriterionState, value_name
+from trainables.engine import NonFiniteLossError, TrainingRun
+from trainables.local import criterion_state
+
+__all__ = ["CONTROL_MODES", "TRIAL_RESOURCE", "TrialFailed", "trial_main", "worker_loop"]
+
+log = logging.getLogger(__name__)
+
+TRIAL_RESOURCE = "trial_driver"  # custom resource held by trial drivers instead of a CPU
+CONTROL_MODES = ("push", "sync", "async")
+_CONTROL_NAMESPACE = "cpsweep"  # must match service.control.CONTROL_NAMESPACE
+_SYNC_TIMEOUT_S = 120.0
+
+
+class TrialFailed(RuntimeError):
+    """A trial stopped for a reason retrying cannot fix (e.g. NaN loss)."""
+
+
+# -- rank 0's decision --------------------------------------------------------------------
+
+
+class _Decider:
+    """Applies the scheduler's rule at each epoch boundary, on rank 0 only.
+
+    push  (default): the scheduler pushed the rule at trial start; it is applied
+          here on the freshly measured rotation, so the switch lands at the first
+          epoch after the detected end. Switches the scheduler forces (cohort
+          median) are read from the control actor at the same boundary.
+    sync: after each report, wait until the scheduler has posted its verdict on
+          it; zero lag, but costs the report round trip every epoch.
+    async: never wait; apply whatever verdict has arrived. Cheapest, but the
+          switch can land late; the lag is reported as `cp/lag_epochs`.
+    """
+
+    def __init__(self, cfg: TrainConfig, trial_id: str, control_name: str | None, mode: str):
+        if mode not in CONTROL_MODES:
+            raise ValueError(f"control mode {mode!r} is unknown; choose one of {CONTROL_MODES}")
+        self.trial_id, self.mode = trial_id, mode
+        self.handshake_s = 0.0
+        self.actor = _lookup_actor(control_name) if control_name else None
+        self.rule_cfg: CriterionConfig = cfg.criterion
+        budget = cfg.epochs
+        directive = self._directive()
+        if directive and directive.get("rule"):
+            self.rule_cfg = CriterionConfig.model_validate(directive["rule"]["criterion"])
+            budget = int(directive["rule"]["budget"])
+        elif self.actor is None and mode != "push":
+            log.warning("no control actor: %s mode falls back to push", mode)
+            self.mode = "push"
+        self.rule: CriterionState = criterion_state(self.rule_cfg, budget)
+        self.stat_name = value_name(self.rule_cfg.name)
+
+    def _directive(self) -> dict[str, Any] | None:
+        if self.actor is None:
+            return None
+        t0 = time.perf_counter()
+        d = ray.get(self.actor.directive.remote(self.trial_id))
+        self.handshake_s += time.perf_counter() - t0
+        return d  # type: ignore[no-any-return]
+
+    def replay(self, history: list[float]) -> None:
+        for v in history:
+            self.rule.update(v)
+
+    def before_report(self, run: TrainingRun, m: dict[str, Any]) -> tuple[int | None, int | None]:
+        """Feed this epoch's rotation; return (end, switch) to apply from the next epoch."""
+        epoch = m["epoch"]
+        self.handshake_s = 0.0
+        verdict = self.rule.update(m["rotation/mean"])
+        if self.stat_name and verdict.value is not None:
+            m[self.stat_name] = verdict.value
+        if run.switch_epoch is not None:
+            return run.cp_end_epoch, run.switch_epoch
+        d = self._directive() or {}
+        if self.mode == "push" and verdict.end_epoch is not None:
+            return verdict.end_epoch, verdict.end_epoch + 1
+        if self.mode == "async" and d.get("verdict_end") is not None:
+            return int(d["verdict_end"]), epoch + 1
+        if d.get("switch_epoch") is not None:  # forced by the scheduler (cohort)
+            return None, max(int(d["switch_epoch"]), epoch + 1)
+        return None, None
+
+    def after_report(self, run: TrainingRun, epoch: int) -> tuple[int | None, int | None]:
+        """sync mode: block until the scheduler's verdict on `epoch` is in."""
+        if self.mode != "sync" or run.switch_epoch is not None:
+            return run.cp_end_epoch, run.switch_epoch
+        t0 = time.perf_counter()
+        while True:
+            d = self._directive() or {}
+            if d.get("verdict_epoch", 0) >= epoch:
+                break
+            if time.perf_counter() - t0 > _SYNC_TIMEOUT_S:
+                log.warning("no scheduler verdict for epoch %d after %.0fs", epoch, _SYNC_TIMEOUT_S)
+                return None, None
+            time.sleep(0.02)
+        self.handshake_s = time.perf_counter() - t0
+        if d.get("verdict_end") is not None:
+            return int(d["verdict_end"]), epoch + 1
+        if d.get("switch_epoch") is not None:
+            return None, max(int(d["switch_epoch"]), epoch + 1)
+        return None, None
+
+
+def _lookup_actor(name: str) -> Any:
+    for _ in range(50):
+        try:
+            return ray.get_actor(name, namespace=_CONTROL_NAMESPACE)
+        except ValueError:
+            time.sleep(0.1)
+    log.warning("control actor %s not found; applying the trial's own criterion", name)
+    return None
+
+
+def _broadcast(
+    pair: tuple[int | None, int | None], device: torch.device
+) -> tuple[int | None, int | None]:
+    """Rank 0's (end, switch) to every rank, so all switch recipe at the same epoch."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return pair
+    t = torch.tensor([-1 if v is None else v for v in pair], dtype=torch.long, device=device)
+    dist.broadcast(t, src=0)
+    end, switch = (int(v) for v in t.tolist())
+    return (end if end >= 0 else None), (switch if switch >= 0 else None)
+
+
+# -- the per-worker loop ------------------------------------------------------------------
+
+
+def _maybe_inject_fault(epoch: int, rank: int) -> None:
+    """Testing hook: CPSWEEP_FAULT_KILL_EPOCH=N kills rank 0 once after epoch N's report."""
+    at = os.environ.get("CPSWEEP_FAULT_KILL_EPOCH")
+    marker = os.environ.get("CPSWEEP_FAULT_MARKER")
+    if at and marker and rank == 0 and epoch == int(at) and not os.path.exists(marker):
+        Path(marker).write_text(str(os.getpid()))
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _load_checkpoint(run: TrainingRun) -> list[float]:
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is None:
+        return []
+    with ckpt.as_directory() as d:
+        state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=False)
+    run.load_state_dict(state["run"])
+    log.info("resumed at epoch %d (switch_epoch=%s)", run.epoch, run.switch_epoch)
+    return list(state["rotation_history"])
+
+
+def _save_checkpoint(
+    run: TrainingRun, history: list[float], directory: str
+) -> ray.train.Checkpoint:
+    torch.save({"run": run.state_dict(), "rotation_history": history}, Path(directory) / "state.pt")
+    meta = {"epoch": run.epoch, "cp_end_epoch": run.cp_end_epoch, "switch_epoch": run.switch_epoch}
+    (Path(directory) / "meta.json").write_text(json.dumps(meta))
+    return ray.train.Checkpoint.from_directory(directory)
+
+
+def worker_loop(config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker (one DDP rank)."""
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    cfg = TrainConfig.model_validate(config["train"])
+    torch.set_num_threads(int(config.get("threads_per_worker", 1)))
+    device = ray.train.torch.get_device() if config.get("use_gpu") else torch.device("cpu")
+    run = TrainingRun(cfg, device=device, rank=rank, world_size=world)
+    history = _load_checkpoint(run)
+    decider = None
+    if rank == 0:
+        decider = _Decider(cfg, config["trial_id"], config.get("control_actor"), config["mode"])
+        decider.replay(history)
+    rank_log = (
+        Path(config["rank_log_dir"]) / f"rank{rank}.jsonl" if config.get("rank_log_dir") else None
+    )
+    if rank_log:
+        rank_log.parent.mkdir(parents=True, exist_ok=True)
+
+    while run.epoch < cfg.epochs:
+        try:
+            m = run.run_epoch()
+        except NonFiniteLossError as exc:  # same on every rank: the loss is all-reduced
+            ray.train.report({"epoch": run.epoch + 1, "error": str(exc)})
+            return
+        history.append(m["rotation/mean"])
+        decision = decider.before_report(run, m) if decider else (None, None)
+        end, switch = _broadcast(decision, device)
+        if switch is not None:
+            run.end_period(end if end is not None else switch - 1)
+            run.switch_epoch = switch
+        m["cp/end_epoch"], m["cp/switch_epoch"] = run.cp_end_epoch, run.switch_epoch
+        if decider:
+            m["cp/handshake_s"] = decider.handshake_s
+            m["cp/mode"] = decider.mode
+        if rank_log:
+            with rank_log.open("a") as fh:
+                fh.write(
+                    json.dumps(
+                        {
+                            k: m[k]
+                            for k in (
+                                "epoch",
+                                "phase",
+                                "recipe/repeats",
+                                "rotation/mean",
+                                "cp/switch_epoch",
+                            )
+                        }
+                    )
+                    + "\n"
+                )
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = _save_checkpoint(run, history, tmp) if rank == 0 else None
+            ray.train.report(m, checkpoint=ckpt)
+        _maybe_inject_fault(m["epoch"], rank)
+        if config["mode"] == "sync":
+            decision = decider.after_report(run, m["epoch"]) if decider else (None, None)
+            end, switch = _broadcast(decision, device)
+            if switch is not None and run.switch_epoch is None:
+                run.end_period(end if end is not None else switch - 1)
+                run.switch_epoch = switch
+
+
+# -- the Tune trial -----------------------------------------------------------------------
+
+
+def trial_main(config: dict[str, Any]) -> None:
+    """Tune function trainable: one trial = one TorchTrainer run (resumes by trial id)."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    ctx = ray.tune.get_context()
+    opts = config["_cpsweep"]
+    trial_id = ctx.get_trial_id()
+    control = opts.get("control_actor", f"cpsweep-control:{ctx.get_experiment_name()}")
+    use_gpu = bool(opts.get("use_gpu", False))
+    threads = int(opts.get("cpus_per_worker", 1))
+    loop_config = {
+        "train": train_dict_for(config),
+        "trial_id": trial_id,
+        "control_actor": control,
+        "mode": opts.get("mode", "push"),
+        "use_gpu": use_gpu,
+        "threads_per_worker": threads,
+        "rank_log_dir": str(Path(ctx.get_trial_dir()) / "ranks"),
+    }
+    trainer = TorchTrainer(
+        worker_loop,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(
+            num_workers=int(opts.get("num_workers", 1)),
+            use_gpu=use_gpu,
+            resources_per_worker={"CPU": threads, **({"GPU": 1} if use_gpu else {})},
+        ),
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        run_config=RunConfig(
+            name=f"train-{trial_id}",
+            storage_path=opts["storage_path"],
+            callbacks=[TuneReportCallback()],  # type: ignore[list-item]
+            failure_config=FailureConfig(max_failures=int(opts.get("worker_failures", 2))),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    result = trainer.fit()
+    error = (result.metrics or {}).get("error")
+    if error:
+        raise TrialFailed(error)
