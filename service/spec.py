@@ -33,6 +33,7 @@ from trainables.config import (
 __all__ = [
     "Dimension",
     "SweepSpec",
+    "arms_of",
     "build_param_space",
     "load_spec",
 ]
@@ -162,6 +163,11 @@ class SweepSpec(_Strict):
         default_factory=dict,
         description="Named variants: {arm: {dotted.path: value}}, grid over arms.",
     )
+    baseline_arm: bool = Field(
+        False,
+        description="Also run every configuration with criterion `never` (the full recipe "
+        "throughout) and report measured savings beside the estimate.",
+    )
     num_samples: int = Field(1, ge=1, le=100_000, description="Repeats of the whole grid.")
     max_concurrent_trials: int | None = Field(None, ge=1, description="None: fit to the CPUs.")
     scaling: ScalingSpec = Field(default_factory=ScalingSpec)
@@ -204,17 +210,26 @@ def _check_train(base: dict[str, Any], overrides: dict[str, Any], where: str) ->
         raise ValueError(f"{where}: {format_validation_error(exc, 'train')}") from None
 
 
+def arms_of(spec: SweepSpec) -> dict[str, dict[str, Any]]:
+    """The spec's arms, plus `baseline` (criterion never) when `baseline_arm` is set."""
+    arms = dict(spec.arms)
+    if spec.baseline_arm:
+        arms = arms or {"cp": {}}
+        arms["baseline"] = {"criterion.name": "never"}
+    return arms
+
+
 def build_param_space(spec: SweepSpec, opts: dict[str, Any]) -> dict[str, Any]:
     """Tune param space: `train` (base), `params` (sampled dotted paths), `arm`, `_cpsweep`."""
     space: dict[str, Any] = {
         "train": spec.train.model_dump(),
         "params": {path: dim.to_tune() for path, dim in spec.search_space.items()},
-        "_cpsweep": {**opts, "arms": spec.arms},
+        "_cpsweep": {**opts, "arms": arms_of(spec)},
     }
-    if spec.arms:
+    if arms_of(spec):
         from ray import tune
 
-        space["arm"] = tune.grid_search(list(spec.arms))
+        space["arm"] = tune.grid_search(list(arms_of(spec)))
     return space
 
 

@@ -168,9 +168,15 @@ class TrainingRun:
             x = augment_batch(x, self.cfg.recipe.augmentation, phase.augment_strength, g)
         return (x - self._mean) / self._std
 
+    def sum_over_ranks(self, values: list[float]) -> list[float]:
+        """Host floats summed over all ranks (one all-reduce)."""
+        return self._reduce(
+            [torch.tensor(v, device=self.device, dtype=torch.float64) for v in values]
+        )
+
     def _reduce(self, values: list[torch.Tensor]) -> list[float]:
         """Sum device scalars over ranks and bring them to the host in one transfer."""
-        t = torch.stack([v.float() for v in values])
+        t = torch.stack([v.double() for v in values])
         if self.distributed:
             dist.all_reduce(t)
         return t.cpu().tolist()

@@ -24,6 +24,7 @@ import torch.distributed as dist
 
 from trainables.config import CriterionConfig, TrainConfig, train_dict_for
 from trainables.criteria import CriterionState, value_name
+from trainables.energy import EnergyMeter
 from trainables.engine import NonFiniteLossError, TrainingRun
 from trainables.local import criterion_state
 
@@ -189,6 +190,11 @@ def worker_loop(config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device() if config.get("use_gpu") else torch.device("cpu")
     run = TrainingRun(cfg, device=device, rank=rank, world_size=world)
     history = _load_checkpoint(run)
+    meter = EnergyMeter(
+        enabled=bool(config.get("measure_energy", True)), use_gpu=device.type == "cuda"
+    )
+    meter.start()
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     decider = None
     if rank == 0:
         decider = _Decider(cfg, config["trial_id"], config.get("control_actor"), config["mode"])
@@ -204,8 +210,16 @@ def worker_loop(config: dict[str, Any]) -> None:
             m = run.run_epoch()
         except NonFiniteLossError as exc:  # same on every rank: the loss is all-reduced
             ray.train.report({"epoch": run.epoch + 1, "error": str(exc)})
+            meter.stop()
             return
         history.append(m["rotation/mean"])
+        reading = meter.read()
+        (m["energy/epoch_kwh"],) = run.sum_over_ranks([reading.kwh])
+        m["energy/method"], m["device/name"], m["device/workers"] = (
+            reading.method,
+            device_name,
+            world,
+        )
         decision = decider.before_report(run, m) if decider else (None, None)
         end, switch = _broadcast(decision, device)
         if switch is not None:
@@ -242,6 +256,7 @@ def worker_loop(config: dict[str, Any]) -> None:
             if switch is not None and run.switch_epoch is None:
                 run.end_period(end if end is not None else switch - 1)
                 run.switch_epoch = switch
+    meter.stop()
 
 
 # -- the Tune trial -----------------------------------------------------------------------
@@ -267,6 +282,7 @@ def trial_main(config: dict[str, Any]) -> None:
         "use_gpu": use_gpu,
         "threads_per_worker": threads,
         "rank_log_dir": str(Path(ctx.get_trial_dir()) / "ranks"),
+        "measure_energy": bool(opts.get("measure_energy", True)),
     }
     trainer = TorchTrainer(
         worker_loop,

@@ -1,0 +1,615 @@
+"""The Kubernetes manifests in k8s/: render them with `kubectl kustomize`, validate every
+object against its schema (the KubeRay v1.7.0 CRDs in ../shared/k8s-crds for ray.io kinds,
+the Kubernetes OpenAPI shipped with kubernetes-validate for core kinds) and check the
+security promises of k8s/README.md: nothing exposed outside the cluster, ingress limited
+by NetworkPolicies, tokens only from Secrets, limits on every container.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+pytestmark = pytest.mark.integration  # runs `kubectl kustomize` in a subprocess
+
+REPO = Path(__file__).resolve().parents[1]
+# In CI the repository is cloned elsewhere with a copy of shared/ beside it.
+CRD_DIR = REPO.parent / "shared" / "k8s-crds"
+K8S_VERSION = "1.30"  # oldest Kubernetes we support; kubernetes-validate ships 1.25+
+
+RAY_CLUSTER = "cpsweep-ray"
+OPERATOR_NAMESPACE = "kuberay-operator"  # where k8s/README.md installs the operator
+# The only pods that clients outside the namespace may reach, and on which ports.
+PUBLIC_PORTS = {"Deployment/cpsweep-service": {8000}, "Deployment/mlflow": {5000}}
+RAY_HEAD_PORTS = {6379, 8265, 10001}  # GCS, dashboard + Jobs API, Ray client
+
+Obj = dict[str, Any]
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _name(obj: Obj) -> str:
+    return f"{obj['kind']}/{obj['metadata']['name']}"
+
+
+@pytest.fixture(scope="module")
+def rendered() -> list[Obj]:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        msg = "kubectl not found: install it (Debian package `kubectl`) to render k8s/"
+        if _in_ci():
+            pytest.fail(f"{msg}; CI must run this test")
+        pytest.skip(msg)
+    proc = subprocess.run(
+        [kubectl, "kustomize", str(REPO / "k8s")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, f"kubectl kustomize k8s/ failed:\n{proc.stderr}"
+    objs = [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+    assert objs, "kubectl kustomize k8s/ rendered nothing"
+    return objs
+
+
+def _one(objs: list[Obj], kind: str, name: str | None = None) -> Obj:
+    found = [o for o in objs if o["kind"] == kind and name in (None, o["metadata"]["name"])]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+
+
+# -- CRD schemas: the API server's structural-schema rules in jsonschema ------------------
+
+
+def _structural(node: Any) -> Any:
+    """Turn an openAPIV3Schema into a jsonschema that rejects what the API server rejects.
+
+    - x-kubernetes-int-or-string: integer or string (the CRD also spells it as anyOf).
+    - Unknown fields: kubectl's default --validate=strict refuses them, so objects with
+      `properties` get additionalProperties false unless x-kubernetes-preserve-unknown-fields.
+    - nullable: null is allowed besides the declared type.
+    """
+    if isinstance(node, list):
+        return [_structural(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: _structural(value) for key, value in node.items()}
+    if out.get("x-kubernetes-int-or-string"):
+        out.pop("type", None)
+        out.setdefault("anyOf", [{"type": "integer"}, {"type": "string"}])
+    if (
+        "properties" in out
+        and "additionalProperties" not in out
+        and not out.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        out["additionalProperties"] = False
+    if out.get("nullable") and isinstance(out.get("type"), str):
+        out["type"] = [out["type"], "null"]
+    return out
+
+
+def _list_type(
+    validator: Any, list_type: str, instance: Any, schema: dict[str, Any]
+) -> Iterator[jsonschema.ValidationError]:
+    """x-kubernetes-list-type: `set` items are unique; `map` items are unique on their keys
+    (e.g. two containers with one name, or two ports with one containerPort/protocol)."""
+    if not validator.is_type(instance, "array"):
+        return
+    if list_type == "set":
+        seen_items = [json.dumps(item, sort_keys=True) for item in instance]
+        if len(set(seen_items)) != len(seen_items):
+            yield jsonschema.ValidationError(f"duplicate items in a list-type=set: {instance}")
+    elif list_type == "map":
+        keys = schema.get("x-kubernetes-list-map-keys", [])
+        props = schema.get("items", {}).get("properties", {})
+        seen: dict[tuple[Any, ...], int] = {}
+        for i, item in enumerate(instance):
+            if not isinstance(item, dict):
+                continue
+            key = tuple(item.get(k, props.get(k, {}).get("default")) for k in keys)
+            if key in seen:
+                yield jsonschema.ValidationError(
+                    f"items {seen[key]} and {i} share the list-map key {dict(zip(keys, key))}"
+                )
+            seen[key] = i
+
+
+_CRDValidator = jsonschema.validators.extend(
+    jsonschema.Draft4Validator, {"x-kubernetes-list-type": _list_type}
+)
+_FORMATS = jsonschema.FormatChecker(formats=())
+
+
+@_FORMATS.checks("int32")
+def _int32(value: object) -> bool:
+    return not isinstance(value, int) or -(2**31) <= value < 2**31
+
+
+@_FORMATS.checks("int64")
+def _int64(value: object) -> bool:
+    return not isinstance(value, int) or -(2**63) <= value < 2**63
+
+
+@pytest.fixture(scope="module")
+def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
+    """(apiVersion, kind) -> structural schema, for every served version of every CRD."""
+    if not CRD_DIR.is_dir():
+        pytest.fail(f"KubeRay CRDs not found in {CRD_DIR}: put a copy of shared/ beside the repo")
+    schemas = {}
+    for path in sorted(CRD_DIR.glob("*.yaml")):
+        for crd in yaml.safe_load_all(path.read_text()):
+            if not crd or crd.get("kind") != "CustomResourceDefinition":
+                continue
+            group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+            for version in crd["spec"]["versions"]:
+                if version.get("served", True):
+                    schema = _structural(version["schema"]["openAPIV3Schema"])
+                    schemas[(f"{group}/{version['name']}", kind)] = schema
+    assert ("ray.io/v1", "RayCluster") in schemas and ("ray.io/v1", "RayJob") in schemas
+    return schemas
+
+
+def _schema_errors(obj: Obj, crd_schemas: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
+    key = (obj["apiVersion"], obj["kind"])
+    if key in crd_schemas:
+        validator = _CRDValidator(crd_schemas[key], format_checker=_FORMATS)
+        return [
+            f"{_name(obj)}: .{'.'.join(map(str, e.absolute_path))}: {e.message}"
+            for e in validator.iter_errors(obj)
+        ]
+    if obj["apiVersion"].startswith("ray.io/"):
+        return [f"{_name(obj)}: no KubeRay CRD in {CRD_DIR} serves {obj['apiVersion']}"]
+    try:  # core kinds; an unknown kind raises SchemaNotFoundError
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as e:
+        return [f"{_name(obj)}: .{'.'.join(map(str, e.path))}: {e.message}"]
+    except kubernetes_validate.SchemaNotFoundError as e:
+        return [f"{_name(obj)}: {e.message}"]
+    return []
+
+
+def test_every_object_validates_against_its_schema(
+    rendered: list[Obj], crd_schemas: dict[tuple[str, str], dict[str, Any]]
+) -> None:
+    errors = [err for obj in rendered for err in _schema_errors(obj, crd_schemas)]
+    assert not errors, "\n".join(errors)
+    kinds = {o["kind"] for o in rendered}
+    assert {"RayCluster", "RayJob", "Deployment", "StatefulSet", "NetworkPolicy"} <= kinds
+    assert all(
+        o["metadata"].get("namespace") == "cpsweep" for o in rendered if o["kind"] != "Namespace"
+    )
+
+
+def test_schema_validation_rejects_broken_objects(
+    rendered: list[Obj], crd_schemas: dict[tuple[str, str], dict[str, Any]]
+) -> None:
+    """The validation above is not vacuous: typical mistakes in each kind are caught."""
+    cluster = _one(rendered, "RayCluster")
+    typo = copy.deepcopy(cluster)
+    typo["spec"]["headGroupSpec"]["rayStartParam"] = {}  # misspelt field
+    wrong_type = copy.deepcopy(cluster)
+    wrong_type["spec"]["workerGroupSpecs"][0]["minReplicas"] = "zero"
+    bad_enum = copy.deepcopy(cluster)
+    bad_enum["spec"]["authOptions"]["mode"] = "password"
+    twin = copy.deepcopy(cluster)
+    containers = twin["spec"]["headGroupSpec"]["template"]["spec"]["containers"]
+    containers.append(copy.deepcopy(containers[0]))  # two containers with one name
+    bad_quantity = copy.deepcopy(cluster)
+    head = bad_quantity["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    head["resources"]["limits"]["memory"] = "16 gigs"
+    overflow = copy.deepcopy(cluster)
+    overflow["spec"]["workerGroupSpecs"][0]["maxReplicas"] = 2**31  # format: int32
+    for broken in (typo, wrong_type, bad_enum, twin, bad_quantity, overflow):
+        assert _schema_errors(broken, crd_schemas), "a broken RayCluster validated"
+    port_name = copy.deepcopy(cluster)  # int-or-string accepts both forms
+    ports = port_name["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["ports"]
+    assert not _schema_errors(port_name, crd_schemas)
+    ports[0]["containerPort"] = "6379"
+    assert _schema_errors(port_name, crd_schemas), "containerPort is an integer, not a string"
+
+    job = copy.deepcopy(_one(rendered, "RayJob"))
+    job["spec"]["entrypoints"] = job["spec"].pop("entrypoint")
+    assert _schema_errors(job, crd_schemas)
+
+    deployment = copy.deepcopy(_one(rendered, "Deployment", "cpsweep-service"))
+    deployment["spec"]["template"]["spec"]["containers"][0]["imagePullPolice"] = "Always"
+    assert _schema_errors(deployment, crd_schemas)
+
+
+# -- exposure ------------------------------------------------------------------------------
+
+
+def test_no_service_leaves_the_cluster(rendered: list[Obj]) -> None:
+    for svc in (o for o in rendered if o["kind"] == "Service"):
+        spec = svc["spec"]
+        assert spec.get("type", "ClusterIP") == "ClusterIP", f"{_name(svc)} is {spec['type']}"
+        assert not spec.get("externalIPs"), f"{_name(svc)} has externalIPs"
+        assert all("nodePort" not in p for p in spec.get("ports", [])), _name(svc)
+
+
+def test_no_ingress_or_gateway(rendered: list[Obj]) -> None:
+    exposing = {"Ingress", "Route", "Gateway", "HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute"}
+    assert not [_name(o) for o in rendered if o["kind"] in exposing]
+
+
+def test_ray_dashboard_only_on_a_cluster_ip_service(rendered: list[Obj]) -> None:
+    """KubeRay creates the head Service from headGroupSpec: it must stay ClusterIP with no
+    Ingress, and no Service of ours may publish the dashboard any other way."""
+    cluster = _one(rendered, "RayCluster")
+    head = cluster["spec"]["headGroupSpec"]
+    assert head.get("serviceType", "ClusterIP") == "ClusterIP"
+    assert not head.get("enableIngress", False)
+    assert head.get("headService", {}).get("spec", {}).get("type", "ClusterIP") == "ClusterIP"
+    ray_ports = head["template"]["spec"]["containers"][0]["ports"]
+    assert {p["containerPort"] for p in ray_ports if p.get("name") == "dashboard"} == {8265}
+    for svc in (o for o in rendered if o["kind"] == "Service"):
+        for port in svc["spec"].get("ports", []):
+            if 8265 in (port.get("port"), port.get("targetPort")) or port.get("targetPort") == (
+                "dashboard"
+            ):
+                assert svc["spec"].get("type", "ClusterIP") == "ClusterIP", _name(svc)
+    for job in (o for o in rendered if o["kind"] == "RayJob"):
+        assert "rayClusterSpec" not in job["spec"], "RayJobs submit to the shared cluster"
+
+
+# -- NetworkPolicies, evaluated against the pods the manifests create ----------------------
+
+
+@dataclass
+class _Pod:
+    name: str
+    labels: dict[str, str]
+    ports: dict[str, int] = field(default_factory=dict)  # container port name -> number
+    numbers: set[int] = field(default_factory=set)
+
+
+def _pod_from_template(name: str, template: Obj, base: dict[str, str] | None = None) -> _Pod:
+    labels = dict(base or {})
+    for key, value in template.get("metadata", {}).get("labels", {}).items():
+        # KubeRay refuses to let templates override these three (pod.go labelPod).
+        if key not in ("ray.io/cluster", "ray.io/node-type", "ray.io/group") or not base:
+            labels[key] = value
+    pod = _Pod(name, labels)
+    for container in template["spec"]["containers"]:
+        for port in container.get("ports", []):
+            pod.numbers.add(port["containerPort"])
+            if "name" in port:
+                pod.ports[port["name"]] = port["containerPort"]
+    return pod
+
+
+def _pods(rendered: list[Obj]) -> list[_Pod]:
+    """Every pod the manifests lead to, labelled as the controllers label them."""
+    pods = []
+    for obj in rendered:
+        spec = obj.get("spec", {})
+        if obj["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+            pods.append(_pod_from_template(_name(obj), spec["template"]))
+        elif obj["kind"] == "RayCluster":
+            cluster = obj["metadata"]["name"]
+            groups = [("headgroup", "head", spec["headGroupSpec"])]
+            groups += [(g["groupName"], "worker", g) for g in spec.get("workerGroupSpecs", [])]
+            for group, node_type, group_spec in groups:
+                base = {
+                    "ray.io/cluster": cluster,
+                    "ray.io/node-type": node_type,
+                    "ray.io/group": group,
+                    "ray.io/is-ray-node": "yes",
+                    "app.kubernetes.io/name": "kuberay",
+                    "app.kubernetes.io/created-by": "kuberay-operator",
+                }
+                pods.append(_pod_from_template(f"{cluster}/{group}", group_spec["template"], base))
+        elif obj["kind"] == "RayJob" and "submitterPodTemplate" in spec:
+            base = {"ray.io/originated-from-crd": "RayJob"}
+            pods.append(
+                _pod_from_template(f"{_name(obj)}/submitter", spec["submitterPodTemplate"], base)
+            )
+    return pods
+
+
+def _selects(selector: Obj | None, labels: dict[str, str]) -> bool:
+    if selector is None:
+        return False
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expr in selector.get("matchExpressions", []):
+        key, op, values = expr["key"], expr["operator"], expr.get("values", [])
+        ok = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": key not in labels or labels[key] not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[op]
+        if not ok:
+            return False
+    return True
+
+
+_OPERATOR_PEER = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": OPERATOR_NAMESPACE}},
+    "podSelector": {"matchLabels": {"app.kubernetes.io/component": "kuberay-operator"}},
+}
+
+
+def _source(peer: Obj | None) -> str:
+    """Classify an ingress peer: `namespace` (pods of this namespace), `operator` (the
+    KubeRay operator's pods, pinned by namespace name) or `external` (anything wider)."""
+    if peer is None or "ipBlock" in peer:
+        return "external"
+    if "namespaceSelector" not in peer:
+        return "namespace"
+    return "operator" if peer == _OPERATOR_PEER else "external"
+
+
+def _ingress(rendered: list[Obj], pod: _Pod) -> dict[str, set[int | str]] | None:
+    """source class -> ports open on this pod ("*" = every port); None if not isolated."""
+    policies = [o for o in rendered if o["kind"] == "NetworkPolicy"]
+    selecting = [
+        p
+        for p in policies
+        if _selects(p["spec"]["podSelector"], pod.labels)
+        and "Ingress" in p["spec"].get("policyTypes", ["Ingress"])
+    ]
+    if not selecting:
+        return None
+    opened: dict[str, set[int | str]] = {}
+    for policy in selecting:
+        for rule in policy["spec"].get("ingress", []):
+            ports: set[int | str] = set()
+            for port in rule.get("ports") or [{"port": "*"}]:
+                number = port.get("port", "*")
+                ports.add(pod.ports.get(number, number) if isinstance(number, str) else number)
+            for peer in rule.get("from") or [None]:  # no `from`: every source
+                opened.setdefault(_source(peer), set()).update(ports)
+    return opened
+
+
+def test_default_deny_isolates_every_pod(rendered: list[Obj]) -> None:
+    deny = [
+        p
+        for p in rendered
+        if p["kind"] == "NetworkPolicy"
+        and p["spec"]["podSelector"] == {}
+        and "Ingress" in p["spec"].get("policyTypes", [])
+        and not p["spec"].get("ingress")
+    ]
+    assert deny, "no default-deny ingress NetworkPolicy (podSelector {}, no ingress rules)"
+    pods = _pods(rendered)
+    assert len(pods) >= 7, [p.name for p in pods]
+    for pod in pods:
+        assert _ingress(rendered, pod) is not None, f"{pod.name} is not isolated"
+
+
+def test_only_the_service_and_mlflow_are_reachable_from_outside(rendered: list[Obj]) -> None:
+    public: dict[str, set[int | str]] = {}
+    for pod in _pods(rendered):
+        opened = _ingress(rendered, pod) or {}
+        if "external" in opened:
+            public[pod.name] = opened["external"]
+    assert public == PUBLIC_PORTS
+
+
+def test_ray_head_ports_only_from_the_namespace(rendered: list[Obj]) -> None:
+    heads = [p for p in _pods(rendered) if p.labels.get("ray.io/node-type") == "head"]
+    assert len(heads) == 1
+    head = heads[0]
+    assert head.numbers >= RAY_HEAD_PORTS
+    opened = _ingress(rendered, head)
+    assert opened is not None
+    assert "external" not in opened, f"Ray head reachable from outside on {opened['external']}"
+    assert opened.get("operator", set()) <= {8265}, "the operator needs the dashboard only"
+    assert "*" in opened["namespace"] or opened["namespace"] >= RAY_HEAD_PORTS
+    for worker in (p for p in _pods(rendered) if p.labels.get("ray.io/node-type") == "worker"):
+        assert set(_ingress(rendered, worker) or {"unisolated": set()}) == {"namespace"}
+
+
+def test_postgres_only_from_mlflow(rendered: list[Obj]) -> None:
+    policies = [o for o in rendered if o["kind"] == "NetworkPolicy"]
+    postgres = next(
+        p for p in _pods(rendered) if p.labels.get("app.kubernetes.io/name") == "postgres"
+    )
+    opened = _ingress(rendered, postgres)
+    assert opened == {"namespace": {5432}}
+    peers = [
+        peer
+        for policy in policies
+        if _selects(policy["spec"]["podSelector"], postgres.labels)
+        for rule in policy["spec"].get("ingress", [])
+        for peer in rule.get("from") or [None]
+    ]
+    assert peers == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "mlflow"}}}]
+
+
+# -- secrets, limits, security contexts ----------------------------------------------------
+
+
+def _pod_specs(rendered: list[Obj]) -> Iterator[tuple[str, Obj]]:
+    for obj in rendered:
+        spec = obj.get("spec", {})
+        if obj["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+            yield _name(obj), spec["template"]["spec"]
+        elif obj["kind"] == "RayCluster":
+            yield f"{_name(obj)}/head", spec["headGroupSpec"]["template"]["spec"]
+            for group in spec.get("workerGroupSpecs", []):
+                yield f"{_name(obj)}/{group['groupName']}", group["template"]["spec"]
+        elif obj["kind"] == "RayJob" and "submitterPodTemplate" in spec:
+            yield f"{_name(obj)}/submitter", spec["submitterPodTemplate"]["spec"]
+
+
+def _containers(rendered: list[Obj]) -> Iterator[tuple[str, Obj, Obj]]:
+    for where, pod_spec in _pod_specs(rendered):
+        for container in pod_spec.get("initContainers", []) + pod_spec["containers"]:
+            yield f"{where}/{container['name']}", container, pod_spec
+
+
+_SECRET_NAME = re.compile(r"TOKEN|PASSWORD|SECRET|API_KEY|CREDENTIAL", re.IGNORECASE)
+
+
+def test_service_takes_its_tokens_from_secrets(rendered: list[Obj]) -> None:
+    deployment = _one(rendered, "Deployment", "cpsweep-service")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"][:2] == ["cpsweep", "serve"]
+    env = {e["name"]: e for e in container["env"]}
+    secrets = {o["metadata"]["name"]: o for o in rendered if o["kind"] == "Secret"}
+    for var in ("CPSWEEP_API_TOKEN", "RAY_AUTH_TOKEN"):
+        assert "value" not in env[var], f"{var} is a literal in the Deployment"
+        ref = env[var]["valueFrom"]["secretKeyRef"]
+        secret = secrets[ref["name"]]
+        assert ref["key"] in {**secret.get("data", {}), **secret.get("stringData", {})}
+    assert env["RAY_AUTH_MODE"]["value"] == "token"
+    head_svc = f"{RAY_CLUSTER}-head-svc"  # KubeRay's name for the head Service
+    assert env["RAY_ADDRESS"]["value"] == f"http://{head_svc}:8265"
+    assert env["MLFLOW_TRACKING_URI"]["value"] == "http://mlflow:5000"
+
+
+def test_no_credential_is_a_literal(rendered: list[Obj]) -> None:
+    literal = [
+        f"{where}: {e['name']}"
+        for where, container, _ in _containers(rendered)
+        for e in container.get("env", [])
+        if _SECRET_NAME.search(e["name"]) and "value" in e and e["name"] != "RAY_AUTH_MODE"
+    ]
+    assert not literal, f"credentials must come from Secrets: {literal}"
+    args = [
+        f"{where}: {arg}"
+        for where, container, _ in _containers(rendered)
+        for arg in container.get("command", []) + container.get("args", [])
+        if re.search(r"://[^/\s]*:[^/\s]*@", str(arg))  # user:password@ in a URI
+    ]
+    assert not args, f"credentials in a command line: {args}"
+
+
+def test_every_container_has_limits(rendered: list[Obj]) -> None:
+    missing = [
+        where
+        for where, container, _ in _containers(rendered)
+        if not {"cpu", "memory"} <= set(container.get("resources", {}).get("limits", {}))
+        or not {"cpu", "memory"} <= set(container.get("resources", {}).get("requests", {}))
+    ]
+    autoscaler = _one(rendered, "RayCluster")["spec"].get("autoscalerOptions", {})
+    if not {"cpu", "memory"} <= set(autoscaler.get("resources", {}).get("limits", {})):
+        missing.append("RayCluster autoscaler sidecar")
+    assert not missing, f"containers without cpu/memory requests and limits: {missing}"
+
+
+def test_containers_run_unprivileged(rendered: list[Obj]) -> None:
+    problems = []
+    for where, container, pod_spec in _containers(rendered):
+        pod_ctx, ctx = pod_spec.get("securityContext", {}), container.get("securityContext", {})
+        if not ctx.get("runAsNonRoot", pod_ctx.get("runAsNonRoot")):
+            problems.append(f"{where}: runAsNonRoot")
+        if ctx.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{where}: allowPrivilegeEscalation")
+        if "ALL" not in ctx.get("capabilities", {}).get("drop", []):
+            problems.append(f"{where}: capabilities.drop ALL")
+        if ctx.get("privileged"):
+            problems.append(f"{where}: privileged")
+    assert not problems, problems
+    service = _one(rendered, "Deployment", "cpsweep-service")["spec"]["template"]["spec"]
+    assert service["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+    assert service.get("automountServiceAccountToken") is False
+
+
+# -- the contract with the application -----------------------------------------------------
+
+
+def _pin(package: str) -> str:
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        match = re.match(rf"{package}==(\S+)", line.strip())
+        if match:
+            return match.group(1)
+    raise AssertionError(f"constraints.txt pins no {package}==")
+
+
+def _project_version() -> str:
+    match = re.search(r'^version\s*=\s*"([^"]+)"', (REPO / "pyproject.toml").read_text(), re.M)
+    assert match, "pyproject.toml has no version"
+    return match.group(1)
+
+
+def test_ray_cluster_matches_the_app(rendered: list[Obj]) -> None:
+    cluster = _one(rendered, "RayCluster", RAY_CLUSTER)
+    spec = cluster["spec"]
+    assert spec["rayVersion"] == _pin("ray")
+    assert spec["authOptions"]["mode"] == "token"
+    secret = _one(rendered, "Secret", spec["authOptions"]["secretName"])
+    assert "auth_token" in {**secret.get("data", {}), **secret.get("stringData", {})}
+    head = spec["headGroupSpec"]
+    # Trial drivers hold a custom `trial_driver` resource instead of a CPU.
+    assert float(head["resources"]["trial_driver"]) >= 1
+    assert not {"num-cpus", "resources", "memory", "num-gpus"} & set(head["rayStartParams"])
+    assert spec["enableInTreeAutoscaling"] is True
+    groups = {g["groupName"]: g for g in spec["workerGroupSpecs"]}
+    assert set(groups) == {"cpu", "gpu"}
+    for group in groups.values():
+        assert 0 <= group["minReplicas"] <= group.get("replicas", 0) <= group["maxReplicas"]
+        assert group["maxReplicas"] >= 1
+    gpu = groups["gpu"]["template"]["spec"]
+    assert gpu["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert gpu["nodeSelector"] and any(t["key"] == "nvidia.com/gpu" for t in gpu["tolerations"])
+    version = _project_version()
+    assert head["template"]["spec"]["containers"][0]["image"] == f"cpsweep/ray:{version}"
+    cpu_image = groups["cpu"]["template"]["spec"]["containers"][0]["image"]
+    assert cpu_image == f"cpsweep/ray:{version}"
+    assert gpu["containers"][0]["image"] == f"cpsweep/ray:{version}-gpu"
+
+
+def test_rayjob_runs_the_fashion_mnist_sweep_on_the_cluster(rendered: list[Obj]) -> None:
+    job = _one(rendered, "RayJob")["spec"]
+    assert job["clusterSelector"] == {"ray.io/cluster": RAY_CLUSTER}
+    assert job["entrypoint"] == "cpsweep run search_spaces/fashion_mnist.yaml"
+    runtime_env = yaml.safe_load(job["runtimeEnvYAML"])
+    assert runtime_env["env_vars"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert runtime_env["working_dir"] == "/app"  # the repo in the image: cwd of the driver
+    submitter = job["submitterPodTemplate"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in submitter["env"]}
+    assert env["RAY_AUTH_MODE"]["value"] == "token"
+    assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "auth_token"
+
+
+def test_mlflow_server_uses_postgres_and_proxied_artifacts(rendered: list[Obj]) -> None:
+    pod = _one(rendered, "Deployment", "mlflow")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["image"] == f"cpsweep/mlflow:{_project_version()}"
+    args = dict(a.removeprefix("--").split("=", 1) for a in container["args"] if "=" in a)
+    flags = {a.removeprefix("--") for a in container["args"] if "=" not in a}
+    assert args["backend-store-uri"].startswith("postgresql://postgres:5432/")
+    assert "serve-artifacts" in flags
+    assert args["artifacts-destination"] == "/mlartifacts"
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    claim = volumes[mounts["/mlartifacts"]]["persistentVolumeClaim"]["claimName"]
+    _one(rendered, "PersistentVolumeClaim", claim)
+    hosts = args["allowed-hosts"].split(",")
+    assert {"mlflow", "mlflow:5000", "mlflow.cpsweep.svc.cluster.local:5000"} <= set(hosts)
+    assert "*" not in hosts
+    env = {e["name"]: e for e in container["env"]}
+    for var in ("PGUSER", "PGPASSWORD"):
+        assert env[var]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-db"
+    service = _one(rendered, "Service", "mlflow")
+    assert [p["port"] for p in service["spec"]["ports"]] == [5000]
+
+
+def test_postgres_is_a_statefulset_behind_a_headless_service(rendered: list[Obj]) -> None:
+    sts = _one(rendered, "StatefulSet", "postgres")
+    service = _one(rendered, "Service", sts["spec"]["serviceName"])
+    assert service["spec"]["clusterIP"] == "None"
+    claims = {c["metadata"]["name"] for c in sts["spec"]["volumeClaimTemplates"]}
+    mounts = {m["name"] for m in sts["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]}
+    assert claims and claims <= mounts
