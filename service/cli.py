@@ -171,6 +171,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"cpsweep {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:
+        from trainables.engine import NonFiniteLossError
+
+        if not isinstance(exc, NonFiniteLossError):
+            raise
+        print(f"cpsweep {args.command}: training diverged: {exc}", file=sys.stderr)
+        return 1
     except ValueError as exc:
         from trainables.data import DatasetError
 

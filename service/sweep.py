@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -129,8 +130,13 @@ def run_sweep(
     output_dir: str | Path | None = None,
     resume: bool = False,
     callbacks: Sequence[Any] = (),
+    trial_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) the sweep; writes `<output_dir>/summary.json` and returns it."""
+    """Run (or resume) the sweep; writes `<output_dir>/summary.json` and returns it.
+
+    `trial_options` are merged into every trial's options (testing hooks such as
+    `fault_kill_epoch` / `fault_marker`).
+    """
     out = Path(output_dir or Path("runs") / spec.name).resolve()
     exp_dir = out / "ray" / spec.name
     if resume and not exp_dir.is_dir():
@@ -144,7 +150,8 @@ def run_sweep(
     (out / "spec.json").write_text(spec.model_dump_json(indent=2))
     init_ray(address)
     t0 = time.perf_counter()
-    control_name = f"cpsweep-control:{spec.name}:{os.getpid()}"
+    # Stable per output directory, so a resumed sweep's trials find their actor again.
+    control_name = f"cpsweep-control:{spec.name}:{hashlib.sha1(str(out).encode()).hexdigest()[:10]}"
     scheduler = _scheduler(spec, out, control_name)
     opts = {
         "num_workers": spec.scaling.num_workers,
@@ -155,6 +162,7 @@ def run_sweep(
         "control_actor": control_name,
         "storage_path": str(out / "train_runs"),
         "measure_energy": spec.accounting.measure_energy,
+        **(trial_options or {}),
     }
     tracking = _tracking_callbacks(spec, out)
     all_callbacks = [ProgressCallback(spec.train.epochs), *tracking, *callbacks]
@@ -172,7 +180,12 @@ def run_sweep(
         tuner = tune.Tuner.restore(
             str(exp_dir), trainable, resume_unfinished=True, resume_errored=True, param_space=space
         )
-        tuner._local_tuner._run_config.callbacks = all_callbacks  # restore keeps the old list
+        # tuner.pkl holds the old callbacks and scheduler (whose state Tune does not save):
+        # put in fresh ones; the scheduler reloads its decisions from cp_decisions.json.
+        internal = tuner._local_tuner
+        assert internal is not None
+        internal._run_config.callbacks = all_callbacks
+        internal._tune_config.scheduler = scheduler
     else:
         tuner = tune.Tuner(
             trainable,
@@ -185,8 +198,6 @@ def run_sweep(
             ),
             run_config=run_config,
         )
-    if resume:
-        tuner._local_tuner._tune_config.scheduler = scheduler
     grid = tuner.fit()
     summary = summarize_results(spec, grid, scheduler, time.perf_counter() - t0)
     for cb in tracking:

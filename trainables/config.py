@@ -83,7 +83,7 @@ class ModelConfig(_Strict):
 
 class OptimConfig(_Strict):
     name: Literal["sgd", "adam", "adamw", "rmsprop"] = Field("sgd", description="Optimizer.")
-    lr: float = Field(0.05, gt=0, le=10, description="Peak learning rate.")
+    lr: float = Field(0.05, gt=0, le=1e6, description="Peak learning rate.")
     momentum: float = Field(0.9, ge=0, lt=1, description="Momentum (SGD, RMSprop).")
     nesterov: bool = Field(True, description="Nesterov momentum (SGD only).")
     weight_decay: float = Field(5e-4, ge=0, le=1, description="L2 / decoupled weight decay.")

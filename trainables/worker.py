@@ -152,10 +152,10 @@ def _broadcast(
 # -- the per-worker loop ------------------------------------------------------------------
 
 
-def _maybe_inject_fault(epoch: int, rank: int) -> None:
-    """Testing hook: CPSWEEP_FAULT_KILL_EPOCH=N kills rank 0 once after epoch N's report."""
-    at = os.environ.get("CPSWEEP_FAULT_KILL_EPOCH")
-    marker = os.environ.get("CPSWEEP_FAULT_MARKER")
+def _maybe_inject_fault(config: dict[str, Any], epoch: int, rank: int) -> None:
+    """Testing hook: trial option fault_kill_epoch=N SIGKILLs rank 0 once after epoch N's
+    report (fault_marker names the file that makes it happen only once per sweep)."""
+    at, marker = config.get("fault_kill_epoch"), config.get("fault_marker")
     if at and marker and rank == 0 and epoch == int(at) and not os.path.exists(marker):
         Path(marker).write_text(str(os.getpid()))
         os.kill(os.getpid(), signal.SIGKILL)
@@ -179,6 +179,24 @@ def _save_checkpoint(
     meta = {"epoch": run.epoch, "cp_end_epoch": run.cp_end_epoch, "switch_epoch": run.switch_epoch}
     (Path(directory) / "meta.json").write_text(json.dumps(meta))
     return ray.train.Checkpoint.from_directory(directory)
+
+
+def _apply(run: TrainingRun, end: int | None, switch: int | None) -> None:
+    """Adopt rank 0's decision: the post-period recipe from epoch `switch` on."""
+    if switch is not None and run.switch_epoch is None:
+        run.end_period(end if end is not None else switch - 1)
+        run.switch_epoch = switch
+
+
+_RANK_LOG_KEYS = ("epoch", "phase", "recipe/repeats", "rotation/mean", "cp/switch_epoch")
+
+
+def _log_rank(path: Path, m: dict[str, Any]) -> None:
+    """Per-rank record of what this rank trained with: shows all ranks switch together."""
+    row = {k: m[k] for k in _RANK_LOG_KEYS}
+    row["node_id"] = ray.get_runtime_context().get_node_id()
+    with path.open("a") as fh:
+        fh.write(json.dumps(row) + "\n")
 
 
 def worker_loop(config: dict[str, Any]) -> None:
@@ -221,41 +239,20 @@ def worker_loop(config: dict[str, Any]) -> None:
             world,
         )
         decision = decider.before_report(run, m) if decider else (None, None)
-        end, switch = _broadcast(decision, device)
-        if switch is not None:
-            run.end_period(end if end is not None else switch - 1)
-            run.switch_epoch = switch
+        _apply(run, *_broadcast(decision, device))
         m["cp/end_epoch"], m["cp/switch_epoch"] = run.cp_end_epoch, run.switch_epoch
         if decider:
             m["cp/handshake_s"] = decider.handshake_s
             m["cp/mode"] = decider.mode
         if rank_log:
-            with rank_log.open("a") as fh:
-                fh.write(
-                    json.dumps(
-                        {
-                            k: m[k]
-                            for k in (
-                                "epoch",
-                                "phase",
-                                "recipe/repeats",
-                                "rotation/mean",
-                                "cp/switch_epoch",
-                            )
-                        }
-                    )
-                    + "\n"
-                )
+            _log_rank(rank_log, m)
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = _save_checkpoint(run, history, tmp) if rank == 0 else None
             ray.train.report(m, checkpoint=ckpt)
-        _maybe_inject_fault(m["epoch"], rank)
+        _maybe_inject_fault(config, m["epoch"], rank)
         if config["mode"] == "sync":
             decision = decider.after_report(run, m["epoch"]) if decider else (None, None)
-            end, switch = _broadcast(decision, device)
-            if switch is not None and run.switch_epoch is None:
-                run.end_period(end if end is not None else switch - 1)
-                run.switch_epoch = switch
+            _apply(run, *_broadcast(decision, device))
     meter.stop()
 
 
@@ -283,6 +280,8 @@ def trial_main(config: dict[str, Any]) -> None:
         "threads_per_worker": threads,
         "rank_log_dir": str(Path(ctx.get_trial_dir()) / "ranks"),
         "measure_energy": bool(opts.get("measure_energy", True)),
+        "fault_kill_epoch": opts.get("fault_kill_epoch"),
+        "fault_marker": opts.get("fault_marker"),
     }
     trainer = TorchTrainer(
         worker_loop,
