@@ -227,6 +227,11 @@ def worker_loop(config: dict[str, Any]) -> None:
         try:
             m = run.run_epoch()
         except NonFiniteLossError as exc:  # same on every rank: the loss is all-reduced
+            # Retrying cannot help: end the run cleanly and leave the reason for trial_main
+            # (Train's Result only carries checkpointed metrics).
+            if rank == 0 and config.get("error_file"):
+                Path(config["error_file"]).parent.mkdir(parents=True, exist_ok=True)
+                Path(config["error_file"]).write_text(str(exc))
             ray.train.report({"epoch": run.epoch + 1, "error": str(exc)})
             meter.stop()
             return
@@ -280,6 +285,7 @@ def trial_main(config: dict[str, Any]) -> None:
         "threads_per_worker": threads,
         "rank_log_dir": str(Path(ctx.get_trial_dir()) / "ranks"),
         "measure_energy": bool(opts.get("measure_energy", True)),
+        "error_file": str(Path(opts["storage_path"]) / f"train-{trial_id}" / "cpsweep_error.txt"),
         "fault_kill_epoch": opts.get("fault_kill_epoch"),
         "fault_marker": opts.get("fault_marker"),
     }
@@ -300,7 +306,8 @@ def trial_main(config: dict[str, Any]) -> None:
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
     )
-    result = trainer.fit()
-    error = (result.metrics or {}).get("error")
-    if error:
-        raise TrialFailed(error)
+    error_file = Path(loop_config["error_file"])
+    error_file.unlink(missing_ok=True)
+    trainer.fit()
+    if error_file.is_file():
+        raise TrialFailed(error_file.read_text())
