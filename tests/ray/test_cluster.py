@@ -1,0 +1,116 @@
+"""`cpsweep run` as a real process: a two-node cluster on one host, interrupt and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.ray.cluster import CPSWEEP, RayNodes
+
+pytestmark = pytest.mark.integration
+
+_SPEC = {
+    "name": "it",
+    "train": {
+        "epochs": 6,
+        "batch_size": 64,
+        "data": {"name": "digits"},
+        "model": {"name": "small_cnn", "width": 8},
+    },
+    "search_space": {"optim.lr": {"grid": [0.02, 0.05]}},
+    "accounting": {"measure_energy": False},
+}
+
+
+def _write_spec(tmp: Path, **changes) -> Path:
+    spec = {**_SPEC, "tracking": {"uri": f"sqlite:///{tmp / 'mlflow.db'}"}, **changes}
+    path = tmp / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_sweep_spreads_over_two_nodes(tmp_path):
+    spec = _write_spec(tmp_path)
+    with RayNodes(tmp_path, head_cpus=1, worker_cpus=1) as cluster:
+        assert cluster.alive_nodes() == 2
+        proc = subprocess.run(
+            [CPSWEEP, "run", str(spec), "--address", cluster.gcs_address,
+             "--output-dir", str(tmp_path / "out")],
+            env=cluster.env, capture_output=True, text=True, timeout=600,
+        )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [t["status"] for t in summary["trials"]] == ["TERMINATED", "TERMINATED"]
+    nodes = set()
+    for rank_log in (tmp_path / "out" / "ray" / "it").glob("*/ranks/rank0.jsonl"):
+        nodes |= {json.loads(line)["node_id"] for line in rank_log.read_text().splitlines()}
+    assert len(nodes) == 2, f"workers ran on {nodes}; expected both nodes"
+
+
+def _results(out: Path) -> dict[str, list[str]]:
+    return {p.parent.name: p.read_text().splitlines()
+            for p in (out / "ray" / "it").glob("*/result.json")}
+
+
+def test_interrupted_sweep_resumes_without_redoing_finished_trials(tmp_path):
+    spec = _write_spec(tmp_path, max_concurrent_trials=1)
+    out = tmp_path / "out"
+    cmd = [CPSWEEP, "run", str(spec), "--output-dir", str(out)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    deadline = time.time() + 400
+    finished: dict[str, list[str]] = {}
+    while time.time() < deadline and proc.poll() is None:
+        done = {k: v for k, v in _results(out).items() if len(v) == 6} if out.exists() else {}
+        if done:
+            finished = done
+            break
+        time.sleep(0.5)
+    assert finished, "no trial finished before the deadline"
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: Tune saves the experiment state and exits
+    proc.communicate(timeout=180)
+    assert len(_results(out)) >= 1
+
+    rerun = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    after = _results(out)
+    for name, lines in finished.items():
+        assert after[name] == lines, "a finished trial was run again"
+    summary = json.loads((out / "summary.json").read_text())
+    assert sorted(t["status"] for t in summary["trials"]) == ["TERMINATED", "TERMINATED"]
+    for t in summary["trials"]:
+        [key] = [k for k in after if t["trial_id"] in k]
+        epochs = [json.loads(x)["epoch"] for x in after[key]]
+        # An interrupted trial restarts its Tune history but its Train run resumes from the
+        # checkpoint: the epochs continue (no epoch trained twice) up to the budget.
+        assert epochs == list(range(epochs[0], 7))
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("it").experiment_id])
+    assert sum(r.data.tags.get("cpsweep.kind") == "sweep" for r in runs) == 1
+    children = [r for r in runs if r.data.tags.get("cpsweep.kind") == "trial"]
+    assert len(children) == 2
+    for r in children:
+        steps = [m.step for m in client.get_metric_history(r.info.run_id, "rotation/mean")]
+        assert steps == list(range(1, 7)), "an epoch was logged twice or lost across the resume"
+
+
+def test_bad_spec_exits_nonzero_naming_the_field(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"name": "x", "train": {"optim": {"lr": -1, "nam": "sgd"}}}))
+    proc = subprocess.run([CPSWEEP, "run", str(bad)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "train.optim.lr" in proc.stderr and "greater than 0" in proc.stderr
+    assert "train.optim.nam" in proc.stderr and "unknown field" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (Path("runs") / "x").exists()  # rejected before any output was written
