@@ -159,14 +159,15 @@ class CriticalPeriodScheduler(FIFOScheduler):
         state = _TrialState(trial.trial_id, criterion, budget, cohort)
         self._trials[trial.trial_id] = state
         self._restore_trial(state)
+        cohort_switch = self._cohorts[cohort].switch_epoch if cohort else None
+        if cohort_switch and not state.ended:  # joins a cohort that has already decided
+            state.forced_switch, state.source = cohort_switch, "cohort"
         actor = self._actor(trial)
         if actor is not None:
             rule = {"criterion": criterion.model_dump(), "budget": budget, "mode": self.mode}
             actor.set_rule.remote(trial.trial_id, rule)
-            if cohort and self._cohorts[cohort].switch_epoch:
-                actor.force_switch.remote(
-                    trial.trial_id, self._cohorts[cohort].switch_epoch, "cohort"
-                )
+            if state.forced_switch:
+                actor.force_switch.remote(trial.trial_id, state.forced_switch, "cohort")
         if self.inner is not None:
             self.inner.on_trial_add(tune_controller, trial)
 

@@ -1,0 +1,95 @@
+"""The CLI: `cpsweep detect` on logged curves and `cpsweep train` end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from service.cli import main
+
+CPSWEEP = str(Path(sys.executable).parent / "cpsweep")
+
+
+def _reference_paper_end(curve, budget, window=5, threshold=45.0):
+    pos = (np.arange(1, len(curve) + 1) - 1) / (budget - 1)
+    for t in range(window, len(curve) + 1):
+        slope = np.polyfit(pos[t - window : t], np.asarray(curve[t - window : t]), 1)[0]
+        if np.degrees(np.arctan(slope)) < threshold:
+            return t
+    return None
+
+
+def test_detect_csv_and_json(tmp_path, capsys):
+    curve = [0.5 * (1 - math.exp(-e / 4)) for e in range(1, 41)]
+    csv = tmp_path / "c.csv"
+    csv.write_text("epoch,rotation\n" + "\n".join(f"{i},{v}" for i, v in enumerate(curve, 1)))
+    js = tmp_path / "c.json"
+    js.write_text(json.dumps(curve))
+    for path in (csv, js):
+        assert main(["detect", str(path), "--budget", "40"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out == {"criterion": "paper", "end_epoch": _reference_paper_end(curve, 40)}
+    assert main(["detect", str(csv), "--budget", "40", "--criterion", "fixed"]) == 0
+    assert json.loads(capsys.readouterr().out)["end_epoch"] == 5
+
+
+def test_detect_errors_name_the_problem(tmp_path, capsys):
+    bad = tmp_path / "c.csv"
+    bad.write_text("epoch,loss\n1,0.3\n")
+    assert main(["detect", str(bad), "--budget", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "no 'rotation' column" in err and "--column" in err
+    assert main(["detect", str(tmp_path / "missing.csv"), "--budget", "10"]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_train_bad_field_exits_2(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"epochs": 3, "model": {"name": "vgg"}}))
+    assert main(["train", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "model.name" in err and "'vgg'" in err and "small_cnn" in err
+
+
+def test_train_missing_dataset_dir_exits_2(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"epochs": 1, "data": {"name": "cifar10",
+                                                          "root": str(tmp_path / "nope")}}))
+    assert main(["train", str(cfg), "--output-dir", str(tmp_path / "o")]) == 2
+    assert str(tmp_path / "nope") in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_train_digits_switches_one_epoch_after_the_end_and_detect_agrees(tmp_path):
+    """`cpsweep train` on a 15-epoch digits config, then `cpsweep detect` on its own log."""
+    cfg = tmp_path / "digits.yaml"
+    cfg.write_text(yaml.safe_dump({"epochs": 15, "batch_size": 64, "data": {"name": "digits"},
+                                   "model": {"name": "small_cnn", "width": 16}}))
+    out = tmp_path / "out"
+    proc = subprocess.run([CPSWEEP, "train", str(cfg), "--output-dir", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "epoch  15/15" in proc.stderr and "critical period ended at epoch" in proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("epochs", "cp_end_epoch", "switch_epoch", "final_val_acc", "best_val_acc",
+                "wall_s", "samples"):
+        assert key in summary
+    assert summary["epochs"] == 15 and summary["switch_epoch"] == summary["cp_end_epoch"] + 1
+    rows = [json.loads(x) for x in (out / "history.jsonl").read_text().splitlines()]
+    assert len(rows) == 15 and any(k.startswith("rotation/features") for k in rows[0])
+    s = summary["switch_epoch"]
+    assert [r["recipe/repeats"] for r in rows] == [3] * (s - 1) + [1] * (15 - s + 1)
+    assert summary["samples"] == sum(r["samples"] for r in rows)
+    csv = tmp_path / "curve.csv"
+    csv.write_text("rotation\n" + "\n".join(str(r["rotation/mean"]) for r in rows))
+    det = subprocess.run([CPSWEEP, "detect", str(csv), "--budget", "15"], capture_output=True,
+                         text=True, timeout=60)
+    end = json.loads(det.stdout)["end_epoch"]
+    assert end == summary["cp_end_epoch"] == _reference_paper_end([r["rotation/mean"] for r in rows], 15)

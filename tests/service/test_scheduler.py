@@ -1,0 +1,151 @@
+"""CriticalPeriodScheduler logic with stand-in trials (no Ray cluster, no control actor)."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from ray.tune.schedulers import TrialScheduler
+
+from service.scheduler import CriticalPeriodScheduler
+from trainables.config import TrainConfig
+from trainables.criteria import end_epoch
+
+
+@dataclass
+class FakeTrial:
+    trial_id: str
+    config: dict[str, Any] = field(default_factory=dict)
+    experiment_dir_name: str = "exp"
+
+
+def _trial(tid: str, epochs: int = 30, optim: str = "sgd", criterion: str = "paper") -> FakeTrial:
+    train = TrainConfig(epochs=epochs).model_dump()
+    train["optim"]["name"] = optim
+    train["criterion"]["name"] = criterion
+    return FakeTrial(tid, {"train": train})
+
+
+def _curve(n: int, tau: float) -> list[float]:
+    return [0.6 * (1 - math.exp(-e / tau)) for e in range(1, n + 1)]
+
+
+def _feed(s: CriticalPeriodScheduler, t: FakeTrial, curve: list[float], start: int = 1) -> list[str]:
+    return [s.on_trial_result(None, t, {"epoch": e, "rotation/mean": v})
+            for e, v in enumerate(curve[start - 1 :], start=start)]
+
+
+def test_detects_each_trial_with_the_paper_rule():
+    s = CriticalPeriodScheduler(use_control=False)
+    a, b = _trial("a"), _trial("b")
+    for t in (a, b):
+        s.on_trial_add(None, t)
+    _feed(s, a, _curve(30, 3.0))
+    _feed(s, b, _curve(30, 8.0))
+    d = s.decisions()
+    assert d["a"]["end_epoch"] == end_epoch("paper", _curve(30, 3.0), 30)
+    assert d["b"]["end_epoch"] == end_epoch("paper", _curve(30, 8.0), 30)
+    assert d["a"]["end_epoch"] < d["b"]["end_epoch"]
+    assert d["a"]["source"] == "rule"
+
+
+def test_scheduler_wide_criterion_overrides_trial_config():
+    s = CriticalPeriodScheduler(criterion={"name": "fixed", "fraction": 0.25}, use_control=False)
+    t = _trial("a", epochs=20)
+    s.on_trial_add(None, t)
+    _feed(s, t, _curve(20, 3.0))
+    assert s.decisions()["a"]["end_epoch"] == 5
+
+
+def test_retry_replays_epochs_without_double_counting():
+    s = CriticalPeriodScheduler(use_control=False)
+    t = _trial("a")
+    s.on_trial_add(None, t)
+    curve = _curve(30, 6.0)
+    _feed(s, t, curve[:4])
+    _feed(s, t, curve, start=3)  # resumed from the epoch-2 checkpoint: 3, 4 come again
+    assert s.decisions()["a"]["end_epoch"] == end_epoch("paper", curve, 30)
+
+
+def test_cohort_median_switches_the_remaining_trials():
+    s = CriticalPeriodScheduler(scope="cohort", cohort_keys=["optim.name"], cohort_min_trials=3,
+                                use_control=False)
+    trials = [_trial(f"t{i}") for i in range(4)] + [_trial("other", optim="adam")]
+    for t in trials:
+        s.on_trial_add(None, t)
+    ends = []
+    for t, tau in zip(trials[:3], (2.0, 4.0, 8.0)):
+        _feed(s, t, _curve(30, tau))
+        ends.append(s.decisions()[t.trial_id]["end_epoch"])
+    d = s.decisions()
+    median = sorted(ends)[1]
+    assert d["t3"]["forced_switch"] == median + 1 and d["t3"]["source"] == "cohort"
+    assert d["other"]["forced_switch"] is None  # another cohort is untouched
+
+
+def test_inner_scheduler_never_judges_before_the_period_ends():
+    class StopAll(TrialScheduler):
+        def __init__(self):
+            super().__init__()
+            self.seen: list[int] = []
+
+        def on_trial_add(self, tc, trial): ...
+
+        def on_trial_result(self, tc, trial, result):
+            self.seen.append(result["epoch"])
+            return TrialScheduler.STOP
+
+        def set_search_properties(self, metric, mode, **spec):
+            return True
+
+    inner = StopAll()
+    s = CriticalPeriodScheduler(inner=inner, use_control=False)
+    t = _trial("a")
+    s.on_trial_add(None, t)
+    decisions = _feed(s, t, _curve(30, 4.0))
+    end = s.decisions()["a"]["end_epoch"]
+    assert all(d == TrialScheduler.CONTINUE for d in decisions[: end - 1])
+    assert decisions[end - 1] == TrialScheduler.STOP
+    assert inner.seen[0] == end
+
+
+def test_audit_counts_disagreeing_reports(caplog):
+    s = CriticalPeriodScheduler(use_control=False)
+    t = _trial("a")
+    s.on_trial_add(None, t)
+    curve = _curve(30, 3.0)
+    true_end = end_epoch("paper", curve, 30)
+    for e, v in enumerate(curve, 1):
+        s.on_trial_result(None, t, {"epoch": e, "rotation/mean": v,
+                                    "cp/end_epoch": (true_end + 1) if e >= true_end else None})
+    assert s.decisions()["a"]["mismatches"] > 0
+    assert "scheduler found" in caplog.text
+
+
+def test_decisions_persist_across_a_restart(tmp_path):
+    path = tmp_path / "cp.json"
+    s = CriticalPeriodScheduler(scope="cohort", cohort_keys=["optim.name"], cohort_min_trials=1,
+                                state_path=path, use_control=False)
+    t = _trial("a")
+    s.on_trial_add(None, t)
+    _feed(s, t, _curve(30, 3.0))
+    saved = json.loads(path.read_text())
+    assert saved["trials"]["a"]["end_epoch"] == s.decisions()["a"]["end_epoch"]
+    again = CriticalPeriodScheduler(scope="cohort", cohort_keys=["optim.name"],
+                                    cohort_min_trials=1, state_path=path, use_control=False)
+    again.on_trial_add(None, _trial("a"))
+    again.on_trial_add(None, _trial("late"))
+    d = again.decisions()
+    assert d["a"]["end_epoch"] == s.decisions()["a"]["end_epoch"]  # kept, not re-detected
+    assert d["late"]["forced_switch"] == d["a"]["end_epoch"] + 1  # cohort decision reloaded
+    assert d["late"]["source"] == "cohort"
+
+
+def test_bad_arguments_name_the_fix():
+    with pytest.raises(ValueError, match="scope"):
+        CriticalPeriodScheduler(scope="global")
+    with pytest.raises(ValueError, match="cohort_min_trials"):
+        CriticalPeriodScheduler(cohort_min_trials=0)
