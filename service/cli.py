@@ -192,3 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+# submit, jobs, status, logs, stop, serve (service/jobs.py, service/api.py)
+from service.jobs import register_cli as _register_jobs_cli  # noqa: E402
+
+_EXTRA_COMMANDS.append(_register_jobs_cli)

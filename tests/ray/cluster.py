@@ -8,6 +8,7 @@ on with a fresh token passed to every process through the environment.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -52,41 +53,57 @@ class RayNodes:
         # Short temp dirs: Ray's unix socket paths must stay under ~100 characters.
         temp = Path(f"/tmp/cps-{name}-{self.gcs_port}")
         log = (self.tmp / f"ray-{name}.log").open("wb")
-        self.procs.append(subprocess.Popen(
-            [RAY, "start", "--block", "--disable-usage-stats", f"--temp-dir={temp}", *args],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        ))
+        self.procs.append(
+            subprocess.Popen(
+                [RAY, "start", "--block", "--disable-usage-stats", f"--temp-dir={temp}", *args],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
 
     def __enter__(self) -> RayNodes:
-        self._start("head", [
-            "--head", f"--port={self.gcs_port}", f"--num-cpus={self.head_cpus}",
-            '--resources={"trial_driver": 16}', "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={self.dashboard_port}", f"--ray-client-server-port={free_port()}",
-            f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}",
-            f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
-        ])
+        self._start(
+            "head",
+            [
+                "--head",
+                f"--port={self.gcs_port}",
+                f"--num-cpus={self.head_cpus}",
+                '--resources={"trial_driver": 16}',
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={self.dashboard_port}",
+                f"--ray-client-server-port={free_port()}",
+                f"--dashboard-agent-listen-port={free_port()}",
+                f"--metrics-export-port={free_port()}",
+                f"--node-manager-port={free_port()}",
+                f"--object-manager-port={free_port()}",
+            ],
+        )
         self._wait(lambda: self._port_open(self.dashboard_port), "the head's dashboard")
         for i in range(self.workers):
-            self._start(f"worker{i}", [
-                f"--address={self.gcs_address}", f"--num-cpus={self.worker_cpus}",
-                f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}",
-                f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
-            ])
+            self._start(
+                f"worker{i}",
+                [
+                    f"--address={self.gcs_address}",
+                    f"--num-cpus={self.worker_cpus}",
+                    f"--dashboard-agent-listen-port={free_port()}",
+                    f"--metrics-export-port={free_port()}",
+                    f"--node-manager-port={free_port()}",
+                    f"--object-manager-port={free_port()}",
+                ],
+            )
         self._wait(lambda: self.alive_nodes() == 1 + self.workers, "all nodes to join")
         return self
 
     def __exit__(self, *exc: object) -> None:
         for p in self.procs:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
         time.sleep(2)
         for p in self.procs:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             p.wait(timeout=30)
 
     @staticmethod
@@ -98,7 +115,9 @@ class RayNodes:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if any(p.poll() is not None for p in self.procs):
-                raise RuntimeError(f"a ray node exited while waiting for {what}; see {self.tmp}/ray-*.log")
+                raise RuntimeError(
+                    f"a ray node exited while waiting for {what}; see {self.tmp}/ray-*.log"
+                )
             if ok():
                 return
             time.sleep(1)
@@ -106,11 +125,12 @@ class RayNodes:
 
     def alive_nodes(self) -> int:
         code = (
-            "import ray; ray.init(address=%r, logging_level='ERROR');"
-            "print(sum(n['Alive'] for n in ray.nodes()))" % self.gcs_address
+            f"import ray; ray.init(address={self.gcs_address!r}, logging_level='ERROR');"
+            "print(sum(n['Alive'] for n in ray.nodes()))"
         )
-        out = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True,
-                             text=True, timeout=120)
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=self.env, capture_output=True, text=True, timeout=120
+        )
         try:
             return int(out.stdout.strip().splitlines()[-1])
         except (IndexError, ValueError):

@@ -41,9 +41,19 @@ def test_sweep_spreads_over_two_nodes(tmp_path):
     with RayNodes(tmp_path, head_cpus=1, worker_cpus=1) as cluster:
         assert cluster.alive_nodes() == 2
         proc = subprocess.run(
-            [CPSWEEP, "run", str(spec), "--address", cluster.gcs_address,
-             "--output-dir", str(tmp_path / "out")],
-            env=cluster.env, capture_output=True, text=True, timeout=600,
+            [
+                CPSWEEP,
+                "run",
+                str(spec),
+                "--address",
+                cluster.gcs_address,
+                "--output-dir",
+                str(tmp_path / "out"),
+            ],
+            env=cluster.env,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -55,8 +65,10 @@ def test_sweep_spreads_over_two_nodes(tmp_path):
 
 
 def _results(out: Path) -> dict[str, list[str]]:
-    return {p.parent.name: p.read_text().splitlines()
-            for p in (out / "ray" / "it").glob("*/result.json")}
+    return {
+        p.parent.name: p.read_text().splitlines()
+        for p in (out / "ray" / "it").glob("*/result.json")
+    }
 
 
 def test_interrupted_sweep_resumes_without_redoing_finished_trials(tmp_path):
@@ -64,8 +76,14 @@ def test_interrupted_sweep_resumes_without_redoing_finished_trials(tmp_path):
     out = tmp_path / "out"
     cmd = [CPSWEEP, "run", str(spec), "--output-dir", str(out)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.time() + 400
     finished: dict[str, list[str]] = {}
     while time.time() < deadline and proc.poll() is None:
@@ -79,7 +97,7 @@ def test_interrupted_sweep_resumes_without_redoing_finished_trials(tmp_path):
     proc.communicate(timeout=180)
     assert len(_results(out)) >= 1
 
-    rerun = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=600)
+    rerun = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     after = _results(out)
     for name, lines in finished.items():

@@ -64,8 +64,11 @@ def test_every_trial_switches_one_epoch_after_its_end(ray_local, tmp_path):
     from service.sweep import run_sweep
     from trainables.criteria import end_epoch
 
-    spec = _spec(tmp_path, search_space={"optim.name": {"grid": ["sgd", "adam"]}},
-                 train={**_spec(tmp_path).train.model_dump(), "optim": {"name": "sgd", "lr": 0.01}})
+    spec = _spec(
+        tmp_path,
+        search_space={"optim.name": {"grid": ["sgd", "adam"]}},
+        train={**_spec(tmp_path).train.model_dump(), "optim": {"name": "sgd", "lr": 0.01}},
+    )
     summary = run_sweep(spec, output_dir=tmp_path / "out")
     assert len(summary["trials"]) == 2
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -101,8 +104,11 @@ def test_killed_worker_resumes_from_its_checkpoint(ray_local, tmp_path):
 
     marker = tmp_path / "killed"
     spec = _spec(tmp_path, num_samples=2, max_concurrent_trials=2)
-    summary = run_sweep(spec, output_dir=tmp_path / "out",
-                        trial_options={"fault_kill_epoch": 3, "fault_marker": str(marker)})
+    summary = run_sweep(
+        spec,
+        output_dir=tmp_path / "out",
+        trial_options={"fault_kill_epoch": 3, "fault_marker": str(marker)},
+    )
     assert marker.exists(), "the fault was never injected"
     a, b = summary["trials"]
     for t in (a, b):
@@ -122,9 +128,13 @@ def test_killed_worker_resumes_from_its_checkpoint(ray_local, tmp_path):
 def test_nan_trial_fails_with_reason_while_others_finish(ray_local, tmp_path):
     from service.sweep import run_sweep
 
-    train = {"epochs": 3, "batch_size": 64, "data": {"name": "mnist1d"},
-             "model": {"name": "cnn1d", "width": 8},
-             "optim": {"name": "sgd", "lr": 0.05, "weight_decay": 0}}
+    train = {
+        "epochs": 3,
+        "batch_size": 64,
+        "data": {"name": "mnist1d"},
+        "model": {"name": "cnn1d", "width": 8},
+        "optim": {"name": "sgd", "lr": 0.05, "weight_decay": 0},
+    }
     spec = _spec(tmp_path, train=train, arms={"ok": {}, "diverge": {"optim.lr": 1.0e6}})
     summary = run_sweep(spec, output_dir=tmp_path / "out")
     by_arm = {t["arm"]: t for t in summary["trials"]}
@@ -142,8 +152,10 @@ def test_two_workers_switch_at_the_same_epoch(ray_local, tmp_path):
     [t] = summary["trials"]
     assert t["status"] == "TERMINATED" and t["switch_epoch"] == t["cp_end_epoch"] + 1
     [trial_dir] = [p for p in (tmp_path / "out" / "ray" / "it").iterdir() if p.is_dir()]
-    ranks = [[json.loads(x) for x in (trial_dir / "ranks" / f"rank{r}.jsonl").read_text().splitlines()]
-             for r in (0, 1)]
+    ranks = [
+        [json.loads(x) for x in (trial_dir / "ranks" / f"rank{r}.jsonl").read_text().splitlines()]
+        for r in (0, 1)
+    ]
     reported = _history(tmp_path / "out", t["trial_id"])
     assert len(ranks[0]) == len(ranks[1]) == 7
     for r0, r1, rep in zip(*ranks, reported):

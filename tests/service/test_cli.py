@@ -60,8 +60,9 @@ def test_train_bad_field_exits_2(tmp_path, capsys):
 
 def test_train_missing_dataset_dir_exits_2(tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump({"epochs": 1, "data": {"name": "cifar10",
-                                                          "root": str(tmp_path / "nope")}}))
+    cfg.write_text(
+        yaml.safe_dump({"epochs": 1, "data": {"name": "cifar10", "root": str(tmp_path / "nope")}})
+    )
     assert main(["train", str(cfg), "--output-dir", str(tmp_path / "o")]) == 2
     assert str(tmp_path / "nope") in capsys.readouterr().err
 
@@ -70,16 +71,35 @@ def test_train_missing_dataset_dir_exits_2(tmp_path, capsys):
 def test_train_digits_switches_one_epoch_after_the_end_and_detect_agrees(tmp_path):
     """`cpsweep train` on a 15-epoch digits config, then `cpsweep detect` on its own log."""
     cfg = tmp_path / "digits.yaml"
-    cfg.write_text(yaml.safe_dump({"epochs": 15, "batch_size": 64, "data": {"name": "digits"},
-                                   "model": {"name": "small_cnn", "width": 16}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "epochs": 15,
+                "batch_size": 64,
+                "data": {"name": "digits"},
+                "model": {"name": "small_cnn", "width": 16},
+            }
+        )
+    )
     out = tmp_path / "out"
-    proc = subprocess.run([CPSWEEP, "train", str(cfg), "--output-dir", str(out)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [CPSWEEP, "train", str(cfg), "--output-dir", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "epoch  15/15" in proc.stderr and "critical period ended at epoch" in proc.stderr
     summary = json.loads((out / "summary.json").read_text())
-    for key in ("epochs", "cp_end_epoch", "switch_epoch", "final_val_acc", "best_val_acc",
-                "wall_s", "samples"):
+    for key in (
+        "epochs",
+        "cp_end_epoch",
+        "switch_epoch",
+        "final_val_acc",
+        "best_val_acc",
+        "wall_s",
+        "samples",
+    ):
         assert key in summary
     assert summary["epochs"] == 15 and summary["switch_epoch"] == summary["cp_end_epoch"] + 1
     rows = [json.loads(x) for x in (out / "history.jsonl").read_text().splitlines()]
@@ -89,7 +109,12 @@ def test_train_digits_switches_one_epoch_after_the_end_and_detect_agrees(tmp_pat
     assert summary["samples"] == sum(r["samples"] for r in rows)
     csv = tmp_path / "curve.csv"
     csv.write_text("rotation\n" + "\n".join(str(r["rotation/mean"]) for r in rows))
-    det = subprocess.run([CPSWEEP, "detect", str(csv), "--budget", "15"], capture_output=True,
-                         text=True, timeout=60)
+    det = subprocess.run(
+        [CPSWEEP, "detect", str(csv), "--budget", "15"], capture_output=True, text=True, timeout=60
+    )
     end = json.loads(det.stdout)["end_epoch"]
-    assert end == summary["cp_end_epoch"] == _reference_paper_end([r["rotation/mean"] for r in rows], 15)
+    assert (
+        end
+        == summary["cp_end_epoch"]
+        == _reference_paper_end([r["rotation/mean"] for r in rows], 15)
+    )

@@ -33,9 +33,13 @@ def _curve(n: int, tau: float) -> list[float]:
     return [0.6 * (1 - math.exp(-e / tau)) for e in range(1, n + 1)]
 
 
-def _feed(s: CriticalPeriodScheduler, t: FakeTrial, curve: list[float], start: int = 1) -> list[str]:
-    return [s.on_trial_result(None, t, {"epoch": e, "rotation/mean": v})
-            for e, v in enumerate(curve[start - 1 :], start=start)]
+def _feed(
+    s: CriticalPeriodScheduler, t: FakeTrial, curve: list[float], start: int = 1
+) -> list[str]:
+    return [
+        s.on_trial_result(None, t, {"epoch": e, "rotation/mean": v})
+        for e, v in enumerate(curve[start - 1 :], start=start)
+    ]
 
 
 def test_detects_each_trial_with_the_paper_rule():
@@ -71,8 +75,9 @@ def test_retry_replays_epochs_without_double_counting():
 
 
 def test_cohort_median_switches_the_remaining_trials():
-    s = CriticalPeriodScheduler(scope="cohort", cohort_keys=["optim.name"], cohort_min_trials=3,
-                                use_control=False)
+    s = CriticalPeriodScheduler(
+        scope="cohort", cohort_keys=["optim.name"], cohort_min_trials=3, use_control=False
+    )
     trials = [_trial(f"t{i}") for i in range(4)] + [_trial("other", optim="adam")]
     for t in trials:
         s.on_trial_add(None, t)
@@ -119,23 +124,40 @@ def test_audit_counts_disagreeing_reports(caplog):
     curve = _curve(30, 3.0)
     true_end = end_epoch("paper", curve, 30)
     for e, v in enumerate(curve, 1):
-        s.on_trial_result(None, t, {"epoch": e, "rotation/mean": v,
-                                    "cp/end_epoch": (true_end + 1) if e >= true_end else None})
+        s.on_trial_result(
+            None,
+            t,
+            {
+                "epoch": e,
+                "rotation/mean": v,
+                "cp/end_epoch": (true_end + 1) if e >= true_end else None,
+            },
+        )
     assert s.decisions()["a"]["mismatches"] > 0
     assert "scheduler found" in caplog.text
 
 
 def test_decisions_persist_across_a_restart(tmp_path):
     path = tmp_path / "cp.json"
-    s = CriticalPeriodScheduler(scope="cohort", cohort_keys=["optim.name"], cohort_min_trials=1,
-                                state_path=path, use_control=False)
+    s = CriticalPeriodScheduler(
+        scope="cohort",
+        cohort_keys=["optim.name"],
+        cohort_min_trials=1,
+        state_path=path,
+        use_control=False,
+    )
     t = _trial("a")
     s.on_trial_add(None, t)
     _feed(s, t, _curve(30, 3.0))
     saved = json.loads(path.read_text())
     assert saved["trials"]["a"]["end_epoch"] == s.decisions()["a"]["end_epoch"]
-    again = CriticalPeriodScheduler(scope="cohort", cohort_keys=["optim.name"],
-                                    cohort_min_trials=1, state_path=path, use_control=False)
+    again = CriticalPeriodScheduler(
+        scope="cohort",
+        cohort_keys=["optim.name"],
+        cohort_min_trials=1,
+        state_path=path,
+        use_control=False,
+    )
     again.on_trial_add(None, _trial("a"))
     again.on_trial_add(None, _trial("late"))
     d = again.decisions()

@@ -13,7 +13,9 @@ from trainables.config import ConfigError, TrainConfig, train_dict_for
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "search_spaces").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "search_spaces").glob("*.yaml")), ids=lambda p: p.name
+)
 def test_shipped_search_spaces_validate(path):
     spec = load_spec(path)
     assert spec.name
@@ -23,8 +25,13 @@ def test_shipped_search_spaces_validate(path):
 
 def test_required_search_spaces_exist():
     names = {p.name for p in (ROOT / "search_spaces").glob("*.yaml")}
-    assert {"quickstart.yaml", "paper_cifar10_resnet.yaml", "optimizer_agnostic.yaml",
-            "dataset_agnostic.yaml", "fashion_mnist.yaml"} <= names
+    assert {
+        "quickstart.yaml",
+        "paper_cifar10_resnet.yaml",
+        "optimizer_agnostic.yaml",
+        "dataset_agnostic.yaml",
+        "fashion_mnist.yaml",
+    } <= names
 
 
 def _write(tmp_path, raw) -> Path:
@@ -38,13 +45,22 @@ def _write(tmp_path, raw) -> Path:
     [
         ({"name": "x", "train": {"optim": {"lr": -1}}}, ["train.optim.lr", "greater than 0", "-1"]),
         ({"name": "x", "train": {"epochz": 3}}, ["train.epochz", "unknown field"]),
-        ({"name": "x", "train": {"optim": {"name": "lbfgs"}}}, ["train.optim.name", "'sgd'", "lbfgs"]),
-        ({"name": "x", "search_space": {"optim.lrr": {"grid": [0.1]}}},
-         ["search_space.optim.lrr", "no field 'lrr'"]),
-        ({"name": "x", "search_space": {"optim.lr": {"grid": [-2]}}},
-         ["search_space.optim.lr", "train.optim.lr"]),
-        ({"name": "x", "search_space": {"optim.lr": {"grid": [1], "choice": [2]}}},
-         ["exactly one"]),
+        (
+            {"name": "x", "train": {"optim": {"name": "lbfgs"}}},
+            ["train.optim.name", "'sgd'", "lbfgs"],
+        ),
+        (
+            {"name": "x", "search_space": {"optim.lrr": {"grid": [0.1]}}},
+            ["search_space.optim.lrr", "no field 'lrr'"],
+        ),
+        (
+            {"name": "x", "search_space": {"optim.lr": {"grid": [-2]}}},
+            ["search_space.optim.lr", "train.optim.lr"],
+        ),
+        (
+            {"name": "x", "search_space": {"optim.lr": {"grid": [1], "choice": [2]}}},
+            ["exactly one"],
+        ),
         ({"name": "x", "search_space": {"optim.lr": {"loguniform": [0, 1]}}}, ["> 0"]),
         ({"name": "x", "arms": {"a": {"data.name": "imagenet"}}}, ["arms.a", "data.name"]),
         ({"name": "bad name!"}, ["name"]),
@@ -64,14 +80,22 @@ def test_overrides_apply_before_validation(tmp_path):
 
 
 def test_arms_and_params_resolve_into_the_trial_config():
-    spec = SweepSpec.model_validate({
-        "name": "x", "baseline_arm": True, "arms": {"pruned": {"recipe.after.data_fraction": 0.5}},
-        "search_space": {"optim.lr": {"grid": [0.1, 0.2]}},
-    })
+    spec = SweepSpec.model_validate(
+        {
+            "name": "x",
+            "baseline_arm": True,
+            "arms": {"pruned": {"recipe.after.data_fraction": 0.5}},
+            "search_space": {"optim.lr": {"grid": [0.1, 0.2]}},
+        }
+    )
     assert set(arms_of(spec)) == {"pruned", "baseline"}
     space = build_param_space(spec, {"num_workers": 1})
-    cfg = {"train": space["train"], "params": {"optim.lr": 0.2}, "arm": "pruned",
-           "_cpsweep": space["_cpsweep"]}
+    cfg = {
+        "train": space["train"],
+        "params": {"optim.lr": 0.2},
+        "arm": "pruned",
+        "_cpsweep": space["_cpsweep"],
+    }
     t = train_dict_for(cfg)
     assert t["recipe"]["after"]["data_fraction"] == 0.5 and t["optim"]["lr"] == 0.2
     base = train_dict_for({**cfg, "arm": "baseline"})

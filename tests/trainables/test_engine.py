@@ -13,8 +13,12 @@ from trainables.models import build_model
 
 
 def _cfg(**kw) -> TrainConfig:
-    base = {"epochs": 4, "batch_size": 64, "data": {"name": "digits", "train_subset": 300},
-            "model": {"name": "small_cnn", "width": 4}}
+    base = {
+        "epochs": 4,
+        "batch_size": 64,
+        "data": {"name": "digits", "train_subset": 300},
+        "model": {"name": "small_cnn", "width": 4},
+    }
     base.update(kw)
     return TrainConfig.model_validate(base)
 
@@ -55,20 +59,27 @@ def test_checkpoint_round_trip_continues_identically():
 
 
 def test_divergence_raises_with_the_fix():
-    cfg = _cfg(data={"name": "mnist1d"}, model={"name": "cnn1d", "width": 4},
-               optim={"name": "sgd", "lr": 1e6, "weight_decay": 0})
+    cfg = _cfg(
+        data={"name": "mnist1d"},
+        model={"name": "cnn1d", "width": 4},
+        optim={"name": "sgd", "lr": 1e6, "weight_decay": 0},
+    )
     with pytest.raises(NonFiniteLossError, match=r"optim.lr=1000000.0.*lower optim.lr"):
         TrainingRun(cfg).run_epoch()
 
 
-@pytest.mark.parametrize("name", ["small_cnn", "resnet20", "resnet32", "resnet56", "resnet18", "resnet50"])
+@pytest.mark.parametrize(
+    "name", ["small_cnn", "resnet20", "resnet32", "resnet56", "resnet18", "resnet50"]
+)
 def test_image_models_forward(name):
     net = build_model(ModelConfig(name=name, width=8), in_channels=3, num_classes=7)
     assert net(torch.randn(2, 3, 32, 32)).shape == (2, 7)
 
 
 def test_model_data_mismatch_is_a_clear_error():
-    with pytest.raises(ValueError, match="model.name=cnn1d"):
+    with pytest.raises(ValueError, match=r"model\.name=cnn1d"):
         build_model(ModelConfig(name="small_cnn"), in_channels=1, num_classes=10, input_ndim=1)
-    net = build_model(ModelConfig(name="cnn1d", width=8), in_channels=1, num_classes=10, input_ndim=1)
+    net = build_model(
+        ModelConfig(name="cnn1d", width=8), in_channels=1, num_classes=10, input_ndim=1
+    )
     assert net(torch.randn(2, 1, 40)).shape == (2, 10)
