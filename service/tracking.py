@@ -234,7 +234,11 @@ class MLflowSweepCallback(Callback):
             and math.isfinite(float(v))
             and not k.startswith("cp/")
         ]
-        stat = [k for k in ("cp/angle_deg", "cp/rate_ratio", "cp/handshake_s") if k in result]
+        stat = [
+            k
+            for k in ("cp/angle_deg", "cp/rate_ratio", "cp/handshake_s", "cp/lag_epochs")
+            if k in result
+        ]
         metrics += [Metric(k, float(result[k]), ts, epoch) for k in stat]
         metrics += [Metric(k, v, ts, epoch) for k, v in cum.items()]
         tags = [

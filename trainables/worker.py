@@ -91,7 +91,6 @@ class _Decider:
     def before_report(self, run: TrainingRun, m: dict[str, Any]) -> tuple[int | None, int | None]:
         """Feed this epoch's rotation; return (end, switch) to apply from the next epoch."""
         epoch = m["epoch"]
-        self.handshake_s = 0.0
         verdict = self.rule.update(m["rotation/mean"])
         if self.stat_name and verdict.value is not None:
             m[self.stat_name] = verdict.value
@@ -119,7 +118,6 @@ class _Decider:
                 log.warning("no scheduler verdict for epoch %d after %.0fs", epoch, _SYNC_TIMEOUT_S)
                 return None, None
             time.sleep(0.02)
-        self.handshake_s = time.perf_counter() - t0
         if d.get("verdict_end") is not None:
             return int(d["verdict_end"]), epoch + 1
         if d.get("switch_epoch") is not None:
@@ -247,8 +245,12 @@ def worker_loop(config: dict[str, Any]) -> None:
         _apply(run, *_broadcast(decision, device))
         m["cp/end_epoch"], m["cp/switch_epoch"] = run.cp_end_epoch, run.switch_epoch
         if decider:
-            m["cp/handshake_s"] = decider.handshake_s
+            # Time spent talking to the scheduler since the previous report.
+            m["cp/handshake_s"], decider.handshake_s = decider.handshake_s, 0.0
             m["cp/mode"] = decider.mode
+        if run.switch_epoch is not None and run.cp_end_epoch is not None:
+            # Epochs the switch landed after the first one it could have: 0 in push/sync.
+            m["cp/lag_epochs"] = run.switch_epoch - run.cp_end_epoch - 1
         if rank_log:
             _log_rank(rank_log, m)
         with tempfile.TemporaryDirectory() as tmp:

@@ -165,3 +165,23 @@ def test_two_workers_switch_at_the_same_epoch(ray_local, tmp_path):
         assert r0["rotation/mean"] == pytest.approx(rep["rotation/mean"], abs=1e-6)
         assert r1["rotation/mean"] == pytest.approx(rep["rotation/mean"], abs=1e-5)
     assert {row["phase"] for row in ranks[1]} == {"critical", "after"}
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_sync_mode_has_zero_lag_and_async_records_its_lag(ray_local, tmp_path, mode):
+    from service.sweep import run_sweep
+
+    spec = _spec(tmp_path, scheduler={"mode": mode})
+    summary = run_sweep(spec, output_dir=tmp_path / "out")
+    [t] = summary["trials"]
+    assert t["status"] == "TERMINATED" and t["cp_end_epoch"] is not None
+    hist = _history(tmp_path / "out", t["trial_id"])
+    lags = [h["cp/lag_epochs"] for h in hist if "cp/lag_epochs" in h]
+    assert lags, "no lag recorded"
+    assert all(lag == t["switch_epoch"] - t["cp_end_epoch"] - 1 for lag in lags)
+    if mode == "sync":
+        assert t["switch_epoch"] == t["cp_end_epoch"] + 1
+        # Until the switch, every epoch boundary waited for the scheduler's verdict.
+        assert all(h["cp/handshake_s"] > 0 for h in hist[: t["switch_epoch"]])
+    else:
+        assert lags[0] >= 0
