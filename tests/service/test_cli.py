@@ -8,22 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
 from service.cli import main
+from tests.reference import reference_paper_end
 
 CPSWEEP = str(Path(sys.executable).parent / "cpsweep")
-
-
-def _reference_paper_end(curve, budget, window=5, threshold=45.0):
-    pos = (np.arange(1, len(curve) + 1) - 1) / (budget - 1)
-    for t in range(window, len(curve) + 1):
-        slope = np.polyfit(pos[t - window : t], np.asarray(curve[t - window : t]), 1)[0]
-        if np.degrees(np.arctan(slope)) < threshold:
-            return t
-    return None
 
 
 def test_detect_csv_and_json(tmp_path, capsys):
@@ -35,7 +26,7 @@ def test_detect_csv_and_json(tmp_path, capsys):
     for path in (csv, js):
         assert main(["detect", str(path), "--budget", "40"]) == 0
         out = json.loads(capsys.readouterr().out)
-        assert out == {"criterion": "paper", "end_epoch": _reference_paper_end(curve, 40)}
+        assert out == {"criterion": "paper", "end_epoch": reference_paper_end(curve, 40)}
     assert main(["detect", str(csv), "--budget", "40", "--criterion", "fixed"]) == 0
     assert json.loads(capsys.readouterr().out)["end_epoch"] == 5
 
@@ -116,5 +107,5 @@ def test_train_digits_switches_one_epoch_after_the_end_and_detect_agrees(tmp_pat
     assert (
         end
         == summary["cp_end_epoch"]
-        == _reference_paper_end([r["rotation/mean"] for r in rows], 15)
+        == reference_paper_end([r["rotation/mean"] for r in rows], 15)
     )

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 
+from tests.reference import reference_paper_end
 from trainables.criteria import (
     CriterionState,
     end_epoch,
@@ -21,16 +21,6 @@ from trainables.criteria import (
 def _saturating(n: int, tau: float, scale: float = 0.8) -> list[float]:
     """A typical layer-rotation curve: fast early growth that saturates."""
     return [scale * (1 - math.exp(-e / tau)) for e in range(1, n + 1)]
-
-
-def _reference_paper_end(curve, budget, window=5, threshold=45.0):
-    """Independent implementation with numpy.polyfit, as the authors' code fits the line."""
-    pos = (np.arange(1, len(curve) + 1) - 1) / (budget - 1)
-    for t in range(window, len(curve) + 1):
-        slope = np.polyfit(pos[t - window : t], np.asarray(curve[t - window : t]), 1)[0]
-        if np.degrees(np.arctan(slope)) < threshold:
-            return t
-    return None
 
 
 def test_least_squares_slope_exact_line():
@@ -56,7 +46,7 @@ def test_paper_angle_hand_computed():
 def test_paper_matches_numpy_reference(tau, budget, window):
     curve = _saturating(budget, tau)
     got = paper_end(curve, budget, window=window)
-    assert got == _reference_paper_end(curve, budget, window)
+    assert got == reference_paper_end(curve, budget, window)
 
 
 def test_paper_rule_depends_on_budget_but_relative_does_not():
