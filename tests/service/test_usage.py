@@ -1,0 +1,98 @@
+"""TrialUsage: cumulative accounting per epoch, the full-recipe estimate, measured baselines."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.accounting import PriceTable
+from service.usage import TrialUsage, attach_measured_baselines, device_for_price
+
+PRICES = PriceTable("t", "test", "2026-11-01", {"cpu-core": 3.6, "nvidia-h100": 36.0}, None)
+
+
+def _epoch(
+    epoch: int,
+    phase: str,
+    samples: int,
+    wall: float = 10.0,
+    train: float = 8.0,
+    kwh: float = 0.002,
+    device: str = "cpu",
+    workers: int = 2,
+) -> dict:
+    return {
+        "epoch": epoch,
+        "phase": phase,
+        "samples": samples,
+        "time_this_iter_s": wall,
+        "time/train_s": train,
+        "energy/epoch_kwh": kwh,
+        "device/name": device,
+        "device/workers": workers,
+    }
+
+
+def test_cumulative_energy_co2_cost():
+    u = TrialUsage(intensity_g_per_kwh=500.0, prices=PRICES, cpus_per_worker=2)
+    cum = u.add_epoch(_epoch(1, "critical", 300))
+    # 2 workers x 2 CPUs = 4 cores x 10 s x 3.6 $/h = 0.04 $; 0.002 kWh x 500 g = 1 g.
+    assert cum["cost/usd"] == pytest.approx(0.04)
+    assert cum["co2/kg"] == pytest.approx(0.001)
+    cum = u.add_epoch(_epoch(2, "after", 100))
+    assert cum["energy/kwh"] == pytest.approx(0.004) and cum["time/cum_s"] == 20
+    assert u.last_epoch == 2
+
+
+def test_estimate_extrapolates_the_critical_period_per_sample():
+    u = TrialUsage(intensity_g_per_kwh=500.0, prices=PRICES, cpus_per_worker=1)
+    u.add_epoch(_epoch(1, "critical", 300, wall=10, train=8))
+    u.add_epoch(_epoch(2, "after", 100, wall=4, train=2.7))
+    est = u.baseline_estimate()
+    # Full recipe: 2 epochs x 300 samples; missing 200 samples at 8 s / 300 samples.
+    assert est["samples"] == 600
+    assert est["seconds"] == pytest.approx(14 + 200 * 8 / 300)
+    sav = u.estimated_savings()
+    assert sav["samples"] == pytest.approx(100 * (1 - 400 / 600))
+    assert 0 < sav["time"] < sav["samples"]  # fixed per-epoch costs do not shrink
+
+
+def test_state_survives_a_driver_restart():
+    u = TrialUsage(intensity_g_per_kwh=500.0, prices=PRICES)
+    u.add_epoch(_epoch(1, "critical", 300))
+    v = TrialUsage(intensity_g_per_kwh=500.0, prices=PRICES)
+    v.restore({}, {"cpsweep.usage": u.state_tag()})
+    assert v.totals() == u.totals() and v.last_epoch == 1
+
+
+def test_device_prices():
+    assert device_for_price("cpu") == "cpu-core"
+    assert device_for_price("NVIDIA H100 80GB HBM3") == "nvidia-h100"
+    assert device_for_price("NVIDIA A100-SXM4-40GB") == "nvidia-a100"
+    assert device_for_price("Some GPU") is None
+    assert device_for_price("cpu", override="nvidia-t4") == "nvidia-t4"
+
+
+def test_measured_savings_pair_trials_with_their_baseline():
+    def trial(tid, arm, samples, secs, acc):
+        return {
+            "trial_id": tid,
+            "arm": arm,
+            "params": {"seed": 0},
+            "status": "TERMINATED",
+            "samples": samples,
+            "billed_s": secs,
+            "energy_kwh": secs / 1000,
+            "co2_kg": secs / 2000,
+            "cost_usd": secs / 100,
+            "final_val_acc": acc,
+        }
+
+    summary = {
+        "trials": [trial("a", "cp", 400, 60.0, 0.90), trial("b", "baseline", 900, 120.0, 0.91)]
+    }
+    attach_measured_baselines(summary)
+    a = summary["trials"][0]
+    assert a["baseline_trial_id"] == "b"
+    assert a["savings_measured_pct"]["time"] == pytest.approx(50.0)
+    assert a["acc_delta_vs_baseline"] == pytest.approx(-0.01)
+    assert "savings_measured_pct" not in summary["trials"][1]
