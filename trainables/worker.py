@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import ray
 import torch
 import torch.distributed as dist
+from ray.train.v2.api.callback import UserCallback
 
 from trainables.config import CriterionConfig, TrainConfig, train_dict_for
 from trainables.criteria import CriterionState, value_name
@@ -266,11 +268,58 @@ def worker_loop(config: dict[str, Any]) -> None:
 # -- the Tune trial -----------------------------------------------------------------------
 
 
+class _ForwardReports(UserCallback):
+    """Runs in the Train controller: hands rank 0's reports to the trial function.
+
+    Ray's TuneReportCallback hands them to Tune's main thread directly; when the
+    last report arrives after `fit()` has returned, Tune's final "done" marker and
+    that report meet in a depth-1 queue and the trial hangs (seen on a loaded
+    2-core machine). Routing reports through the trial function's own thread,
+    which calls `tune.report` in order and only then returns, rules that out.
+    """
+
+    def __init__(self, queue: Any) -> None:
+        self.queue = queue
+
+    def after_report(
+        self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any
+    ) -> None:
+        m = dict(metrics[0])
+        if checkpoint:
+            m["checkpoint_path"] = checkpoint.path
+        self.queue.put(m)
+
+
+def _fit_and_forward(trainer: Any, reports: Any) -> None:
+    """`trainer.fit()` in a thread; forward every report to Tune from this thread, in order."""
+    from ray.util.queue import Empty
+
+    failure: list[BaseException] = []
+
+    def fit() -> None:
+        try:
+            trainer.fit()
+        except BaseException as exc:  # re-raised in the trial thread below
+            failure.append(exc)
+
+    thread = threading.Thread(target=fit, name="cpsweep-fit", daemon=True)
+    thread.start()
+    while True:
+        try:
+            ray.tune.report(reports.get(timeout=0.5))
+        except Empty:
+            if not thread.is_alive() and reports.empty():
+                break
+    thread.join()
+    if failure:
+        raise failure[0]
+
+
 def trial_main(config: dict[str, Any]) -> None:
     """Tune function trainable: one trial = one TorchTrainer run (resumes by trial id)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
+    from ray.util.queue import Queue
 
     ctx = ray.tune.get_context()
     opts = config["_cpsweep"]
@@ -291,6 +340,7 @@ def trial_main(config: dict[str, Any]) -> None:
         "fault_kill_epoch": opts.get("fault_kill_epoch"),
         "fault_marker": opts.get("fault_marker"),
     }
+    reports = Queue(actor_options={"num_cpus": 0})
     trainer = TorchTrainer(
         worker_loop,
         train_loop_config=loop_config,
@@ -303,13 +353,13 @@ def trial_main(config: dict[str, Any]) -> None:
         run_config=RunConfig(
             name=f"train-{trial_id}",
             storage_path=opts["storage_path"],
-            callbacks=[TuneReportCallback()],  # type: ignore[list-item]
+            callbacks=[_ForwardReports(reports)],  # type: ignore[list-item]
             failure_config=FailureConfig(max_failures=int(opts.get("worker_failures", 2))),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
     )
     error_file = Path(loop_config["error_file"])
     error_file.unlink(missing_ok=True)
-    trainer.fit()
+    _fit_and_forward(trainer, reports)
     if error_file.is_file():
         raise TrialFailed(error_file.read_text())
