@@ -78,3 +78,22 @@ def test_snapshot_mismatch_is_an_error():
     b = LayerRotation(nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2)))
     with pytest.raises(ValueError, match="does not match"):
         b.load_state_dict(a.state_dict())
+
+
+def test_rotation_through_ddp_wrapper(tmp_path):
+    """A one-rank gloo process group is enough to wrap the model in real DDP."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        net = build_model(ModelConfig(name="small_cnn", width=4), in_channels=1, num_classes=3)
+        ddp = nn.parallel.DistributedDataParallel(net)
+        rot = LayerRotation(ddp)
+        assert rot.names == [n for n, _ in kernel_layers(net)]  # no "module." prefix
+        opt = torch.optim.SGD(ddp.parameters(), lr=0.5)
+        ddp(torch.randn(4, 1, 8, 8)).sum().backward()
+        opt.step()
+        assert rot.compute()["mean"] > 0
+    finally:
+        dist.destroy_process_group()
