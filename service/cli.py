@@ -6,9 +6,8 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from trainables.config import ConfigError
 
@@ -97,9 +96,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec, args.set)
     summary = run_sweep(spec, address=args.address, output_dir=args.output_dir, resume=args.resume)
-    failed = [t["trial_id"] for t in summary["trials"] if t["status"] == "ERROR"]
-    if failed:
-        log.warning("%d trial(s) failed: %s (see the table's error column)", len(failed), failed)
+    failed = [t for t in summary["trials"] if t["status"] == "ERROR"]
+    for t in failed:
+        log.warning("trial %s failed: %s", t["trial_id"], t.get("error"))
+    tracking = summary.get("mlflow")
+    if tracking:
+        uri = tracking["tracking_uri"]
+        ui = f"mlflow ui --backend-store-uri {uri}" if not uri.startswith("http") else f"open {uri}"
+        print(
+            f"\nCompare the trials in MLflow:  {ui}\n"
+            f"HTML report:                   cpsweep report {spec.tracking.experiment or spec.name}"
+            + (f" --tracking-uri {uri}" if uri != "sqlite:///mlflow.db" else "")
+        )
     return 0
 
 
@@ -154,13 +162,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.set_defaults(func=_cmd_run)
 
-    for register in _EXTRA_COMMANDS:
-        register(sub)
+    # Each subsystem adds its own subcommands (imported when the parser is built).
+    from service.jobs import register_cli as register_jobs
+    from service.report import register_cli as register_report
+
+    register_report(sub)
+    register_jobs(sub)
     return p
-
-
-# Later subsystems (sweeps, reports, jobs, the API) register their subcommands here.
-_EXTRA_COMMANDS: list[Callable[[Any], None]] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -192,8 +200,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-# submit, jobs, status, logs, stop, serve (service/jobs.py, service/api.py)
-from service.jobs import register_cli as _register_jobs_cli  # noqa: E402
-
-_EXTRA_COMMANDS.append(_register_jobs_cli)

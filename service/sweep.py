@@ -43,7 +43,9 @@ def init_ray(address: str | None) -> None:
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         runtime_env: dict[str, Any] = {"env_vars": {k: os.environ[k] for k in _TRAIN_POLL_ENV}}
-        if not os.environ.get("RAY_JOB_ID"):  # a job already ships the working dir
+        # A submitted job's driver already has the job's working_dir (Ray sets
+        # RAY_JOB_CONFIG_JSON_ENV_VAR for it; RAY_JOB_ID is stripped there).
+        if not os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"):
             runtime_env["working_dir"] = str(_PROJECT_ROOT)
             runtime_env["excludes"] = [".venv", "runs", "mlruns", "mlartifacts", "*.db", ".git"]
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)

@@ -1,0 +1,673 @@
+"""Sweeps as Ray Jobs: submit a SweepSpec to a cluster, list, follow and stop it.
+
+`cpsweep submit SPEC.yaml --address http://HEAD:8265` validates the spec here, then
+submits a Ray Job whose working dir is this project (so `service` and `trainables`
+import on every node) and whose entrypoint is `python -m service.jobs`. The validated
+spec travels inline, base64 in the job's env var `CPSWEEP_SPEC_B64` (Ray expands
+`$VAR` inside runtime_env env vars, so plain YAML there could be altered); the entry
+writes it to `<dir>/submitted_spec.yaml` and runs `cpsweep run` on it, `--output-dir <dir>`.
+
+Token auth (Ray >= 2.52, on by default for `ray start --head` in 2.60 once a token
+exists): the dashboard wants `Authorization: Bearer <token>`. The Jobs SDK only sends
+it when this process has `RAY_AUTH_MODE=token`; we resolve the token ourselves, in
+Ray's order (`RAY_AUTH_TOKEN`, then the file `RAY_AUTH_TOKEN_PATH`, then
+`~/.ray/auth_token`) and pass the header explicitly, so no global mode is needed.
+`RAY_AUTH_MODE=disabled` sends none.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import logging
+import os
+import re
+import shlex
+import sys
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field, TypeAdapter
+
+from service.spec import SweepSpec
+
+__all__ = [
+    "DEFAULT_ADDRESS",
+    "JOB_ID_PATTERN",
+    "JobInfo",
+    "JobNotFound",
+    "JobsClient",
+    "JobsError",
+    "RayAuthError",
+    "RayToken",
+    "RayUnreachable",
+    "SweepTrial",
+    "build_submission",
+    "default_address",
+    "job_entry",
+    "new_submission_id",
+    "register_cli",
+    "resolve_ray_token",
+    "sweep_trials",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ADDRESS = "http://127.0.0.1:8265"
+# Submission ids travel into Ray URL paths and MLflow filter strings: no '/', quotes, '..'.
+JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$"
+SPEC_ENV = "CPSWEEP_SPEC_B64"
+JOB_ID_ENV = "CPSWEEP_JOB_ID"
+_MAX_SPEC_ENV_BYTES = 96 * 1024  # stays under Linux's 128 KiB per env string
+_TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+_EXCLUDES = [
+    ".venv", ".git", "runs", "mlruns", "mlartifacts", "*.db", "bench/results",
+    ".mypy_cache", ".ruff_cache", ".pytest_cache", ".hypothesis", "__pycache__", "*.egg-info",
+    "build",
+]  # fmt: skip
+
+
+class JobsError(RuntimeError):
+    """A Ray Jobs call failed; the message says what to change."""
+
+
+class RayUnreachable(JobsError):
+    """The Ray Jobs API (dashboard) did not answer."""
+
+
+class RayAuthError(JobsError):
+    """The cluster wants a token we do not have, or rejected ours."""
+
+
+class JobNotFound(JobsError):
+    """No cpsweep job with this id on the cluster."""
+
+
+class JobInfo(BaseModel):
+    """One cpsweep job as the Ray Jobs API reports it (times in epoch seconds)."""
+
+    id: str = Field(description="Ray job submission id, cpsweep-<sweep>-<8 hex>.")
+    status: str = Field(description="PENDING, RUNNING, SUCCEEDED, FAILED or STOPPED.")
+    sweep: str | None = Field(None, description="Sweep name from the spec.")
+    message: str | None = None
+    error_type: str | None = None
+    start_time: float | None = None
+    end_time: float | None = None
+    driver_exit_code: int | None = None
+
+
+class SweepTrial(BaseModel):
+    """One trial's outcome from its MLflow child run."""
+
+    run_id: str
+    name: str | None = None
+    status: str | None = None
+    end_epoch: int | None = Field(None, description="End of the critical period (cp.end_epoch).")
+    switch_epoch: int | None = Field(None, description="First epoch of the cheap recipe.")
+    val_acc: float | None = None
+    cost_usd: float | None = None
+    savings_cost_pct: float | None = None
+
+
+# -- addresses, tokens, submission payload (pure) -------------------------------------------
+
+
+def default_address(env: Mapping[str, str] | None = None) -> str:
+    """$RAY_API_SERVER_ADDRESS, else an http(s) $RAY_ADDRESS, else http://127.0.0.1:8265."""
+    env = os.environ if env is None else env
+    for var in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS"):
+        value = env.get(var, "").strip()
+        if value.startswith(("http://", "https://")):
+            return value.rstrip("/")
+        if value:
+            log.debug("ignoring %s=%s: the Jobs API needs the dashboard's http URL", var, value)
+    return DEFAULT_ADDRESS
+
+
+@dataclass(frozen=True)
+class RayToken:
+    value: str | None
+    source: str  # where it came from, for error messages; never the token itself
+
+
+def resolve_ray_token(env: Mapping[str, str] | None = None, home: Path | None = None) -> RayToken:
+    """Ray's own precedence: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token."""
+    env = os.environ if env is None else env
+    if env.get("RAY_AUTH_MODE", "").strip().lower() == "disabled":
+        return RayToken(None, "RAY_AUTH_MODE=disabled")
+    if env.get("RAY_AUTH_TOKEN", "").strip():
+        return RayToken(env["RAY_AUTH_TOKEN"].strip(), "$RAY_AUTH_TOKEN")
+    if env.get("RAY_AUTH_TOKEN_PATH"):
+        path = Path(env["RAY_AUTH_TOKEN_PATH"]).expanduser()
+        try:
+            token = path.read_text().strip()
+        except OSError as exc:
+            raise RayAuthError(f"RAY_AUTH_TOKEN_PATH={path}: cannot read it ({exc})") from None
+        if not token:
+            raise RayAuthError(f"RAY_AUTH_TOKEN_PATH={path} is empty; put the token in it")
+        return RayToken(token, f"RAY_AUTH_TOKEN_PATH={path}")
+    default = (home or Path.home()) / ".ray" / "auth_token"
+    if default.is_file():
+        token = default.read_text().strip()
+        if token:
+            return RayToken(token, str(default))
+    return RayToken(None, "none")
+
+
+def new_submission_id(sweep: str) -> str:
+    return f"cpsweep-{sweep[:40]}-{uuid.uuid4().hex[:8]}"
+
+
+def _project_root() -> Path:
+    for parent in Path(__file__).resolve().parents:
+        if (parent / "pyproject.toml").is_file() and (parent / "service").is_dir():
+            return parent
+    raise JobsError(
+        "cpsweep submit ships the project directory as the job's working_dir, but no "
+        "pyproject.toml was found above service/; run from a source checkout (pip install -e .)"
+    )
+
+
+def build_submission(
+    spec: SweepSpec,
+    *,
+    submission_id: str,
+    mlflow_uri: str | None,
+    output_dir: str | None = None,
+    output_root: str = "/tmp/cpsweep",
+    python: str = "python",
+) -> dict[str, Any]:
+    """Keyword arguments for JobSubmissionClient.submit_job (no network)."""
+    dumped = yaml.safe_dump(spec.model_dump(mode="json", exclude_unset=True), sort_keys=False)
+    encoded = base64.b64encode(dumped.encode()).decode()
+    if len(encoded) > _MAX_SPEC_ENV_BYTES:
+        raise JobsError(
+            f"spec is {len(encoded)} bytes encoded, over the {_MAX_SPEC_ENV_BYTES} that fit "
+            "in the job's environment; shorten search_space/arms"
+        )
+    env_vars = {SPEC_ENV: encoded, JOB_ID_ENV: submission_id}
+    # Ray sets no such variable for a submitted job's driver; tracking reads either name.
+    env_vars["RAY_JOB_SUBMISSION_ID"] = submission_id
+    if mlflow_uri:
+        env_vars["MLFLOW_TRACKING_URI"] = mlflow_uri
+    out = output_dir or f"{output_root.rstrip('/')}/{submission_id}"
+    return {
+        "entrypoint": f"{shlex.quote(python)} -m service.jobs --output-dir {shlex.quote(out)}",
+        "submission_id": submission_id,
+        "runtime_env": {
+            "working_dir": str(_project_root()),
+            "excludes": list(_EXCLUDES),
+            "env_vars": env_vars,
+        },
+        "metadata": {"cpsweep": "1", "sweep": spec.name},
+    }
+
+
+def _job_info(details: Any) -> JobInfo:
+    meta = details.metadata or {}
+
+    def secs(ms: Any) -> float | None:
+        return None if ms is None else float(ms) / 1000.0
+
+    return JobInfo(
+        id=details.submission_id or details.job_id,
+        status=str(getattr(details.status, "value", details.status)),
+        sweep=meta.get("sweep"),
+        message=details.message,
+        error_type=details.error_type,
+        start_time=secs(details.start_time),
+        end_time=secs(details.end_time),
+        driver_exit_code=details.driver_exit_code,
+    )
+
+
+# -- the client ------------------------------------------------------------------------------
+
+
+class _HTTPError(JobsError):
+    def __init__(self, status: int, text: str):
+        super().__init__(f"Ray Jobs API answered {status}: {text.strip()[:500]}")
+        self.status = status
+
+
+def _sdk_client_class() -> type:
+    from ray.job_submission import JobSubmissionClient
+
+    class _Client(JobSubmissionClient):  # type: ignore[misc, valid-type]
+        """The SDK with a timeout on every request and typed HTTP errors.
+
+        Ray's SDK calls requests without a timeout and raises a bare RuntimeError whose
+        text is the only hint of a 404; both matter behind a REST service.
+        """
+
+        def __init__(self, address: str, timeout: tuple[float, float], **kwargs: Any):
+            self._cpsweep_timeout = timeout
+            super().__init__(address, **kwargs)
+
+        def _do_request(self, method: str, endpoint: str, **kwargs: Any) -> Any:
+            kwargs.setdefault("timeout", self._cpsweep_timeout)
+            return super()._do_request(method, endpoint, **kwargs)
+
+        def _raise_error(self, r: Any) -> None:
+            raise _HTTPError(r.status_code, r.text)
+
+    return _Client
+
+
+class JobsClient:
+    """cpsweep's view of one cluster's Ray Jobs API; thread-safe, connects lazily."""
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        token: RayToken | None = None,
+        connect_timeout_s: float = 5.0,
+        read_timeout_s: float = 30.0,
+    ):
+        self.address = (address or default_address()).rstrip("/")
+        self._token = token if token is not None else resolve_ray_token()
+        self._timeout = (connect_timeout_s, read_timeout_s)
+        self._sdk: Any = None
+        self._lock = threading.Lock()
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._token.value}"} if self._token.value else {}
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run an SDK call, translating its errors into ours."""
+        import requests
+        from ray.exceptions import AuthenticationError
+
+        try:
+            return fn(*args, **kwargs)
+        except AuthenticationError as exc:
+            if self._token.value is None:
+                raise RayAuthError(
+                    f"the Ray cluster at {self.address} requires a token and none was found: "
+                    "set RAY_AUTH_TOKEN=<token> or RAY_AUTH_TOKEN_PATH=<file>, or write it to "
+                    "~/.ray/auth_token (print it on the head node with `ray get-auth-token`)"
+                ) from None
+            raise RayAuthError(
+                f"the Ray cluster at {self.address} rejected the token from "
+                f"{self._token.source}; use the cluster's token (`ray get-auth-token` on the "
+                f"head node). Ray said: {str(exc).splitlines()[0]}"
+            ) from None
+        except (ConnectionError, requests.exceptions.RequestException) as exc:
+            raise RayUnreachable(
+                f"cannot reach the Ray Jobs API at {self.address} ({type(exc).__name__}); is "
+                "the head's dashboard up (ray[default]) and is the address http://HEAD:8265?"
+            ) from None
+
+    def _client(self) -> Any:
+        with self._lock:
+            if self._sdk is None:
+                cls = _sdk_client_class()
+                self._sdk = self._call(
+                    cls, self.address, timeout=self._timeout, headers=self._headers()
+                )
+            return self._sdk
+
+    def ping(self) -> None:
+        """Raise RayUnreachable / RayAuthError unless the Jobs API answers."""
+        client = self._client()
+        self._call(client._check_connection_and_version)
+
+    def submit(
+        self,
+        spec: SweepSpec,
+        *,
+        mlflow_uri: str | None = None,
+        output_dir: str | None = None,
+        output_root: str = "/tmp/cpsweep",
+        python: str = "python",
+    ) -> str:
+        """Submit; the job writes to output_dir, default <output_root>/<job id>."""
+        sid = new_submission_id(spec.name)
+        kwargs = build_submission(
+            spec,
+            submission_id=sid,
+            mlflow_uri=mlflow_uri,
+            output_dir=output_dir,
+            output_root=output_root,
+            python=python,
+        )
+        client = self._client()
+        job_id = str(self._call(client.submit_job, **kwargs))
+        log.info("submitted sweep %s as Ray job %s to %s", spec.name, job_id, self.address)
+        return job_id
+
+    def list(self) -> list[JobInfo]:
+        """cpsweep jobs on the cluster, newest first."""
+        client = self._client()
+        jobs = [
+            _job_info(d)
+            for d in self._call(client.list_jobs)
+            if (d.metadata or {}).get("cpsweep") == "1"
+        ]
+        return sorted(jobs, key=lambda j: j.start_time or 0.0, reverse=True)
+
+    def info(self, job_id: str) -> JobInfo:
+        if not re.fullmatch(JOB_ID_PATTERN, job_id):
+            raise JobNotFound(f"{job_id!r} is not a job id (expected cpsweep-<sweep>-<hex>)")
+        client = self._client()
+        try:
+            details = self._call(client.get_job_info, job_id)
+        except _HTTPError as exc:
+            if exc.status == 404:
+                raise JobNotFound(f"no job {job_id!r} on {self.address}") from None
+            raise
+        if (details.metadata or {}).get("cpsweep") != "1":
+            raise JobNotFound(f"job {job_id!r} on {self.address} is not a cpsweep sweep")
+        return _job_info(details)
+
+    def logs(self, job_id: str) -> str:
+        self.info(job_id)
+        return str(self._call(self._client().get_job_logs, job_id))
+
+    async def tail(self, job_id: str) -> AsyncIterator[str]:
+        """Log chunks as the driver writes them, until the job ends."""
+        import aiohttp
+
+        self.info(job_id)
+        try:
+            async for chunk in self._client().tail_job_logs(job_id):
+                yield chunk
+        except aiohttp.ClientError as exc:
+            raise RayUnreachable(
+                f"log stream of {job_id} from {self.address} broke ({type(exc).__name__}); "
+                f"`cpsweep logs {job_id}` prints what was written"
+            ) from None
+
+    def stop(self, job_id: str) -> bool:
+        """Ask the job to stop; False when it had already ended."""
+        self.info(job_id)
+        stopped = bool(self._call(self._client().stop_job, job_id))
+        log.info("stop %s: %s", job_id, "requested" if stopped else "already finished")
+        return stopped
+
+    def wait(self, job_id: str, timeout_s: float | None = None, poll_s: float = 2.0) -> JobInfo:
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            info = self.info(job_id)
+            if info.status in _TERMINAL:
+                return info
+            if deadline is not None and time.monotonic() > deadline:
+                raise JobsError(f"job {job_id} still {info.status} after {timeout_s:.0f} s")
+            time.sleep(poll_s)
+
+
+# -- MLflow: the trials of one job -----------------------------------------------------------
+
+
+def _as_int(value: Any) -> int | None:
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def _probe_http(uri: str, timeout_s: float) -> None:
+    import urllib.request
+
+    with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as r:
+        r.read(64)
+
+
+def sweep_trials(
+    mlflow_uri: str | None, job_id: str, timeout_s: float = 3.0
+) -> tuple[list[SweepTrial] | None, str | None]:
+    """(trials, note) from the parent run tagged cpsweep.job_id=<job_id>; never raises.
+
+    trials is None when MLflow cannot be asked, [] when it has no run for this job yet.
+    """
+    if not mlflow_uri:
+        return None, "no MLflow tracking URI configured (--mlflow-uri or MLFLOW_TRACKING_URI)"
+    if not re.fullmatch(JOB_ID_PATTERN, job_id):
+        return None, "invalid job id"
+    try:
+        if mlflow_uri.startswith(("http://", "https://")):
+            _probe_http(mlflow_uri, timeout_s)  # MLflow itself retries for minutes
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=mlflow_uri)
+        exp_ids = [e.experiment_id for e in client.search_experiments(max_results=1000)]
+        parents = client.search_runs(
+            exp_ids, filter_string=f"tags.`cpsweep.job_id` = '{job_id}'", max_results=5
+        )
+        if not parents:
+            return [], f"no MLflow run tagged cpsweep.job_id={job_id} yet"
+        parent = parents[0]
+        children = client.search_runs(
+            [parent.info.experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+            max_results=1000,
+        )
+    except Exception as exc:  # a status page must survive any tracking failure
+        log.warning("MLflow at %s: %s", mlflow_uri, exc)
+        return None, f"MLflow at {mlflow_uri} unreachable or failed: {type(exc).__name__}"
+    trials = []
+    for run in children:
+        tags, metrics = run.data.tags, run.data.metrics
+        trials.append(
+            SweepTrial(
+                run_id=run.info.run_id,
+                name=run.info.run_name,
+                status=run.info.status,
+                end_epoch=_as_int(tags.get("cp.end_epoch")),
+                switch_epoch=_as_int(tags.get("cp.switch_epoch")),
+                val_acc=metrics.get("val/acc"),
+                cost_usd=metrics.get("cost/usd"),
+                savings_cost_pct=metrics.get("savings/cost_pct"),
+            )
+        )
+    trials.sort(key=lambda t: t.name or t.run_id)
+    return trials, None
+
+
+# -- the job's entrypoint (runs on the cluster) ----------------------------------------------
+
+
+def job_entry(argv: list[str] | None = None) -> int:
+    """Decode the inline spec and run it with `cpsweep run`."""
+    p = argparse.ArgumentParser(prog="python -m service.jobs")
+    p.add_argument("--output-dir", required=True)
+    args = p.parse_args(argv)
+    encoded = os.environ.get(SPEC_ENV)
+    if not encoded:
+        print(f"{SPEC_ENV} is not set: submit with `cpsweep submit`", file=sys.stderr)
+        return 2
+    from service.cli import main
+
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "submitted_spec.yaml"  # kept next to the results, as their record
+    path.write_bytes(base64.b64decode(encoded))
+    return main(["run", str(path), "--output-dir", str(out)])
+
+
+# -- CLI -------------------------------------------------------------------------------------
+
+
+def _fmt_time(ts: float | None) -> str:
+    return "-" if ts is None else datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _print_error(cmd: str, exc: Exception) -> int:
+    print(f"cpsweep {cmd}: error: {exc}", file=sys.stderr)
+    return 1
+
+
+def _follow(client: JobsClient, job_id: str) -> None:
+    import asyncio
+
+    async def run() -> None:
+        async for chunk in client.tail(job_id):
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+
+    asyncio.run(run())
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from service.spec import load_spec
+
+    spec = load_spec(args.spec, args.set)  # ConfigError names the field; exit 2
+    uri = args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if spec.tracking.enabled and not spec.tracking.uri and not uri:
+        log.warning(
+            "no --mlflow-uri, MLFLOW_TRACKING_URI or tracking.uri: the runs will land in a "
+            "sqlite file on the node that runs the job driver"
+        )
+    if not args.verbose:  # Ray logs every .gitignore it honours while packaging
+        logging.getLogger("ray._private.runtime_env").setLevel(logging.ERROR)
+        logging.getLogger("ray.dashboard.modules.dashboard_sdk").setLevel(logging.WARNING)
+    client = JobsClient(args.address)
+    try:
+        job_id = client.submit(spec, mlflow_uri=uri, output_dir=args.output_dir, python=args.python)
+        print(job_id)
+        where = f" --address {client.address}"
+        if args.no_wait:
+            print(f"follow it: cpsweep logs {job_id} --follow{where}", file=sys.stderr)
+            print(f"status:    cpsweep status {job_id}{where}", file=sys.stderr)
+            return 0
+        _follow(client, job_id)
+        info = client.wait(job_id)
+    except JobsError as exc:
+        return _print_error("submit", exc)
+    print(f"{job_id}: {info.status} {info.message or ''}".rstrip(), file=sys.stderr)
+    return 0 if info.status == "SUCCEEDED" else 1
+
+
+def _cmd_jobs(args: argparse.Namespace) -> int:
+    try:
+        jobs = JobsClient(args.address).list()
+    except JobsError as exc:
+        return _print_error("jobs", exc)
+    if args.json:
+        print(TypeAdapter(list[JobInfo]).dump_json(jobs, indent=2).decode())
+        return 0
+    rows = [("id", "status", "sweep", "start")]
+    rows += [(j.id, j.status, j.sweep or "-", _fmt_time(j.start_time)) for j in jobs]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    try:
+        info = JobsClient(args.address).info(args.id)
+    except JobsError as exc:
+        return _print_error("status", exc)
+    out = info.model_dump()
+    if args.trials:
+        uri = args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        trials, note = sweep_trials(uri, args.id)
+        out["trials"] = None if trials is None else [t.model_dump() for t in trials]
+        out["trials_note"] = note
+    import json
+
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def _cmd_logs(args: argparse.Namespace) -> int:
+    client = JobsClient(args.address)
+    try:
+        if args.follow:
+            _follow(client, args.id)
+        else:
+            sys.stdout.write(client.logs(args.id))
+    except JobsError as exc:
+        return _print_error("logs", exc)
+    return 0
+
+
+def _cmd_stop(args: argparse.Namespace) -> int:
+    client = JobsClient(args.address)
+    try:
+        stopped = client.stop(args.id)
+        info = client.wait(args.id, timeout_s=60) if args.wait else client.info(args.id)
+    except JobsError as exc:
+        return _print_error("stop", exc)
+    print(f"{args.id}: {'stop requested' if stopped else 'already finished'}; {info.status}")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from service.api import serve, settings_from_args
+
+    serve(settings_from_args(args))  # ConfigError (no token, bad bind) exits 2 via main
+    return 0
+
+
+def _address_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--address",
+        help=f"Ray dashboard URL (default $RAY_API_SERVER_ADDRESS, $RAY_ADDRESS or {DEFAULT_ADDRESS})",
+    )
+
+
+def register_cli(sub: Any) -> None:
+    """Add submit, jobs, status, logs, stop and serve to the `cpsweep` parser."""
+    s = sub.add_parser("submit", help="submit a sweep spec to a Ray cluster as a Ray Job")
+    s.add_argument("spec", help="YAML SweepSpec; validated here, shipped inline")
+    _address_arg(s)
+    s.add_argument("--mlflow-uri", help="tracking URI for the job (default $MLFLOW_TRACKING_URI)")
+    s.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a spec field"
+    )
+    s.add_argument("--no-wait", action="store_true", help="print the job id and return")
+    s.add_argument("--output-dir", help="on the cluster; default /tmp/cpsweep/<job id>")
+    s.add_argument("--python", default="python", help="python on the cluster (default python)")
+    s.set_defaults(func=_cmd_submit)
+
+    j = sub.add_parser("jobs", help="list cpsweep jobs on a Ray cluster")
+    _address_arg(j)
+    j.add_argument("--json", action="store_true")
+    j.set_defaults(func=_cmd_jobs)
+
+    st = sub.add_parser("status", help="status of one cpsweep job (JSON)")
+    st.add_argument("id")
+    _address_arg(st)
+    st.add_argument("--trials", action="store_true", help="add each trial's results from MLflow")
+    st.add_argument("--mlflow-uri", help="default $MLFLOW_TRACKING_URI")
+    st.set_defaults(func=_cmd_status)
+
+    lg = sub.add_parser("logs", help="print (or --follow) a job's driver log")
+    lg.add_argument("id")
+    _address_arg(lg)
+    lg.add_argument("--follow", action="store_true", help="stream until the job ends")
+    lg.set_defaults(func=_cmd_logs)
+
+    sp = sub.add_parser("stop", help="stop a running cpsweep job")
+    sp.add_argument("id")
+    _address_arg(sp)
+    sp.add_argument("--wait", action="store_true", help="wait until it has stopped")
+    sp.set_defaults(func=_cmd_stop)
+
+    sv = sub.add_parser("serve", help="run the REST API (FastAPI + uvicorn)")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--token-file", help="file holding the API token (else $CPSWEEP_API_TOKEN)")
+    sv.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="no token; only accepted with a loopback --host",
+    )
+    sv.add_argument("--ray-address", help=f"Ray dashboard URL (default {DEFAULT_ADDRESS})")
+    sv.add_argument("--mlflow-uri", help="where sweeps log and trials are read from")
+    sv.add_argument("--output-root", default="/tmp/cpsweep", help="job output dirs, on the cluster")
+    sv.set_defaults(func=_cmd_serve)
+
+
+if __name__ == "__main__":
+    sys.exit(job_entry())
