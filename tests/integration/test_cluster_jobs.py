@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.conftest import (
+from tests.servers import (
     REPO,
     VENV_BIN,
     Processes,
@@ -36,7 +36,6 @@ from tests.integration.conftest import (
 
 pytestmark = pytest.mark.integration
 
-TRACKING = (REPO / "service" / "tracking.py").is_file()
 CPSWEEP = str(VENV_BIN / "cpsweep")
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 
@@ -47,7 +46,6 @@ name: {name}
 train: {{epochs: {epochs}, data: {{name: digits}}, model: {{name: small_cnn, width: 8}}}}
 search_space:
   optim.lr: {{grid: [0.01, 0.05]}}
-tracking: {{enabled: {str(TRACKING).lower()}}}
 accounting: {{measure_energy: false}}
 """
 
@@ -254,8 +252,6 @@ def test_cli_sweep_finishes_and_is_in_mlflow(
     assert "TERMINATED" in logs.stdout  # the summary table of `cpsweep run`
     table = cpsweep("jobs", f"--address={ray_cluster.dashboard}", env=ray_cluster.env).stdout
     assert any(line.startswith(job_id) and "SUCCEEDED" in line for line in table.splitlines())
-    if not TRACKING:
-        pytest.skip("tracking not landed: service/tracking.py is missing")
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=mlflow_server)
@@ -284,8 +280,6 @@ def test_api_sweep_finishes_with_trials(api: Api, sweeps: dict[str, str]) -> Non
     logs = httpx.get(f"{api.url}/v1/sweeps/{job_id}/logs", headers=api.auth, timeout=30).json()
     assert detail["status"] == "SUCCEEDED", logs["logs"][-3000:]
     assert detail["sweep"] == "it-api"
-    if not TRACKING:
-        pytest.skip("tracking not landed: service/tracking.py is missing")
     assert detail["trials_note"] is None
     assert len(detail["trials"]) == 2
     assert all(t["val_acc"] is not None for t in detail["trials"])

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.ray.cluster import CPSWEEP, RayNodes
+from tests.servers import VENV_BIN, Processes, start_ray_cluster
+
+CPSWEEP = str(VENV_BIN / "cpsweep")
 
 pytestmark = pytest.mark.integration
 
@@ -38,15 +42,17 @@ def _write_spec(tmp: Path, **changes) -> Path:
 
 def test_sweep_spreads_over_two_nodes(tmp_path):
     spec = _write_spec(tmp_path)
-    with RayNodes(tmp_path, head_cpus=1, worker_cpus=1) as cluster:
-        assert cluster.alive_nodes() == 2
+    root = Path(tempfile.mkdtemp(prefix="cps-"))  # Ray's socket paths must stay short
+    procs = Processes(marker=str(root))
+    try:
+        cluster = start_ray_cluster(root, procs, head_cpus=1, worker_cpus=1)
         proc = subprocess.run(
             [
                 CPSWEEP,
                 "run",
                 str(spec),
                 "--address",
-                cluster.gcs_address,
+                cluster.gcs,
                 "--output-dir",
                 str(tmp_path / "out"),
             ],
@@ -55,6 +61,9 @@ def test_sweep_spreads_over_two_nodes(tmp_path):
             text=True,
             timeout=600,
         )
+    finally:
+        procs.stop()
+        shutil.rmtree(root, ignore_errors=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert [t["status"] for t in summary["trials"]] == ["TERMINATED", "TERMINATED"]
