@@ -1,0 +1,579 @@
+"""`cpsweep report`: one sweep from MLflow as a static HTML page with comparison charts.
+
+The sweep is read back from its MLflow experiment (the latest parent run tagged
+`cpsweep.kind=sweep`, or a given one) and its child trial runs. Everything
+between MLflow and the page is pure: `RunData` (plain tags, params and metrics)
+-> `TrialRow` -> table cells, per-arm means and charts. Only `load_sweep` talks
+to MLflow.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from trainables.config import ConfigError
+
+__all__ = [
+    "ARM_COLUMNS",
+    "TRIAL_COLUMNS",
+    "ArmSummary",
+    "ReportError",
+    "RunData",
+    "SweepData",
+    "TrialRow",
+    "arm_summaries",
+    "build_report",
+    "load_sweep",
+    "register_cli",
+    "render_html",
+    "table_cells",
+    "trial_row",
+    "trial_rows",
+    "write_charts",
+]
+
+log = logging.getLogger(__name__)
+
+SAVINGS_KEYS = ("time", "energy", "co2", "cost", "samples")
+_ENERGY_NOTES = {  # trainables.energy: EnergyReading.method
+    "measured": "measured by CodeCarbon from hardware counters (RAPL / NVML)",
+    "estimated-tdp": "estimated by CodeCarbon from the CPU's TDP and its load (no RAPL access)",
+    "disabled": "not measured (accounting.measure_energy: false); kWh and CO2 read 0",
+}
+
+
+class ReportError(ConfigError):
+    """The experiment, sweep or store asked for does not exist; the message says what does."""
+
+
+# -- plain data ---------------------------------------------------------------------------
+
+
+@dataclass
+class RunData:
+    """One MLflow run as plain data: latest metric values and the `val/acc` history."""
+
+    run_id: str
+    status: str = "FINISHED"
+    tags: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    val_acc_history: list[float] = field(default_factory=list)
+
+
+@dataclass
+class SweepData:
+    experiment: str
+    experiment_id: str
+    tracking_uri: str
+    parent: RunData
+    trials: list[RunData]
+
+
+@dataclass
+class TrialRow:
+    trial_id: str
+    run_id: str
+    arm: str | None
+    label: str  # arm and searched params, e.g. "cp lr=0.05"
+    baseline: bool  # the full recipe throughout (criterion never)
+    status: str
+    epochs: int | None
+    cp_end: int | None
+    switch: int | None
+    final_acc: float | None
+    best_acc: float | None
+    time_s: float | None
+    kwh: float | None
+    co2_kg: float | None
+    usd: float | None
+    energy_method: str | None
+    savings_est: dict[str, float] = field(default_factory=dict)  # savings/<k>_pct
+    savings_measured: dict[str, float] = field(default_factory=dict)  # savings_measured/<k>_pct
+
+
+@dataclass
+class ArmSummary:
+    arm: str
+    trials: int
+    cp_end: float | None  # means over the arm's trials that did not fail
+    final_acc: float | None
+    time_s: float | None
+    kwh: float | None
+    usd: float | None
+    savings_est: dict[str, float]
+    savings_measured: dict[str, float]
+
+
+# -- pure: runs -> rows -> aggregates ------------------------------------------------------
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def _short(value: str) -> str:
+    try:
+        return format(float(value), ".3g") if any(c in value for c in ".e") else value
+    except ValueError:
+        return value
+
+
+def _pcts(metrics: dict[str, float], prefix: str) -> dict[str, float]:
+    return {k: metrics[f"{prefix}/{k}_pct"] for k in SAVINGS_KEYS if f"{prefix}/{k}_pct" in metrics}
+
+
+def trial_row(run: RunData) -> TrialRow:
+    """One trial's row from its child run (tags and metrics written by service.tracking)."""
+    t, m = run.tags, run.metrics
+    arm = t.get("cpsweep.arm")
+    arm = None if arm in (None, "", "None") else arm
+    searched = sorted((k[7:], v) for k, v in run.params.items() if k.startswith("search."))
+    label = " ".join(
+        ([arm] if arm else []) + [f"{k.split('.')[-1]}={_short(v)}" for k, v in searched]
+    )
+    return TrialRow(
+        trial_id=t.get("cpsweep.trial_id", run.run_id[:8]),
+        run_id=run.run_id,
+        arm=arm,
+        label=label or "-",
+        baseline=arm == "baseline" or t.get("cp.criterion") == "never",
+        status=run.status,
+        epochs=_int(t.get("cpsweep.last_epoch")),
+        cp_end=_int(t.get("cp.end_epoch")),
+        switch=_int(t.get("cp.switch_epoch")),
+        final_acc=m.get("val/acc"),
+        best_acc=max(run.val_acc_history) if run.val_acc_history else m.get("val/acc"),
+        time_s=m.get("time/cum_s"),
+        kwh=m.get("energy/kwh"),
+        co2_kg=m.get("co2/kg"),
+        usd=m.get("cost/usd"),
+        energy_method=t.get("energy.method"),
+        savings_est=_pcts(m, "savings"),
+        savings_measured=_pcts(m, "savings_measured"),
+    )
+
+
+def trial_rows(runs: Sequence[RunData]) -> list[TrialRow]:
+    """Rows in table order: critical-period arms first, baselines last, then label and id."""
+    return sorted(
+        map(trial_row, runs), key=lambda r: (r.baseline, r.arm or "", r.label, r.trial_id)
+    )
+
+
+def _mean(values: Sequence[float | int | None]) -> float | None:
+    xs = [float(v) for v in values if v is not None]
+    return statistics.fmean(xs) if xs else None
+
+
+def _mean_pcts(dicts: Sequence[dict[str, float]]) -> dict[str, float]:
+    keys = [k for k in SAVINGS_KEYS if any(k in d for d in dicts)]
+    return {k: statistics.fmean(d[k] for d in dicts if k in d) for k in keys}
+
+
+def arm_summaries(rows: Sequence[TrialRow]) -> list[ArmSummary]:
+    """Per-arm means over seeds and searched params; failed trials are left out."""
+    groups: dict[str, list[TrialRow]] = {}
+    for r in rows:
+        if r.status != "FAILED":
+            groups.setdefault(r.arm or "(no arm)", []).append(r)
+    return [
+        ArmSummary(
+            arm=arm,
+            trials=len(g),
+            cp_end=_mean([r.cp_end for r in g]),
+            final_acc=_mean([r.final_acc for r in g]),
+            time_s=_mean([r.time_s for r in g]),
+            kwh=_mean([r.kwh for r in g]),
+            usd=_mean([r.usd for r in g]),
+            savings_est=_mean_pcts([r.savings_est for r in g]),
+            savings_measured=_mean_pcts([r.savings_measured for r in g]),
+        )
+        for arm, g in sorted(groups.items(), key=lambda kv: (kv[1][0].baseline, kv[0]))
+    ]
+
+
+def _fmt(v: Any, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+# A column: header, sort value, shown text. Savings show "estimate (meas measured)".
+Column = tuple[str, Callable[[Any], Any], Callable[[Any], str]]
+
+
+def _col(head: str, attr: str, spec: str = "") -> Column:
+    return (head, lambda r: getattr(r, attr), lambda r: _fmt(getattr(r, attr), spec))
+
+
+def _saved(head: str, key: str) -> Column:
+    def text(r: TrialRow) -> str:
+        meas = r.savings_measured.get(key)
+        return _fmt(r.savings_est.get(key), ".1f") + ("" if meas is None else f" (meas {meas:.1f})")
+
+    return (head, lambda r: r.savings_est.get(key, r.savings_measured.get(key)), text)
+
+
+TRIAL_COLUMNS: list[Column] = [
+    _col("trial", "trial_id"), _col("arm / params", "label"), _col("status", "status"),
+    _col("epochs", "epochs", "d"), _col("cp_end", "cp_end", "d"), _col("switch", "switch", "d"),
+    _col("val acc", "final_acc", ".4f"), _col("best acc", "best_acc", ".4f"),
+    _col("time s", "time_s", ".1f"), _col("kWh", "kwh", ".3g"), _col("kg CO2", "co2_kg", ".3g"),
+    _col("USD", "usd", ".3g"), _saved("saved time %", "time"), _saved("saved kWh %", "energy"),
+    _saved("saved CO2 %", "co2"), _saved("saved USD %", "cost"),
+]  # fmt: skip
+
+
+def _arm_saved(head: str, kind: str, key: str) -> Column:
+    return (
+        head,
+        lambda a: getattr(a, kind).get(key),
+        lambda a: _fmt(getattr(a, kind).get(key), ".1f"),
+    )
+
+
+ARM_COLUMNS: list[Column] = [
+    _col("arm", "arm"), _col("trials", "trials", "d"), _col("mean cp_end", "cp_end", ".1f"),
+    _col("mean val acc", "final_acc", ".4f"), _col("mean time s", "time_s", ".1f"),
+    _col("mean kWh", "kwh", ".3g"), _col("mean USD", "usd", ".3g"),
+    _arm_saved("est. time saved %", "savings_est", "time"),
+    _arm_saved("est. USD saved %", "savings_est", "cost"),
+    _arm_saved("meas. time saved %", "savings_measured", "time"),
+    _arm_saved("meas. USD saved %", "savings_measured", "cost"),
+]  # fmt: skip
+
+
+def table_cells(obj: Any, columns: Sequence[Column] = TRIAL_COLUMNS) -> list[tuple[str, Any]]:
+    """(shown text, sort value) per column."""
+    return [(text(obj), value(obj)) for _, value, text in columns]
+
+
+# -- charts --------------------------------------------------------------------------------
+
+_CP, _BASE = "tab:blue", "0.6"
+
+
+def _bars(plt: Any, rows: Sequence[TrialRow], values: list[Any], title: str, unit: str) -> Any:
+    """One bar per trial; baselines grey and hatched; missing values marked n/a."""
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(rows) + 2), 3.6), dpi=100)
+    bars = ax.bar(
+        range(len(rows)),
+        [v or 0.0 for v in values],
+        color=[_BASE if r.baseline else _CP for r in rows],
+    )
+    for b, r, v in zip(bars, rows, values):
+        b.set_hatch("//" if r.baseline else "")
+        ax.annotate(
+            "n/a" if v is None else f"{v:.3g}",
+            (b.get_x() + b.get_width() / 2, b.get_height()),
+            ha="center",
+            va="bottom",
+            fontsize=7,
+        )
+    ax.set_xticks(range(len(rows)), [f"{r.trial_id}\n{r.label}" for r in rows], fontsize=7)
+    ax.set(title=title, ylabel=unit)
+    fig.tight_layout()
+    return fig
+
+
+def _savings(plt: Any, rows: Sequence[TrialRow]) -> Any:
+    """Estimated and measured savings side by side, grouped by quantity, a bar per trial."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=100, sharey=True)
+    for ax, (kind, attr) in zip(
+        axes, (("estimated", "savings_est"), ("measured", "savings_measured"))
+    ):
+        pick = [r for r in rows if getattr(r, attr) and not r.baseline]  # baselines save 0
+        width = 0.8 / max(1, len(pick))
+        for i, r in enumerate(pick):
+            xs = [j + i * width for j in range(len(SAVINGS_KEYS))]
+            ax.bar(
+                xs,
+                [getattr(r, attr).get(k, 0.0) for k in SAVINGS_KEYS],
+                width,
+                label=f"{r.trial_id} {r.label}",
+            )
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(SAVINGS_KEYS))], list(SAVINGS_KEYS))
+        ax.axhline(0, color="black", lw=0.6)
+        ax.set_title(f"{kind} savings" + ("" if pick else ": none logged"))
+        if pick:
+            ax.legend(fontsize=7)
+    axes[0].set_ylabel("% less than the full recipe")
+    fig.tight_layout()
+    return fig
+
+
+def _scatter(plt: Any, rows: Sequence[TrialRow]) -> Any:
+    """Each trial a point at (cost, final accuracy), labelled; baselines black squares."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=100)
+    pts = [r for r in rows if r.usd is not None and r.final_acc is not None]
+    for baseline, marker, color, name in (
+        (False, "o", _CP, "critical-period trials"),
+        (True, "s", "black", "baseline (full recipe)"),
+    ):
+        sel = [r for r in pts if r.baseline == baseline]
+        if sel:
+            ax.scatter(
+                [r.usd for r in sel],
+                [r.final_acc for r in sel],
+                s=45,
+                marker=marker,
+                color=color,
+                label=name,
+            )
+    for r in pts:
+        ax.annotate(
+            f"{r.trial_id} {r.label}",
+            (r.usd, r.final_acc),
+            fontsize=7,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
+    ax.set(xlabel="cost (USD)", ylabel="final validation accuracy", title="Accuracy against cost")
+    ax.margins(0.25, 0.15)  # room for the point labels
+    ax.locator_params(axis="x", nbins=5)
+    if pts:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def write_charts(
+    rows: Sequence[TrialRow], out_dir: Path, budget: int | None
+) -> list[tuple[str, str]]:
+    """Write the comparison PNGs into out_dir; returns (file name, caption) in page order."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cp = _bars(plt, rows, [r.cp_end for r in rows], "End of the critical period", "epoch")
+    if budget:
+        cp.axes[0].axhline(budget, color="tab:red", ls="--", lw=1, label=f"budget {budget}")
+        cp.axes[0].legend(fontsize=7)
+    charts = [("cp_end.png", "End of the critical period per trial (n/a: never ended)", cp)]
+    for name, attr, title, unit in (
+        ("accuracy.png", "final_acc", "Final validation accuracy", "accuracy"),
+        ("wall_time.png", "time_s", "Wall time", "seconds"),
+        ("energy.png", "kwh", "Energy", "kWh"),
+        ("co2.png", "co2_kg", "CO2", "kg CO2e"),
+        ("cost.png", "usd", "Cost", "USD"),
+    ):
+        fig = _bars(plt, rows, [getattr(r, attr) for r in rows], title, unit)
+        charts.append((name, f"{title} per trial", fig))
+    charts.append(("savings.png", "Estimated and measured savings per trial", _savings(plt, rows)))
+    charts.append(("accuracy_vs_cost.png", "Final accuracy against cost", _scatter(plt, rows)))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, _, fig in charts:
+        fig.savefig(out_dir / name)
+        plt.close(fig)
+    return [(name, caption) for name, caption, _ in charts]
+
+
+# -- HTML ----------------------------------------------------------------------------------
+
+_CSS = """
+body{font:14px/1.45 system-ui,sans-serif;margin:2rem;color:#222;max-width:1500px}
+h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #ddd}
+dl{display:grid;grid-template-columns:max-content auto;gap:.2rem 1rem}dt{color:#666}dd{margin:0}
+code{background:#f4f4f4;padding:0 .25rem;border-radius:3px}
+table{border-collapse:collapse;font-variant-numeric:tabular-nums}
+th,td{padding:.3rem .55rem;border-bottom:1px solid #e4e4e4;text-align:right;white-space:nowrap}
+th{background:#f3f5f8;cursor:pointer;user-select:none;position:sticky;top:0}
+th::after{content:" \\2195";color:#aaa}td:nth-child(-n+3),th:nth-child(-n+3){text-align:left}
+tr.baseline td{background:#f6f6f6;font-style:italic}tbody tr:hover td{background:#eef4ff}
+.scroll{overflow-x:auto}.charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(480px,1fr));gap:1rem}
+figure{margin:0}figure.wide{grid-column:span 2}figure img{max-width:100%;border:1px solid #eee}figcaption{color:#666;font-size:.9em}
+"""
+# Clicking a header sorts by its column (numbers by their data-v); the page works without it.
+_JS = """
+document.querySelectorAll("table.sortable th").forEach((th,i)=>th.onclick=()=>{
+ const tb=th.closest("table").tBodies[0],rows=[...tb.rows],up=th.dataset.up!=="1";th.dataset.up=up?"1":"0";
+ const v=r=>{const c=r.cells[i],n=parseFloat(c.dataset.v);return isNaN(n)?c.textContent:n};
+ rows.sort((a,b)=>{const x=v(a),y=v(b);return (x>y?1:x<y?-1:0)*(up?1:-1)});rows.forEach(r=>tb.appendChild(r))});
+"""
+
+
+def _e(v: Any) -> str:
+    return html.escape(str(v))
+
+
+def _table(columns: Sequence[Column], items: Sequence[Any], row_class: Callable[[Any], str]) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h, _, _ in columns)
+    body = []
+    for item in items:
+        tds = "".join(
+            f'<td data-v="{v}">{_e(t)}</td>' if isinstance(v, int | float) else f"<td>{_e(t)}</td>"
+            for t, v in table_cells(item, columns)
+        )
+        body.append(f'<tr class="{row_class(item)}">{tds}</tr>')
+    rows = "".join(body)
+    return f'<div class="scroll"><table class="sortable"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>'
+
+
+def _run_ref(data: SweepData, run_id: str) -> str:
+    ref = f"<code>{_e(run_id)}</code>"
+    if data.tracking_uri.startswith(("http://", "https://")):
+        url = f"{data.tracking_uri.rstrip('/')}/#/experiments/{data.experiment_id}/runs/{run_id}"
+        ref = f'<a href="{_e(url)}">{ref}</a>'
+    return ref
+
+
+def render_html(
+    data: SweepData, rows: Sequence[TrialRow], charts: Sequence[tuple[str, str]]
+) -> str:
+    """The self-contained page: inline CSS, <img> tags for the PNGs written next to it."""
+    methods = sorted({r.energy_method for r in rows if r.energy_method})
+    energy = "; ".join(f"<code>{_e(m)}</code>: {_e(_ENERGY_NOTES.get(m, m))}" for m in methods)
+    sweep = data.parent.tags.get("cpsweep.sweep", data.parent.tags.get("mlflow.runName", "?"))
+    trials = _table(TRIAL_COLUMNS, rows, lambda r: "baseline" if r.baseline else "")
+    arms = _table(ARM_COLUMNS, arm_summaries(rows), lambda a: "")
+    figs = "".join(
+        f'<figure class="{"wide" if n == "savings.png" else ""}"><img src="{_e(n)}" alt="{_e(c)}">'
+        f"<figcaption>{_e(c)}</figcaption></figure>"
+        for n, c in charts
+    )
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>cpsweep report: {_e(data.experiment)}</title>
+<style>{_CSS}</style></head><body>
+<h1>cpsweep report: {_e(data.experiment)}</h1>
+<dl>
+<dt>sweep</dt><dd>{_e(sweep)} ({_e(data.parent.status)}, {len(rows)} trials)</dd>
+<dt>experiment</dt><dd>{_e(data.experiment)} (id <code>{_e(data.experiment_id)}</code>)</dd>
+<dt>parent run</dt><dd>{_run_ref(data, data.parent.run_id)}</dd>
+<dt>tracking URI</dt><dd><code>{_e(data.tracking_uri)}</code></dd>
+<dt>energy</dt><dd>{energy or "no energy.method tag logged"}</dd>
+<dt>generated</dt><dd>{now}</dd>
+</dl>
+<h2>Trials</h2>
+{trials}
+<p>Saved %: estimated against the full recipe extrapolated from what the critical period cost
+per sample; <em>meas</em>: measured against the real baseline arm with the same parameters.
+Baseline rows (full recipe throughout) are shaded.</p>
+<h2>By arm</h2>
+{arms}
+<h2>Charts</h2>
+<div class="charts">{figs}</div>
+<script>{_JS}</script>
+</body></html>
+"""
+
+
+# -- MLflow glue ---------------------------------------------------------------------------
+
+
+def _run_data(client: Any, run: Any, history: bool) -> RunData:
+    i, d = run.info, run.data
+    accs = [m.value for m in client.get_metric_history(i.run_id, "val/acc")] if history else []
+    return RunData(i.run_id, i.status, dict(d.tags), dict(d.params), dict(d.metrics), accs)
+
+
+def _check_store(uri: str) -> None:
+    """Fail fast and clearly: no silently created sqlite file, no minutes of HTTP retries."""
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
+        raise ReportError(
+            f"no MLflow database at tracking URI {uri}; pass --tracking-uri or set MLFLOW_TRACKING_URI"
+        )
+    if uri.startswith(("http://", "https://")):
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as r:
+                r.read(64)
+        except OSError as exc:
+            raise ReportError(f"MLflow server at tracking URI {uri} is unreachable: {exc}") from exc
+
+
+def load_sweep(experiment: str, tracking_uri: str, parent_id: str | None = None) -> SweepData:
+    """Read the sweep's parent run (latest, or `parent_id`) and its trial runs from MLflow."""
+    _check_store(tracking_uri)
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    where = f"experiment {experiment!r} at tracking URI {tracking_uri}"
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        names = sorted(e.name for e in client.search_experiments(max_results=1000))
+        raise ReportError(
+            f"{where}: no such experiment; available: {', '.join(map(repr, names)) or 'none'}"
+        )
+    if parent_id:
+        try:
+            parent = client.get_run(parent_id)
+        except MlflowException as exc:
+            raise ReportError(f"{where}: no run {parent_id!r} ({exc.message})") from exc
+        if (
+            parent.info.experiment_id != exp.experiment_id
+            or parent.data.tags.get("cpsweep.kind") != "sweep"
+        ):
+            raise ReportError(
+                f"{where}: run {parent_id} is not a sweep run of it (tag cpsweep.kind=sweep)"
+            )
+    else:
+        found = client.search_runs(
+            [exp.experiment_id],
+            "tags.`cpsweep.kind` = 'sweep'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if not found:
+            raise ReportError(
+                f"{where}: no sweep run (tag cpsweep.kind=sweep); run one with `cpsweep run`"
+            )
+        parent = found[0]
+    pid = parent.info.run_id
+    children = client.search_runs(
+        [exp.experiment_id], f"tags.`mlflow.parentRunId` = '{pid}'", max_results=10_000
+    )
+    if not children:
+        raise ReportError(f"{where}: sweep run {pid} has no trial runs yet")
+    log.info("%s: sweep run %s with %d trials", where, pid, len(children))
+    trials = [_run_data(client, c, history=True) for c in children]
+    return SweepData(
+        experiment, exp.experiment_id, tracking_uri, _run_data(client, parent, False), trials
+    )
+
+
+def build_report(data: SweepData, out_dir: str | Path) -> Path:
+    """Write index.html and its PNGs into out_dir; returns the page's path."""
+    out = Path(out_dir)
+    rows = trial_rows(data.trials)
+    charts = write_charts(rows, out, _int(data.parent.params.get("train.epochs")))
+    page = out / "index.html"
+    page.write_text(render_html(data, rows, charts), encoding="utf-8")
+    return page
+
+
+# -- CLI -----------------------------------------------------------------------------------
+
+
+def _cmd_report(args: Any) -> int:
+    from service.tracking import resolve_tracking_uri
+
+    data = load_sweep(args.experiment, resolve_tracking_uri(args.tracking_uri), args.parent)
+    out = args.out or Path("reports") / re.sub(r"[^A-Za-z0-9_.-]", "_", args.experiment)
+    page = build_report(data, out)
+    log.info("report of sweep run %s (%d trials)", data.parent.run_id, len(data.trials))
+    print(page.resolve())
+    return 0
+
+
+def register_cli(sub: Any) -> None:
+    """`cpsweep report EXPERIMENT [--tracking-uri URI] [--parent RUN_ID] [--out DIR]`."""
+    p = sub.add_parser("report", help="write an HTML report with charts of one sweep from MLflow")
+    p.add_argument("experiment", help="MLflow experiment name (the sweep's name unless set)")
+    p.add_argument("--tracking-uri", help="default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
+    p.add_argument("--parent", help="sweep parent run id (default: the experiment's latest sweep)")
+    p.add_argument("--out", help="output directory (default reports/<experiment>/)")
+    p.set_defaults(func=_cmd_report)
