@@ -163,7 +163,7 @@ def _parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_cmd_run)
 
     # Each subsystem adds its own subcommands (imported when the parser is built).
-    from service.jobs import register_cli as register_jobs
+    from service.jobs_cli import register_cli as register_jobs
     from service.report import register_cli as register_report
 
     register_report(sub)

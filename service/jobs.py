@@ -29,12 +29,11 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field, TypeAdapter
+from pydantic import BaseModel, Field
 
 from service.spec import SweepSpec
 
@@ -53,7 +52,6 @@ __all__ = [
     "default_address",
     "job_entry",
     "new_submission_id",
-    "register_cli",
     "resolve_ray_token",
     "sweep_trials",
 ]
@@ -493,181 +491,5 @@ def job_entry(argv: list[str] | None = None) -> int:
     return main(["run", str(path), "--output-dir", str(out)])
 
 
-# -- CLI -------------------------------------------------------------------------------------
-
-
-def _fmt_time(ts: float | None) -> str:
-    return "-" if ts is None else datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _print_error(cmd: str, exc: Exception) -> int:
-    print(f"cpsweep {cmd}: error: {exc}", file=sys.stderr)
-    return 1
-
-
-def _follow(client: JobsClient, job_id: str) -> None:
-    import asyncio
-
-    async def run() -> None:
-        async for chunk in client.tail(job_id):
-            sys.stdout.write(chunk)
-            sys.stdout.flush()
-
-    asyncio.run(run())
-
-
-def _cmd_submit(args: argparse.Namespace) -> int:
-    from service.spec import load_spec
-
-    spec = load_spec(args.spec, args.set)  # ConfigError names the field; exit 2
-    uri = args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if spec.tracking.enabled and not spec.tracking.uri and not uri:
-        log.warning(
-            "no --mlflow-uri, MLFLOW_TRACKING_URI or tracking.uri: the runs will land in a "
-            "sqlite file on the node that runs the job driver"
-        )
-    if not args.verbose:  # Ray logs every .gitignore it honours while packaging
-        logging.getLogger("ray._private.runtime_env").setLevel(logging.ERROR)
-        logging.getLogger("ray.dashboard.modules.dashboard_sdk").setLevel(logging.WARNING)
-    client = JobsClient(args.address)
-    try:
-        job_id = client.submit(spec, mlflow_uri=uri, output_dir=args.output_dir, python=args.python)
-        print(job_id)
-        where = f" --address {client.address}"
-        if args.no_wait:
-            print(f"follow it: cpsweep logs {job_id} --follow{where}", file=sys.stderr)
-            print(f"status:    cpsweep status {job_id}{where}", file=sys.stderr)
-            return 0
-        _follow(client, job_id)
-        info = client.wait(job_id)
-    except JobsError as exc:
-        return _print_error("submit", exc)
-    print(f"{job_id}: {info.status} {info.message or ''}".rstrip(), file=sys.stderr)
-    return 0 if info.status == "SUCCEEDED" else 1
-
-
-def _cmd_jobs(args: argparse.Namespace) -> int:
-    try:
-        jobs = JobsClient(args.address).list()
-    except JobsError as exc:
-        return _print_error("jobs", exc)
-    if args.json:
-        print(TypeAdapter(list[JobInfo]).dump_json(jobs, indent=2).decode())
-        return 0
-    rows = [("id", "status", "sweep", "start")]
-    rows += [(j.id, j.status, j.sweep or "-", _fmt_time(j.start_time)) for j in jobs]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-    return 0
-
-
-def _cmd_status(args: argparse.Namespace) -> int:
-    try:
-        info = JobsClient(args.address).info(args.id)
-    except JobsError as exc:
-        return _print_error("status", exc)
-    out = info.model_dump()
-    if args.trials:
-        uri = args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
-        trials, note = sweep_trials(uri, args.id)
-        out["trials"] = None if trials is None else [t.model_dump() for t in trials]
-        out["trials_note"] = note
-    import json
-
-    print(json.dumps(out, indent=2))
-    return 0
-
-
-def _cmd_logs(args: argparse.Namespace) -> int:
-    client = JobsClient(args.address)
-    try:
-        if args.follow:
-            _follow(client, args.id)
-        else:
-            sys.stdout.write(client.logs(args.id))
-    except JobsError as exc:
-        return _print_error("logs", exc)
-    return 0
-
-
-def _cmd_stop(args: argparse.Namespace) -> int:
-    client = JobsClient(args.address)
-    try:
-        stopped = client.stop(args.id)
-        info = client.wait(args.id, timeout_s=60) if args.wait else client.info(args.id)
-    except JobsError as exc:
-        return _print_error("stop", exc)
-    print(f"{args.id}: {'stop requested' if stopped else 'already finished'}; {info.status}")
-    return 0
-
-
-def _cmd_serve(args: argparse.Namespace) -> int:
-    from service.api import serve, settings_from_args
-
-    serve(settings_from_args(args))  # ConfigError (no token, bad bind) exits 2 via main
-    return 0
-
-
-def _address_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--address",
-        help=f"Ray dashboard URL (default $RAY_API_SERVER_ADDRESS, $RAY_ADDRESS or {DEFAULT_ADDRESS})",
-    )
-
-
-def register_cli(sub: Any) -> None:
-    """Add submit, jobs, status, logs, stop and serve to the `cpsweep` parser."""
-    s = sub.add_parser("submit", help="submit a sweep spec to a Ray cluster as a Ray Job")
-    s.add_argument("spec", help="YAML SweepSpec; validated here, shipped inline")
-    _address_arg(s)
-    s.add_argument("--mlflow-uri", help="tracking URI for the job (default $MLFLOW_TRACKING_URI)")
-    s.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a spec field"
-    )
-    s.add_argument("--no-wait", action="store_true", help="print the job id and return")
-    s.add_argument("--output-dir", help="on the cluster; default /tmp/cpsweep/<job id>")
-    s.add_argument("--python", default="python", help="python on the cluster (default python)")
-    s.set_defaults(func=_cmd_submit)
-
-    j = sub.add_parser("jobs", help="list cpsweep jobs on a Ray cluster")
-    _address_arg(j)
-    j.add_argument("--json", action="store_true")
-    j.set_defaults(func=_cmd_jobs)
-
-    st = sub.add_parser("status", help="status of one cpsweep job (JSON)")
-    st.add_argument("id")
-    _address_arg(st)
-    st.add_argument("--trials", action="store_true", help="add each trial's results from MLflow")
-    st.add_argument("--mlflow-uri", help="default $MLFLOW_TRACKING_URI")
-    st.set_defaults(func=_cmd_status)
-
-    lg = sub.add_parser("logs", help="print (or --follow) a job's driver log")
-    lg.add_argument("id")
-    _address_arg(lg)
-    lg.add_argument("--follow", action="store_true", help="stream until the job ends")
-    lg.set_defaults(func=_cmd_logs)
-
-    sp = sub.add_parser("stop", help="stop a running cpsweep job")
-    sp.add_argument("id")
-    _address_arg(sp)
-    sp.add_argument("--wait", action="store_true", help="wait until it has stopped")
-    sp.set_defaults(func=_cmd_stop)
-
-    sv = sub.add_parser("serve", help="run the REST API (FastAPI + uvicorn)")
-    sv.add_argument("--host", default="127.0.0.1")
-    sv.add_argument("--port", type=int, default=8000)
-    sv.add_argument("--token-file", help="file holding the API token (else $CPSWEEP_API_TOKEN)")
-    sv.add_argument(
-        "--insecure-no-auth",
-        action="store_true",
-        help="no token; only accepted with a loopback --host",
-    )
-    sv.add_argument("--ray-address", help=f"Ray dashboard URL (default {DEFAULT_ADDRESS})")
-    sv.add_argument("--mlflow-uri", help="where sweeps log and trials are read from")
-    sv.add_argument("--output-root", default="/tmp/cpsweep", help="job output dirs, on the cluster")
-    sv.set_defaults(func=_cmd_serve)
-
-
-if __name__ == "__main__":
+if __name__ == "__main__":  # the entrypoint of submitted jobs: python -m service.jobs
     sys.exit(job_entry())

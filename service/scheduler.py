@@ -153,7 +153,7 @@ class CriticalPeriodScheduler(FIFOScheduler):
         criterion = self._criterion or CriterionConfig.model_validate(train.get("criterion", {}))
         budget = int(train.get("epochs", 0))
         cohort = None
-        if self.scope == "cohort":
+        if self.scope == "cohort" and criterion.name != "never":  # baselines never switch
             cohort = "|".join(str(_lookup(train, k)) for k in self.cohort_keys)
             self._cohorts.setdefault(cohort, _Cohort())
         state = _TrialState(trial.trial_id, criterion, budget, cohort)

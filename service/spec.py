@@ -221,8 +221,11 @@ def arms_of(spec: SweepSpec) -> dict[str, dict[str, Any]]:
 
 def build_param_space(spec: SweepSpec, opts: dict[str, Any]) -> dict[str, Any]:
     """Tune param space: `train` (base), `params` (sampled dotted paths), `arm`, `_cpsweep`."""
+    train = spec.train.model_dump()
+    if spec.criterion is not None:  # the sweep-wide rule is every trial's default; arms win
+        train["criterion"] = spec.criterion.model_dump()
     space: dict[str, Any] = {
-        "train": spec.train.model_dump(),
+        "train": train,
         "params": {path: dim.to_tune() for path, dim in spec.search_space.items()},
         "_cpsweep": {**opts, "arms": arms_of(spec)},
     }

@@ -106,7 +106,7 @@ def _scheduler(spec: SweepSpec, out: Path, control_name: str) -> CriticalPeriodS
             reduction_factor=i.reduction_factor,
         )
     return CriticalPeriodScheduler(
-        criterion=spec.criterion,
+        criterion=None,  # spec.criterion is already each trial's default (build_param_space)
         scope=spec.scheduler.scope,
         cohort_keys=spec.scheduler.cohort_keys,
         cohort_min_trials=spec.scheduler.cohort_min_trials,

@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,13 @@ def prepare_store(uri: str) -> Any:
     return client
 
 
+def _artifact_location(uri: str) -> str | None:
+    """For a sqlite store, keep artifacts beside the database (not in the driver's cwd)."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///") :]).parent / "mlartifacts").resolve().as_uri()
+    return None  # a tracking server decides where artifacts go
+
+
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
     out: dict[str, str] = {}
     for k, v in tree.items():
@@ -87,12 +95,36 @@ class MLflowSweepCallback(Callback):
         self.runs: dict[str, str] = {}  # trial id -> child run id
         self.usage: dict[str, TrialUsage] = {}
         self.history: dict[str, list[dict[str, Any]]] = {}
+        # One background writer: Tune's event loop never waits on MLflow I/O, and a single
+        # thread keeps every run's writes in order.
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-writer")
         self._prices = accounting.load_price_table()
         a = spec.accounting
         self._intensity = accounting.carbon_intensity_g_per_kwh(
             a.country_iso_code, a.carbon_g_per_kwh
         )
         self._start()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its callbacks into tuner.pkl; threads and clients do not pickle and
+        # a resumed sweep builds a fresh callback anyway.
+        state = self.__dict__.copy()
+        state["_writer"] = state["client"] = None
+        return state
+
+    def _submit(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> None:
+        def run() -> None:
+            try:
+                fn(*args, **kwargs)
+            except Exception as exc:  # tracking must never stop the sweep
+                log.warning("MLflow: %s failed: %s", what, exc)
+
+        self._writer.submit(run)
+
+    def flush(self) -> None:
+        """Wait until every queued write has reached MLflow."""
+        self._writer.shutdown(wait=True)
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-writer")
 
     # -- runs ------------------------------------------------------------------------------
 
@@ -102,12 +134,15 @@ class MLflowSweepCallback(Callback):
         self.client = prepare_store(self.uri)
         name = self.spec.tracking.experiment or self.spec.name
         exp = self.client.get_experiment_by_name(name)
-        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(name)
-        existing = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.`cpsweep.output_dir` = '{self.out_dir}' and tags.`cpsweep.kind` = 'sweep'",
-            max_results=1,
+        self.experiment_id = (
+            exp.experiment_id
+            if exp
+            else self.client.create_experiment(name, artifact_location=_artifact_location(self.uri))
         )
+        sweeps = self.client.search_runs(
+            [self.experiment_id], filter_string="tags.`cpsweep.kind` = 'sweep'"
+        )
+        existing = [r for r in sweeps if r.data.tags.get("cpsweep.output_dir") == str(self.out_dir)]
         if existing:  # a resumed sweep continues its parent run and child runs
             self.parent_id = existing[0].info.run_id
             self.client.update_run(self.parent_id, status="RUNNING")
@@ -167,9 +202,7 @@ class MLflowSweepCallback(Callback):
                 "cpsweep.kind": "trial",
                 "cpsweep.trial_id": tid,
                 "cpsweep.arm": str(arm),
-                "cp.criterion": self.spec.criterion.name
-                if self.spec.criterion
-                else train["criterion"]["name"],
+                "cp.criterion": train["criterion"]["name"],
             },
         )
         self.runs[tid] = run.info.run_id
@@ -251,7 +284,13 @@ class MLflowSweepCallback(Callback):
         if result.get("cp/switch_epoch") is not None:
             tags.append(RunTag("cp.switch_epoch", str(result["cp/switch_epoch"])))
         for i in range(0, len(metrics), 900):
-            self.client.log_batch(run_id, metrics=metrics[i : i + 900], tags=tags if i == 0 else [])
+            self._submit(
+                f"epoch {epoch} of {trial.trial_id}",
+                self.client.log_batch,
+                run_id,
+                metrics=metrics[i : i + 900],
+                tags=tags if i == 0 else [],
+            )
         self.history.setdefault(trial.trial_id, []).append({**result, **cum})
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
@@ -261,12 +300,21 @@ class MLflowSweepCallback(Callback):
         self._finish_trial(trial, "FAILED")
 
     def _finish_trial(self, trial: Any, status: str) -> None:
+        run_id = self._child(trial)
+        history = list(self.history.get(trial.trial_id, []))
+        self._submit(f"closing {trial.trial_id}", self._close_run, trial, run_id, status, history)
+
+    def _close_run(
+        self, trial: Any, run_id: str, status: str, history: list[dict[str, Any]]
+    ) -> None:
         from service.plots import log_trial_plots
 
-        run_id = self._child(trial)
         usage = self._usage(trial)
         saving = usage.estimated_savings()
-        if saving:
+        never = trial.config.get("arm") == "baseline" or (
+            train_dict_for(trial.config)["criterion"]["name"] == "never"
+        )
+        if saving and not never:  # the full recipe throughout saves nothing by definition
             from mlflow.entities import Metric, RunTag
 
             ts = int(time.time() * 1000)
@@ -282,13 +330,12 @@ class MLflowSweepCallback(Callback):
                 tags=[RunTag("savings.kind", "estimated")],
             )
         try:
-            log_trial_plots(self.client, run_id, self._plot_history(trial.trial_id, run_id))
+            log_trial_plots(self.client, run_id, self._plot_history(history, run_id))
         except Exception as exc:  # plots must never lose the run
             log.warning("trial %s: plots failed: %s", trial.trial_id, exc)
         self.client.set_terminated(run_id, status=status)
 
-    def _plot_history(self, trial_id: str, run_id: str) -> list[dict[str, Any]]:
-        hist = self.history.get(trial_id, [])
+    def _plot_history(self, hist: list[dict[str, Any]], run_id: str) -> list[dict[str, Any]]:
         if hist and hist[0].get("epoch") == 1:
             return hist
         from service.plots import history_from_mlflow
@@ -298,7 +345,11 @@ class MLflowSweepCallback(Callback):
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
         if self.parent_id:
             failed = any(getattr(t, "status", "") == "ERROR" for t in trials)
-            self.client.set_terminated(self.parent_id, status="FAILED" if failed else "FINISHED")
+            status = "FAILED" if failed else "FINISHED"
+            self._submit(
+                "closing the sweep run", self.client.set_terminated, self.parent_id, status=status
+            )
+        self.flush()
 
     # -- summary ---------------------------------------------------------------------------
 
@@ -306,6 +357,7 @@ class MLflowSweepCallback(Callback):
         """Add MLflow ids, totals and savings to the sweep summary (and measured baselines)."""
         from service.usage import attach_measured_baselines
 
+        self.flush()
         summary["mlflow"] = {
             "tracking_uri": self.uri,
             "experiment_id": self.experiment_id,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -201,10 +202,12 @@ def attach_measured_baselines(summary: dict[str, Any], client: Any = None) -> No
             from mlflow.entities import Metric, RunTag
 
             step = int(t.get("epochs") or 0)
+            now_ms = int(time.time() * 1000)
             client.log_batch(
                 t["mlflow_run_id"],
                 metrics=[
-                    Metric(f"savings_measured/{k}_pct", v, 0, step) for k, v in measured.items()
+                    Metric(f"savings_measured/{k}_pct", v, now_ms, step)
+                    for k, v in measured.items()
                 ],
                 tags=[RunTag("cpsweep.baseline_run_id", str(b.get("mlflow_run_id")))],
             )

@@ -589,7 +589,7 @@ def test_mlflow_server_uses_postgres_and_proxied_artifacts(rendered: list[Obj]) 
     assert container["image"] == f"cpsweep/mlflow:{_project_version()}"
     args = dict(a.removeprefix("--").split("=", 1) for a in container["args"] if "=" in a)
     flags = {a.removeprefix("--") for a in container["args"] if "=" not in a}
-    assert args["backend-store-uri"].startswith("postgresql://postgres:5432/")
+    assert args["backend-store-uri"].startswith("postgresql+psycopg2://postgres:5432/")
     assert "serve-artifacts" in flags
     assert args["artifacts-destination"] == "/mlartifacts"
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}

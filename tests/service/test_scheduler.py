@@ -171,3 +171,17 @@ def test_bad_arguments_name_the_fix():
         CriticalPeriodScheduler(scope="global")
     with pytest.raises(ValueError, match="cohort_min_trials"):
         CriticalPeriodScheduler(cohort_min_trials=0)
+
+
+def test_baseline_trials_never_join_a_cohort():
+    s = CriticalPeriodScheduler(
+        scope="cohort", cohort_keys=["optim.name"], cohort_min_trials=1, use_control=False
+    )
+    a, base = _trial("a"), _trial("base", criterion="never")
+    s.on_trial_add(None, a)
+    s.on_trial_add(None, base)
+    _feed(s, a, _curve(30, 3.0))
+    _feed(s, base, _curve(30, 3.0))
+    d = s.decisions()
+    assert d["a"]["end_epoch"] is not None
+    assert d["base"]["forced_switch"] is None and d["base"]["end_epoch"] is None

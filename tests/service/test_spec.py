@@ -100,3 +100,13 @@ def test_arms_and_params_resolve_into_the_trial_config():
     assert t["recipe"]["after"]["data_fraction"] == 0.5 and t["optim"]["lr"] == 0.2
     base = train_dict_for({**cfg, "arm": "baseline"})
     assert base["criterion"]["name"] == "never" and base["recipe"]["after"]["data_fraction"] == 1.0
+
+
+def test_sweep_wide_criterion_does_not_override_the_baseline_arm():
+    spec = SweepSpec.model_validate(
+        {"name": "x", "baseline_arm": True, "criterion": {"name": "relative"}}
+    )
+    space = build_param_space(spec, {})
+    cfg = {"train": space["train"], "_cpsweep": space["_cpsweep"]}
+    assert train_dict_for({**cfg, "arm": "cp"})["criterion"]["name"] == "relative"
+    assert train_dict_for({**cfg, "arm": "baseline"})["criterion"]["name"] == "never"

@@ -20,8 +20,8 @@ from service.report import (
     table_cells,
     trial_row,
     trial_rows,
-    write_charts,
 )
+from service.report_charts import write_charts
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
