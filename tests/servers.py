@@ -55,10 +55,22 @@ def _ports(n: int) -> list[int]:
             s.close()
 
 
-def wait_http(url: str, timeout_s: float, headers: dict[str, str] | None = None) -> None:
+def wait_http(
+    url: str,
+    timeout_s: float,
+    headers: dict[str, str] | None = None,
+    proc: subprocess.Popen | None = None,
+    log: Path | None = None,
+) -> None:
+    """Poll `url` until it answers below 500; fail early if `proc` (the server) exits."""
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text()[-3000:] if log and log.exists() else ""
+            raise RuntimeError(
+                f"{proc.args[0]} exited with {proc.returncode} before {url} answered:\n{tail}"
+            )
         try:
             req = urllib.request.Request(url, headers=headers or {})
             with urllib.request.urlopen(req, timeout=2) as r:

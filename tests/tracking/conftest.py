@@ -14,13 +14,10 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,47 +25,13 @@ from typing import Any, NoReturn
 
 import pytest
 
-VENV_BIN = Path(sys.executable).parent
+from tests.servers import VENV_BIN, base_env, free_port, wait_http
+
 EXPERIMENT = "cpsweep-tracking-test"
 EPOCHS = 4
 IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 # The database .ci/services.sh creates on the system cluster (found when nothing else is set).
 CI_PG_URI = "postgresql://cpsweep:cpsweep@127.0.0.1:5432/cpsweep_test"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(
-    url: str, timeout_s: float, proc: subprocess.Popen | None = None, log: Path | None = None
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            tail = log.read_text()[-3000:] if log and log.exists() else ""
-            raise RuntimeError(
-                f"{proc.args[0]} exited with {proc.returncode} before {url} answered:\n{tail}"
-            )
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status < 500:
-                    return
-        except Exception as exc:
-            last = exc
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} did not answer in {timeout_s:.0f} s: {last}")
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """This environment minus anything that points at another Ray or MLflow instance."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MLFLOW_"))}
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
-    env.update(extra)
-    return env
 
 
 def stop_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
@@ -243,13 +206,13 @@ def start_mlflow_server(
         ]  # fmt: skip
         with open(log, "w") as out:
             # No GenAI job runner (7 huey worker processes): nothing here uses it.
-            env = clean_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+            env = base_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
             proc = subprocess.Popen(
                 cmd, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
         server = MlflowServer(f"http://127.0.0.1:{port}", backend, root / "artifacts", log, proc)
         started.append(server)
-        wait_http(f"{server.url}/health", 120, proc, log)  # a fresh store migrates first
+        wait_http(f"{server.url}/health", 120, proc=proc, log=log)  # a fresh store migrates first
         return server
 
     yield start

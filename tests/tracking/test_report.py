@@ -188,7 +188,7 @@ def test_unknown_experiment_names_uri_and_available_ones(tmp_path: Path, capsys)
 
 
 def test_unreachable_server_fails_fast() -> None:
-    from tests.tracking.conftest import free_port
+    from tests.servers import free_port
 
     with pytest.raises(ReportError, match="unreachable"):
         load_sweep("x", f"http://127.0.0.1:{free_port()}")
