@@ -103,7 +103,7 @@ class CriticalPeriodScheduler(FIFOScheduler):
         cohort_min_trials: detections needed before a cohort's median applies.
         inner: optional scheduler for stop decisions after the period.
         mode: control mode pushed to trials: "push", "sync" or "async".
-        state_path: JSON file where decisions persist (a resumed sweep reloads it).
+        state_path: JSON-lines journal where decisions persist (a resumed sweep reloads it).
         control_actor: name of the control actor; None derives it from the experiment.
         use_control: False runs without an actor (decisions are only recorded).
     """
@@ -237,7 +237,7 @@ class CriticalPeriodScheduler(FIFOScheduler):
         )
         if state.cohort is not None:
             self._update_cohort(state.cohort, end)
-        self._save()
+        self._save(state)
 
     def _update_cohort(self, key: str, end: int) -> None:
         cohort = self._cohorts[key]
@@ -291,31 +291,42 @@ class CriticalPeriodScheduler(FIFOScheduler):
             self._control = get_or_create_control(name)
         return self._control
 
+    # Decisions go to an append-only journal (one JSON line per decision): O(1) per
+    # decision however many trials a sweep has; the last line of a trial wins on reload.
+
     def _load(self) -> dict[str, Any]:
+        saved: dict[str, Any] = {}
         if self.state_path and self.state_path.is_file():
-            data: dict[str, Any] = json.loads(self.state_path.read_text())
-            for key, c in data.get("cohorts", {}).items():
-                self._cohorts[key] = _Cohort(list(c["ends"]), c["switch_epoch"])
-            return data
-        return {}
+            for line in self.state_path.read_text().splitlines():
+                if not line.strip():
+                    continue
+                entry = json.loads(line)
+                saved[entry["trial_id"]] = entry
+                if entry.get("cohort") is not None:
+                    self._cohorts[entry["cohort"]] = _Cohort(
+                        list(entry["cohort_ends"]), entry["cohort_switch"]
+                    )
+        return saved
 
     def _restore_trial(self, state: _TrialState) -> None:
-        saved = self._saved.get("trials", {}).get(state.trial_id)
+        saved = self._saved.get(state.trial_id)
         if saved:
             state.end_epoch, state.source = saved["end_epoch"], saved["source"]
             state.forced_switch = saved.get("forced_switch")
 
-    def _save(self) -> None:
+    def _save(self, state: _TrialState) -> None:
         if self.state_path is None:
             return
-        data = {
-            "trials": self.decisions(),
-            "cohorts": {
-                k: {"ends": c.ends, "switch_epoch": c.switch_epoch}
-                for k, c in self._cohorts.items()
-            },
+        cohort = self._cohorts.get(state.cohort) if state.cohort else None
+        entry = {
+            "trial_id": state.trial_id,
+            "end_epoch": state.end_epoch,
+            "source": state.source,
+            "forced_switch": state.forced_switch,
+            "cohort": state.cohort,
+            "cohort_ends": cohort.ends if cohort else None,
+            "cohort_switch": cohort.switch_epoch if cohort else None,
         }
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(data, indent=2))
-        tmp.replace(self.state_path)
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.state_path.open("a") as fh:
+            fh.write(json.dumps(entry) + "\n")

@@ -112,7 +112,7 @@ def _scheduler(spec: SweepSpec, out: Path, control_name: str) -> CriticalPeriodS
         cohort_min_trials=spec.scheduler.cohort_min_trials,
         inner=inner,
         mode=spec.scheduler.mode,
-        state_path=out / "cp_decisions.json",
+        state_path=out / "cp_decisions.jsonl",
         control_actor=control_name,
     )
 
@@ -183,7 +183,7 @@ def run_sweep(
             str(exp_dir), trainable, resume_unfinished=True, resume_errored=True, param_space=space
         )
         # tuner.pkl holds the old callbacks and scheduler (whose state Tune does not save):
-        # put in fresh ones; the scheduler reloads its decisions from cp_decisions.json.
+        # put in fresh ones; the scheduler reloads its decisions from cp_decisions.jsonl.
         internal = tuner._local_tuner
         assert internal is not None
         internal._run_config.callbacks = all_callbacks

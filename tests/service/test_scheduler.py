@@ -138,7 +138,7 @@ def test_audit_counts_disagreeing_reports(caplog):
 
 
 def test_decisions_persist_across_a_restart(tmp_path):
-    path = tmp_path / "cp.json"
+    path = tmp_path / "cp.jsonl"
     s = CriticalPeriodScheduler(
         scope="cohort",
         cohort_keys=["optim.name"],
@@ -149,8 +149,8 @@ def test_decisions_persist_across_a_restart(tmp_path):
     t = _trial("a")
     s.on_trial_add(None, t)
     _feed(s, t, _curve(30, 3.0))
-    saved = json.loads(path.read_text())
-    assert saved["trials"]["a"]["end_epoch"] == s.decisions()["a"]["end_epoch"]
+    [saved] = [json.loads(line) for line in path.read_text().splitlines()]
+    assert saved["trial_id"] == "a" and saved["end_epoch"] == s.decisions()["a"]["end_epoch"]
     again = CriticalPeriodScheduler(
         scope="cohort",
         cohort_keys=["optim.name"],
