@@ -50,11 +50,29 @@ def init_ray(address: str | None) -> None:
             runtime_env["excludes"] = [".venv", "runs", "mlruns", "mlartifacts", "*.db", ".git"]
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
     else:
-        ray.init(
-            resources={TRIAL_RESOURCE: _LOCAL_TRIAL_SLOTS},
-            log_to_driver=False,
-            include_dashboard=True,
-        )
+        _init_local()
+
+
+def _init_local() -> None:
+    """Start a local cluster. The dashboard is required (it frees a finished trial's
+    placement group); when another Ray on this host holds its ports or a loaded machine
+    starts it too slowly, try once more on a free port before giving up."""
+    import socket
+
+    kwargs: dict[str, Any] = {
+        "resources": {TRIAL_RESOURCE: _LOCAL_TRIAL_SLOTS},
+        "log_to_driver": False,
+        "include_dashboard": True,
+    }
+    try:
+        ray.init(**kwargs)
+    except Exception as exc:
+        ray.shutdown()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        log.warning("Ray did not start (%s); retrying with the dashboard on port %d", exc, port)
+        ray.init(**kwargs, dashboard_port=port)
 
 
 def _trial_resources() -> dict[str, float]:
