@@ -400,10 +400,15 @@ def bench_ray(quick: bool, repeats: int = 1) -> dict[str, Any]:
     t0 = time.perf_counter()
     init_ray(None)
     out["ray_start_s"] = time.perf_counter() - t0
-    db = work / "quickstart-mlflow.db"
-    shipped = spec.model_copy(
-        update={"tracking": spec.tracking.model_copy(update={"uri": f"sqlite:///{db}"})}
-    )
+
+    def shipped(i: int) -> Any:
+        # A fresh sqlite file per repeat: MLflow caches its store per URI in this process,
+        # so deleting and re-creating the same file under it fails with "readonly database".
+        db = work / f"quickstart-mlflow-{i}.db"
+        db.unlink(missing_ok=True)
+        uri = f"sqlite:///{db}"
+        return spec.model_copy(update={"tracking": spec.tracking.model_copy(update={"uri": uri})})
+
     bare = spec.model_copy(
         update={
             "tracking": spec.tracking.model_copy(update={"enabled": False}),
@@ -418,8 +423,7 @@ def bench_ray(quick: bool, repeats: int = 1) -> dict[str, Any]:
     for i in range(repeats):  # interleaved, so a burst of outside load hits every variant
         runs["plain_loop"].append(_plain_loop(configs, work))
         log.info("plain loop #%d: %s", i, runs["plain_loop"][-1])
-        db.unlink(missing_ok=True)
-        runs["ray_as_shipped"].append(_run_spec(shipped, work / "quickstart-shipped"))
+        runs["ray_as_shipped"].append(_run_spec(shipped(i), work / "quickstart-shipped"))
         log.info("ray as shipped #%d: %s", i, runs["ray_as_shipped"][-1])
         runs["ray_no_mlflow_no_energy"].append(_run_spec(bare, work / "quickstart-bare"))
         log.info("ray bare #%d: %s", i, runs["ray_no_mlflow_no_energy"][-1])
@@ -493,7 +497,9 @@ def main() -> None:
     ap.add_argument("--only", default=",".join(PARTS), help=f"comma list of {PARTS}")
     ap.add_argument("--quick", action="store_true", help="smaller sizes (smoke test)")
     ap.add_argument("--out", default=str(RESULTS), help="results directory")
-    ap.add_argument("--ray-repeats", type=int, default=3, help="interleaved repeats of `ray`")
+    ap.add_argument(
+        "--ray-repeats", type=int, help="interleaved repeats of `ray` (default 3, quick 1)"
+    )
     args = ap.parse_args()
     setup_logging()
     parts = [p for p in args.only.split(",") if p]
@@ -514,9 +520,11 @@ def main() -> None:
     }
     for part in parts:
         t0 = time.perf_counter()
-        kwargs = {"repeats": args.ray_repeats} if part == "ray" else {}
+        repeats = args.ray_repeats or (1 if args.quick else 3)
+        kwargs = {"repeats": repeats} if part == "ray" else {}
         result[part] = benches[part](args.quick, **kwargs) | {
             "measured_at": now_iso(),
+            "command": command_line(),
             "bench_s": round(time.perf_counter() - t0, 1),
         }
         write_json(path, result)  # keep what is done if a later part fails

@@ -48,8 +48,8 @@ def paper_repro_tables(data: dict[str, Any]) -> str:
         "Reductions (percent of the reference arm's mean; positive = cheaper):",
         "",
         "| arm | vs repeats3: wall | train | samples | energy | CO2 | cost "
-        "| vs repeats1: wall | samples | Δacc vs repeats1 (pts) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| vs repeats1: wall | samples | energy | cost | Δacc vs repeats1 (pts, paired) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for arm, a in data["per_arm"].items():
         r3 = a.get("reduction_vs_repeats3_pct", {})
@@ -60,6 +60,7 @@ def paper_repro_tables(data: dict[str, Any]) -> str:
             f"| {_f(r3.get('samples'), '.1f')} | {_f(r3.get('energy_kwh'), '.1f')} "
             f"| {_f(r3.get('co2_kg'), '.1f')} | {_f(r3.get('cost_usd'), '.1f')} "
             f"| {_f(r1.get('wall_s'), '.1f')} | {_f(r1.get('samples'), '.1f')} "
+            f"| {_f(r1.get('energy_kwh'), '.1f')} | {_f(r1.get('cost_usd'), '.1f')} "
             f"| {_pm(d1, 1, '+.2f') if arm != 'repeats1' else '-'} |"
         )
     return "\n".join(lines)
