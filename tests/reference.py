@@ -1,8 +1,10 @@
-"""Independent reference implementations the tests compare the product against."""
+"""Independent reference implementations and project facts the tests compare against."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -17,3 +19,15 @@ def reference_paper_end(
         if np.degrees(np.arctan(slope)) < threshold:
             return t
     return None
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def pinned_version(package: str) -> str:
+    """The exact version constraints.txt pins for `package`."""
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        match = re.match(rf"{package}==(\S+)", line.strip())
+        if match:
+            return match.group(1)
+    raise AssertionError(f"constraints.txt pins no {package}==")

@@ -12,6 +12,8 @@ import pytest
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
+from tests.reference import pinned_version
+
 REPO = Path(__file__).resolve().parents[1]
 DOCKER = REPO / "docker"
 # rayproject/ray:<ray version>-py<major><minor>-<platform>, e.g. 2.60.0-py311-cpu
@@ -78,14 +80,6 @@ def parse(path: Path) -> Dockerfile:
     return Dockerfile(args, stages)
 
 
-def _pin(package: str) -> str:
-    for line in (REPO / "constraints.txt").read_text().splitlines():
-        match = re.match(rf"{package}==(\S+)", line.strip())
-        if match:
-            return match.group(1)
-    raise AssertionError(f"constraints.txt pins no {package}==")
-
-
 def _requires_python() -> SpecifierSet:
     text = (REPO / "pyproject.toml").read_text()
     match = re.search(r'^requires-python\s*=\s*"([^"]+)"', text, re.M)
@@ -116,7 +110,9 @@ def test_ray_base_image_matches_the_pins(ray: Dockerfile) -> None:
     for base in bases:
         match = RAY_TAG.match(base)
         assert match, f"{base} is not rayproject/ray:<version>-py3<minor>-<platform>"
-        assert match["ray"] == _pin("ray"), f"{base}: Ray {match['ray']} != pin {_pin('ray')}"
+        assert match["ray"] == pinned_version("ray"), (
+            f"{base}: Ray {match['ray']} != pin {pinned_version('ray')}"
+        )
         python = Version(f"{match['py']}.{match['minor']}")
         assert python in _requires_python(), f"{base}: Python {python} outside requires-python"
         platforms.add(match["p"])
@@ -137,11 +133,11 @@ def test_ray_image_installs_the_repo_with_the_constraints(ray: Dockerfile) -> No
     assert workdirs[-1] == "/app"
 
 
-def test_mlflow_image_matches_the_pin(mlflow: Dockerfile) -> None:
+def test_mlflow_image_matches_thepinned_version(mlflow: Dockerfile) -> None:
     installs = [a for i, a in mlflow.final().instructions if i == "RUN" and "pip install" in a]
     assert len(installs) == 1
     command = _substitute(installs[0], mlflow.args)
-    assert f"mlflow=={_pin('mlflow')}" in command, command
+    assert f"mlflow=={pinned_version('mlflow')}" in command, command
     assert "psycopg2" in command, "the server needs the PostgreSQL driver"
     assert re.search(r"(-c|--constraint)\s+\S*constraints\.txt", command), command
     match = re.match(r"^python:(\d+\.\d+)-slim", mlflow.final().base)

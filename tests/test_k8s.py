@@ -23,6 +23,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from tests.reference import pinned_version
+
 pytestmark = pytest.mark.integration  # runs `kubectl kustomize` in a subprocess
 
 REPO = Path(__file__).resolve().parents[1]
@@ -529,14 +531,6 @@ def test_containers_run_unprivileged(rendered: list[Obj]) -> None:
 # -- the contract with the application -----------------------------------------------------
 
 
-def _pin(package: str) -> str:
-    for line in (REPO / "constraints.txt").read_text().splitlines():
-        match = re.match(rf"{package}==(\S+)", line.strip())
-        if match:
-            return match.group(1)
-    raise AssertionError(f"constraints.txt pins no {package}==")
-
-
 def _project_version() -> str:
     match = re.search(r'^version\s*=\s*"([^"]+)"', (REPO / "pyproject.toml").read_text(), re.M)
     assert match, "pyproject.toml has no version"
@@ -546,7 +540,7 @@ def _project_version() -> str:
 def test_ray_cluster_matches_the_app(rendered: list[Obj]) -> None:
     cluster = _one(rendered, "RayCluster", RAY_CLUSTER)
     spec = cluster["spec"]
-    assert spec["rayVersion"] == _pin("ray")
+    assert spec["rayVersion"] == pinned_version("ray")
     assert spec["authOptions"]["mode"] == "token"
     secret = _one(rendered, "Secret", spec["authOptions"]["secretName"])
     assert "auth_token" in {**secret.get("data", {}), **secret.get("stringData", {})}
