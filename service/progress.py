@@ -8,6 +8,8 @@ from typing import Any
 
 from ray.tune import Callback
 
+from trainables.local import progress_line
+
 __all__ = ["ProgressCallback", "format_table"]
 
 log = logging.getLogger("cpsweep.progress")
@@ -24,21 +26,7 @@ class ProgressCallback(Callback):
     ) -> None:
         if "error" in result:
             return
-        val = f" val_acc={result['val/acc']:.4f}" if "val/acc" in result else ""
-        switch = result.get("cp/switch_epoch")
-        mark = f" switch@{switch}" if switch else ""
-        log.info(
-            "%s epoch %3d/%d %-8s x%s rot=%.4f%s%s %.2fs",
-            trial.trial_id,
-            result.get("epoch", 0),
-            self.budget,
-            result.get("phase", "?"),
-            result.get("recipe/repeats", "?"),
-            result.get("rotation/mean", float("nan")),
-            val,
-            mark,
-            result.get("time/epoch_s", 0.0),
-        )
+        log.info("%s %s", trial.trial_id, progress_line(result, self.budget))
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         r = trial.last_result or {}

@@ -27,7 +27,7 @@ from trainables.config import OptimConfig, TrainConfig
 from trainables.data import Dataset, load_dataset
 from trainables.models import build_model
 from trainables.recipes import Phase, epoch_indices, phase_for_epoch, shard_indices
-from trainables.rotation import LayerRotation
+from trainables.rotation import LayerRotation, unwrap_model
 
 __all__ = ["NonFiniteLossError", "TrainingRun", "lr_factor", "select_device"]
 
@@ -279,8 +279,6 @@ class TrainingRun:
     # -- checkpoints -----------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        from trainables.rotation import unwrap_model
-
         return {
             "model": unwrap_model(self.model).state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -299,8 +297,6 @@ class TrainingRun:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        from trainables.rotation import unwrap_model
-
         unwrap_model(self.model).load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self._scaler is not None and state.get("scaler"):

@@ -29,15 +29,15 @@ def criterion_state(cfg: CriterionConfig, budget: int) -> CriterionState:
     )
 
 
-def progress_line(m: dict[str, Any], budget: int, criterion: str) -> str:
-    """One human-readable line per epoch."""
-    stat_name = value_name(criterion)
-    stat = m.get(stat_name) if stat_name else None
-    stat_txt = f" {stat_name.split('/')[1]}={stat:6.2f}" if stat is not None and stat_name else ""
+def progress_line(m: dict[str, Any], budget: int) -> str:
+    """One human-readable line per epoch (`cpsweep train` and the sweep's live progress)."""
+    stat_name = next((k for k in ("cp/angle_deg", "cp/rate_ratio") if m.get(k) is not None), None)
+    stat_txt = f" {stat_name.split('/')[1]}={m[stat_name]:6.2f}" if stat_name else ""
     val = f" val_acc={m['val/acc']:.4f}" if "val/acc" in m else ""
+    switch = f" switch@{m['cp/switch_epoch']}" if m.get("cp/switch_epoch") else ""
     return (
         f"epoch {m['epoch']:>3}/{budget} {m['phase']:<8} x{m['recipe/repeats']} "
-        f"rot={m['rotation/mean']:.4f}{stat_txt} loss={m['train/loss']:.4f}{val} "
+        f"rot={m['rotation/mean']:.4f}{stat_txt} loss={m['train/loss']:.4f}{val}{switch} "
         f"{m['time/epoch_s']:.2f}s"
     )
 
@@ -98,7 +98,7 @@ def train_local(cfg: TrainConfig, out_dir: str | Path) -> dict[str, Any]:
             history.append(m)
             fh.write(json.dumps(m) + "\n")
             fh.flush()
-            log.info(progress_line(m, cfg.epochs, cfg.criterion.name))
+            log.info(progress_line(m, cfg.epochs))
     summary = summarize(history, run, time.perf_counter() - t0)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
