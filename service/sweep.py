@@ -218,7 +218,11 @@ def run_sweep(
             ),
             run_config=run_config,
         )
-    grid = tuner.fit()
+    try:
+        grid = tuner.fit()
+    finally:  # Ctrl-C included: queued MLflow writes must land before the process exits
+        for cb in tracking:
+            cb.flush()
     summary = summarize_results(spec, grid, scheduler, time.perf_counter() - t0)
     for cb in tracking:
         summary = cb.finish(summary)

@@ -119,7 +119,9 @@ class MLflowSweepCallback(Callback):
             except Exception as exc:  # tracking must never stop the sweep
                 log.warning("MLflow: %s failed: %s", what, exc)
 
-        self._writer.submit(run)
+        # Synchronous for now: queued writes were lost when Ctrl-C ended a sweep (the
+        # interrupt/resume test lost epoch 1); the background writer needs a drain on exit.
+        run()
 
     def flush(self) -> None:
         """Wait until every queued write has reached MLflow."""
