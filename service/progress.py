@@ -26,7 +26,8 @@ class ProgressCallback(Callback):
     ) -> None:
         if "error" in result:
             return
-        log.info("%s %s", trial.trial_id, progress_line(result, self.budget))
+        replayed = " (replayed from checkpoint)" if result.get("cp/replayed") else ""
+        log.info("%s %s%s", trial.trial_id, progress_line(result, self.budget), replayed)
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         r = trial.last_result or {}

@@ -161,24 +161,37 @@ def _maybe_inject_fault(config: dict[str, Any], epoch: int, rank: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _load_checkpoint(run: TrainingRun) -> list[float]:
+_REPORTS_FILE = "reports.json"  # every epoch's report so far, to fill gaps in Tune's view
+
+
+def _load_checkpoint(run: TrainingRun) -> tuple[list[float], list[dict[str, Any]]]:
     ckpt = ray.train.get_checkpoint()
     if ckpt is None:
-        return []
+        return [], []
     with ckpt.as_directory() as d:
         state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=False)
+        reports_file = Path(d) / _REPORTS_FILE
+        reports = json.loads(reports_file.read_text()) if reports_file.is_file() else []
     run.load_state_dict(state["run"])
     log.info("resumed at epoch %d (switch_epoch=%s)", run.epoch, run.switch_epoch)
-    return list(state["rotation_history"])
+    return list(state["rotation_history"]), reports
 
 
 def _save_checkpoint(
-    run: TrainingRun, history: list[float], directory: str
+    run: TrainingRun, history: list[float], reports: list[dict[str, Any]], directory: str
 ) -> ray.train.Checkpoint:
     torch.save({"run": run.state_dict(), "rotation_history": history}, Path(directory) / "state.pt")
     meta = {"epoch": run.epoch, "cp_end_epoch": run.cp_end_epoch, "switch_epoch": run.switch_epoch}
     (Path(directory) / "meta.json").write_text(json.dumps(meta))
+    (Path(directory) / _REPORTS_FILE).write_text(json.dumps(reports))
     return ray.train.Checkpoint.from_directory(directory)
+
+
+def _checkpointed_reports(checkpoint: ray.train.Checkpoint) -> list[dict[str, Any]]:
+    """The per-epoch reports a checkpoint written by `_save_checkpoint` carries."""
+    with checkpoint.as_directory() as d:
+        path = Path(d) / _REPORTS_FILE
+        return json.loads(path.read_text()) if path.is_file() else []
 
 
 def _apply(run: TrainingRun, end: int | None, switch: int | None) -> None:
@@ -207,7 +220,7 @@ def worker_loop(config: dict[str, Any]) -> None:
     torch.set_num_threads(int(config.get("threads_per_worker", 1)))
     device = ray.train.torch.get_device() if config.get("use_gpu") else torch.device("cpu")
     run = TrainingRun(cfg, device=device, rank=rank, world_size=world)
-    history = _load_checkpoint(run)
+    history, reports = _load_checkpoint(run)
     meter = EnergyMeter(
         enabled=bool(config.get("measure_energy", True)), use_gpu=device.type == "cuda"
     )
@@ -255,8 +268,10 @@ def worker_loop(config: dict[str, Any]) -> None:
             m["cp/lag_epochs"] = run.switch_epoch - run.cp_end_epoch - 1
         if rank_log:
             _log_rank(rank_log, m)
+        if rank == 0:
+            reports.append(m)
         with tempfile.TemporaryDirectory() as tmp:
-            ckpt = _save_checkpoint(run, history, tmp) if rank == 0 else None
+            ckpt = _save_checkpoint(run, history, reports, tmp) if rank == 0 else None
             ray.train.report(m, checkpoint=ckpt)
         _maybe_inject_fault(config, m["epoch"], rank)
         if config["mode"] == "sync":
@@ -287,7 +302,38 @@ class _ForwardReports(UserCallback):
         m = dict(metrics[0])
         if checkpoint:
             m["checkpoint_path"] = checkpoint.path
-        self.queue.put(m)
+        self.queue.put((m, checkpoint))
+
+
+class _GapFiller:
+    """Forwards reports to Tune in order and fills gaps from the checkpoint.
+
+    A report that Tune never saw (the driver was interrupted between Train's
+    checkpoint and Tune's result) leaves a gap when the trial resumes from that
+    checkpoint: Train restarts at the next epoch. The first report after a gap
+    carries every earlier report in its checkpoint, so the missing epochs are
+    sent first, marked `cp/replayed`; MLflow and the scheduler then see the
+    whole curve. A rewind after a worker retry (epoch <= last) passes through.
+    """
+
+    def __init__(self, report: Any) -> None:
+        self.report = report
+        self.last_epoch = 0
+
+    def __call__(self, m: dict[str, Any], checkpoint: Any) -> None:
+        epoch = int(m.get("epoch", self.last_epoch + 1))
+        if epoch > self.last_epoch + 1 and checkpoint is not None:
+            missing = [
+                r
+                for r in _checkpointed_reports(checkpoint)
+                if self.last_epoch < r["epoch"] < epoch
+            ]
+            for r in missing:
+                self.report({**r, "cp/replayed": True})
+            if missing:
+                log.info("replayed epochs %d..%d from the checkpoint", missing[0]["epoch"], epoch - 1)
+        self.report(m)
+        self.last_epoch = epoch
 
 
 def _fit_and_forward(trainer: Any, reports: Any) -> None:
@@ -295,6 +341,7 @@ def _fit_and_forward(trainer: Any, reports: Any) -> None:
     from ray.util.queue import Empty
 
     failure: list[BaseException] = []
+    forward = _GapFiller(ray.tune.report)
 
     def fit() -> None:
         try:
@@ -306,7 +353,7 @@ def _fit_and_forward(trainer: Any, reports: Any) -> None:
     thread.start()
     while True:
         try:
-            ray.tune.report(reports.get(timeout=0.5))
+            forward(*reports.get(timeout=0.5))
         except Empty:
             if not thread.is_alive() and reports.empty():
                 break
