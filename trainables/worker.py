@@ -324,14 +324,14 @@ class _GapFiller:
         epoch = int(m.get("epoch", self.last_epoch + 1))
         if epoch > self.last_epoch + 1 and checkpoint is not None:
             missing = [
-                r
-                for r in _checkpointed_reports(checkpoint)
-                if self.last_epoch < r["epoch"] < epoch
+                r for r in _checkpointed_reports(checkpoint) if self.last_epoch < r["epoch"] < epoch
             ]
             for r in missing:
                 self.report({**r, "cp/replayed": True})
             if missing:
-                log.info("replayed epochs %d..%d from the checkpoint", missing[0]["epoch"], epoch - 1)
+                log.info(
+                    "replayed epochs %d..%d from the checkpoint", missing[0]["epoch"], epoch - 1
+                )
         self.report(m)
         self.last_epoch = epoch
 
