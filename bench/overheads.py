@@ -415,9 +415,15 @@ def bench_ray(quick: bool, repeats: int = 1) -> dict[str, Any]:
             "accounting": spec.accounting.model_copy(update={"measure_energy": False}),
         }
     )
+
+    def on_ray_train(i: int) -> Any:  # as shipped, but every trial starts a TorchTrainer
+        s = shipped(100 + i)
+        return s.model_copy(update={"scaling": s.scaling.model_copy(update={"executor": "train"})})
+
     runs: dict[str, list[dict[str, Any]]] = {
         "plain_loop": [],
         "ray_as_shipped": [],
+        "ray_train_executor": [],
         "ray_no_mlflow_no_energy": [],
     }
     for i in range(repeats):  # interleaved, so a burst of outside load hits every variant
@@ -425,6 +431,8 @@ def bench_ray(quick: bool, repeats: int = 1) -> dict[str, Any]:
         log.info("plain loop #%d: %s", i, runs["plain_loop"][-1])
         runs["ray_as_shipped"].append(_run_spec(shipped(i), work / "quickstart-shipped"))
         log.info("ray as shipped #%d: %s", i, runs["ray_as_shipped"][-1])
+        runs["ray_train_executor"].append(_run_spec(on_ray_train(i), work / "quickstart-train"))
+        log.info("ray train executor #%d: %s", i, runs["ray_train_executor"][-1])
         runs["ray_no_mlflow_no_energy"].append(_run_spec(bare, work / "quickstart-bare"))
         log.info("ray bare #%d: %s", i, runs["ray_no_mlflow_no_energy"][-1])
     out["runs"] = runs
@@ -436,7 +444,8 @@ def bench_ray(quick: bool, repeats: int = 1) -> dict[str, Any]:
         # time not spent inside epochs, per trial slot (2 trials run at a time)
         out[k]["outside_epochs_s"] = out[k]["wall_s"] - out[k]["epoch_s_sum"] / 2
     plain = out["plain_loop"]["wall_s"]
-    for k in ("ray_as_shipped", "ray_no_mlflow_no_energy"):
+    for k in ("ray_as_shipped", "ray_train_executor", "ray_no_mlflow_no_energy"):
+        out[k]["executor"] = "train" if k == "ray_train_executor" else "inline (auto)"
         out[k]["overhead_vs_plain_pct"] = 100 * (out[k]["wall_s"] / plain - 1)
         out[k]["overhead_incl_ray_start_pct"] = 100 * (
             (out[k]["wall_s"] + out["ray_start_s"]) / plain - 1

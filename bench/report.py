@@ -134,7 +134,9 @@ def overheads_tables(data: dict[str, Any]) -> str:
             "|---|---|---|---|---|",
             f"| plain loop (train_local, 2 processes) | {r['plain_loop']['wall_s']:.1f} | - | - | - |",
         ]
-        for k in ("ray_as_shipped", "ray_no_mlflow_no_energy"):
+        for k in ("ray_as_shipped", "ray_train_executor", "ray_no_mlflow_no_energy"):
+            if k not in r:  # older result files
+                continue
             v = r[k]
             out.append(
                 f"| {k} | {v['wall_s']:.1f} | {_f(v['trial_startup_s_mean'], '.2f')} "

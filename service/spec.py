@@ -104,6 +104,30 @@ class ScalingSpec(_Strict):
         1, ge=1, le=256, description="CPUs (and torch threads) per worker."
     )
     use_gpu: bool = Field(False, description="One GPU per worker; NCCL backend, AMP.")
+    executor: Literal["auto", "train", "inline"] = Field(
+        "auto",
+        description=(
+            "train: every trial runs a Ray Train TorchTrainer; inline: the loop runs in the "
+            "Tune trial's process (one worker only; no per-trial Train start-up); "
+            "auto: inline for num_workers=1, train otherwise."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _inline_is_one_worker(self) -> ScalingSpec:
+        if self.executor == "inline" and self.num_workers != 1:
+            raise ValueError(
+                f"executor 'inline' runs one worker but num_workers={self.num_workers}; "
+                "use executor 'train' (or 'auto') for DDP trials"
+            )
+        return self
+
+    @property
+    def resolved_executor(self) -> str:
+        """'inline' or 'train': where this sweep's trials run their loop."""
+        if self.executor == "auto":
+            return "inline" if self.num_workers == 1 else "train"
+        return self.executor
 
 
 class InnerSchedulerSpec(_Strict):

@@ -75,7 +75,9 @@ def _init_local() -> None:
         ray.init(**kwargs, dashboard_port=port)
 
 
-def _trial_resources() -> dict[str, float]:
+def _trial_resources(spec: SweepSpec) -> dict[str, float]:
+    if spec.scaling.resolved_executor == "inline":  # the trial's process is the worker
+        return {"CPU": spec.scaling.cpus_per_worker, "GPU": int(spec.scaling.use_gpu)}
     if ray.cluster_resources().get(TRIAL_RESOURCE, 0) >= 1:
         return {"CPU": 0, TRIAL_RESOURCE: 1}
     log.warning(
@@ -85,6 +87,17 @@ def _trial_resources() -> dict[str, float]:
         TRIAL_RESOURCE,
     )
     return {"CPU": 0}
+
+
+def _trial_retries(spec: SweepSpec) -> int:
+    """Tune retries per trial. Inline trials are their own worker: a worker failure is a
+    trial failure there, restarted by Tune from the trial's last checkpoint."""
+    f = spec.failures
+    if spec.scaling.resolved_executor != "inline":
+        return f.trial_failures
+    if -1 in (f.trial_failures, f.worker_failures):
+        return -1
+    return f.trial_failures + f.worker_failures
 
 
 def _max_concurrent(spec: SweepSpec) -> int:
@@ -169,6 +182,9 @@ def run_sweep(
     out.mkdir(parents=True, exist_ok=True)
     (out / "spec.json").write_text(spec.model_dump_json(indent=2))
     init_ray(address)
+    # Inline trials checkpoint every epoch with num_to_keep=2, which makes Tune snapshot its
+    # experiment state after every other checkpoint (a small local write) and warn each time.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     t0 = time.perf_counter()
     # Stable per output directory, so a resumed sweep's trials find their actor again.
     control_name = f"cpsweep-control:{spec.name}:{hashlib.sha1(str(out).encode()).hexdigest()[:10]}"
@@ -177,6 +193,7 @@ def run_sweep(
         "num_workers": spec.scaling.num_workers,
         "cpus_per_worker": spec.scaling.cpus_per_worker,
         "use_gpu": spec.scaling.use_gpu,
+        "executor": spec.scaling.resolved_executor,
         "worker_failures": spec.failures.worker_failures,
         "mode": spec.scheduler.mode,
         "control_actor": control_name,
@@ -186,13 +203,14 @@ def run_sweep(
     }
     tracking = _tracking_callbacks(spec, out)
     all_callbacks = [ProgressCallback(spec.train.epochs), *tracking, *callbacks]
-    trainable = tune.with_resources(trial_main, _trial_resources())
+    trainable = tune.with_resources(trial_main, _trial_resources(spec))
     space = build_param_space(spec, opts)
     run_config = tune.RunConfig(
         name=spec.name,
         storage_path=str(out / "ray"),
         callbacks=all_callbacks,
-        failure_config=tune.FailureConfig(max_failures=spec.failures.trial_failures),
+        failure_config=tune.FailureConfig(max_failures=_trial_retries(spec)),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),  # inline trials' checkpoints
         verbose=0,
     )
     if resume:
@@ -214,7 +232,8 @@ def run_sweep(
                 scheduler=scheduler,
                 num_samples=spec.num_samples,
                 max_concurrent_trials=_max_concurrent(spec),
-                reuse_actors=False,
+                # Inline trials keep their warm process (torch imported, threads set).
+                reuse_actors=spec.scaling.resolved_executor == "inline",
             ),
             run_config=run_config,
         )

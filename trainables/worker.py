@@ -1,10 +1,14 @@
 """Ray side of a trial: the Tune function trainable and the per-worker DDP loop.
 
 Ray 2.60 runs Train V2, so a trial is a Tune *function* that starts a
-`TorchTrainer`; rank 0's reports reach Tune through `TuneReportCallback`.
-Every epoch, rank 0 decides whether the critical period has ended (see
-`_Decider`), broadcasts the decision so all ranks switch recipe at the same
-epoch, and reports metrics with a checkpoint that carries the decision.
+`TorchTrainer`; rank 0's reports reach Tune through the trial function's own
+thread (`_ForwardReports`, `_fit_and_forward`). Single-worker trials can skip
+Ray Train and run the same loop in the trial's process (`executor: inline`,
+the default when `num_workers == 1`): no controller, worker group or placement
+group to start per trial. Every epoch, rank 0 decides whether the critical
+period has ended (see `_Decider`), broadcasts the decision so all ranks switch
+recipe at the same epoch, and reports metrics with a checkpoint that carries
+the decision.
 """
 
 from __future__ import annotations
@@ -30,12 +34,21 @@ from trainables.energy import EnergyMeter
 from trainables.engine import NonFiniteLossError, TrainingRun
 from trainables.local import criterion_state
 
-__all__ = ["CONTROL_MODES", "TRIAL_RESOURCE", "TrialFailed", "trial_main", "worker_loop"]
+__all__ = [
+    "CONTROL_MODES",
+    "EXECUTORS",
+    "TRIAL_RESOURCE",
+    "TrialFailed",
+    "run_loop",
+    "trial_main",
+    "worker_loop",
+]
 
 log = logging.getLogger(__name__)
 
 TRIAL_RESOURCE = "trial_driver"  # custom resource held by trial drivers instead of a CPU
 CONTROL_MODES = ("push", "sync", "async")
+EXECUTORS = ("auto", "train", "inline")  # where a trial's loop runs, see trial_main
 _CONTROL_NAMESPACE = "cpsweep"  # must match service.control.CONTROL_NAMESPACE
 _SYNC_TIMEOUT_S = 120.0
 
@@ -164,8 +177,7 @@ def _maybe_inject_fault(config: dict[str, Any], epoch: int, rank: int) -> None:
 _REPORTS_FILE = "reports.json"  # every epoch's report so far, to fill gaps in Tune's view
 
 
-def _load_checkpoint(run: TrainingRun) -> tuple[list[float], list[dict[str, Any]]]:
-    ckpt = ray.train.get_checkpoint()
+def _load_checkpoint(run: TrainingRun, ckpt: Any) -> tuple[list[float], list[dict[str, Any]]]:
     if ckpt is None:
         return [], []
     with ckpt.as_directory() as d:
@@ -179,12 +191,12 @@ def _load_checkpoint(run: TrainingRun) -> tuple[list[float], list[dict[str, Any]
 
 def _save_checkpoint(
     run: TrainingRun, history: list[float], reports: list[dict[str, Any]], directory: str
-) -> ray.train.Checkpoint:
+) -> str:
     torch.save({"run": run.state_dict(), "rotation_history": history}, Path(directory) / "state.pt")
     meta = {"epoch": run.epoch, "cp_end_epoch": run.cp_end_epoch, "switch_epoch": run.switch_epoch}
     (Path(directory) / "meta.json").write_text(json.dumps(meta))
     (Path(directory) / _REPORTS_FILE).write_text(json.dumps(reports))
-    return ray.train.Checkpoint.from_directory(directory)
+    return directory
 
 
 def _checkpointed_reports(checkpoint: ray.train.Checkpoint) -> list[dict[str, Any]]:
@@ -212,15 +224,60 @@ def _log_rank(path: Path, m: dict[str, Any]) -> None:
         fh.write(json.dumps(row) + "\n")
 
 
+class _TrainSession:
+    """The loop runs on a Ray Train worker: one DDP rank of a TorchTrainer."""
+
+    def __init__(self, use_gpu: bool) -> None:
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        self.device = ray.train.torch.get_device() if use_gpu else torch.device("cpu")
+
+    def checkpoint(self) -> Any:
+        return ray.train.get_checkpoint()
+
+    def report(self, m: dict[str, Any], directory: str | None = None) -> None:
+        ckpt = ray.train.Checkpoint.from_directory(directory) if directory else None
+        ray.train.report(m, checkpoint=ckpt)
+
+
+class _InlineSession:
+    """The loop runs in the Tune trial's own process (single-worker trials).
+
+    No Train controller, worker group or placement group to start: the trial's
+    process trains, and its results and checkpoints go straight to Tune, which
+    also restarts it from the last checkpoint when the process dies.
+    """
+
+    rank, world = 0, 1
+
+    def __init__(self, use_gpu: bool) -> None:
+        if use_gpu and not torch.cuda.is_available():
+            raise RuntimeError(
+                "scaling.use_gpu is set but this trial's process sees no CUDA device; "
+                "check the node's GPUs or set scaling.use_gpu=false"
+            )
+        self.device = torch.device("cuda", 0) if use_gpu else torch.device("cpu")
+
+    def checkpoint(self) -> Any:
+        return ray.tune.get_checkpoint()
+
+    def report(self, m: dict[str, Any], directory: str | None = None) -> None:
+        ckpt = ray.tune.Checkpoint.from_directory(directory) if directory else None
+        ray.tune.report(m, checkpoint=ckpt)
+
+
 def worker_loop(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker (one DDP rank)."""
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    run_loop(config, _TrainSession(bool(config.get("use_gpu"))))
+
+
+def run_loop(config: dict[str, Any], session: _TrainSession | _InlineSession) -> None:
+    """The training loop of one rank: train, measure, decide, report, checkpoint."""
+    rank, world, device = session.rank, session.world, session.device
     cfg = TrainConfig.model_validate(config["train"])
     torch.set_num_threads(int(config.get("threads_per_worker", 1)))
-    device = ray.train.torch.get_device() if config.get("use_gpu") else torch.device("cpu")
     run = TrainingRun(cfg, device=device, rank=rank, world_size=world)
-    history, reports = _load_checkpoint(run)
+    history, reports = _load_checkpoint(run, session.checkpoint())
     meter = EnergyMeter(
         enabled=bool(config.get("measure_energy", True)), use_gpu=device.type == "cuda"
     )
@@ -245,7 +302,7 @@ def worker_loop(config: dict[str, Any]) -> None:
             if rank == 0 and config.get("error_file"):
                 Path(config["error_file"]).parent.mkdir(parents=True, exist_ok=True)
                 Path(config["error_file"]).write_text(str(exc))
-            ray.train.report({"epoch": run.epoch + 1, "error": str(exc)})
+            session.report({"epoch": run.epoch + 1, "error": str(exc)})
             meter.stop()
             return
         history.append(m["rotation/mean"])
@@ -271,8 +328,7 @@ def worker_loop(config: dict[str, Any]) -> None:
         if rank == 0:
             reports.append(m)
         with tempfile.TemporaryDirectory() as tmp:
-            ckpt = _save_checkpoint(run, history, reports, tmp) if rank == 0 else None
-            ray.train.report(m, checkpoint=ckpt)
+            session.report(m, _save_checkpoint(run, history, reports, tmp) if rank == 0 else None)
         _maybe_inject_fault(config, m["epoch"], rank)
         if config["mode"] == "sync":
             decision = decider.after_report(run, m["epoch"]) if decider else (None, None)
@@ -363,11 +419,11 @@ def _fit_and_forward(trainer: Any, reports: Any) -> None:
 
 
 def trial_main(config: dict[str, Any]) -> None:
-    """Tune function trainable: one trial = one TorchTrainer run (resumes by trial id)."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-    from ray.util.queue import Queue
+    """Tune function trainable: one trial = one TorchTrainer run (resumes by trial id).
 
+    With the `inline` executor (single-worker trials, the default there) the
+    loop runs in this process instead, without a TorchTrainer.
+    """
     ctx = ray.tune.get_context()
     opts = config["_cpsweep"]
     trial_id = ctx.get_trial_id()
@@ -387,8 +443,27 @@ def trial_main(config: dict[str, Any]) -> None:
         "fault_kill_epoch": opts.get("fault_kill_epoch"),
         "fault_marker": opts.get("fault_marker"),
     }
-    reports = Queue(actor_options={"num_cpus": 0})
-    trainer = TorchTrainer(
+    error_file = Path(loop_config["error_file"])
+    error_file.unlink(missing_ok=True)
+    if opts.get("executor") == "inline":
+        run_loop(loop_config, _InlineSession(use_gpu))
+    else:
+        from ray.util.queue import Queue
+
+        reports = Queue(actor_options={"num_cpus": 0})
+        _fit_and_forward(_trainer(loop_config, opts, reports), reports)
+    if error_file.is_file():
+        raise TrialFailed(error_file.read_text())
+
+
+def _trainer(loop_config: dict[str, Any], opts: dict[str, Any], reports: Any) -> Any:
+    """A TorchTrainer running `worker_loop` on `num_workers` DDP ranks."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    trial_id, use_gpu = loop_config["trial_id"], loop_config["use_gpu"]
+    threads = loop_config["threads_per_worker"]
+    return TorchTrainer(
         worker_loop,
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(
@@ -405,8 +480,3 @@ def trial_main(config: dict[str, Any]) -> None:
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
     )
-    error_file = Path(loop_config["error_file"])
-    error_file.unlink(missing_ok=True)
-    _fit_and_forward(trainer, reports)
-    if error_file.is_file():
-        raise TrialFailed(error_file.read_text())

@@ -41,7 +41,8 @@ def _write_spec(tmp: Path, **changes) -> Path:
 
 
 def test_sweep_spreads_over_two_nodes(tmp_path):
-    spec = _write_spec(tmp_path)
+    # One CPU per node and two DDP workers per trial: every trial's ranks span both nodes.
+    spec = _write_spec(tmp_path, scaling={"num_workers": 2, "cpus_per_worker": 1})
     root = Path(tempfile.mkdtemp(prefix="cps-"))  # Ray's socket paths must stay short
     procs = Processes(marker=str(root))
     try:
@@ -68,8 +69,12 @@ def test_sweep_spreads_over_two_nodes(tmp_path):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert [t["status"] for t in summary["trials"]] == ["TERMINATED", "TERMINATED"]
     nodes = set()
-    for rank_log in (tmp_path / "out" / "ray" / "it").glob("*/ranks/rank0.jsonl"):
-        nodes |= {json.loads(line)["node_id"] for line in rank_log.read_text().splitlines()}
+    for trial_dir in (tmp_path / "out" / "ray" / "it").glob("*/ranks"):
+        per_trial = set()
+        for rank_log in trial_dir.glob("rank*.jsonl"):
+            per_trial |= {json.loads(x)["node_id"] for x in rank_log.read_text().splitlines()}
+        assert len(per_trial) == 2, f"{trial_dir.parent.name} ran on {per_trial}"
+        nodes |= per_trial
     assert len(nodes) == 2, f"workers ran on {nodes}; expected both nodes"
 
 

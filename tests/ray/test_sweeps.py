@@ -98,12 +98,22 @@ def test_every_trial_switches_one_epoch_after_its_end(ray_local, tmp_path):
         assert t["cost_usd"] > 0 and "savings_pct" in t
 
 
-def test_killed_worker_resumes_from_its_checkpoint(ray_local, tmp_path):
-    """Two identical trials; rank 0 of one is SIGKILLed after epoch 3. Both must end alike."""
+@pytest.mark.parametrize("executor", ["train", "inline"])
+def test_killed_worker_resumes_from_its_checkpoint(ray_local, tmp_path, executor):
+    """Two identical trials; rank 0 of one is SIGKILLed after epoch 3. Both must end alike.
+
+    train: Ray Train restarts the worker group; inline: the trial's process is the
+    worker, and Tune restarts the trial from its last checkpoint.
+    """
     from service.sweep import run_sweep
 
     marker = tmp_path / "killed"
-    spec = _spec(tmp_path, num_samples=2, max_concurrent_trials=2)
+    spec = _spec(
+        tmp_path,
+        num_samples=2,
+        max_concurrent_trials=2,
+        scaling={"num_workers": 1, "executor": executor},
+    )
     summary = run_sweep(
         spec,
         output_dir=tmp_path / "out",

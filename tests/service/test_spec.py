@@ -65,6 +65,10 @@ def _write(tmp_path, raw) -> Path:
         ({"name": "x", "arms": {"a": {"data.name": "imagenet"}}}, ["arms.a", "data.name"]),
         ({"name": "bad name!"}, ["name"]),
         ({"name": "x", "scheduler": {"scope": "global"}}, ["scheduler.scope", "'trial'"]),
+        (
+            {"name": "x", "scaling": {"num_workers": 2, "executor": "inline"}},
+            ["scaling", "num_workers=2", "executor 'train'"],
+        ),
     ],
 )
 def test_bad_specs_name_field_value_and_allowed(tmp_path, raw, needles):
@@ -110,3 +114,17 @@ def test_sweep_wide_criterion_does_not_override_the_baseline_arm():
     cfg = {"train": space["train"], "_cpsweep": space["_cpsweep"]}
     assert train_dict_for({**cfg, "arm": "cp"})["criterion"]["name"] == "relative"
     assert train_dict_for({**cfg, "arm": "baseline"})["criterion"]["name"] == "never"
+
+
+@pytest.mark.parametrize(
+    ("scaling", "executor"),
+    [
+        ({}, "inline"),
+        ({"num_workers": 2}, "train"),
+        ({"executor": "train"}, "train"),
+        ({"num_workers": 1, "executor": "inline"}, "inline"),
+    ],
+)
+def test_auto_executor_runs_single_workers_inline_and_ddp_on_ray_train(scaling, executor):
+    spec = SweepSpec.model_validate({"name": "x", "scaling": scaling})
+    assert spec.scaling.resolved_executor == executor

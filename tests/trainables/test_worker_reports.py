@@ -19,7 +19,8 @@ def _checkpoint(tmp_path, reports):
     )
     d = tmp_path / f"ckpt{reports[-1]['epoch']}"
     d.mkdir()
-    return _save_checkpoint(TrainingRun(cfg), [0.1] * len(reports), reports, str(d))
+    _save_checkpoint(TrainingRun(cfg), [0.1] * len(reports), reports, str(d))
+    return ray.train.Checkpoint.from_directory(str(d))
 
 
 def _report(epoch: int) -> dict:
