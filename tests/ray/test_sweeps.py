@@ -135,7 +135,8 @@ def test_killed_worker_resumes_from_its_checkpoint(ray_local, tmp_path, executor
     assert a["switch_epoch"] == b["switch_epoch"] is not None
 
 
-def test_nan_trial_fails_with_reason_while_others_finish(ray_local, tmp_path):
+@pytest.mark.parametrize("executor", ["inline", "train"])
+def test_nan_trial_fails_with_reason_while_others_finish(ray_local, tmp_path, executor):
     from service.sweep import run_sweep
 
     train = {
@@ -145,7 +146,12 @@ def test_nan_trial_fails_with_reason_while_others_finish(ray_local, tmp_path):
         "model": {"name": "cnn1d", "width": 8},
         "optim": {"name": "sgd", "lr": 0.05, "weight_decay": 0},
     }
-    spec = _spec(tmp_path, train=train, arms={"ok": {}, "diverge": {"optim.lr": 1.0e6}})
+    spec = _spec(
+        tmp_path,
+        train=train,
+        arms={"ok": {}, "diverge": {"optim.lr": 1.0e6}},
+        scaling={"executor": executor},
+    )
     summary = run_sweep(spec, output_dir=tmp_path / "out")
     by_arm = {t["arm"]: t for t in summary["trials"]}
     assert by_arm["ok"]["status"] == "TERMINATED" and by_arm["ok"]["epochs"] == 3
@@ -177,11 +183,13 @@ def test_two_workers_switch_at_the_same_epoch(ray_local, tmp_path):
     assert {row["phase"] for row in ranks[1]} == {"critical", "after"}
 
 
-@pytest.mark.parametrize("mode", ["sync", "async"])
-def test_sync_mode_has_zero_lag_and_async_records_its_lag(ray_local, tmp_path, mode):
+@pytest.mark.parametrize(
+    ("mode", "executor"), [("sync", "inline"), ("sync", "train"), ("async", "inline")]
+)
+def test_sync_mode_has_zero_lag_and_async_records_its_lag(ray_local, tmp_path, mode, executor):
     from service.sweep import run_sweep
 
-    spec = _spec(tmp_path, scheduler={"mode": mode})
+    spec = _spec(tmp_path, scheduler={"mode": mode}, scaling={"executor": executor})
     summary = run_sweep(spec, output_dir=tmp_path / "out")
     [t] = summary["trials"]
     assert t["status"] == "TERMINATED" and t["cp_end_epoch"] is not None
