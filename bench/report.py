@@ -149,13 +149,17 @@ def overheads_tables(data: dict[str, Any]) -> str:
         h = data["handshake"]
         out += [
             "",
-            "| mode | cp/handshake_s mean (max) | per-epoch latency s mean | sweep wall s |",
-            "|---|---|---|---|",
+            "| mode | executor | cp/handshake_s mean (max) | per-epoch latency s mean "
+            "| sweep wall s |",
+            "|---|---|---|---|---|",
         ]
-        for mode in ("push", "sync"):
+        for mode in ("push", "sync", "push_train", "sync_train"):
+            if mode not in h:  # older result files
+                continue
             v = h[mode]
             out.append(
-                f"| {mode} | {_f(v['handshake_s_mean'], '.4f')} ({_f(v['handshake_s_max'], '.4f')}) "
+                f"| {mode.split('_')[0]} | {v.get('executor', 'train')} "
+                f"| {_f(v['handshake_s_mean'], '.4f')} ({_f(v['handshake_s_max'], '.4f')}) "
                 f"| {_f(v['per_epoch_report_latency_s_mean'], '.3f')} | {v['wall_s']:.1f} |"
             )
     return "\n".join(out)

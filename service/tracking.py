@@ -112,16 +112,27 @@ class MLflowSweepCallback(Callback):
         state["_writer"] = state["client"] = None
         return state
 
-    def _submit(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> None:
+    def _submit(
+        self, what: str, fn: Any, *args: Any, background: bool = False, **kwargs: Any
+    ) -> None:
+        """Run one MLflow write; never let it stop the sweep.
+
+        Per-epoch writes are synchronous, so an interrupted sweep has logged every
+        result Tune delivered. A finished trial's closing work (plots, ~0.3 s) goes
+        to the writer thread, off Tune's event loop, where inline trials wait for
+        their reports to be taken; `flush()` (end of sweep, Ctrl-C included) drains it.
+        """
+
         def run() -> None:
             try:
                 fn(*args, **kwargs)
             except Exception as exc:  # tracking must never stop the sweep
                 log.warning("MLflow: %s failed: %s", what, exc)
 
-        # Synchronous for now: queued writes were lost when Ctrl-C ended a sweep (the
-        # interrupt/resume test lost epoch 1); the background writer needs a drain on exit.
-        run()
+        if background:
+            self._writer.submit(run)
+        else:
+            run()
 
     def flush(self) -> None:
         """Wait until every queued write has reached MLflow."""
@@ -304,7 +315,15 @@ class MLflowSweepCallback(Callback):
     def _finish_trial(self, trial: Any, status: str) -> None:
         run_id = self._child(trial)
         history = list(self.history.get(trial.trial_id, []))
-        self._submit(f"closing {trial.trial_id}", self._close_run, trial, run_id, status, history)
+        self._submit(
+            f"closing {trial.trial_id}",
+            self._close_run,
+            trial,
+            run_id,
+            status,
+            history,
+            background=True,
+        )
 
     def _close_run(
         self, trial: Any, run_id: str, status: str, history: list[dict[str, Any]]
