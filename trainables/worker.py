@@ -124,15 +124,20 @@ class _Decider:
         """sync mode: block until the scheduler's verdict on `epoch` is in."""
         if self.mode != "sync" or run.switch_epoch is not None:
             return run.cp_end_epoch, run.switch_epoch
-        t0 = time.perf_counter()
-        while True:
-            d = self._directive() or {}
-            if d.get("verdict_epoch", 0) >= epoch:
-                break
-            if time.perf_counter() - t0 > _SYNC_TIMEOUT_S:
-                log.warning("no scheduler verdict for epoch %d after %.0fs", epoch, _SYNC_TIMEOUT_S)
-                return None, None
-            time.sleep(0.02)
+        before, t0 = self.handshake_s, time.perf_counter()
+        try:
+            while True:
+                d = self._directive() or {}
+                if d.get("verdict_epoch", 0) >= epoch:
+                    break
+                if time.perf_counter() - t0 > _SYNC_TIMEOUT_S:
+                    log.warning(
+                        "no scheduler verdict for epoch %d after %.0fs", epoch, _SYNC_TIMEOUT_S
+                    )
+                    return None, None
+                time.sleep(0.02)
+        finally:  # the whole wait, sleeps included, reported with the next epoch
+            self.handshake_s = before + time.perf_counter() - t0
         if d.get("verdict_end") is not None:
             return int(d["verdict_end"]), epoch + 1
         if d.get("switch_epoch") is not None:

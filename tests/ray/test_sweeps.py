@@ -96,6 +96,9 @@ def test_every_trial_switches_one_epoch_after_its_end(ray_local, tmp_path):
         arts = {a.path for a in client.list_artifacts(t["mlflow_run_id"], "plots")}
         assert arts == {"plots/rotation.png", "plots/accuracy_vs_cost.png"}
         assert t["cost_usd"] > 0 and "savings_pct" in t
+        # Time per trial splits into epochs (train + eval + rotation) and the machinery.
+        assert t["epoch_s"] > 0 and t["train_s"] + t["eval_s"] <= t["epoch_s"] + 1e-6
+        assert t["outside_epochs_s"] == pytest.approx(t["wall_s"] - t["epoch_s"], abs=1e-3)
 
 
 @pytest.mark.parametrize("executor", ["train", "inline"])
