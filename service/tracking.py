@@ -84,6 +84,11 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+def _full_recipe_throughout(arm: str | None, criterion: str | None) -> bool:
+    """A baseline arm or a `never` trial: an estimated saving has no meaning (n/a)."""
+    return arm == "baseline" or criterion == "never"
+
+
 class MLflowSweepCallback(Callback):
     """Logs the sweep to MLflow from the Tune driver; `finish` adds ids and totals to the summary."""
 
@@ -332,8 +337,8 @@ class MLflowSweepCallback(Callback):
 
         usage = self._usage(trial)
         saving = usage.estimated_savings()
-        never = trial.config.get("arm") == "baseline" or (
-            train_dict_for(trial.config)["criterion"]["name"] == "never"
+        never = _full_recipe_throughout(
+            trial.config.get("arm"), train_dict_for(trial.config)["criterion"]["name"]
         )
         if saving and not never:  # the full recipe throughout saves nothing by definition
             from mlflow.entities import Metric, RunTag
@@ -392,6 +397,8 @@ class MLflowSweepCallback(Callback):
                 u = self._new_usage()
                 u.restore(latest.metrics, latest.tags)
             t.update(u.totals() if u else {})
-            t["savings_pct"] = u.estimated_savings() if u else {}
+            criterion = (t.get("config") or {}).get("criterion", {}).get("name")
+            never = _full_recipe_throughout(t.get("arm"), criterion)
+            t["savings_pct"] = u.estimated_savings() if u and not never else {}
         attach_measured_baselines(summary, self.client)
         return summary

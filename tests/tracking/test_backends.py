@@ -109,6 +109,10 @@ def test_concurrent_trials_share_a_fresh_sqlite_file(finished_sweep) -> None:
     assert methods <= {"measured", "estimated-tdp"}, methods
     for c in children:
         assert client.get_metric_history(c.info.run_id, "energy/kwh")[-1].value > 0
+    # An estimated saving means nothing for the arm that runs the full recipe throughout.
+    by_arm = {t["arm"]: t for t in finished_sweep.summary["trials"]}
+    assert by_arm["baseline"]["savings_pct"] == {}
+    assert set(by_arm["cp"]["savings_pct"]) >= {"time", "energy", "cost"}
 
 
 # -- mlflow server (sqlite behind it) ------------------------------------------------------------
