@@ -138,6 +138,24 @@ def test_killed_worker_resumes_from_its_checkpoint(ray_local, tmp_path, executor
     assert a["switch_epoch"] == b["switch_epoch"] is not None
 
 
+def test_a_reused_trial_process_gives_the_same_run_as_a_fresh_one(ray_local, tmp_path):
+    """Inline trials run one after another in one reused process: no state carries over."""
+    from service.sweep import run_sweep
+
+    spec = _spec(tmp_path, num_samples=2, max_concurrent_trials=1)
+    summary = run_sweep(spec, output_dir=tmp_path / "out")
+    a, b = summary["trials"]
+    pids = set()
+    for t in (a, b):
+        assert t["status"] == "TERMINATED"
+        pids |= {h["pid"] for h in _history(tmp_path / "out", t["trial_id"])}
+    assert len(pids) == 1, "the second trial did not reuse the first one's process"
+    ha, hb = (_history(tmp_path / "out", t["trial_id"]) for t in (a, b))
+    assert [h["rotation/mean"] for h in ha] == [h["rotation/mean"] for h in hb]
+    assert [h.get("val/acc") for h in ha] == [h.get("val/acc") for h in hb]
+    assert a["switch_epoch"] == b["switch_epoch"] is not None
+
+
 @pytest.mark.parametrize("executor", ["inline", "train"])
 def test_nan_trial_fails_with_reason_while_others_finish(ray_local, tmp_path, executor):
     from service.sweep import run_sweep
