@@ -7,7 +7,6 @@ nothing happens at import time. Tests inject a fake jobs backend through the fac
 
 import hmac
 import ipaddress
-import json
 import logging
 import os
 import threading
@@ -16,14 +15,14 @@ from collections.abc import Callable
 from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal, Protocol
 
-import yaml
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import BaseModel, Field, SecretStr
 
+from service.api_bodies import parse_spec, read_body, validate_spec
 from service.jobs import (
     JOB_ID_PATTERN,
     JobInfo,
@@ -52,9 +51,6 @@ log = logging.getLogger(__name__)
 
 TOKEN_ENV = "CPSWEEP_API_TOKEN"
 _MIN_TOKEN_CHARS = 16
-_JSON_TYPES = {"application/json"}
-_YAML_TYPES = {"application/x-yaml", "application/yaml", "text/yaml", "text/x-yaml", ""}
-_MAX_NESTING = 32
 
 
 class ApiSettings(BaseModel):
@@ -140,110 +136,6 @@ def settings_from_args(args: Any) -> ApiSettings:
         mlflow_uri=args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI"),
         output_root=args.output_root,
     )
-
-
-# -- request bodies --------------------------------------------------------------------------
-
-
-class _NoAliasLoader(yaml.SafeLoader):
-    """Aliases let 1 KiB of YAML expand to gigabytes once validated: refuse them."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            mark = self.peek_event().start_mark
-            raise yaml.composer.ComposerError(None, None, "YAML aliases are not accepted", mark)
-        return super().compose_node(parent, index)
-
-
-def _body_error(msg: str, status: int = 422) -> HTTPException:
-    return HTTPException(status, [{"loc": ["body"], "msg": msg, "type": "body"}])
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The raw body, counted as it streams: Content-Length may be absent or wrong."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise _body_error(f"body over {limit} bytes", 413)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _body_error(f"body over {limit} bytes", 413)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _depth(tree: Any) -> int:
-    deepest, stack = 0, [(tree, 1)]
-    while stack:
-        node, d = stack.pop()
-        deepest = max(deepest, d)
-        if d > _MAX_NESTING:
-            break
-        if isinstance(node, dict):
-            stack.extend((v, d + 1) for v in node.values())
-        elif isinstance(node, list):
-            stack.extend((v, d + 1) for v in node)
-    return deepest
-
-
-def _parse_spec(body: bytes, content_type: str) -> dict[str, Any]:
-    ctype = content_type.split(";")[0].strip().lower()
-    if ctype not in _JSON_TYPES | _YAML_TYPES:
-        raise HTTPException(415, "send the spec as application/json or application/x-yaml")
-    try:
-        text = body.decode("utf-8")
-        raw = json.loads(text) if ctype in _JSON_TYPES else yaml.load(text, _NoAliasLoader)
-    except UnicodeDecodeError:
-        raise _body_error("body is not UTF-8") from None
-    except (ValueError, yaml.YAMLError) as exc:
-        kind = "JSON" if ctype in _JSON_TYPES else "YAML"
-        raise _body_error(f"not valid {kind}: {str(exc)[:300]}") from None
-    except RecursionError:
-        raise _body_error(f"nested deeper than {_MAX_NESTING} levels") from None
-    if not isinstance(raw, dict):
-        raise _body_error(f"the spec must be a mapping of fields, got {type(raw).__name__}")
-    if _depth(raw) > _MAX_NESTING:
-        raise _body_error(f"nested deeper than {_MAX_NESTING} levels")
-    return raw
-
-
-def _shown(value: Any) -> Any:
-    if value is None or isinstance(value, bool | int | float):
-        return value
-    text = value if isinstance(value, str) else repr(value)
-    return text if len(text) <= 200 else text[:200] + "..."
-
-
-def _validate_spec(raw: dict[str, Any], mlflow_uri: str | None) -> SweepSpec:
-    try:
-        spec = SweepSpec.model_validate(raw)
-    except ValidationError as exc:
-        detail = [
-            {
-                "loc": list(e["loc"]),
-                "msg": "unknown field; remove it or check the spelling"
-                if e["type"] == "extra_forbidden"
-                else e["msg"],
-                "type": e["type"],
-                "input": _shown(e.get("input")),
-            }
-            for e in exc.errors(include_url=False)
-        ]
-        raise HTTPException(422, detail) from None
-    if mlflow_uri and spec.tracking.uri and spec.tracking.uri != mlflow_uri:
-        raise HTTPException(
-            422,
-            [
-                {
-                    "loc": ["tracking", "uri"],
-                    "msg": f"this service logs to its own MLflow ({mlflow_uri}); leave it unset",
-                    "type": "value_error",
-                    "input": spec.tracking.uri,
-                }
-            ],
-        )
-    return spec
 
 
 # -- responses -------------------------------------------------------------------------------
@@ -369,9 +261,9 @@ def create_app(
 
     @v1.post("/sweeps", status_code=201, response_model=SweepCreated, openapi_extra=body_doc)
     async def create_sweep(request: Request) -> JSONResponse:
-        body = await _read_body(request, settings.max_body_bytes)
-        raw = _parse_spec(body, request.headers.get("content-type", ""))
-        spec = await run_in_threadpool(_validate_spec, raw, settings.mlflow_uri)
+        body = await read_body(request, settings.max_body_bytes)
+        raw = parse_spec(body, request.headers.get("content-type", ""))
+        spec = await run_in_threadpool(validate_spec, raw, settings.mlflow_uri)
         job_id = await run_in_threadpool(
             lambda: jobs.submit(
                 spec,
