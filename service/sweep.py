@@ -281,30 +281,28 @@ def summarize_results(
         status = (
             "ERROR" if result.error else ("STOPPED" if epochs < spec.train.epochs else "TERMINATED")
         )
-        trials.append(
-            {
-                "trial_id": tid,
-                "arm": config.get("arm"),
-                "params": config.get("params", {}),
-                "config": train_dict_for(config) if "train" in config else {},
-                "status": status,
-                "error": str(result.error).strip().splitlines()[-1] if result.error else None,
-                "epochs": epochs,
-                "cp_end_epoch": m.get("cp/end_epoch"),
-                "switch_epoch": m.get("cp/switch_epoch"),
-                "cp_source": decisions.get(tid, {}).get("source"),
-                "final_val_acc": _num(m.get("val/acc")),
-                "best_val_acc": max(accs) if accs else None,
-                "wall_s": _num(m.get("time_total_s")),
-                "train_s": _col_sum(df, "time/train_s"),
-                "eval_s": _col_sum(df, "time/eval_s"),
-                "epoch_s": _col_sum(df, "time/epoch_s"),
-                "samples": int(m.get("samples_total") or 0),
-            }
-        )
-        t = trials[-1]
+        t: dict[str, Any] = {
+            "trial_id": tid,
+            "arm": config.get("arm"),
+            "params": config.get("params", {}),
+            "config": train_dict_for(config) if "train" in config else {},
+            "status": status,
+            "error": str(result.error).strip().splitlines()[-1] if result.error else None,
+            "epochs": epochs,
+            "cp_end_epoch": m.get("cp/end_epoch"),
+            "switch_epoch": m.get("cp/switch_epoch"),
+            "cp_source": decisions.get(tid, {}).get("source"),
+            "final_val_acc": _num(m.get("val/acc")),
+            "best_val_acc": max(accs) if accs else None,
+            "wall_s": _num(m.get("time_total_s")),
+            "train_s": _col_sum(df, "time/train_s"),
+            "eval_s": _col_sum(df, "time/eval_s"),
+            "epoch_s": _col_sum(df, "time/epoch_s"),
+            "samples": int(m.get("samples_total") or 0),
+        }
         if t["wall_s"] is not None and t["epoch_s"] is not None:
             # trial start-up, reporting and checkpoints: what the sweep machinery costs
             t["outside_epochs_s"] = round(t["wall_s"] - t["epoch_s"], 3)
+        trials.append(t)
     trials.sort(key=lambda t: (str(t["arm"]), t["trial_id"]))
     return {"sweep": spec.name, "wall_s": round(wall_s, 2), "trials": trials}

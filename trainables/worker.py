@@ -182,22 +182,26 @@ def _maybe_inject_fault(config: dict[str, Any], epoch: int, rank: int) -> None:
 _REPORTS_FILE = "reports.json"  # every epoch's report so far, to fill gaps in Tune's view
 
 
-def _load_checkpoint(run: TrainingRun, ckpt: Any) -> tuple[list[float], list[dict[str, Any]]]:
+def _read_reports(directory: str | Path) -> list[dict[str, Any]]:
+    path = Path(directory) / _REPORTS_FILE
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def _load_checkpoint(run: TrainingRun, ckpt: Any) -> list[dict[str, Any]]:
+    """Restore `run` from `ckpt` (None: a fresh run); return the reports it carries."""
     if ckpt is None:
-        return [], []
+        return []
     with ckpt.as_directory() as d:
         state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=False)
-        reports_file = Path(d) / _REPORTS_FILE
-        reports = json.loads(reports_file.read_text()) if reports_file.is_file() else []
+        reports = _read_reports(d)
     run.load_state_dict(state["run"])
     log.info("resumed at epoch %d (switch_epoch=%s)", run.epoch, run.switch_epoch)
-    return list(state["rotation_history"]), reports
+    return reports
 
 
-def _save_checkpoint(
-    run: TrainingRun, history: list[float], reports: list[dict[str, Any]], directory: str
-) -> str:
-    torch.save({"run": run.state_dict(), "rotation_history": history}, Path(directory) / "state.pt")
+def _save_checkpoint(run: TrainingRun, reports: list[dict[str, Any]], directory: str) -> str:
+    """The run's state and every report so far (rank 0's rotation curve is in them)."""
+    torch.save({"run": run.state_dict()}, Path(directory) / "state.pt")
     meta = {"epoch": run.epoch, "cp_end_epoch": run.cp_end_epoch, "switch_epoch": run.switch_epoch}
     (Path(directory) / "meta.json").write_text(json.dumps(meta))
     (Path(directory) / _REPORTS_FILE).write_text(json.dumps(reports))
@@ -207,8 +211,7 @@ def _save_checkpoint(
 def _checkpointed_reports(checkpoint: ray.train.Checkpoint) -> list[dict[str, Any]]:
     """The per-epoch reports a checkpoint written by `_save_checkpoint` carries."""
     with checkpoint.as_directory() as d:
-        path = Path(d) / _REPORTS_FILE
-        return json.loads(path.read_text()) if path.is_file() else []
+        return _read_reports(d)
 
 
 def _apply(run: TrainingRun, end: int | None, switch: int | None) -> None:
@@ -282,7 +285,7 @@ def run_loop(config: dict[str, Any], session: _TrainSession | _InlineSession) ->
     cfg = TrainConfig.model_validate(config["train"])
     torch.set_num_threads(int(config.get("threads_per_worker", 1)))
     run = TrainingRun(cfg, device=device, rank=rank, world_size=world)
-    history, reports = _load_checkpoint(run, session.checkpoint())
+    reports = _load_checkpoint(run, session.checkpoint())  # filled on rank 0 only
     meter = EnergyMeter(
         enabled=bool(config.get("measure_energy", True)), use_gpu=device.type == "cuda"
     )
@@ -291,7 +294,7 @@ def run_loop(config: dict[str, Any], session: _TrainSession | _InlineSession) ->
     decider = None
     if rank == 0:
         decider = _Decider(cfg, config["trial_id"], config.get("control_actor"), config["mode"])
-        decider.replay(history)
+        decider.replay([r["rotation/mean"] for r in reports])
     rank_log = (
         Path(config["rank_log_dir"]) / f"rank{rank}.jsonl" if config.get("rank_log_dir") else None
     )
@@ -310,7 +313,6 @@ def run_loop(config: dict[str, Any], session: _TrainSession | _InlineSession) ->
             session.report({"epoch": run.epoch + 1, "error": str(exc)})
             meter.stop()
             return
-        history.append(m["rotation/mean"])
         reading = meter.read()
         (m["energy/epoch_kwh"],) = run.sum_over_ranks([reading.kwh])
         m["energy/method"], m["device/name"], m["device/workers"] = (
@@ -333,7 +335,7 @@ def run_loop(config: dict[str, Any], session: _TrainSession | _InlineSession) ->
         if rank == 0:
             reports.append(m)
         with tempfile.TemporaryDirectory() as tmp:
-            session.report(m, _save_checkpoint(run, history, reports, tmp) if rank == 0 else None)
+            session.report(m, _save_checkpoint(run, reports, tmp) if rank == 0 else None)
         _maybe_inject_fault(config, m["epoch"], rank)
         if config["mode"] == "sync":
             decision = decider.after_report(run, m["epoch"]) if decider else (None, None)

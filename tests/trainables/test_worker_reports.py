@@ -19,7 +19,7 @@ def _checkpoint(tmp_path, reports):
     )
     d = tmp_path / f"ckpt{reports[-1]['epoch']}"
     d.mkdir()
-    _save_checkpoint(TrainingRun(cfg), [0.1] * len(reports), reports, str(d))
+    _save_checkpoint(TrainingRun(cfg), reports, str(d))
     return ray.train.Checkpoint.from_directory(str(d))
 
 
