@@ -23,6 +23,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, SecretStr
 
 from service.api_bodies import parse_spec, read_body, validate_spec
+from service.job_trials import SweepTrial, sweep_trials
 from service.jobs import (
     JOB_ID_PATTERN,
     JobInfo,
@@ -31,9 +32,7 @@ from service.jobs import (
     JobsError,
     RayAuthError,
     RayUnreachable,
-    SweepTrial,
     default_address,
-    sweep_trials,
 )
 from service.spec import SweepSpec
 from trainables.config import ConfigError

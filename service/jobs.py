@@ -2,7 +2,7 @@
 
 `cpsweep submit SPEC.yaml --address http://HEAD:8265` validates the spec here, then
 submits a Ray Job whose working dir is this project (so `service` and `trainables`
-import on every node) and whose entrypoint is `python -m service.jobs`. The validated
+import on every node) and whose entrypoint is `python -m service.job_entry`. The validated
 spec travels inline, base64 in the job's env var `CPSWEEP_SPEC_B64` (Ray expands
 `$VAR` inside runtime_env env vars, so plain YAML there could be altered); the entry
 writes it to `<dir>/submitted_spec.yaml` and runs `cpsweep run` on it, `--output-dir <dir>`.
@@ -17,13 +17,11 @@ Ray's order (`RAY_AUTH_TOKEN`, then the file `RAY_AUTH_TOKEN_PATH`, then
 
 from __future__ import annotations
 
-import argparse
 import base64
 import logging
 import os
 import re
 import shlex
-import sys
 import threading
 import time
 import uuid
@@ -39,7 +37,9 @@ from service.spec import SweepSpec
 
 __all__ = [
     "DEFAULT_ADDRESS",
+    "JOB_ID_ENV",
     "JOB_ID_PATTERN",
+    "SPEC_ENV",
     "JobInfo",
     "JobNotFound",
     "JobsClient",
@@ -47,13 +47,10 @@ __all__ = [
     "RayAuthError",
     "RayToken",
     "RayUnreachable",
-    "SweepTrial",
     "build_submission",
     "default_address",
-    "job_entry",
     "new_submission_id",
     "resolve_ray_token",
-    "sweep_trials",
 ]
 
 log = logging.getLogger(__name__)
@@ -61,7 +58,7 @@ log = logging.getLogger(__name__)
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 # Submission ids travel into Ray URL paths and MLflow filter strings: no '/', quotes, '..'.
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$"
-SPEC_ENV = "CPSWEEP_SPEC_B64"
+SPEC_ENV = "CPSWEEP_SPEC_B64"  # read by service.job_entry
 JOB_ID_ENV = "CPSWEEP_JOB_ID"
 _MAX_SPEC_ENV_BYTES = 96 * 1024  # stays under Linux's 128 KiB per env string
 _TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
@@ -99,19 +96,6 @@ class JobInfo(BaseModel):
     start_time: float | None = None
     end_time: float | None = None
     driver_exit_code: int | None = None
-
-
-class SweepTrial(BaseModel):
-    """One trial's outcome from its MLflow child run."""
-
-    run_id: str
-    name: str | None = None
-    status: str | None = None
-    end_epoch: int | None = Field(None, description="End of the critical period (cp.end_epoch).")
-    switch_epoch: int | None = Field(None, description="First epoch of the cheap recipe.")
-    val_acc: float | None = None
-    cost_usd: float | None = None
-    savings_cost_pct: float | None = None
 
 
 # -- addresses, tokens, submission payload (pure) -------------------------------------------
@@ -197,7 +181,7 @@ def build_submission(
         env_vars["MLFLOW_TRACKING_URI"] = mlflow_uri
     out = output_dir or f"{output_root.rstrip('/')}/{submission_id}"
     return {
-        "entrypoint": f"{shlex.quote(python)} -m service.jobs --output-dir {shlex.quote(out)}",
+        "entrypoint": f"{shlex.quote(python)} -m service.job_entry --output-dir {shlex.quote(out)}",
         "submission_id": submission_id,
         "runtime_env": {
             "working_dir": str(_project_root()),
@@ -400,96 +384,3 @@ class JobsClient:
             if deadline is not None and time.monotonic() > deadline:
                 raise JobsError(f"job {job_id} still {info.status} after {timeout_s:.0f} s")
             time.sleep(poll_s)
-
-
-# -- MLflow: the trials of one job -----------------------------------------------------------
-
-
-def _as_int(value: Any) -> int | None:
-    try:
-        return int(float(value))
-    except (TypeError, ValueError):
-        return None
-
-
-def _probe_http(uri: str, timeout_s: float) -> None:
-    import urllib.request
-
-    with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as r:
-        r.read(64)
-
-
-def sweep_trials(
-    mlflow_uri: str | None, job_id: str, timeout_s: float = 3.0
-) -> tuple[list[SweepTrial] | None, str | None]:
-    """(trials, note) from the parent run tagged cpsweep.job_id=<job_id>; never raises.
-
-    trials is None when MLflow cannot be asked, [] when it has no run for this job yet.
-    """
-    if not mlflow_uri:
-        return None, "no MLflow tracking URI configured (--mlflow-uri or MLFLOW_TRACKING_URI)"
-    if not re.fullmatch(JOB_ID_PATTERN, job_id):
-        return None, "invalid job id"
-    try:
-        if mlflow_uri.startswith(("http://", "https://")):
-            _probe_http(mlflow_uri, timeout_s)  # MLflow itself retries for minutes
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(tracking_uri=mlflow_uri)
-        exp_ids = [e.experiment_id for e in client.search_experiments(max_results=1000)]
-        parents = client.search_runs(
-            exp_ids, filter_string=f"tags.`cpsweep.job_id` = '{job_id}'", max_results=5
-        )
-        if not parents:
-            return [], f"no MLflow run tagged cpsweep.job_id={job_id} yet"
-        parent = parents[0]
-        children = client.search_runs(
-            [parent.info.experiment_id],
-            filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
-            max_results=1000,
-        )
-    except Exception as exc:  # a status page must survive any tracking failure
-        log.warning("MLflow at %s: %s", mlflow_uri, exc)
-        return None, f"MLflow at {mlflow_uri} unreachable or failed: {type(exc).__name__}"
-    trials = []
-    for run in children:
-        tags, metrics = run.data.tags, run.data.metrics
-        trials.append(
-            SweepTrial(
-                run_id=run.info.run_id,
-                name=run.info.run_name,
-                status=run.info.status,
-                end_epoch=_as_int(tags.get("cp.end_epoch")),
-                switch_epoch=_as_int(tags.get("cp.switch_epoch")),
-                val_acc=metrics.get("val/acc"),
-                cost_usd=metrics.get("cost/usd"),
-                savings_cost_pct=metrics.get("savings/cost_pct"),
-            )
-        )
-    trials.sort(key=lambda t: t.name or t.run_id)
-    return trials, None
-
-
-# -- the job's entrypoint (runs on the cluster) ----------------------------------------------
-
-
-def job_entry(argv: list[str] | None = None) -> int:
-    """Decode the inline spec and run it with `cpsweep run`."""
-    p = argparse.ArgumentParser(prog="python -m service.jobs")
-    p.add_argument("--output-dir", required=True)
-    args = p.parse_args(argv)
-    encoded = os.environ.get(SPEC_ENV)
-    if not encoded:
-        print(f"{SPEC_ENV} is not set: submit with `cpsweep submit`", file=sys.stderr)
-        return 2
-    from service.cli import main
-
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "submitted_spec.yaml"  # kept next to the results, as their record
-    path.write_bytes(base64.b64decode(encoded))
-    return main(["run", str(path), "--output-dir", str(out)])
-
-
-if __name__ == "__main__":  # the entrypoint of submitted jobs: python -m service.jobs
-    sys.exit(job_entry())

@@ -13,12 +13,12 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from service.job_trials import sweep_trials
 from service.jobs import (
     DEFAULT_ADDRESS,
     JobInfo,
     JobsClient,
     JobsError,
-    sweep_trials,
 )
 
 __all__ = ["register_cli"]

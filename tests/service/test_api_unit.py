@@ -14,17 +14,16 @@ import yaml
 from pydantic import SecretStr
 
 from service.api import ApiSettings, check_settings, create_app
+from service.job_trials import SweepTrial, sweep_trials
 from service.jobs import (
     JobInfo,
     JobNotFound,
     JobsError,
     RayAuthError,
     RayUnreachable,
-    SweepTrial,
     build_submission,
     default_address,
     resolve_ray_token,
-    sweep_trials,
 )
 from service.spec import SweepSpec
 from trainables.config import ConfigError
@@ -383,7 +382,8 @@ def test_build_submission_ships_the_validated_spec_inline() -> None:
         spec, submission_id="cpsweep-unit-abcdef12", mlflow_uri="http://m:5000", python="py3"
     )
     assert (
-        sub["entrypoint"] == "py3 -m service.jobs --output-dir /tmp/cpsweep/cpsweep-unit-abcdef12"
+        sub["entrypoint"]
+        == "py3 -m service.job_entry --output-dir /tmp/cpsweep/cpsweep-unit-abcdef12"
     )
     assert sub["metadata"] == {"cpsweep": "1", "sweep": "unit"}
     env = sub["runtime_env"]["env_vars"]

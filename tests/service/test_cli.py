@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from service.cli import main
-from tests.reference import reference_paper_end
+from tests.reference import REPO, reference_paper_end
 
 CPSWEEP = str(Path(sys.executable).parent / "cpsweep")
 
@@ -109,3 +109,30 @@ def test_train_digits_switches_one_epoch_after_the_end_and_detect_agrees(tmp_pat
         == summary["cp_end_epoch"]
         == reference_paper_end([r["rotation/mean"] for r in rows], 15)
     )
+
+
+def _recorded_curves() -> list[tuple[str, list[float]]]:
+    """Every rotation curve the benchmarks logged on real Fashion-MNIST (bench/results)."""
+    curves = []
+    for name in ("paper_repro.json", "oracle.json", "paper_repro_quick.json"):
+        for t in json.loads((REPO / "bench" / "results" / name).read_text())["trials"]:
+            rot = [v for v in t.get("curves", {}).get("rotation/mean", []) if v is not None]
+            if rot:
+                curves.append((f"{name}:{t.get('arm', t.get('switch_after'))}:{t['seed']}", rot))
+    return curves
+
+
+def test_detect_agrees_with_the_reference_on_recorded_training_curves(tmp_path, capsys):
+    """Curves from real runs, never used to tune anything, under their own and longer budgets."""
+    curves = _recorded_curves()
+    assert len(curves) >= 30
+    ends = set()
+    for label, curve in curves:
+        path = tmp_path / "curve.json"
+        path.write_text(json.dumps(curve))
+        for budget in (len(curve), 2 * len(curve), 200):
+            assert main(["detect", str(path), "--budget", str(budget)]) == 0
+            got = json.loads(capsys.readouterr().out)["end_epoch"]
+            assert got == reference_paper_end(curve, budget), (label, budget)
+            ends.add(got)
+    assert len(ends) >= 3  # the curves and budgets exercise different decisions

@@ -16,12 +16,12 @@ from service.report import (
     arm_summaries,
     build_report,
     load_sweep,
-    render_html,
     table_cells,
     trial_row,
     trial_rows,
 )
 from service.report_charts import write_charts
+from service.report_html import render_html
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
