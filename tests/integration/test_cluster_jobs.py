@@ -267,6 +267,50 @@ def test_cli_sweep_finishes_and_is_in_mlflow(
     assert all(0.0 <= c.data.metrics["val/acc"] <= 1.0 for c in children)
 
 
+def test_cli_follow_streams_a_running_job_until_stop_ends_it(ray_cluster: RayCluster) -> None:
+    """`cpsweep logs --follow` prints epochs as they happen and returns once `cpsweep stop` lands."""
+    spec = ray_cluster.root / "it-follow.yaml"
+    spec.write_text(
+        tiny_spec("it-follow", epochs=200).replace(
+            "accounting:", "tracking: {enabled: false}\naccounting:"
+        )
+    )
+    addr = f"--address={ray_cluster.dashboard}"
+    r = cpsweep("submit", str(spec), addr, "--no-wait", env=ray_cluster.env)
+    assert r.returncode == 0, r.stderr
+    job_id = r.stdout.strip().splitlines()[-1]
+    follow = subprocess.Popen(
+        [CPSWEEP, "logs", job_id, "--follow", addr],
+        env=ray_cluster.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        seen: list[str] = []
+        deadline = time.monotonic() + 240
+        assert follow.stdout is not None
+        for line in follow.stdout:  # blocks on the live stream: proves it is followed
+            seen.append(line)
+            if " epoch " in line or time.monotonic() > deadline:
+                break
+        assert any(" epoch " in line for line in seen), "".join(seen)[-3000:]
+        stop = cpsweep("stop", job_id, addr, "--wait", env=ray_cluster.env)
+        assert stop.returncode == 0, stop.stderr
+        assert stop.stdout.strip() == f"{job_id}: stop requested; STOPPED"
+        rest, _ = follow.communicate(timeout=60)  # the stream ends with the job
+        assert follow.returncode == 0, rest[-2000:]
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+    assert json.loads(cpsweep("status", job_id, addr, env=ray_cluster.env).stdout)["status"] == (
+        "STOPPED"
+    )
+    again = cpsweep("stop", job_id, addr, env=ray_cluster.env)
+    assert again.returncode == 0 and "already finished; STOPPED" in again.stdout
+
+
 def test_api_sweep_finishes_with_trials(api: Api, sweeps: dict[str, str]) -> None:
     job_id = sweeps["api"]
     deadline = time.monotonic() + 300
