@@ -59,18 +59,32 @@ def test_rotation_of_opposite_weights_is_two():
 def test_rotation_through_compile_wrapper_and_resume():
     torch.manual_seed(0)
     net = build_model(ModelConfig(name="small_cnn", width=4), in_channels=1, num_classes=3)
-    compiled = torch.compile(net)  # wraps lazily: `_orig_mod` is what rotation must see
+    initial = copy.deepcopy(net)
+    # Dynamo traces for real; the eager backend skips Inductor's C++ build (slow on CI).
+    compiled = torch.compile(net, backend="eager")
     rot = LayerRotation(compiled)
-    assert rot.names == [n for n, _ in kernel_layers(net)]
-    with torch.no_grad():
-        for p in net.parameters():
-            p.mul_(1.1).add_(0.01)
+    assert rot.names == [n for n, _ in kernel_layers(net)]  # no "_orig_mod." prefix
+    opt = torch.optim.SGD(compiled.parameters(), lr=0.5)
+    for _ in range(3):
+        opt.zero_grad()
+        compiled(torch.randn(8, 1, 8, 8)).square().mean().backward()
+        opt.step()
     before = rot.compute()
+    assert before["mean"] > 1e-4
+    assert {k: v for k, v in before.items() if k != "mean"} == pytest.approx(
+        _reference(net, initial), abs=1e-6
+    )
     state = rot.state_dict()
     fresh = LayerRotation(net)  # snapshot of the *current* weights ...
     assert fresh.compute()["mean"] == pytest.approx(0.0, abs=1e-6)
     fresh.load_state_dict(state)  # ... replaced by the saved initial ones
     assert fresh.compute() == pytest.approx(before)
+
+
+@pytest.mark.parametrize("depth", [20, 32, 44, 56, 110])
+def test_every_cifar_resnet_depth_is_monitored_layer_by_layer(depth):
+    net = build_model(ModelConfig(name=f"resnet{depth}"), in_channels=3, num_classes=10)
+    assert len(LayerRotation(net).names) == (depth - 1) + 2 + 1  # convs, 2 projections, fc
 
 
 def test_snapshot_mismatch_is_an_error():
