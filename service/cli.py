@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,9 +37,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from trainables.local import train_local
 
     raw = read_yaml(args.config)
-    if "train" in raw:  # a sweep spec: train its base config
+    overrides = list(args.set)
+    if "train" in raw:  # a sweep spec: train its base config; --set train.x=... means x
         raw = raw["train"] or {}
-    cfg = load_model(TrainConfig, raw, args.set, source=str(args.config))
+        overrides = [kv.removeprefix("train.") for kv in overrides]
+    cfg = load_model(TrainConfig, raw, overrides, source=str(args.config))
     out = Path(args.output_dir or Path("runs") / "train" / Path(args.config).stem)
     summary = train_local(cfg, out)
     print(json.dumps(summary, indent=2))
@@ -96,6 +99,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec, args.set)
     summary = run_sweep(spec, address=args.address, output_dir=args.output_dir, resume=args.resume)
+    if summary.get("interrupted"):
+        again = ["cpsweep run", shlex.quote(args.spec), "--resume"]
+        again += ["--output-dir", shlex.quote(summary["output_dir"])]
+        again += [f"--set {shlex.quote(kv)}" for kv in args.set]
+        again += [f"--address {shlex.quote(args.address)}"] if args.address else []
+        print(
+            f"cpsweep run: interrupted; finished trials are kept. Continue with:\n  {' '.join(again)}",
+            file=sys.stderr,
+        )
+        return 130
     failed = [t for t in summary["trials"] if t["status"] == "ERROR"]
     for t in failed:
         log.warning("trial %s failed: %s", t["trial_id"], t.get("error"))

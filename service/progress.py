@@ -10,9 +10,21 @@ from ray.tune import Callback
 
 from trainables.local import progress_line
 
-__all__ = ["ProgressCallback", "format_table"]
+__all__ = ["ProgressCallback", "format_table", "unfinished_trials"]
 
 log = logging.getLogger("cpsweep.progress")
+
+
+def unfinished_trials(trials: list[Any], started: set[str], concluded: set[str]) -> list[str]:
+    """Trials a sweep left unfinished. After Ctrl-C Tune's clean-up marks running trials
+    TERMINATED without calling on_trial_complete, so status alone does not tell: a trial is
+    unfinished if it never left PENDING/PAUSED/RUNNING, or started here and never concluded."""
+    return [
+        t.trial_id
+        for t in trials
+        if t.status not in ("TERMINATED", "ERROR")
+        or (t.trial_id in started and t.trial_id not in concluded)
+    ]
 
 
 class ProgressCallback(Callback):
@@ -20,16 +32,27 @@ class ProgressCallback(Callback):
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
+        self.started: set[str] = set()
+        self.concluded: set[str] = set()
+        self.unfinished: list[str] = []  # set when the experiment ends (Ctrl-C included)
+
+    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self.started.add(trial.trial_id)
+
+    def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
+        self.unfinished = unfinished_trials(trials, self.started, self.concluded)
 
     def on_trial_result(
         self, iteration: int, trials: list[Any], trial: Any, result: dict, **info: Any
     ) -> None:
+        self.started.add(trial.trial_id)
         if "error" in result:
             return
         replayed = " (replayed from checkpoint)" if result.get("cp/replayed") else ""
         log.info("%s %s%s", trial.trial_id, progress_line(result, self.budget), replayed)
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self.concluded.add(trial.trial_id)
         r = trial.last_result or {}
         log.info(
             "%s done: period ended at epoch %s, switched at %s, val_acc=%s",
@@ -40,6 +63,7 @@ class ProgressCallback(Callback):
         )
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self.concluded.add(trial.trial_id)
         log.error("%s failed: %s", trial.trial_id, _short_error(trial))
 
 

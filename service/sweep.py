@@ -21,7 +21,7 @@ from service.spec import SweepSpec, build_param_space
 from trainables.config import ConfigError, train_dict_for
 from trainables.worker import TRIAL_RESOURCE, trial_main
 
-__all__ = ["init_ray", "run_sweep", "summarize_results"]
+__all__ = ["init_ray", "resolve_output_dir", "run_sweep", "summarize_results"]
 
 log = logging.getLogger(__name__)
 
@@ -151,12 +151,40 @@ def _scheduler(spec: SweepSpec, out: Path, control_name: str) -> CriticalPeriodS
     )
 
 
-def _tracking_callbacks(spec: SweepSpec, out: Path) -> list[Any]:
+def _tracking_callbacks(spec: SweepSpec, out: Path, resume: bool) -> list[Any]:
     if not spec.tracking.enabled:
         return []
     from service.tracking import MLflowSweepCallback
 
-    return [MLflowSweepCallback(spec, out)]
+    return [MLflowSweepCallback(spec, out, resume=resume)]
+
+
+def _holds_sweep(out: Path, name: str) -> bool:
+    return (out / "ray" / name).is_dir()
+
+
+def resolve_output_dir(name: str, output_dir: str | Path | None, resume: bool) -> Path:
+    """Where a sweep writes. An explicit directory is used as given; by default a fresh
+    sweep never touches an earlier one: runs/<name>, else runs/<name>-2, -3, ... And
+    `--resume` alone continues the latest of those."""
+    if output_dir is not None:
+        return Path(output_dir).resolve()
+    base = Path("runs") / name
+    taken = [base] + [base.with_name(f"{name}-{n}") for n in range(2, 10_000)]
+    held = [d for d in taken if _holds_sweep(d, name)]
+    if resume:
+        return (held[-1] if held else base).resolve()
+    out = next(d for d in taken if not _holds_sweep(d, name))
+    if held:
+        log.warning(
+            "%s already holds an earlier sweep %s (kept; continue it with --resume --output-dir "
+            "%s); this one writes to %s",
+            held[-1],
+            name,
+            held[-1],
+            out,
+        )
+    return out.resolve()
 
 
 def run_sweep(
@@ -173,14 +201,14 @@ def run_sweep(
     `trial_options` are merged into every trial's options (testing hooks such as
     `fault_kill_epoch` / `fault_marker`).
     """
-    out = Path(output_dir or Path("runs") / spec.name).resolve()
+    out = resolve_output_dir(spec.name, output_dir, resume)
     exp_dir = out / "ray" / spec.name
     if resume and not exp_dir.is_dir():
         raise ConfigError(f"--resume: nothing to resume in {exp_dir}; run without --resume first")
     if not resume and exp_dir.is_dir():
         raise ConfigError(
-            f"{exp_dir} already holds this sweep; pass --resume to continue it or choose "
-            "another --output-dir"
+            f"{exp_dir} already holds a sweep {spec.name}; pass --resume to continue it, or "
+            "another --output-dir (or none: runs/<name>-2, -3, ... are picked for you)"
         )
     out.mkdir(parents=True, exist_ok=True)
     (out / "spec.json").write_text(spec.model_dump_json(indent=2))
@@ -204,8 +232,9 @@ def run_sweep(
         "measure_energy": spec.accounting.measure_energy,
         **(trial_options or {}),
     }
-    tracking = _tracking_callbacks(spec, out)
-    all_callbacks = [ProgressCallback(spec.train.epochs), *tracking, *callbacks]
+    tracking = _tracking_callbacks(spec, out, resume)
+    progress = ProgressCallback(spec.train.epochs)
+    all_callbacks = [progress, *tracking, *callbacks]
     trainable = tune.with_resources(trial_main, _trial_resources(spec))
     space = build_param_space(spec, opts)
     run_config = tune.RunConfig(
@@ -245,7 +274,10 @@ def run_sweep(
     finally:  # Ctrl-C included: queued MLflow writes must land before the process exits
         for cb in tracking:
             cb.flush()
-    summary = summarize_results(spec, grid, scheduler, time.perf_counter() - t0)
+    summary = summarize_results(
+        spec, grid, scheduler, time.perf_counter() - t0, unfinished=progress.unfinished
+    )
+    summary["output_dir"] = str(out)
     for cb in tracking:
         summary = cb.finish(summary)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
@@ -267,8 +299,14 @@ def _col_sum(df: Any, key: str) -> float | None:
 
 
 def summarize_results(
-    spec: SweepSpec, grid: Any, scheduler: CriticalPeriodScheduler, wall_s: float
+    spec: SweepSpec,
+    grid: Any,
+    scheduler: CriticalPeriodScheduler,
+    wall_s: float,
+    unfinished: Sequence[str] = (),
 ) -> dict[str, Any]:
+    """One row per trial. `unfinished`: trials Tune had not concluded when the sweep ended
+    (Ctrl-C): status INTERRUPTED, and the summary says `interrupted: true`."""
     decisions = scheduler.decisions()
     trials = []
     for result in grid:
@@ -278,9 +316,12 @@ def summarize_results(
         accs = df["val/acc"].dropna().tolist() if df is not None and "val/acc" in df else []
         tid = m.get("trial_id") or (result.path or "").rsplit("_", 1)[-1]
         epochs = int(m.get("epoch") or 0)
-        status = (
-            "ERROR" if result.error else ("STOPPED" if epochs < spec.train.epochs else "TERMINATED")
-        )
+        if result.error:
+            status = "ERROR"
+        elif tid in unfinished:
+            status = "INTERRUPTED"
+        else:  # fewer epochs than planned: an inner scheduler (ASHA) stopped it
+            status = "STOPPED" if epochs < spec.train.epochs else "TERMINATED"
         t: dict[str, Any] = {
             "trial_id": tid,
             "arm": config.get("arm"),
@@ -305,4 +346,10 @@ def summarize_results(
             t["outside_epochs_s"] = round(t["wall_s"] - t["epoch_s"], 3)
         trials.append(t)
     trials.sort(key=lambda t: (str(t["arm"]), t["trial_id"]))
-    return {"sweep": spec.name, "wall_s": round(wall_s, 2), "trials": trials}
+    interrupted = any(t["status"] == "INTERRUPTED" for t in trials) or bool(unfinished)
+    return {
+        "sweep": spec.name,
+        "wall_s": round(wall_s, 2),
+        "interrupted": interrupted,
+        "trials": trials,
+    }

@@ -20,6 +20,7 @@ from typing import Any
 from ray.tune import Callback
 
 from service import accounting
+from service.progress import unfinished_trials
 from service.spec import SweepSpec
 from service.usage import TrialUsage
 from trainables.config import train_dict_for
@@ -92,12 +93,14 @@ def _full_recipe_throughout(arm: str | None, criterion: str | None) -> bool:
 class MLflowSweepCallback(Callback):
     """Logs the sweep to MLflow from the Tune driver; `finish` adds ids and totals to the summary."""
 
-    def __init__(self, spec: SweepSpec, out_dir: Path) -> None:
-        self.spec, self.out_dir = spec, out_dir
+    def __init__(self, spec: SweepSpec, out_dir: Path, resume: bool = False) -> None:
+        self.spec, self.out_dir, self.resume = spec, out_dir, resume
         self.uri = resolve_tracking_uri(spec.tracking.uri)
         self.client: Any = None
         self.parent_id: str | None = None
         self.runs: dict[str, str] = {}  # trial id -> child run id
+        self.started: set[str] = set()  # trials this session started or heard from
+        self.closed: set[str] = set()  # trials whose run this session closed
         self.usage: dict[str, TrialUsage] = {}
         self.history: dict[str, list[dict[str, Any]]] = {}
         # One background writer: Tune's event loop never waits on MLflow I/O, and a single
@@ -160,8 +163,10 @@ class MLflowSweepCallback(Callback):
         sweeps = self.client.search_runs(
             [self.experiment_id], filter_string="tags.`cpsweep.kind` = 'sweep'"
         )
+        # Only --resume continues a parent run: a fresh sweep in a directory whose results
+        # were deleted is a new sweep (search_runs lists the latest first).
         existing = [r for r in sweeps if r.data.tags.get("cpsweep.output_dir") == str(self.out_dir)]
-        if existing:  # a resumed sweep continues its parent run and child runs
+        if existing and self.resume:  # a resumed sweep continues its parent run and child runs
             self.parent_id = existing[0].info.run_id
             self.client.update_run(self.parent_id, status="RUNNING")
             for r in self.client.search_runs(
@@ -169,6 +174,8 @@ class MLflowSweepCallback(Callback):
                 filter_string=f"tags.`mlflow.parentRunId` = '{self.parent_id}'",
             ):
                 self.runs[r.data.tags["cpsweep.trial_id"]] = r.info.run_id
+                if r.info.status == "KILLED":  # interrupted: it continues now
+                    self.client.update_run(r.info.run_id, status="RUNNING")
             log.info("MLflow: resuming parent run %s", self.parent_id)
             return
         tags = {
@@ -259,6 +266,7 @@ class MLflowSweepCallback(Callback):
     # -- Tune hooks ------------------------------------------------------------------------
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self.started.add(trial.trial_id)
         self._child(trial)
 
     def on_trial_result(
@@ -318,6 +326,7 @@ class MLflowSweepCallback(Callback):
         self._finish_trial(trial, "FAILED")
 
     def _finish_trial(self, trial: Any, status: str) -> None:
+        self.closed.add(trial.trial_id)
         run_id = self._child(trial)
         history = list(self.history.get(trial.trial_id, []))
         self._submit(
@@ -369,9 +378,20 @@ class MLflowSweepCallback(Callback):
         return history_from_mlflow(self.client, run_id)
 
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
+        # After Ctrl-C, Tune leaves unfinished trials RUNNING/PENDING: their runs and the
+        # sweep's become KILLED (not left RUNNING in the UI); --resume reopens them.
+        unfinished = unfinished_trials(trials, self.started | set(self.history), self.closed)
+        for tid in unfinished:
+            if tid in self.runs:
+                self._submit(
+                    f"marking {tid} interrupted",
+                    self.client.set_terminated,
+                    self.runs[tid],
+                    status="KILLED",
+                )
         if self.parent_id:
             failed = any(getattr(t, "status", "") == "ERROR" for t in trials)
-            status = "FAILED" if failed else "FINISHED"
+            status = "KILLED" if unfinished else "FAILED" if failed else "FINISHED"
             self._submit(
                 "closing the sweep run", self.client.set_terminated, self.parent_id, status=status
             )

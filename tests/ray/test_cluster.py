@@ -108,8 +108,22 @@ def test_interrupted_sweep_resumes_without_redoing_finished_trials(tmp_path):
         time.sleep(0.5)
     assert finished, "no trial finished before the deadline"
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: Tune saves the experiment state and exits
-    proc.communicate(timeout=180)
+    first_out, _ = proc.communicate(timeout=180)
     assert len(_results(out)) >= 1
+    assert proc.returncode == 130, first_out[-3000:]
+    assert f"--resume --output-dir {out}" in first_out  # the command that continues it
+    interrupted = json.loads((out / "summary.json").read_text())
+    assert interrupted["interrupted"] is True
+    assert "INTERRUPTED" in {t["status"] for t in interrupted["trials"]}
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp_id = client.get_experiment_by_name("it").experiment_id
+    statuses = {
+        r.data.tags.get("cpsweep.kind"): r.info.status for r in client.search_runs([exp_id])
+    }
+    assert statuses["sweep"] == "KILLED"  # not left RUNNING in the UI
 
     rerun = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
@@ -125,11 +139,10 @@ def test_interrupted_sweep_resumes_without_redoing_finished_trials(tmp_path):
         # checkpoint: the epochs continue (no epoch trained twice) up to the budget.
         assert epochs == list(range(epochs[0], 7))
 
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("it").experiment_id])
+    assert summary["interrupted"] is False
+    runs = client.search_runs([exp_id])
     assert sum(r.data.tags.get("cpsweep.kind") == "sweep" for r in runs) == 1
+    assert {r.info.status for r in runs} == {"FINISHED"}
     children = [r for r in runs if r.data.tags.get("cpsweep.kind") == "trial"]
     assert len(children) == 2
     for r in children:

@@ -49,6 +49,15 @@ def test_train_bad_field_exits_2(tmp_path, capsys):
     assert "model.name" in err and "'vgg'" in err and "small_cnn" in err
 
 
+def test_train_takes_a_sweep_specs_train_section_and_its_set_paths(tmp_path, capsys):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({"name": "s", "train": {"epochs": 3}}))
+    for kv in ("train.optim.name=lion", "optim.name=lion"):  # both spellings reach the field
+        assert main(["train", str(spec), "--set", kv]) == 2
+        err = capsys.readouterr().err
+        assert "optim.name" in err and "'lion'" in err and "unknown field" not in err
+
+
 def test_train_missing_dataset_dir_exits_2(tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(

@@ -31,3 +31,32 @@ def test_inline_trials_hold_their_workers_resources():
     assert _trial_resources(spec) == {"CPU": 2, "GPU": 0}
     gpu = _spec({"executor": "inline", "use_gpu": True})
     assert _trial_resources(gpu) == {"CPU": 1, "GPU": 1}
+
+
+def test_a_fresh_sweep_never_writes_into_an_earlier_one(tmp_path, monkeypatch):
+    """`make run` twice: the second run gets runs/<name>-2; --resume continues the latest."""
+    from service.sweep import resolve_output_dir
+
+    monkeypatch.chdir(tmp_path)
+    runs = tmp_path / "runs"
+    assert resolve_output_dir("q", None, resume=False) == runs / "q"
+    assert resolve_output_dir("q", None, resume=True) == runs / "q"  # nothing yet: run refuses
+    (runs / "q" / "ray" / "q").mkdir(parents=True)
+    assert resolve_output_dir("q", None, resume=False) == runs / "q-2"
+    assert resolve_output_dir("q", None, resume=True) == runs / "q"
+    (runs / "q-2" / "ray" / "q").mkdir(parents=True)
+    assert resolve_output_dir("q", None, resume=False) == runs / "q-3"
+    assert resolve_output_dir("q", None, resume=True) == runs / "q-2"
+    (runs / "q-4").mkdir()  # a directory without a sweep in it is free to use
+    assert resolve_output_dir("q", None, resume=False) == runs / "q-3"
+    # An explicit directory is taken as given (run_sweep refuses one that holds a sweep).
+    assert resolve_output_dir("q", "runs/q", resume=False) == runs / "q"
+
+
+def test_an_explicit_directory_holding_a_sweep_is_refused(tmp_path):
+    from service.sweep import run_sweep
+    from trainables.config import ConfigError
+
+    (tmp_path / "ray" / "x").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=r"already holds a sweep x; pass --resume"):
+        run_sweep(_spec({}), output_dir=tmp_path)
