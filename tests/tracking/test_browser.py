@@ -1,4 +1,5 @@
-"""The MLflow UI in real headless Chromium shows a finished sweep: parent, trials, curves.
+"""Real headless Chromium: the MLflow UI shows a finished sweep (parent, trials, curves),
+and the `cpsweep report` page renders its tables and charts and sorts them.
 
 The MLflow 3 UI is a React single-page app: every check waits for the DOM it needs.
 A screenshot of the experiment's chart view is kept in tests/tracking/artifacts/.
@@ -198,3 +199,41 @@ def test_mlflow_ui_shows_sweep_trials_and_their_curves(
     _wait(browser, "trial run page", lambda d: name in _text(d))
     _close_assistant(browser)
     _check_curves(browser, [name], "trial's model-metrics page")
+
+
+_IMAGES_JS = """
+return Array.from(document.images).map(i => ({src: i.getAttribute("src"), w: i.naturalWidth}));
+"""
+_COLUMN_JS = """
+const t = document.querySelectorAll("table.sortable")[0];
+return Array.from(t.tBodies[0].rows).map(r => r.cells[arguments[0]].textContent);
+"""
+
+
+def test_report_page_shows_every_trial_its_charts_and_sorts(
+    finished_sweep, browser, tmp_path
+) -> None:
+    """`cpsweep report` output opened from disk: tables, every chart decoded, sorting works."""
+    from selenium.webdriver.common.by import By
+
+    from service.report import TRIAL_COLUMNS, build_report, load_sweep
+
+    page = build_report(load_sweep(finished_sweep.experiment, finished_sweep.uri), tmp_path)
+    browser.get(page.resolve().as_uri())
+    text = _text(browser)
+    assert f"cpsweep report: {finished_sweep.experiment}" in text
+    for t in finished_sweep.summary["trials"]:
+        assert t["trial_id"] in text
+    images = browser.execute_script(_IMAGES_JS)
+    assert len(images) == 8 and all(i["w"] > 100 for i in images), images  # PNGs decoded
+
+    # Clicking "val acc" sorts the trial table ascending, a second click descending.
+    col = [h for h, _, _ in TRIAL_COLUMNS].index("val acc")
+    header = browser.find_elements(By.CSS_SELECTOR, "table.sortable")[0].find_elements(
+        By.TAG_NAME, "th"
+    )[col]
+    header.click()
+    up = [float(v) for v in browser.execute_script(_COLUMN_JS, col)]
+    assert up == sorted(up) and len(up) == len(finished_sweep.summary["trials"])
+    header.click()
+    assert [float(v) for v in browser.execute_script(_COLUMN_JS, col)] == sorted(up, reverse=True)
