@@ -127,6 +127,12 @@ class PhaseConfig(_Strict):
     data_fraction: float = Field(
         1.0, gt=0, le=1, description="Stratified random fraction of the training set."
     )
+    mixup_alpha: float = Field(
+        0.0, ge=0, le=10, description="Mixup with lam ~ Beta(alpha, alpha) per batch; 0 = off."
+    )
+    cutmix_alpha: float = Field(
+        0.0, ge=0, le=10, description="CutMix with lam ~ Beta(alpha, alpha) per batch; 0 = off."
+    )
 
 
 class RecipeConfig(_Strict):

@@ -25,6 +25,7 @@ from torch import nn
 from trainables.augment import augment_batch, make_generator
 from trainables.config import OptimConfig, TrainConfig
 from trainables.data import Dataset, load_dataset
+from trainables.mixing import make_mix_rng, mix_batch, mixed_cross_entropy
 from trainables.models import build_model
 from trainables.recipes import Phase, epoch_indices, phase_for_epoch, shard_indices
 from trainables.rotation import LayerRotation, unwrap_model
@@ -190,18 +191,20 @@ class TrainingRun:
         mine = shard_indices(order, self.rank, self.world_size).to(self._data_device)
         local_bs = cfg.batch_size // self.world_size
         g = make_generator(self.device, cfg.seed, epoch, self.rank)
+        mix_rng = make_mix_rng(cfg.seed, epoch, self.rank)
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        correct = torch.zeros((), device=self.device)  # float: mixed batches score lam / 1-lam
         for start in range(0, mine.numel(), local_bs):
             idx = mine[start : start + local_bs]
             x = self._prepare(self._train_x[idx], phase, g)
             y = self._train_y[idx].to(self.device, non_blocking=True)
+            x, mix = mix_batch(x, y, phase.mixup_alpha, phase.cutmix_alpha, mix_rng, g)
             with torch.autocast(
                 self.device.type, self._amp_dtype, enabled=self._amp_dtype is not None
             ):
                 logits = self.model(x)
-                loss = F.cross_entropy(logits, y)
+                loss = mixed_cross_entropy(logits, mix)
             self.optimizer.zero_grad(set_to_none=True)
             if self._scaler is not None:
                 self._scaler.scale(loss).backward()
@@ -211,7 +214,10 @@ class TrainingRun:
                 loss.backward()
                 self.optimizer.step()
             loss_sum += loss.detach().float() * y.numel()
-            correct += (logits.detach().argmax(1) == y).sum()
+            hit = logits.detach().argmax(1) == mix.y
+            if mix.lam < 1.0:  # credit the partner's label by its share
+                hit = mix.lam * hit + (1.0 - mix.lam) * (logits.detach().argmax(1) == mix.y2)
+            correct += hit.sum()
         count = torch.tensor(mine.numel(), device=self.device)
         total_loss, total_correct, total = self._reduce([loss_sum, correct, count])
         if not math.isfinite(total_loss):
@@ -267,6 +273,8 @@ class TrainingRun:
                 "recipe/repeats": phase.repeats,
                 "recipe/data_fraction": phase.data_fraction,
                 "recipe/augment": int(phase.augment),
+                "recipe/mixup_alpha": phase.mixup_alpha,
+                "recipe/cutmix_alpha": phase.cutmix_alpha,
                 "samples_total": self.samples_total,
                 "time/train_s": t1 - t0,
                 "time/rotation_s": t2 - t1,

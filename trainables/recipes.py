@@ -2,12 +2,12 @@
 
 A recipe has a critical-period phase and a post-period phase, each a set of
 component settings (`PhaseConfig`: repeats, augmentation on/off and strength,
-data fraction). Fukase et al. (arXiv 2506.15954) see the training set 3 times
+data fraction, Mixup/CutMix alphas). Fukase et al. (arXiv 2506.15954) see the training set 3 times
 per epoch, independently augmented, during the period and once afterwards. With
 pruning, a stratified random fraction of the data is used after the period
 until the annealing point `switch + ceil((E - switch) * r)`, then the full set.
-New components (Mixup, RandAugment, ...) become fields of `PhaseConfig`; the
-scheduler only ever moves the switch epoch.
+New components (RandAugment, SAM, ...) become fields of `PhaseConfig`, as Mixup and
+CutMix did; the scheduler only ever moves the switch epoch.
 """
 
 from __future__ import annotations
@@ -30,11 +30,21 @@ class Phase:
     augment: bool
     augment_strength: float
     data_fraction: float
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
 
     @classmethod
     def of(cls, name: str, cfg: PhaseConfig, data_fraction: float | None = None) -> Phase:
         frac = cfg.data_fraction if data_fraction is None else data_fraction
-        return cls(name, cfg.repeats, cfg.augment, cfg.augment_strength, frac)
+        return cls(
+            name,
+            cfg.repeats,
+            cfg.augment,
+            cfg.augment_strength,
+            frac,
+            cfg.mixup_alpha,
+            cfg.cutmix_alpha,
+        )
 
 
 def anneal_epoch(switch_epoch: int, budget: int, ratio: float) -> int:
