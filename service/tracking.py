@@ -421,4 +421,9 @@ class MLflowSweepCallback(Callback):
             never = _full_recipe_throughout(t.get("arm"), criterion)
             t["savings_pct"] = u.estimated_savings() if u and not never else {}
         attach_measured_baselines(summary, self.client)
+        if self.parent_id:
+            from service.sweep_run import log_sweep_results
+
+            experiment = self.spec.tracking.experiment or self.spec.name
+            log_sweep_results(self.client, summary, experiment, self.uri)
         return summary

@@ -60,3 +60,27 @@ def test_an_explicit_directory_holding_a_sweep_is_refused(tmp_path):
     (tmp_path / "ray" / "x").mkdir(parents=True)
     with pytest.raises(ConfigError, match=r"already holds a sweep x; pass --resume"):
         run_sweep(_spec({}), output_dir=tmp_path)
+
+
+def test_sweep_totals_sum_resources_and_count_outcomes():
+    from service.sweep_run import sweep_totals
+
+    summary = {
+        "wall_s": 12.5,
+        "trials": [
+            {"status": "TERMINATED", "final_val_acc": 0.9, "energy_kwh": 1e-3, "cost_usd": 0.5},
+            {"status": "ERROR", "final_val_acc": None, "energy_kwh": 2e-3, "cost_usd": 0.25},
+            {"status": "INTERRUPTED", "final_val_acc": 0.95, "energy_kwh": None},
+        ],
+    }
+    assert sweep_totals(summary) == pytest.approx(
+        {
+            "sweep/trials": 3,
+            "sweep/finished": 1,
+            "sweep/failed": 1,
+            "sweep/wall_s": 12.5,
+            "sweep/best_val_acc": 0.95,
+            "sweep/energy_kwh": 3e-3,
+            "sweep/cost_usd": 0.75,
+        }
+    )

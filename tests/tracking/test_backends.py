@@ -115,6 +115,30 @@ def test_concurrent_trials_share_a_fresh_sqlite_file(finished_sweep) -> None:
     assert set(by_arm["cp"]["savings_pct"]) >= {"time", "energy", "cost"}
 
 
+def test_the_sweep_run_holds_totals_the_summary_and_the_report(finished_sweep) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(finished_sweep.uri)
+    summary = finished_sweep.summary
+    parent = client.get_run(summary["mlflow"]["parent_run_id"])
+    m, trials = parent.data.metrics, summary["trials"]
+    assert m["sweep/trials"] == len(trials) == m["sweep/finished"] and m["sweep/failed"] == 0
+    assert m["sweep/best_val_acc"] == max(t["final_val_acc"] for t in trials)
+    for key in ("energy_kwh", "cost_usd", "samples"):
+        assert (
+            m[f"sweep/{key}"] == pytest.approx(sum(t[key] for t in trials))
+            and m[f"sweep/{key}"] > 0
+        )
+    arts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"spec.json", "summary.json", "report"} <= arts
+    report = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert "report/index.html" in report and len([r for r in report if r.endswith(".png")]) == 8
+    logged = json.loads(
+        Path(client.download_artifacts(parent.info.run_id, "summary.json")).read_text()
+    )
+    assert [t["trial_id"] for t in logged["trials"]] == [t["trial_id"] for t in trials]
+
+
 # -- mlflow server (sqlite behind it) ------------------------------------------------------------
 
 
@@ -145,8 +169,12 @@ def test_sweep_logs_through_an_mlflow_server(ray_local, start_mlflow_server, tmp
         con.close()
     # Artifacts were proxied by the server into its --artifacts-destination.
     assert child.info.artifact_uri.startswith("mlflow-artifacts:")
-    stored = {p.name for p in server.artifacts.rglob("*.png")}
-    assert stored == {"rotation.png", "accuracy_vs_cost.png"}
+    assert {a.path for a in client.list_artifacts(rid, "plots")} == {
+        "plots/rotation.png",
+        "plots/accuracy_vs_cost.png",
+    }
+    stored = {p.name for p in server.artifacts.rglob("*")}
+    assert {"rotation.png", "summary.json", "index.html"} <= stored  # trial and sweep run
     local = client.download_artifacts(rid, "plots/rotation.png", str(tmp_path))
     assert Path(local).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

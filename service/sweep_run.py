@@ -1,0 +1,59 @@
+"""The sweep's own MLflow run: totals as metrics, the summary and the report as artifacts.
+
+The child runs hold each trial's curves; the parent run is where a user landing on the
+experiment sees the sweep as a whole: `sweep/*` metrics (totals over the trials, so
+sweeps of one experiment compare in the runs table), `summary.json`, and the
+`cpsweep report` page with its charts under `report/` (the MLflow UI previews both).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from typing import Any
+
+__all__ = ["log_sweep_results", "sweep_totals"]
+
+log = logging.getLogger(__name__)
+
+
+def sweep_totals(summary: dict[str, Any]) -> dict[str, float]:
+    """Sweep-level metrics from a summary: counts, best accuracy, summed resources."""
+    trials = summary["trials"]
+    out: dict[str, float] = {
+        "sweep/trials": len(trials),
+        "sweep/finished": sum(t["status"] == "TERMINATED" for t in trials),
+        "sweep/failed": sum(t["status"] == "ERROR" for t in trials),
+        "sweep/wall_s": float(summary.get("wall_s") or 0.0),
+    }
+    accs = [t["final_val_acc"] for t in trials if t.get("final_val_acc") is not None]
+    if accs:
+        out["sweep/best_val_acc"] = max(accs)
+    for key in ("samples", "energy_kwh", "co2_kg", "cost_usd"):
+        values = [t[key] for t in trials if t.get(key) is not None]
+        if values:
+            out[f"sweep/{key}"] = float(sum(values))
+    return out
+
+
+def log_sweep_results(client: Any, summary: dict[str, Any], experiment: str, uri: str) -> None:
+    """Log totals, summary.json and the report to the parent run; never raises (the sweep's
+    results are already on disk and in the trial runs)."""
+    parent_id = summary["mlflow"]["parent_run_id"]
+    try:
+        from mlflow.entities import Metric
+
+        step = max((int(t.get("epochs") or 0) for t in summary["trials"]), default=0)
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, v, now, step) for k, v in sweep_totals(summary).items()]
+        client.log_batch(parent_id, metrics=metrics)
+        client.log_text(parent_id, json.dumps(summary, indent=2, default=str), "summary.json")
+        from service.report import build_report, load_sweep
+
+        with tempfile.TemporaryDirectory(prefix="cpsweep-report-") as tmp:
+            build_report(load_sweep(experiment, uri, parent_id), tmp)
+            client.log_artifacts(parent_id, tmp, "report")
+    except Exception as exc:
+        log.warning("MLflow: could not log the sweep's results to run %s: %s", parent_id, exc)
