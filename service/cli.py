@@ -49,12 +49,53 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_curve(path: Path, column: str) -> list[float]:
+def _pick_key(column: str, available: set[str] | list[str], where: str) -> str:
+    """The column asked for; the default `rotation` also finds cpsweep's `rotation/mean`."""
+    for key in (column, "rotation/mean") if column == "rotation" else (column,):
+        if key in available:
+            return key
+    raise ConfigError(
+        f"{where}: no {column!r} column (found {sorted(available)[:12]}); name it with --column"
+    )
+
+
+def _mlflow_curve(run_id: str, column: str, tracking_uri: str | None) -> list[float]:
+    from service.report import check_store
+    from service.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    check_store(uri)
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    try:
+        metrics = client.get_run(run_id).data.metrics
+    except MlflowException as exc:
+        raise ConfigError(f"mlflow:{run_id}: no such run at {uri} ({exc.error_code})") from exc
+    key = _pick_key(column, list(metrics), f"mlflow:{run_id}")
+    by_step = {m.step: m.value for m in client.get_metric_history(run_id, key)}  # last wins
+    return [by_step[k] for k in sorted(by_step)]
+
+
+def _read_curve(source: str, column: str, tracking_uri: str | None = None) -> list[float]:
+    """A JSON list, a CSV with a column, JSON lines (cpsweep train's history.jsonl) or
+    `mlflow:RUN_ID` (the run's metric history)."""
+    if source.startswith("mlflow:"):
+        return _mlflow_curve(source.removeprefix("mlflow:"), column, tracking_uri)
+    path = Path(source)
     if not path.is_file():
         raise ConfigError(
-            f"{path}: no such file; pass a CSV with a {column!r} column or a JSON list"
+            f"{path}: no such file; pass a CSV with a {column!r} column, a JSON list, "
+            "a history.jsonl or mlflow:RUN_ID"
         )
     text = path.read_text()
+    if path.suffix.lower() == ".jsonl":
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        if not rows or not all(isinstance(r, dict) for r in rows):
+            raise ConfigError(f"{path}: expected one JSON object per line (history.jsonl)")
+        key = _pick_key(column, rows[0].keys() & set().union(*rows), str(path))
+        return [float(r[key]) for r in rows if r.get(key) is not None]
     if path.suffix.lower() == ".json" or text.lstrip().startswith("["):
         data = json.loads(text)
         if not isinstance(data, list) or not all(isinstance(v, int | float) for v in data):
@@ -62,20 +103,18 @@ def _read_curve(path: Path, column: str) -> list[float]:
         return [float(v) for v in data]
     import csv
 
-    rows = list(csv.DictReader(text.splitlines()))
-    if not rows or column not in rows[0]:
-        found = list(rows[0]) if rows else []
-        raise ConfigError(f"{path}: no {column!r} column (found {found}); name it with --column")
+    rows_csv = list(csv.DictReader(text.splitlines()))
+    key = _pick_key(column, list(rows_csv[0]) if rows_csv else [], str(path))
     try:
-        return [float(r[column]) for r in rows]
+        return [float(r[key]) for r in rows_csv]
     except ValueError as exc:
-        raise ConfigError(f"{path}: column {column!r} has a non-numeric value: {exc}") from exc
+        raise ConfigError(f"{path}: column {key!r} has a non-numeric value: {exc}") from exc
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
     from trainables.criteria import end_epoch
 
-    curve = _read_curve(Path(args.curve), args.column)
+    curve = _read_curve(args.curve, args.column, args.tracking_uri)
     try:
         end = end_epoch(
             args.criterion,
@@ -148,10 +187,19 @@ def _parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_cmd_train)
 
     d = sub.add_parser("detect", help="apply a criterion to a logged rotation curve")
-    d.add_argument("curve", help="CSV with a rotation column (one row per epoch) or JSON list")
+    d.add_argument(
+        "curve",
+        help="one value per epoch: a CSV with a rotation column, a JSON list, cpsweep train's "
+        "history.jsonl, or mlflow:RUN_ID (a trial run's rotation/mean)",
+    )
     d.add_argument("--budget", type=int, required=True, help="planned epochs E")
     d.add_argument("--criterion", choices=["paper", "relative", "fixed", "never"], default="paper")
-    d.add_argument("--column", default="rotation", help="CSV column name (default rotation)")
+    d.add_argument(
+        "--column",
+        default="rotation",
+        help="column, key or metric (default rotation, else rotation/mean)",
+    )
+    d.add_argument("--tracking-uri", help="for mlflow:RUN_ID (default $MLFLOW_TRACKING_URI)")
     d.add_argument("--window", type=int, default=5)
     d.add_argument("--threshold-deg", type=float, default=45.0)
     d.add_argument("--ratio", type=float, default=0.25)

@@ -31,6 +31,7 @@ __all__ = [
     "TrialRow",
     "arm_summaries",
     "build_report",
+    "check_store",
     "load_sweep",
     "register_cli",
     "table_cells",
@@ -265,7 +266,7 @@ def _run_data(client: Any, run: Any, history: bool) -> RunData:
     return RunData(i.run_id, i.status, dict(d.tags), dict(d.params), dict(d.metrics), accs)
 
 
-def _check_store(uri: str) -> None:
+def check_store(uri: str) -> None:
     """Fail fast and clearly: no silently created sqlite file, no minutes of HTTP retries."""
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
         raise ReportError(
@@ -283,7 +284,7 @@ def _check_store(uri: str) -> None:
 
 def load_sweep(experiment: str, tracking_uri: str, parent_id: str | None = None) -> SweepData:
     """Read the sweep's parent run (latest, or `parent_id`) and its trial runs from MLflow."""
-    _check_store(tracking_uri)
+    check_store(tracking_uri)
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 

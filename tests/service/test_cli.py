@@ -41,6 +41,38 @@ def test_detect_errors_name_the_problem(tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
 
 
+def test_detect_reads_train_history_jsonl(tmp_path, capsys):
+    curve = [0.4 * (1 - math.exp(-e / 3)) for e in range(1, 21)]
+    hist = tmp_path / "history.jsonl"
+    hist.write_text(
+        "".join(json.dumps({"epoch": i, "rotation/mean": v}) + "\n" for i, v in enumerate(curve, 1))
+    )
+    assert main(["detect", str(hist), "--budget", "20"]) == 0  # rotation -> rotation/mean
+    assert json.loads(capsys.readouterr().out)["end_epoch"] == reference_paper_end(curve, 20)
+    assert main(["detect", str(hist), "--budget", "20", "--column", "loss"]) == 2
+    assert "no 'loss' column" in capsys.readouterr().err
+
+
+def test_detect_reads_an_mlflow_runs_metric_history(tmp_path, capsys):
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run = client.create_run(client.create_experiment("e"))
+    curve = [0.6 * (1 - math.exp(-e / 5)) for e in range(1, 31)]
+    metrics = [Metric("rotation/mean", v, 0, step) for step, v in enumerate(curve, 1)]
+    client.log_batch(run.info.run_id, metrics=metrics[::-1])  # any order: sorted by step
+    argv = ["detect", f"mlflow:{run.info.run_id}", "--budget", "30", "--tracking-uri", uri]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["end_epoch"] == reference_paper_end(curve, 30)
+    assert main(["detect", "mlflow:0123abcd", "--budget", "30", "--tracking-uri", uri]) == 2
+    assert "mlflow:0123abcd: no such run" in capsys.readouterr().err
+    missing = f"sqlite:///{tmp_path / 'none.db'}"
+    assert main(["detect", "mlflow:x", "--budget", "30", "--tracking-uri", missing]) == 2
+    assert "no MLflow database" in capsys.readouterr().err
+
+
 def test_train_bad_field_exits_2(tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({"epochs": 3, "model": {"name": "vgg"}}))
