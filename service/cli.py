@@ -160,6 +160,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
             f"HTML report:                   cpsweep report {spec.tracking.experiment or spec.name}"
             + (f" --tracking-uri {uri}" if uri != "sqlite:///mlflow.db" else "")
         )
+    if failed and len(failed) == len(summary["trials"]):
+        print(
+            f"cpsweep run: every trial failed ({len(failed)}); see the errors above",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

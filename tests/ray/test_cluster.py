@@ -159,3 +159,22 @@ def test_bad_spec_exits_nonzero_naming_the_field(tmp_path):
     assert "train.optim.nam" in proc.stderr and "unknown field" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (Path("runs") / "x").exists()  # rejected before any output was written
+
+
+def test_missing_dataset_fails_every_trial_naming_the_path_and_exits_1(tmp_path):
+    missing = tmp_path / "no-cifar"
+    train = {**_SPEC["train"], "data": {"name": "cifar10", "root": str(missing)}}
+    spec = _write_spec(tmp_path, train=train)
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [CPSWEEP, "run", str(spec), "--output-dir", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "every trial failed" in proc.stderr
+    assert f"{missing} does not exist" in proc.stderr and "data.root" in proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["trials"] and {t["status"] for t in summary["trials"]} == {"ERROR"}
+    assert all(str(missing) in t["error"] for t in summary["trials"])
