@@ -170,18 +170,20 @@ def resolve_output_dir(name: str, output_dir: str | Path | None, resume: bool) -
     if output_dir is not None:
         return Path(output_dir).resolve()
     base = Path("runs") / name
-    taken = [base] + [base.with_name(f"{name}-{n}") for n in range(2, 10_000)]
-    held = [d for d in taken if _holds_sweep(d, name)]
+    numbered = [base] + [base.with_name(f"{name}-{n}") for n in range(2, 10_000)]
+    held = [i for i, d in enumerate(numbered) if _holds_sweep(d, name)]
     if resume:
-        return (held[-1] if held else base).resolve()
-    out = next(d for d in taken if not _holds_sweep(d, name))
+        return (numbered[held[-1]] if held else base).resolve()
+    # After the highest one held, so that the latest sweep is always the highest number.
+    out = numbered[held[-1] + 1] if held else base
     if held:
+        held_dir = numbered[held[-1]]
         log.warning(
             "%s already holds an earlier sweep %s (kept; continue it with --resume --output-dir "
             "%s); this one writes to %s",
-            held[-1],
+            held_dir,
             name,
-            held[-1],
+            held_dir,
             out,
         )
     return out.resolve()

@@ -49,6 +49,9 @@ def test_a_fresh_sweep_never_writes_into_an_earlier_one(tmp_path, monkeypatch):
     assert resolve_output_dir("q", None, resume=True) == runs / "q-2"
     (runs / "q-4").mkdir()  # a directory without a sweep in it is free to use
     assert resolve_output_dir("q", None, resume=False) == runs / "q-3"
+    (runs / "q-5" / "ray" / "q").mkdir(parents=True)  # numbers keep rising past gaps
+    assert resolve_output_dir("q", None, resume=False) == runs / "q-6"
+    assert resolve_output_dir("q", None, resume=True) == runs / "q-5"
     # An explicit directory is taken as given (run_sweep refuses one that holds a sweep).
     assert resolve_output_dir("q", "runs/q", resume=False) == runs / "q"
 
