@@ -378,8 +378,9 @@ class MLflowSweepCallback(Callback):
         return history_from_mlflow(self.client, run_id)
 
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
-        # After Ctrl-C, Tune leaves unfinished trials RUNNING/PENDING: their runs and the
-        # sweep's become KILLED (not left RUNNING in the UI); --resume reopens them.
+        # After Ctrl-C, running trials end without on_trial_complete/error (see
+        # unfinished_trials): their runs and the sweep's become KILLED instead of staying
+        # RUNNING in the UI; --resume reopens them.
         unfinished = unfinished_trials(trials, self.started | set(self.history), self.closed)
         for tid in unfinished:
             if tid in self.runs:
