@@ -326,7 +326,7 @@ def load_sweep(experiment: str, tracking_uri: str, parent_id: str | None = None)
     )
     if not children:
         raise ReportError(f"{where}: sweep run {pid} has no trial runs yet")
-    log.info("%s: sweep run %s with %d trials", where, pid, len(children))
+    log.debug("%s: sweep run %s with %d trials", where, pid, len(children))
     trials = [_run_data(client, c, history=True) for c in children]
     return SweepData(
         experiment, exp.experiment_id, tracking_uri, _run_data(client, parent, False), trials
