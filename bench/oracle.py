@@ -70,7 +70,10 @@ def _repro(path: Path, train: dict[str, Any]) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     data = json.loads(path.read_text())
-    if data["spec"]["train"] != train:
+    from trainables.config import TrainConfig
+
+    # Compare resolved configs: fields added later with their defaults change nothing.
+    if TrainConfig.model_validate(data["spec"]["train"]).model_dump(mode="json") != train:
         log.warning("%s used a different training setup; not merging it", path)
         return None
     return data
@@ -180,10 +183,18 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="quick setup, 8 switch points, 1 seed")
     ap.add_argument("--seeds", type=int, default=1, help="number of seeds (0, 1, ...)")
     ap.add_argument("--out", default=str(RESULTS), help="results directory")
+    ap.add_argument(
+        "--merge-only",
+        action="store_true",
+        help="no training: re-merge paper_repro into the existing result and re-plot",
+    )
     args = ap.parse_args()
     setup_logging()
     out = Path(args.out).resolve()
     stem = "oracle_quick" if args.quick else "oracle"
+    if args.merge_only:
+        merge_only(out, stem, args.quick)
+        return
     seeds = list(range(args.seeds))
     work = out / "tmp" / stem
     if work.exists():
@@ -215,29 +226,43 @@ def main() -> None:
                 "curves": curves,
             }
         )
-    epochs = spec.train.epochs
-    repro = _repro(out / ("paper_repro_quick.json" if args.quick else "paper_repro.json"),
-                   spec.train.model_dump(mode="json"))  # fmt: skip
+    record = {
+        "command": command_line(),
+        "date": started,
+        "finished": now_iso(),
+        "machine": machine,
+        "sweep_wall_s": round(wall, 1),
+        "spec": spec.model_dump(mode="json"),
+        "seeds": seeds,
+        "switches": switches,
+    }
+    merge_and_write(out, stem, record, rows, quick=args.quick)
+    log.info("oracle took %.0fs; wrote %s.json and %s.png", wall, out / stem, out / stem)
+
+
+def merge_and_write(
+    out: Path, stem: str, record: dict[str, Any], rows: list[dict[str, Any]], *, quick: bool
+) -> None:
+    """Add paper_repro's k = 0 and k = E trials and the rules' ends; write the JSON and plot."""
+    from trainables.config import TrainConfig
+
+    train = TrainConfig.model_validate(record["spec"]["train"])
+    epochs, seeds = train.epochs, record["seeds"]
+    repro = _repro(out / ("paper_repro_quick.json" if quick else "paper_repro.json"),
+                   train.model_dump(mode="json"))  # fmt: skip
+    rows = [r for r in rows if r["source"] == "oracle"]
     ends = None
     if repro is not None:
         for t in repro["trials"]:
             if t["arm"] in ("repeats1", "repeats3") and t["seed"] in seeds:
                 k = 0 if t["arm"] == "repeats1" else epochs
+                keys = ("cp_end_epoch", "switch_epoch", "final_val_acc", "wall_s", "samples")
                 rows.append(
                     {
                         "switch_after": k,
                         "seed": t["seed"],
                         "source": f"paper_repro:{t['arm']}",
-                        **{
-                            key: t[key]
-                            for key in (
-                                "cp_end_epoch",
-                                "switch_epoch",
-                                "final_val_acc",
-                                "wall_s",
-                                "samples",
-                            )
-                        },
+                        **{key: t[key] for key in keys},
                     }
                 )
         ends = criterion_ends(repro)
@@ -245,14 +270,7 @@ def main() -> None:
     write_json(
         out / f"{stem}.json",
         {
-            "command": command_line(),
-            "date": started,
-            "finished": now_iso(),
-            "machine": machine,
-            "sweep_wall_s": round(wall, 1),
-            "spec": spec.model_dump(mode="json"),
-            "seeds": seeds,
-            "switches": switches,
+            **record,
             "points": pts,
             "criterion_ends": ends,
             "paper_repro_merged": repro is not None,
@@ -267,7 +285,14 @@ def main() -> None:
         )
     if ends:
         print("criterion ends:", json.dumps(ends))
-    log.info("oracle took %.0fs; wrote %s.json and %s.png", wall, out / stem, out / stem)
+
+
+def merge_only(out: Path, stem: str, quick: bool) -> None:
+    """Redo the merge, the points and the plot from an existing result (no training)."""
+    data = json.loads((out / f"{stem}.json").read_text())
+    record = {k: v for k, v in data.items() if k not in ("points", "criterion_ends", "trials")}
+    record["merged_by"] = command_line()
+    merge_and_write(out, stem, record, data["trials"], quick=quick)
 
 
 if __name__ == "__main__":
