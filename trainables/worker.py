@@ -208,6 +208,46 @@ def _save_checkpoint(run: TrainingRun, reports: list[dict[str, Any]], directory:
     return directory
 
 
+def _checkpoint_epoch(directory: str | Path) -> int | None:
+    """The epoch a checkpoint directory written by `_save_checkpoint` holds; None if incomplete."""
+    d = Path(directory)
+    try:
+        if not (d / "state.pt").is_file() or not (d / _REPORTS_FILE).is_file():
+            return None
+        return int(json.loads((d / "meta.json").read_text())["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def newer_checkpoints(trial_dir: str | Path, known_epoch: int) -> list[Path]:
+    """Complete checkpoint directories in a trial directory past `known_epoch`, newest first.
+
+    After Ctrl-C, Tune may deliver a trial's last result (and register its checkpoint)
+    during its clean-up, after it saved the experiment state; `--resume` then restores
+    the checkpoint before. The newer one is still on disk: restoring from it keeps that
+    epoch from being trained twice.
+    """
+    root = Path(trial_dir)
+    if not root.is_dir():
+        return []
+    found = [(e, d) for d in root.glob("checkpoint_*") if (e := _checkpoint_epoch(d)) is not None]
+    return [d for e, d in sorted(found, key=lambda x: x[0], reverse=True) if e > known_epoch]
+
+
+def _trial_storage_dir() -> str | None:
+    """This Tune trial's directory on its storage when that is a local filesystem, else None."""
+    try:  # Ray 2.60 internals (pinned); only used to look for checkpoints, never required
+        import pyarrow.fs
+        from ray.train._internal.session import get_session
+
+        storage = get_session().storage  # type: ignore[union-attr]
+        if isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
+            return str(storage.trial_fs_path)
+    except Exception as exc:
+        log.debug("no local trial directory: %s", exc)
+    return None
+
+
 def _checkpointed_reports(checkpoint: ray.train.Checkpoint) -> list[dict[str, Any]]:
     """The per-epoch reports a checkpoint written by `_save_checkpoint` carries."""
     with checkpoint.as_directory() as d:
@@ -257,6 +297,7 @@ class _InlineSession:
     """
 
     rank, world = 0, 1
+    replay_after: int | None = None  # epochs past this were delivered before the restore
 
     def __init__(self, use_gpu: bool) -> None:
         if use_gpu and not torch.cuda.is_available():
@@ -267,7 +308,22 @@ class _InlineSession:
         self.device = torch.device("cuda", 0) if use_gpu else torch.device("cpu")
 
     def checkpoint(self) -> Any:
-        return ray.tune.get_checkpoint()
+        """Tune's checkpoint, or a newer complete one of this trial left on local disk."""
+        ckpt = ray.tune.get_checkpoint()
+        known = 0
+        if ckpt is not None:
+            known = _checkpoint_epoch(ckpt.path) or 0
+            trial_dir = Path(ckpt.path).parent
+        else:
+            trial_dir = Path(_trial_storage_dir() or "")
+        newer = newer_checkpoints(trial_dir, known) if str(trial_dir) not in ("", ".") else []
+        if newer:
+            log.info(
+                "restoring from %s (epoch > %d, Tune's latest was lost at Ctrl-C)", newer[0], known
+            )
+            self.replay_after = known
+            return ray.tune.Checkpoint.from_directory(str(newer[0]))
+        return ckpt
 
     def report(self, m: dict[str, Any], directory: str | None = None) -> None:
         ckpt = ray.tune.Checkpoint.from_directory(directory) if directory else None
@@ -286,6 +342,11 @@ def run_loop(config: dict[str, Any], session: _TrainSession | _InlineSession) ->
     torch.set_num_threads(int(config.get("threads_per_worker", 1)))
     run = TrainingRun(cfg, device=device, rank=rank, world_size=world)
     reports = _load_checkpoint(run, session.checkpoint())  # filled on rank 0 only
+    replay_after = getattr(session, "replay_after", None)
+    if replay_after is not None:  # results Tune may not have kept: resend, marked
+        for r in reports:
+            if r["epoch"] > replay_after:
+                session.report({**r, "cp/replayed": True})
     meter = EnergyMeter(
         enabled=bool(config.get("measure_energy", True)), use_gpu=device.type == "cuda"
     )

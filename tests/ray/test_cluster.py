@@ -134,10 +134,12 @@ def test_interrupted_sweep_resumes_without_redoing_finished_trials(tmp_path):
     assert sorted(t["status"] for t in summary["trials"]) == ["TERMINATED", "TERMINATED"]
     for t in summary["trials"]:
         [key] = [k for k in after if t["trial_id"] in k]
-        epochs = [json.loads(x)["epoch"] for x in after[key]]
-        # An interrupted trial restarts its Tune history but its Train run resumes from the
-        # checkpoint: the epochs continue (no epoch trained twice) up to the budget.
-        assert epochs == list(range(epochs[0], 7))
+        rows = [json.loads(x) for x in after[key]]
+        trained = [r["epoch"] for r in rows if not r.get("cp/replayed")]
+        # Every epoch reached Tune, and none was trained twice: a resumed trial continues
+        # from its newest checkpoint; results Tune may have lost are resent, marked replayed.
+        assert sorted({r["epoch"] for r in rows}) == list(range(1, 7)), rows
+        assert trained == sorted(set(trained)), trained
 
     assert summary["interrupted"] is False
     runs = client.search_runs([exp_id])

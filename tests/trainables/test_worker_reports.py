@@ -61,3 +61,34 @@ def test_a_rewind_after_a_worker_retry_passes_through(tmp_path):
         forward(_report(e), None)
     forward(_report(3), ray.train.Checkpoint.from_directory(str(tmp_path)))
     assert [r["epoch"] for r in seen] == [1, 2, 3, 3]
+
+
+def test_newer_complete_checkpoints_on_disk_are_found_newest_first(tmp_path):
+    """Tune lost its latest checkpoint at Ctrl-C: the trial restores from the newest one on disk."""
+    import json
+
+    from trainables.engine import TrainingRun
+    from trainables.worker import newer_checkpoints
+
+    cfg = TrainConfig.model_validate(
+        {
+            "epochs": 4,
+            "data": {"name": "digits", "train_subset": 64},
+            "model": {"name": "small_cnn", "width": 4},
+        }
+    )
+    run = TrainingRun(cfg)
+    for index, epoch in ((0, 1), (1, 2), (2, 3)):
+        d = tmp_path / f"checkpoint_{index:06d}"
+        d.mkdir()
+        run.epoch = epoch
+        _save_checkpoint(run, [_report(e) for e in range(1, epoch + 1)], str(d))
+    partial = tmp_path / "checkpoint_000003"  # interrupted while being written: no state.pt
+    partial.mkdir()
+    (partial / "meta.json").write_text(json.dumps({"epoch": 4}))
+    assert newer_checkpoints(tmp_path, 1) == [
+        tmp_path / "checkpoint_000002",
+        tmp_path / "checkpoint_000001",
+    ]
+    assert newer_checkpoints(tmp_path, 3) == []
+    assert newer_checkpoints(tmp_path / "missing", 0) == []
