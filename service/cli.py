@@ -49,7 +49,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pick_key(column: str, available: set[str] | list[str], where: str) -> str:
+def _pick_key(column: str, available: list[str], where: str) -> str:
     """The column asked for; the default `rotation` also finds cpsweep's `rotation/mean`."""
     for key in (column, "rotation/mean") if column == "rotation" else (column,):
         if key in available:
@@ -94,7 +94,7 @@ def _read_curve(source: str, column: str, tracking_uri: str | None = None) -> li
         rows = [json.loads(line) for line in text.splitlines() if line.strip()]
         if not rows or not all(isinstance(r, dict) for r in rows):
             raise ConfigError(f"{path}: expected one JSON object per line (history.jsonl)")
-        key = _pick_key(column, rows[0].keys() & set().union(*rows), str(path))
+        key = _pick_key(column, list(rows[0]), str(path))
         return [float(r[key]) for r in rows if r.get(key) is not None]
     if path.suffix.lower() == ".json" or text.lstrip().startswith("["):
         data = json.loads(text)

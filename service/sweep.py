@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
@@ -170,14 +171,19 @@ def resolve_output_dir(name: str, output_dir: str | Path | None, resume: bool) -
     if output_dir is not None:
         return Path(output_dir).resolve()
     base = Path("runs") / name
-    numbered = [base] + [base.with_name(f"{name}-{n}") for n in range(2, 10_000)]
-    held = [i for i, d in enumerate(numbered) if _holds_sweep(d, name)]
+
+    def numbered(n: int) -> Path:  # runs/<name> is number 1
+        return base if n == 1 else base.with_name(f"{name}-{n}")
+
+    suffixes = (d.name[len(name) + 1 :] for d in base.parent.glob(f"{glob.escape(name)}-*"))
+    candidates = [1] + [int(x) for x in suffixes if x.isdigit() and int(x) >= 2]
+    held = sorted(n for n in candidates if _holds_sweep(numbered(n), name))
     if resume:
-        return (numbered[held[-1]] if held else base).resolve()
+        return numbered(held[-1] if held else 1).resolve()
     # After the highest one held, so that the latest sweep is always the highest number.
-    out = numbered[held[-1] + 1] if held else base
+    out = numbered(held[-1] + 1) if held else base
     if held:
-        held_dir = numbered[held[-1]]
+        held_dir = numbered(held[-1])
         log.warning(
             "%s already holds an earlier sweep %s (kept; continue it with --resume --output-dir "
             "%s); this one writes to %s",
@@ -348,10 +354,9 @@ def summarize_results(
             t["outside_epochs_s"] = round(t["wall_s"] - t["epoch_s"], 3)
         trials.append(t)
     trials.sort(key=lambda t: (str(t["arm"]), t["trial_id"]))
-    interrupted = any(t["status"] == "INTERRUPTED" for t in trials) or bool(unfinished)
     return {
         "sweep": spec.name,
         "wall_s": round(wall_s, 2),
-        "interrupted": interrupted,
+        "interrupted": bool(unfinished),
         "trials": trials,
     }

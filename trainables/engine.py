@@ -214,9 +214,10 @@ class TrainingRun:
                 loss.backward()
                 self.optimizer.step()
             loss_sum += loss.detach().float() * y.numel()
-            hit = logits.detach().argmax(1) == mix.y
+            pred = logits.detach().argmax(1)
+            hit = pred == mix.y
             if mix.lam < 1.0:  # credit the partner's label by its share
-                hit = mix.lam * hit + (1.0 - mix.lam) * (logits.detach().argmax(1) == mix.y2)
+                hit = mix.lam * hit + (1.0 - mix.lam) * (pred == mix.y2)
             correct += hit.sum()
         count = torch.tensor(mine.numel(), device=self.device)
         total_loss, total_correct, total = self._reduce([loss_sum, correct, count])

@@ -28,6 +28,15 @@ import torch
 import torch.distributed as dist
 from ray.train.v2.api.callback import UserCallback
 
+from trainables.checkpoints import (
+    checkpoint_epoch,
+    checkpointed_reports,
+    load_checkpoint,
+    newer_checkpoints,
+    replay,
+    save_checkpoint,
+    trial_storage_dir,
+)
 from trainables.config import CriterionConfig, TrainConfig, train_dict_for
 from trainables.criteria import CriterionState, value_name
 from trainables.energy import EnergyMeter
@@ -179,81 +188,6 @@ def _maybe_inject_fault(config: dict[str, Any], epoch: int, rank: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-_REPORTS_FILE = "reports.json"  # every epoch's report so far, to fill gaps in Tune's view
-
-
-def _read_reports(directory: str | Path) -> list[dict[str, Any]]:
-    path = Path(directory) / _REPORTS_FILE
-    return json.loads(path.read_text()) if path.is_file() else []
-
-
-def _load_checkpoint(run: TrainingRun, ckpt: Any) -> list[dict[str, Any]]:
-    """Restore `run` from `ckpt` (None: a fresh run); return the reports it carries."""
-    if ckpt is None:
-        return []
-    with ckpt.as_directory() as d:
-        state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=False)
-        reports = _read_reports(d)
-    run.load_state_dict(state["run"])
-    log.info("resumed at epoch %d (switch_epoch=%s)", run.epoch, run.switch_epoch)
-    return reports
-
-
-def _save_checkpoint(run: TrainingRun, reports: list[dict[str, Any]], directory: str) -> str:
-    """The run's state and every report so far (rank 0's rotation curve is in them)."""
-    torch.save({"run": run.state_dict()}, Path(directory) / "state.pt")
-    meta = {"epoch": run.epoch, "cp_end_epoch": run.cp_end_epoch, "switch_epoch": run.switch_epoch}
-    (Path(directory) / "meta.json").write_text(json.dumps(meta))
-    (Path(directory) / _REPORTS_FILE).write_text(json.dumps(reports))
-    return directory
-
-
-def _checkpoint_epoch(directory: str | Path) -> int | None:
-    """The epoch a checkpoint directory written by `_save_checkpoint` holds; None if incomplete."""
-    d = Path(directory)
-    try:
-        if not (d / "state.pt").is_file() or not (d / _REPORTS_FILE).is_file():
-            return None
-        return int(json.loads((d / "meta.json").read_text())["epoch"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def newer_checkpoints(trial_dir: str | Path, known_epoch: int) -> list[Path]:
-    """Complete checkpoint directories in a trial directory past `known_epoch`, newest first.
-
-    After Ctrl-C, Tune may deliver a trial's last result (and register its checkpoint)
-    during its clean-up, after it saved the experiment state; `--resume` then restores
-    the checkpoint before. The newer one is still on disk: restoring from it keeps that
-    epoch from being trained twice.
-    """
-    root = Path(trial_dir)
-    if not root.is_dir():
-        return []
-    found = [(e, d) for d in root.glob("checkpoint_*") if (e := _checkpoint_epoch(d)) is not None]
-    return [d for e, d in sorted(found, key=lambda x: x[0], reverse=True) if e > known_epoch]
-
-
-def _trial_storage_dir() -> str | None:
-    """This Tune trial's directory on its storage when that is a local filesystem, else None."""
-    try:  # Ray 2.60 internals (pinned); only used to look for checkpoints, never required
-        import pyarrow.fs
-        from ray.train._internal.session import get_session
-
-        storage = get_session().storage  # type: ignore[union-attr]
-        if isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
-            return str(storage.trial_fs_path)
-    except Exception as exc:
-        log.debug("no local trial directory: %s", exc)
-    return None
-
-
-def _checkpointed_reports(checkpoint: ray.train.Checkpoint) -> list[dict[str, Any]]:
-    """The per-epoch reports a checkpoint written by `_save_checkpoint` carries."""
-    with checkpoint.as_directory() as d:
-        return _read_reports(d)
-
-
 def _apply(run: TrainingRun, end: int | None, switch: int | None) -> None:
     """Adopt rank 0's decision: the post-period recipe from epoch `switch` on."""
     if switch is not None and run.switch_epoch is None:
@@ -274,6 +208,8 @@ def _log_rank(path: Path, m: dict[str, Any]) -> None:
 
 class _TrainSession:
     """The loop runs on a Ray Train worker: one DDP rank of a TorchTrainer."""
+
+    replay_after: int | None = None  # Ray Train resumes from its own latest checkpoint
 
     def __init__(self, use_gpu: bool) -> None:
         ctx = ray.train.get_context()
@@ -297,7 +233,7 @@ class _InlineSession:
     """
 
     rank, world = 0, 1
-    replay_after: int | None = None  # epochs past this were delivered before the restore
+    replay_after: int | None = None  # set on restore: Tune's checkpoint epoch, resend after it
 
     def __init__(self, use_gpu: bool) -> None:
         if use_gpu and not torch.cuda.is_available():
@@ -310,13 +246,9 @@ class _InlineSession:
     def checkpoint(self) -> Any:
         """Tune's checkpoint, or a newer complete one of this trial left on local disk."""
         ckpt = ray.tune.get_checkpoint()
-        known = 0
-        if ckpt is not None:
-            known = _checkpoint_epoch(ckpt.path) or 0
-            trial_dir = Path(ckpt.path).parent
-        else:
-            trial_dir = Path(_trial_storage_dir() or "")
-        newer = newer_checkpoints(trial_dir, known) if str(trial_dir) not in ("", ".") else []
+        known = (checkpoint_epoch(ckpt.path) or 0) if ckpt is not None else 0
+        trial_dir = str(Path(ckpt.path).parent) if ckpt is not None else trial_storage_dir()
+        newer = newer_checkpoints(trial_dir, known) if trial_dir else []
         if newer:
             log.info(
                 "restoring from %s (epoch > %d, Tune's latest was lost at Ctrl-C)", newer[0], known
@@ -341,12 +273,9 @@ def run_loop(config: dict[str, Any], session: _TrainSession | _InlineSession) ->
     cfg = TrainConfig.model_validate(config["train"])
     torch.set_num_threads(int(config.get("threads_per_worker", 1)))
     run = TrainingRun(cfg, device=device, rank=rank, world_size=world)
-    reports = _load_checkpoint(run, session.checkpoint())  # filled on rank 0 only
-    replay_after = getattr(session, "replay_after", None)
-    if replay_after is not None:  # results Tune may not have kept: resend, marked
-        for r in reports:
-            if r["epoch"] > replay_after:
-                session.report({**r, "cp/replayed": True})
+    reports = load_checkpoint(run, session.checkpoint())  # filled on rank 0 only
+    if session.replay_after is not None:  # results Tune may not have kept: resend them
+        replay(reports, session.replay_after, None, session.report)
     meter = EnergyMeter(
         enabled=bool(config.get("measure_energy", True)), use_gpu=device.type == "cuda"
     )
@@ -396,7 +325,7 @@ def run_loop(config: dict[str, Any], session: _TrainSession | _InlineSession) ->
         if rank == 0:
             reports.append(m)
         with tempfile.TemporaryDirectory() as tmp:
-            session.report(m, _save_checkpoint(run, reports, tmp) if rank == 0 else None)
+            session.report(m, save_checkpoint(run, reports, tmp) if rank == 0 else None)
         _maybe_inject_fault(config, m["epoch"], rank)
         if config["mode"] == "sync":
             decision = decider.after_report(run, m["epoch"]) if decider else (None, None)
@@ -447,11 +376,8 @@ class _GapFiller:
     def __call__(self, m: dict[str, Any], checkpoint: Any) -> None:
         epoch = int(m.get("epoch", self.last_epoch + 1))
         if epoch > self.last_epoch + 1 and checkpoint is not None:
-            missing = [
-                r for r in _checkpointed_reports(checkpoint) if self.last_epoch < r["epoch"] < epoch
-            ]
-            for r in missing:
-                self.report({**r, "cp/replayed": True})
+            reports = checkpointed_reports(checkpoint)
+            missing = replay(reports, self.last_epoch, epoch, self.report)
             if missing:
                 log.info(
                     "replayed epochs %d..%d from the checkpoint", missing[0]["epoch"], epoch - 1

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import ray.train
 
+from trainables.checkpoints import save_checkpoint
 from trainables.config import TrainConfig
 from trainables.engine import TrainingRun
-from trainables.worker import _GapFiller, _save_checkpoint
+from trainables.worker import _GapFiller
 
 
 def _checkpoint(tmp_path, reports):
@@ -19,7 +20,7 @@ def _checkpoint(tmp_path, reports):
     )
     d = tmp_path / f"ckpt{reports[-1]['epoch']}"
     d.mkdir()
-    _save_checkpoint(TrainingRun(cfg), reports, str(d))
+    save_checkpoint(TrainingRun(cfg), reports, str(d))
     return ray.train.Checkpoint.from_directory(str(d))
 
 
@@ -67,8 +68,8 @@ def test_newer_complete_checkpoints_on_disk_are_found_newest_first(tmp_path):
     """Tune lost its latest checkpoint at Ctrl-C: the trial restores from the newest one on disk."""
     import json
 
+    from trainables.checkpoints import newer_checkpoints
     from trainables.engine import TrainingRun
-    from trainables.worker import newer_checkpoints
 
     cfg = TrainConfig.model_validate(
         {
@@ -82,7 +83,7 @@ def test_newer_complete_checkpoints_on_disk_are_found_newest_first(tmp_path):
         d = tmp_path / f"checkpoint_{index:06d}"
         d.mkdir()
         run.epoch = epoch
-        _save_checkpoint(run, [_report(e) for e in range(1, epoch + 1)], str(d))
+        save_checkpoint(run, [_report(e) for e in range(1, epoch + 1)], str(d))
     partial = tmp_path / "checkpoint_000003"  # interrupted while being written: no state.pt
     partial.mkdir()
     (partial / "meta.json").write_text(json.dumps({"epoch": 4}))
