@@ -16,7 +16,7 @@ from typing import Any
 import ray
 from ray import tune
 
-from service.progress import ProgressCallback, format_table
+from service.progress import ProgressCallback, TrialTracker, format_table
 from service.scheduler import CriticalPeriodScheduler
 from service.spec import SweepSpec, build_param_space
 from trainables.config import ConfigError, train_dict_for
@@ -152,12 +152,14 @@ def _scheduler(spec: SweepSpec, out: Path, control_name: str) -> CriticalPeriodS
     )
 
 
-def _tracking_callbacks(spec: SweepSpec, out: Path, resume: bool) -> list[Any]:
+def _tracking_callbacks(
+    spec: SweepSpec, out: Path, resume: bool, tracker: TrialTracker
+) -> list[Any]:
     if not spec.tracking.enabled:
         return []
     from service.tracking import MLflowSweepCallback
 
-    return [MLflowSweepCallback(spec, out, resume=resume)]
+    return [MLflowSweepCallback(spec, out, resume=resume, tracker=tracker)]
 
 
 def _holds_sweep(out: Path, name: str) -> bool:
@@ -240,8 +242,9 @@ def run_sweep(
         "measure_energy": spec.accounting.measure_energy,
         **(trial_options or {}),
     }
-    tracking = _tracking_callbacks(spec, out, resume)
-    progress = ProgressCallback(spec.train.epochs)
+    tracker = TrialTracker()
+    tracking = _tracking_callbacks(spec, out, resume, tracker)
+    progress = ProgressCallback(spec.train.epochs, tracker)
     all_callbacks = [progress, *tracking, *callbacks]
     trainable = tune.with_resources(trial_main, _trial_resources(spec))
     space = build_param_space(spec, opts)
@@ -279,9 +282,10 @@ def run_sweep(
         )
     try:
         grid = tuner.fit()
-    finally:  # Ctrl-C included: queued MLflow writes must land before the process exits
+    except BaseException:  # the writes stay in the tracking log: `cpsweep sync` or --resume
         for cb in tracking:
-            cb.flush()
+            cb.close(timeout_s=5.0)
+        raise
     summary = summarize_results(
         spec, grid, scheduler, time.perf_counter() - t0, unfinished=progress.unfinished
     )
