@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from trainables.config import ConfigError
+from trainables.wire import ROTATION_MEAN
 
 __all__ = ["main"]
 
@@ -51,7 +52,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _pick_key(column: str, available: list[str], where: str) -> str:
     """The column asked for; the default `rotation` also finds cpsweep's `rotation/mean`."""
-    for key in (column, "rotation/mean") if column == "rotation" else (column,):
+    for key in (column, ROTATION_MEAN) if column == "rotation" else (column,):
         if key in available:
             return key
     raise ConfigError(
