@@ -12,6 +12,7 @@ from pathlib import Path
 
 from trainables.config import ConfigError
 from trainables.imports import FactoryError
+from trainables.wire import ROTATION_MEAN
 
 __all__ = ["main"]
 
@@ -54,7 +55,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _pick_key(column: str, available: list[str], where: str) -> str:
     """The column asked for; the default `rotation` also finds cpsweep's `rotation/mean`."""
-    for key in (column, "rotation/mean") if column == "rotation" else (column,):
+    for key in (column, ROTATION_MEAN) if column == "rotation" else (column,):
         if key in available:
             return key
     raise ConfigError(

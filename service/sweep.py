@@ -21,6 +21,7 @@ from service.scheduler import CriticalPeriodScheduler
 from service.spec import SweepSpec, build_param_space
 from service.usercode import runtime_env_for
 from trainables.config import ConfigError, train_dict_for
+from trainables.wire import END_EPOCH, SWITCH_EPOCH, control_actor_name
 from trainables.worker import TRIAL_RESOURCE, trial_main
 
 __all__ = ["init_ray", "resolve_output_dir", "run_sweep", "summarize_results"]
@@ -234,7 +235,9 @@ def run_sweep(
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     t0 = time.perf_counter()
     # Stable per output directory, so a resumed sweep's trials find their actor again.
-    control_name = f"cpsweep-control:{spec.name}:{hashlib.sha1(str(out).encode()).hexdigest()[:10]}"
+    control_name = control_actor_name(
+        f"{spec.name}:{hashlib.sha1(str(out).encode()).hexdigest()[:10]}"
+    )
     scheduler = _scheduler(spec, out, control_name)
     opts = {
         "num_workers": spec.scaling.num_workers,
@@ -346,8 +349,8 @@ def summarize_results(
             "status": status,
             "error": str(result.error).strip().splitlines()[-1] if result.error else None,
             "epochs": epochs,
-            "cp_end_epoch": m.get("cp/end_epoch"),
-            "switch_epoch": m.get("cp/switch_epoch"),
+            "cp_end_epoch": m.get(END_EPOCH),
+            "switch_epoch": m.get(SWITCH_EPOCH),
             "cp_source": decisions.get(tid, {}).get("source"),
             "final_val_acc": _num(m.get("val/acc")),
             "best_val_acc": max(accs) if accs else None,

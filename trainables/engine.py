@@ -1,8 +1,9 @@
 """One training run, epoch by epoch: the loop shared by `cpsweep train` and Ray Train workers.
 
-`TrainingRun` owns data, model, optimizer and rotation monitor for one process
-(one DDP rank). The caller decides the end of the critical period and calls
-`end_period(epoch)`; from the next epoch on the post-period recipe applies.
+`TrainingRun` owns data, model, optimizer and the `CriticalPeriod` for one
+process (one DDP rank). Each epoch ends at the period's boundary (`period.step()`:
+rotation, the rule, a scheduler's directive when one is attached); from the
+switch epoch on the post-period recipe applies.
 Per-step work stays on the device: losses and accuracies accumulate in device
 tensors and the host syncs once per epoch (one all-reduce under DDP).
 """
@@ -27,6 +28,7 @@ from trainables.config import OptimConfig, TrainConfig
 from trainables.data import Dataset
 from trainables.mixing import make_mix_rng, mix_batch, mixed_cross_entropy
 from trainables.models import build_model
+from trainables.period import CriticalPeriod
 from trainables.recipes import Phase, phase_for_epoch
 from trainables.rotation import LayerRotation, unwrap_model
 from trainables.sources import load_training_data
@@ -85,7 +87,7 @@ def _make_optimizer(cfg: OptimConfig, params: Any) -> torch.optim.Optimizer:
 
 
 class TrainingRun:
-    """Data, model, optimizer and rotation monitor of one process; `run_epoch` trains one epoch."""
+    """Data, model, optimizer and critical period of one process; `run_epoch` trains one epoch."""
 
     def __init__(
         self,
@@ -138,7 +140,7 @@ class TrainingRun:
         if self.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = nn.parallel.DistributedDataParallel(net, device_ids=ids)
-        self.rotation = LayerRotation(self.model)
+        self.period = CriticalPeriod(self.model, cfg.criterion, budget=cfg.epochs)
         self.optimizer = _make_optimizer(cfg.optim, self.model.parameters())
         self._amp_dtype: torch.dtype | None = None
         self._scaler: torch.amp.GradScaler | None = None
@@ -148,17 +150,25 @@ class TrainingRun:
             self._scaler = None if bf16 else torch.amp.GradScaler("cuda")
 
         self.epoch = 0  # last completed epoch
-        self.cp_end_epoch: int | None = None
-        self.switch_epoch: int | None = None
         self.samples_total = 0
 
     # -- the critical period ------------------------------------------------------------
 
+    @property
+    def rotation(self) -> LayerRotation:
+        return self.period.rotation
+
+    @property
+    def cp_end_epoch(self) -> int | None:
+        return self.period.end_epoch
+
+    @property
+    def switch_epoch(self) -> int | None:
+        return self.period.switch_epoch
+
     def end_period(self, end_epoch: int) -> None:
         """Record that the period ended at `end_epoch`; the next epoch uses the post recipe."""
-        if self.switch_epoch is None:
-            self.cp_end_epoch = end_epoch
-            self.switch_epoch = max(end_epoch, self.epoch) + 1
+        self.period.end(end_epoch)
 
     def phase(self, epoch: int) -> Phase:
         return phase_for_epoch(self.cfg.recipe, epoch, self.switch_epoch, self.cfg.epochs)
@@ -266,14 +276,14 @@ class TrainingRun:
         metrics: dict[str, Any] = {"epoch": epoch, "phase": phase.name}
         metrics.update(self._train(epoch, phase))
         t1 = time.perf_counter()
-        rotation = self.rotation.compute()
+        decision = self.period.step()
         t2 = time.perf_counter()
         if epoch % self.cfg.eval_every == 0 or epoch == self.cfg.epochs:
             metrics.update(self.evaluate())
         t3 = time.perf_counter()
         self.epoch = epoch
         self.samples_total += metrics["samples"]
-        metrics.update({f"rotation/{k}": v for k, v in rotation.items()})
+        metrics.update(decision.metrics())
         metrics.update(
             {
                 "recipe/repeats": phase.repeats,
@@ -297,10 +307,8 @@ class TrainingRun:
             "model": unwrap_model(self.model).state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self._scaler.state_dict() if self._scaler else None,
-            "rotation": self.rotation.state_dict(),
+            "period": self.period.state_dict(),
             "epoch": self.epoch,
-            "cp_end_epoch": self.cp_end_epoch,
-            "switch_epoch": self.switch_epoch,
             "samples_total": self.samples_total,
             "rng": {
                 "torch": torch.get_rng_state(),
@@ -315,10 +323,8 @@ class TrainingRun:
         self.optimizer.load_state_dict(state["optimizer"])
         if self._scaler is not None and state.get("scaler"):
             self._scaler.load_state_dict(state["scaler"])
-        self.rotation.load_state_dict(state["rotation"])
+        self.period.load_state_dict(state["period"])
         self.epoch = int(state["epoch"])
-        self.cp_end_epoch = state["cp_end_epoch"]
-        self.switch_epoch = state["switch_epoch"]
         self.samples_total = int(state["samples_total"])
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])
