@@ -25,7 +25,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, SecretStr
 from starlette.requests import ClientDisconnect
 
-from service.allowlists import allowed_tracking_uris
+from service.allowlists import allowed_factory_modules, allowed_tracking_uris
 from service.api_bodies import client_gone, parse_spec, read_body, validate_spec
 from service.api_guards import RETRY_AFTER_S, HeavyGate, RayGate
 from service.job_trials import SweepTrial, parent_run_from_logs, sweep_trials
@@ -86,6 +86,9 @@ class ApiSettings(BaseModel):
     tracking_uris: tuple[str, ...] = Field((), description="tracking.uri values allowed.")
     data_roots: tuple[str, ...] = Field(
         (), description="Directories data.root may lie under; empty: no data.root accepted."
+    )
+    factory_modules: tuple[str, ...] = Field(
+        (), description="Module prefixes a model/data factory may come from; empty: none."
     )
 
 
@@ -182,6 +185,7 @@ def settings_from_args(args: Any) -> ApiSettings:
             *(getattr(args, "allowed_tracking_uri", None) or []),
         ),
         data_roots=allowed_roots() or (),
+        factory_modules=allowed_factory_modules(),
         **{
             field: v
             for arg, field in _TUNING_ARGS.items()
@@ -329,6 +333,7 @@ def create_app(
                 limits=settings.limits,
                 tracking_uris=settings.tracking_uris,
                 data_roots=settings.data_roots,
+                factory_modules=settings.factory_modules,
             )
 
         spec = await specs.run(parse_and_validate)

@@ -16,7 +16,7 @@ from fastapi import HTTPException, Request
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
-from service.allowlists import data_root_problems, tracking_uri_problem
+from service.allowlists import data_root_problems, factory_problems, tracking_uri_problem
 from service.spec import LIMITS_CONTEXT, SpecLimits, SweepSpec
 
 __all__ = ["MAX_NESTING", "parse_spec", "read_body", "validate_spec"]
@@ -150,8 +150,10 @@ def validate_spec(
     limits: SpecLimits | None = None,
     tracking_uris: tuple[str, ...] = (),
     data_roots: tuple[str, ...] | None = None,
+    factory_modules: tuple[str, ...] | None = None,
 ) -> SweepSpec:
-    """The spec, or 422 naming each bad field. `data_roots`: the allow-list (None: any)."""
+    """The spec, or 422 naming each bad field. `data_roots`, `factory_modules`: the
+    operator's allow-lists (None: anything; empty: nothing)."""
     try:
         spec = SweepSpec.model_validate(raw, context={LIMITS_CONTEXT: limits})
     except ValidationError as exc:
@@ -172,6 +174,9 @@ def validate_spec(
         raise _unprocessable(["tracking", "uri"], problem, spec.tracking.uri)
     if data_roots is not None:
         for loc, value, msg in data_root_problems(spec, data_roots):
+            raise _unprocessable(loc, msg, value)
+    if factory_modules is not None:
+        for loc, value, msg in factory_problems(spec, factory_modules):
             raise _unprocessable(loc, msg, value)
     return spec
 

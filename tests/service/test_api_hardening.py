@@ -318,3 +318,17 @@ def test_serve_refuses_placeholder_tokens(var: str, value: str, says: str) -> No
     )
     assert r.returncode == 2, r.stderr[-2000:]
     assert says in r.stderr and "token_urlsafe" in r.stderr
+
+
+def test_factories_from_callers_are_refused(server: Server) -> None:
+    """A factory is 'module:function' called with the spec's kwargs: code on the cluster."""
+    bad = SPEC.replace(
+        "data: {name: digits}",
+        "data: {factory: 'subprocess:run', kwargs: {args: 'touch /tmp/cpsweep-pwned'}}",
+    )
+    r = post(server, bad)
+    assert r.status_code == 422, r.text
+    d = r.json()["detail"][0]
+    assert d["loc"] == ["train", "data", "factory"] and "CPSWEEP_FACTORY_MODULES" in d["msg"]
+    arm = SPEC + "arms: {a: {model.factory: 'os:system'}}\n"
+    assert post(server, arm).json()["detail"][0]["loc"] == ["arms", "a", "model.factory"]
