@@ -330,5 +330,5 @@ def test_factories_from_callers_are_refused(server: Server) -> None:
     assert r.status_code == 422, r.text
     d = r.json()["detail"][0]
     assert d["loc"] == ["train", "data", "factory"] and "CPSWEEP_FACTORY_MODULES" in d["msg"]
-    arm = SPEC + "arms: {a: {model.factory: 'os:system'}}\n"
+    arm = SPEC + "arms: {a: {model.name: null, model.factory: 'os:system'}}\n"
     assert post(server, arm).json()["detail"][0]["loc"] == ["arms", "a", "model.factory"]
