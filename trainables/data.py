@@ -371,7 +371,10 @@ def load_dataset(
             f"{name} has a fixed size ({fixed or 'not an image'}): leave image_size unset"
         )
     root_str = root if root is not None else DEFAULT_ROOTS.get(name)
-    path = check_data_root(root_str) if root_str is not None else None  # CPSWEEP_DATA_ROOTS
+    # A root the spec names must lie under CPSWEEP_DATA_ROOTS (when set); defaults are ours.
+    path = check_data_root(root) if root is not None else None
+    if path is None and root_str is not None:
+        path = Path(root_str).expanduser()
     if name not in _GENERATED:
         if path is None:
             raise _error(name, "data.root", "is not set")
