@@ -43,7 +43,7 @@ search_space:
 tracking: {enabled: false}
 """
     fake = FakeJobs()
-    with _client(fake) as client:
+    with _client(fake, factory_modules=("server_side_effect",)) as client:  # allowlisted
         r = _post_yaml(client, spec)
         assert r.status_code == 201, r.text
         bad = client.post(
