@@ -326,8 +326,10 @@ def run_sweep(
                 scheduler=scheduler,
                 num_samples=spec.num_samples,
                 max_concurrent_trials=_max_concurrent(spec),
-                # Inline trials keep their warm process (torch imported, threads set).
-                reuse_actors=spec.scaling.resolved_executor == "inline",
+                # A trial's process stays warm for the next one (torch imported, threads
+                # set): inline trials train in it; Train trials' drivers skip a ~5-7 s
+                # process start per trial on 2 loaded cores (bench/overheads.py).
+                reuse_actors=True,
             ),
             run_config=run_config,
         )
