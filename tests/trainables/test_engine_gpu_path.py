@@ -46,8 +46,8 @@ def test_rotation_is_the_same_in_channels_last_memory():
     """NHWC changes strides, not values: the cosine distances must not move."""
     torch.manual_seed(0)
     model = TrainConfig().model.model_copy(update={"width": 4})
-    a = build_model(model, in_channels=1, num_classes=10)
-    b = build_model(model, in_channels=1, num_classes=10)
+    a = build_model(model, input_shape=(1, 8, 8), num_classes=10)
+    b = build_model(model, input_shape=(1, 8, 8), num_classes=10)
     b.load_state_dict(a.state_dict())
     b = b.to(memory_format=torch.channels_last)
     ra, rb = LayerRotation(a), LayerRotation(b)
