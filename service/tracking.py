@@ -30,6 +30,15 @@ from service.tracking_wal import WAL_NAME, WriteAheadLog, log_report
 from service.tracking_writer import TrackingWriter, configure_client
 from service.usage import TrialUsage
 from trainables.config import train_dict_for
+from trainables.wire import (
+    ANGLE,
+    END_EPOCH,
+    HANDSHAKE_S,
+    LAG_EPOCHS,
+    MODE,
+    RATE_RATIO,
+    SWITCH_EPOCH,
+)
 
 __all__ = ["MLflowSweepCallback", "prepare_store", "resolve_tracking_uri"]
 
@@ -53,7 +62,7 @@ _SKIP = {
     "config",
     "should_checkpoint",
 }
-_TAG_KEYS = {"energy/method": "energy.method", "device/name": "device.name", "cp/mode": "cp.mode"}
+_TAG_KEYS = {"energy/method": "energy.method", "device/name": "device.name", MODE: "cp.mode"}
 
 
 def resolve_tracking_uri(uri: str | None) -> str:
@@ -418,15 +427,15 @@ def epoch_record(
         and math.isfinite(float(v))
         and not k.startswith("cp/")
     }
-    stat = ("cp/angle_deg", "cp/rate_ratio", "cp/handshake_s", "cp/lag_epochs")
+    stat = (ANGLE, RATE_RATIO, HANDSHAKE_S, LAG_EPOCHS)
     metrics.update({k: float(result[k]) for k in stat if k in result})
     metrics.update(cum)
     tags = {"cpsweep.last_epoch": str(result["epoch"]), "cpsweep.usage": usage.state_tag()}
     tags.update({t: str(result[k]) for k, t in _TAG_KEYS.items() if k in result})
-    if result.get("cp/end_epoch") is not None:
-        tags["cp.end_epoch"] = str(result["cp/end_epoch"])
-    if result.get("cp/switch_epoch") is not None:
-        tags["cp.switch_epoch"] = str(result["cp/switch_epoch"])
+    if result.get(END_EPOCH) is not None:
+        tags["cp.end_epoch"] = str(result[END_EPOCH])
+    if result.get(SWITCH_EPOCH) is not None:
+        tags["cp.switch_epoch"] = str(result[SWITCH_EPOCH])
     return metrics, tags
 
 

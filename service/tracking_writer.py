@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.tracking_wal import WalState, WriteAheadLog, read_records
+from trainables.wire import END_EPOCH, ROTATION_PREFIX
 
 __all__ = ["TrackingWriter", "WriterStats", "configure_client", "is_transient"]
 
@@ -29,7 +30,7 @@ _MAX_METRICS = 900  # per log_batch call, leaving room for up to 100 tags (MLflo
 _MAX_TAGS = 100
 _MAX_PARAMS = 100
 _READ_BYTES = 4 * 2**20  # one batch reads at most this much of the log
-_PLOT_KEYS = ("rotation/", "val/acc", "cost/usd")
+_PLOT_KEYS = (ROTATION_PREFIX, "val/acc", "cost/usd")
 # MLflow error codes a retry can heal (the server's own or its database's trouble); any
 # other MLflow error (a bad value, a deleted run) will not heal: that op is reported, skipped.
 _TRANSIENT_CODES = {
@@ -371,7 +372,7 @@ class TrackingWriter:
         row = {k: v for k, v in op.get("m", {}).items() if k.startswith(_PLOT_KEYS)}
         end = op.get("t", {}).get("cp.end_epoch")
         if end is not None:
-            row["cp/end_epoch"] = int(end)
+            row[END_EPOCH] = int(end)
         self._history.setdefault(op["ref"], {})[int(op["step"])] = {"epoch": int(op["step"]), **row}
 
     def _plots(self, client: Any, ref: str, run_id: str) -> None:
@@ -381,7 +382,7 @@ class TrackingWriter:
         rows = [by_step[s] for s in sorted(by_step)]
         if not rows or rows[0]["epoch"] != 1 or len(rows) != rows[-1]["epoch"]:
             rows = self._call(f"history of {ref}", history_from_mlflow, client, run_id) or []
-        end = next((r["cp/end_epoch"] for r in reversed(rows) if r.get("cp/end_epoch")), None)
+        end = next((r[END_EPOCH] for r in reversed(rows) if r.get(END_EPOCH)), None)
         for r in rows:
-            r.setdefault("cp/end_epoch", end)
+            r.setdefault(END_EPOCH, end)
         self._call(f"plots of {ref}", log_trial_plots, client, run_id, rows)
