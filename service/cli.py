@@ -178,7 +178,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_sync(args: argparse.Namespace) -> int:
-    from service.tracking import sync_output_dir
+    from service.tracking_sync import sync_output_dir
 
     report = sync_output_dir(Path(args.output_dir), args.tracking_uri, args.timeout)
     print(json.dumps(report, indent=2))

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
 import logging
 import math
 import os
+import signal
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -348,7 +351,8 @@ def run_sweep(
             run_config=run_config,
         )
     try:
-        grid = tuner.fit()
+        with _sigterm_as_sigint():
+            grid = tuner.fit()
     except BaseException:  # the writes stay in the tracking log: `cpsweep sync` or --resume
         for cb in tracking:
             cb.close(timeout_s=5.0)
@@ -363,6 +367,20 @@ def run_sweep(
     print(format_table(summary))
     log.info("summary: %s", out / "summary.json")
     return summary
+
+
+@contextlib.contextmanager
+def _sigterm_as_sigint() -> Iterator[None]:
+    """SIGTERM (Kubernetes stopping the driver's pod, `kill`) ends the sweep as Ctrl-C does:
+    Tune saves its state, queued MLflow writes drain; by default it would die at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _num(value: Any) -> float | None:

@@ -40,7 +40,13 @@ from trainables.wire import (
     SWITCH_EPOCH,
 )
 
-__all__ = ["MLflowSweepCallback", "prepare_store", "resolve_tracking_uri"]
+__all__ = [
+    "MLflowSweepCallback",
+    "epoch_record",
+    "log_final",
+    "prepare_store",
+    "resolve_tracking_uri",
+]
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +136,7 @@ class MLflowSweepCallback(Callback):
         )
         configure_client(spec.tracking.request_timeout_s)
         self.wal = WriteAheadLog(out_dir / WAL_NAME, max_bytes=spec.tracking.wal_max_mb * 2**20)
-        self.writer = TrackingWriter(self.wal, self.uri, final=_log_final)
+        self.writer = TrackingWriter(self.wal, self.uri, final=log_final)
         if self.uri.startswith("sqlite:"):
             # A local file: create and migrate it before any trial starts (cheap, and
             # nothing else may race its first migration); a server's store is its own.
@@ -439,7 +445,7 @@ def epoch_record(
     return metrics, tags
 
 
-def _log_final(client: Any, summary: dict[str, Any], runs: dict[str, str]) -> None:
+def log_final(client: Any, summary: dict[str, Any], runs: dict[str, str]) -> None:
     """The writer's last op: the sweep's totals, summary and report on its parent run."""
     from service.sweep_run import log_sweep_results
 
@@ -451,33 +457,3 @@ def _log_final(client: Any, summary: dict[str, Any], runs: dict[str, str]) -> No
         log_sweep_results(
             client, summary, mlflow_["experiment"], mlflow_["tracking_uri"], strict=True
         )
-
-
-def sync_output_dir(
-    out_dir: Path, uri: str | None = None, timeout_s: float = 300.0
-) -> dict[str, Any]:
-    """Send what a sweep's tracking log still holds to MLflow (after an outage or a crash).
-
-    `uri` defaults to the one the sweep used; returns `log_report`'s counts."""
-    from service.spec import SweepSpec
-
-    wal_file = out_dir / WAL_NAME
-    spec_file = out_dir / "spec.json"
-    if not wal_file.is_file() or not spec_file.is_file():
-        from trainables.config import ConfigError
-
-        raise ConfigError(
-            f"{out_dir}: no sweep tracking log ({WAL_NAME}) or spec.json there; pass the output "
-            "directory of a sweep (runs/<name> by default)"
-        )
-    spec = SweepSpec.model_validate_json(spec_file.read_text())
-    uri = uri or resolve_tracking_uri(spec.tracking.uri)
-    configure_client(spec.tracking.request_timeout_s)
-    wal = WriteAheadLog(wal_file)
-    writer = TrackingWriter(wal, uri, final=_log_final)
-    writer.start()
-    writer.drain(timeout_s)
-    writer.stop()
-    report = log_report(wal, delayed=len(writer.stats.delayed))
-    wal.close()
-    return report
