@@ -15,7 +15,11 @@ background writer), for trials reporting ResNet-sized results (`bench.driver_sim
 
     .venv/bin/python bench/driver_scale.py [--quick] [--backends sqlite,postgres]
 
-Writes bench/results/driver_scale.json (or driver_scale_quick.json).
+Writes bench/results/driver_scale.json (or driver_scale_quick.json). `--outage` instead
+runs issue 18's case: the quickstart sweep (`--set train.epochs=15`) through a local
+`mlflow server`, undisturbed and with the server killed when the first trial reaches
+epoch 4 and restarted 10 s later, and records both wall times, the outage and how
+many results were delayed (bench/results/driver_outage.json).
 """
 
 from __future__ import annotations
@@ -239,6 +243,106 @@ def control_reads(name: str, n_trials: int, seconds: float) -> dict[str, Any]:
     }
 
 
+def _serve_sqlite(work: Path, port: int) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    cmd = [
+        str(Path(sys.executable).parent / "mlflow"), "server",
+        "--backend-store-uri", f"sqlite:///{work / 'mlflow.db'}",
+        "--artifacts-destination", str(work / "artifacts"),
+        "--host", "127.0.0.1", "--port", str(port),
+        "--allowed-hosts", f"127.0.0.1:{port},localhost:{port}",
+        "--workers", "1",
+    ]  # fmt: skip
+    with open(work / "mlflow-server.log", "a") as out:
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                return proc
+        except Exception:
+            time.sleep(0.3)
+    raise TimeoutError(f"mlflow server on port {port} did not start")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+_OUTAGE: dict[str, Any] = {}  # the case being run: server, port, marks (read by _Kill)
+
+
+def _restart_later(delay_s: float) -> None:
+    time.sleep(delay_s)
+    _OUTAGE["proc"] = _serve_sqlite(_OUTAGE["dir"], _OUTAGE["port"])
+    _OUTAGE["back"] = time.monotonic()
+
+
+def _kill_at_epoch_4() -> Any:
+    """A Tune callback: kills the server when a trial reports epoch 4, restarts it later."""
+    import threading
+
+    from ray.tune import Callback
+
+    class Kill(Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):  # type: ignore[no-untyped-def]
+            if _OUTAGE["kill"] and "killed" not in _OUTAGE and result.get("epoch") == 4:
+                _stop(_OUTAGE["proc"])
+                _OUTAGE["killed"] = time.monotonic()
+                args = (_OUTAGE["restart_after_s"],)
+                threading.Thread(target=_restart_later, args=args, daemon=True).start()
+
+        def __reduce__(self):  # type: ignore[no-untyped-def]
+            return (Callback, ())  # Tune pickles its callbacks; a server does not pickle
+
+    return Kill()
+
+
+def outage(work: Path, restart_after_s: float = 10.0) -> dict[str, Any]:
+    """Issue 18's scenario, undisturbed and with a kill-and-restart of the server."""
+    from service.spec import load_spec
+    from service.sweep import init_ray, run_sweep
+
+    init_ray(None)
+    out: dict[str, Any] = {"restart_after_s": restart_after_s}
+    for case in ("undisturbed", "killed_at_epoch_4"):
+        cdir = work / case
+        cdir.mkdir(parents=True)
+        port = _free_port()
+        _OUTAGE.clear()
+        _OUTAGE.update(dir=cdir, port=port, kill=case != "undisturbed")
+        _OUTAGE.update(restart_after_s=restart_after_s, proc=_serve_sqlite(cdir, port))
+        spec = load_spec(
+            str(Path(__file__).resolve().parents[1] / "search_spaces" / "quickstart.yaml"),
+            [f"tracking.uri=http://127.0.0.1:{port}", "accounting.measure_energy=false"],
+        )
+        t0 = time.monotonic()
+        summary = run_sweep(spec, output_dir=cdir / "out", callbacks=[_kill_at_epoch_4()])
+        wall = time.monotonic() - t0
+        back, killed = _OUTAGE.get("back"), _OUTAGE.get("killed")
+        out[case] = {
+            "wall_s": round(wall, 1),
+            "sweep_wall_s": summary["wall_s"],
+            "tracking": summary["tracking"],
+            "outage_s": round(back - killed, 1) if back and killed else None,
+        }
+        log.info("outage %s: %s", case, out[case])
+        _stop(_OUTAGE["proc"])
+    base = out["undisturbed"]["wall_s"]
+    out["killed_vs_undisturbed_pct"] = round(
+        100 * (out["killed_at_epoch_4"]["wall_s"] - base) / base, 1
+    )
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="100 trials x 3 epochs (CI smoke)")
@@ -246,8 +350,20 @@ def main() -> None:
     ap.add_argument("--trials", type=int, help="default 1000 (quick 100)")
     ap.add_argument("--epochs", type=int, help="default 5 (quick 3)")
     ap.add_argument("--out", default=str(RESULTS), help="results directory")
+    ap.add_argument("--outage", action="store_true", help="issue 18's kill-and-restart case")
     args = ap.parse_args()
     setup_logging()
+    if args.outage:
+        work = Path(args.out) / "tmp" / "driver_outage"
+        if work.exists():
+            import shutil
+
+            shutil.rmtree(work)
+        res = {"command": command_line(), "date": now_iso(), "machine": machine_info()}
+        res.update(outage(work))
+        res["loadavg_at_end"] = list(os.getloadavg())
+        write_json(Path(args.out) / "driver_outage.json", res)
+        return
     progress_log = logging.getLogger("cpsweep.progress")
     progress_log.propagate = False  # one line per result: to a file, as a driver's log would
     n_trials = args.trials or (100 if args.quick else 1000)
