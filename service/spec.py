@@ -142,6 +142,9 @@ class Dimension(_Strict):
         return tune.randint(*self.randint)
 
 
+_MAX_TRIALS_PER_GPU = 64  # finer fractions only queue kernels behind each other
+
+
 class ScalingSpec(_Strict):
     num_workers: int = Field(
         1, ge=1, le=1024, description="Ray Train workers (DDP ranks) per trial."
@@ -149,7 +152,18 @@ class ScalingSpec(_Strict):
     cpus_per_worker: int = Field(
         1, ge=1, le=256, description="CPUs (and torch threads) per worker."
     )
-    use_gpu: bool = Field(False, description="One GPU per worker; NCCL backend, AMP.")
+    use_gpu: bool = Field(
+        False, description="Train on GPUs (gpus_per_worker each); NCCL backend, AMP."
+    )
+    gpus_per_worker: float | None = Field(
+        None,
+        gt=0,
+        le=64,
+        description=(
+            "GPUs per worker when use_gpu: a fraction 1/n (0.5, 0.25, ...) packs n trials "
+            "on one GPU, a whole number gives each worker that many; None = 1."
+        ),
+    )
     executor: Literal["auto", "train", "inline"] = Field(
         "auto",
         description=(
@@ -167,6 +181,44 @@ class ScalingSpec(_Strict):
                 "use executor 'train' (or 'auto') for DDP trials"
             )
         return self
+
+    @model_validator(mode="after")
+    def _gpu_share_is_sensible(self) -> ScalingSpec:
+        g = self.gpus_per_worker
+        if g is None:
+            return self
+        if not self.use_gpu:
+            raise ValueError(
+                f"gpus_per_worker={g} is set but use_gpu is false; set use_gpu: true "
+                "(or remove gpus_per_worker)"
+            )
+        if g > 1 and g != int(g):
+            raise ValueError(
+                f"gpus_per_worker={g}: above 1 it must be a whole number of GPUs "
+                f"(Ray cannot split a worker over GPUs); use {int(g)} or {int(g) + 1}"
+            )
+        if g < 1:
+            n = round(1 / g)
+            if n > _MAX_TRIALS_PER_GPU or abs(n * g - 1) > 0.01:
+                raise ValueError(
+                    f"gpus_per_worker={g}: a fraction must split one GPU evenly, 1/n with "
+                    f"n <= {_MAX_TRIALS_PER_GPU} (0.5, 0.333, 0.25, 0.2, ...); "
+                    f"{g} would leave {1 - int(1 / g) * g:.3g} of every GPU unused"
+                )
+            if self.num_workers > 1:
+                raise ValueError(
+                    f"gpus_per_worker={g} with num_workers={self.num_workers}: two DDP ranks "
+                    "could share one GPU, which NCCL refuses; give DDP workers whole GPUs "
+                    "(gpus_per_worker: 1) or pack single-worker trials"
+                )
+        return self
+
+    @property
+    def gpus(self) -> float:
+        """GPUs each worker holds: 0 without use_gpu, else gpus_per_worker (default 1)."""
+        if not self.use_gpu:
+            return 0.0
+        return float(self.gpus_per_worker or 1)
 
     @property
     def resolved_executor(self) -> str:
