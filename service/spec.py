@@ -403,16 +403,12 @@ def _check_limits(spec: SweepSpec, limits: SpecLimits) -> None:
             f"scaling.cpus_per_worker: {sc.num_workers} workers x {sc.cpus_per_worker} CPUs = "
             f"{cpus} CPUs per trial, over {by}, {limits.max_cpus_per_trial}"
         )
-    gpus = sc.num_workers * _gpus_per_worker(sc)
+    gpus = sc.num_workers * sc.gpus
     if gpus > limits.max_gpus_per_trial:
         raise ValueError(
-            f"scaling.use_gpu: {sc.num_workers} workers x {_gpus_per_worker(sc):g} GPUs = "
+            f"scaling.use_gpu: {sc.num_workers} workers x {sc.gpus:g} GPUs = "
             f"{gpus:g} GPUs per trial, over {by}, {limits.max_gpus_per_trial:g}"
         )
-
-
-def _gpus_per_worker(sc: ScalingSpec) -> float:
-    return 1.0 if sc.use_gpu else 0.0
 
 
 def _check_train(base: dict[str, Any], overrides: dict[str, Any], where: str) -> None:
