@@ -46,6 +46,7 @@ __all__ = [
     "log_final",
     "prepare_store",
     "resolve_tracking_uri",
+    "writer_threads",
 ]
 
 log = logging.getLogger(__name__)
@@ -136,7 +137,9 @@ class MLflowSweepCallback(Callback):
         )
         configure_client(spec.tracking.request_timeout_s)
         self.wal = WriteAheadLog(out_dir / WAL_NAME, max_bytes=spec.tracking.wal_max_mb * 2**20)
-        self.writer = TrackingWriter(self.wal, self.uri, final=log_final)
+        self.writer = TrackingWriter(
+            self.wal, self.uri, final=log_final, threads=writer_threads(spec, self.uri)
+        )
         if self.uri.startswith("sqlite:"):
             # A local file: create and migrate it before any trial starts (cheap, and
             # nothing else may race its first migration); a server's store is its own.
@@ -418,6 +421,11 @@ class MLflowSweepCallback(Callback):
             self.wal.path,
             self.out_dir,
         )
+
+
+def writer_threads(spec: SweepSpec, uri: str) -> int:
+    """Connections the writer uses side by side: a server takes several, a sqlite file one."""
+    return 1 if uri.startswith("sqlite:") else spec.tracking.writer_threads
 
 
 def epoch_record(
