@@ -111,7 +111,9 @@ class TrackingWriter:
         self._done = threading.Condition()
         self._offset = 0
         self.client: Any = None
-        self._uncertain: set[str] = set()  # refs whose create_run may have happened unseen
+        # Refs whose create_run may have happened unseen: a driver killed after MLflow
+        # created a run but before its `mapped` record; looked up before creating again.
+        self._uncertain = {r for r, st in self.state.refs.items() if st.created and not st.run_id}
         self._history: dict[str, dict[int, dict[str, Any]]] = {}  # plot keys per ref and step
         self._thread: threading.Thread | None = None
 
