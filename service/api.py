@@ -61,8 +61,10 @@ class ApiSettings(BaseModel):
     insecure_no_auth: bool = Field(False, description="Allow no token; loopback hosts only.")
     ray_address: str = Field(default_factory=default_address, description="Ray dashboard URL.")
     mlflow_uri: str | None = Field(None, description="Sweeps log here; trials are read here.")
-    output_root: str = Field("/tmp/cpsweep", description="Job output dirs, on the cluster.")
-    job_python: str = Field("python", description="Python on the cluster for the job entry.")
+    output_root: str | None = Field(
+        None, description="Results dirs on the head node; None: the cluster's default."
+    )
+    job_python: str | None = Field(None, description="Python on the cluster; None: found.")
     max_body_bytes: int = Field(256 * 1024, ge=1024, description="Larger bodies get 413.")
 
 
@@ -71,7 +73,12 @@ class JobsBackend(Protocol):
 
     def ping(self) -> None: ...
     def submit(
-        self, spec: SweepSpec, *, mlflow_uri: str | None, output_root: str, python: str
+        self,
+        spec: SweepSpec,
+        *,
+        mlflow_uri: str | None,
+        output_root: str | None,
+        python: str | None,
     ) -> str: ...
     def list(self) -> list[JobInfo]: ...
     def info(self, job_id: str) -> JobInfo: ...
@@ -284,7 +291,7 @@ def create_app(
     @v1.get("/sweeps/{sweep_id}", response_model=SweepDetail)
     def get_sweep(sweep_id: SweepId) -> SweepDetail:
         info = jobs.info(sweep_id)
-        found, note = trials(settings.mlflow_uri, sweep_id)
+        found, note = trials(info.mlflow_uri or settings.mlflow_uri, sweep_id)
         return SweepDetail(**info.model_dump(), trials=found, trials_note=note)
 
     @v1.get("/sweeps/{sweep_id}/logs", response_model=SweepLogs)

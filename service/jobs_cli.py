@@ -50,11 +50,6 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec, args.set)  # ConfigError names the field; exit 2
     uri = args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if spec.tracking.enabled and not spec.tracking.uri and not uri:
-        log.warning(
-            "no --mlflow-uri, MLFLOW_TRACKING_URI or tracking.uri: the runs will land in a "
-            "sqlite file on the node that runs the job driver"
-        )
     if not args.verbose:  # Ray logs every .gitignore it honours while packaging
         logging.getLogger("ray._private.runtime_env").setLevel(logging.ERROR)
         logging.getLogger("ray.dashboard.modules.dashboard_sdk").setLevel(logging.WARNING)
@@ -62,6 +57,8 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     try:
         job_id = client.submit(spec, mlflow_uri=uri, output_dir=args.output_dir, python=args.python)
         print(job_id)
+        results = _results_lines(client.info(job_id))
+        print(results, file=sys.stderr)
         where = f" --address {client.address}"
         if args.no_wait:
             print(f"follow it: cpsweep logs {job_id} --follow{where}", file=sys.stderr)
@@ -72,7 +69,22 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     except JobsError as exc:
         return _print_error("submit", exc)
     print(f"{job_id}: {info.status} {info.message or ''}".rstrip(), file=sys.stderr)
+    print(results, file=sys.stderr)
     return 0 if info.status == "SUCCEEDED" else 1
+
+
+def _results_lines(info: JobInfo) -> str:
+    """Where a job's results are, and how to open them."""
+    on = f" on {info.results_host}" if info.results_host else ""
+    lines = [f"results: {info.results_dir}{on} (summary.json, submitted_spec.yaml)"]
+    uri = info.mlflow_uri
+    if uri and uri.startswith("sqlite:///"):
+        lines.append(f"MLflow:  {uri}{on}; there: mlflow ui --backend-store-uri {uri}")
+    elif uri:
+        lines.append(f"MLflow:  {uri}")
+    else:
+        lines.append("MLflow:  off (tracking.enabled: false)")
+    return "\n".join(lines)
 
 
 def _cmd_jobs(args: argparse.Namespace) -> int:
@@ -98,7 +110,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         return _print_error("status", exc)
     out = info.model_dump()
     if args.trials:
-        uri = args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        uri = args.mlflow_uri or info.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
         trials, note = sweep_trials(uri, args.id)
         out["trials"] = None if trials is None else [t.model_dump() for t in trials]
         out["trials_note"] = note
@@ -154,8 +166,16 @@ def register_cli(sub: Any) -> None:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a spec field"
     )
     s.add_argument("--no-wait", action="store_true", help="print the job id and return")
-    s.add_argument("--output-dir", help="on the cluster; default /tmp/cpsweep/<job id>")
-    s.add_argument("--python", default="python", help="python on the cluster (default python)")
+    s.add_argument(
+        "--output-dir",
+        help="results dir on the head node (default $CPSWEEP_RESULTS_DIR/<job id> there, "
+        "else ~/cpsweep-results/<job id>)",
+    )
+    s.add_argument(
+        "--python",
+        help="Python on the head node that has Ray (default: found by a preflight job: "
+        "$CPSWEEP_PYTHON there, this interpreter's path, Ray's own, python3, python)",
+    )
     s.set_defaults(func=_cmd_submit)
 
     j = sub.add_parser("jobs", help="list cpsweep jobs on a Ray cluster")
@@ -167,7 +187,7 @@ def register_cli(sub: Any) -> None:
     st.add_argument("id")
     _address_arg(st)
     st.add_argument("--trials", action="store_true", help="add each trial's results from MLflow")
-    st.add_argument("--mlflow-uri", help="default $MLFLOW_TRACKING_URI")
+    st.add_argument("--mlflow-uri", help="default: the job's, else $MLFLOW_TRACKING_URI")
     st.set_defaults(func=_cmd_status)
 
     lg = sub.add_parser("logs", help="print (or --follow) a job's driver log")
@@ -193,5 +213,8 @@ def register_cli(sub: Any) -> None:
     )
     sv.add_argument("--ray-address", help=f"Ray dashboard URL (default {DEFAULT_ADDRESS})")
     sv.add_argument("--mlflow-uri", help="where sweeps log and trials are read from")
-    sv.add_argument("--output-root", default="/tmp/cpsweep", help="job output dirs, on the cluster")
+    sv.add_argument(
+        "--output-root",
+        help="results dirs on the head node (default $CPSWEEP_RESULTS_DIR or ~/cpsweep-results)",
+    )
     sv.set_defaults(func=_cmd_serve)
