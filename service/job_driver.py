@@ -78,15 +78,15 @@ def missing_modules(modules: tuple[str, ...] = DRIVER_MODULES) -> list[str]:
     return [m for m in modules if importlib.util.find_spec(m) is None]
 
 
-def entrypoint(python: str | None, args: list[str], client_python: str) -> str:
+def entrypoint(python: str | None, args: list[str], client_python: str, probe: bool) -> str:
     """Shell command running `python -m service.job_entry ARGS` on the right interpreter.
 
-    With `python` given, exactly that one. Otherwise each candidate in turn: job_entry exits
-    LACKS_EXIT (naming what is missing) on one that lacks a driver module, and the loop goes
-    on; any other exit status is the job's.
+    A found (or given) `python` runs directly unless `probe`. Otherwise each candidate in
+    turn (only `python` when given): job_entry exits LACKS_EXIT (naming what is missing) on
+    one that lacks a driver module and the loop goes on; any other exit status is the job's.
     """
     tail = " ".join(shlex.quote(a) for a in ["-m", "service.job_entry", *args])
-    if python:
+    if python and not probe:
         return f"{shlex.quote(python)} {tail}"
     candidates = [
         f'"${{{PYTHON_ENV}:-}}"',
@@ -95,6 +95,7 @@ def entrypoint(python: str | None, args: list[str], client_python: str) -> str:
         "python3",
         "python",
     ]
+    candidates = [shlex.quote(python)] if python else candidates
     return (
         f"for py in {' '.join(candidates)}; do "
         '[ -n "$py" ] || continue; '

@@ -83,7 +83,9 @@ def build_submission(
         metadata.update(results_dir=output_dir, results_host=results_host or "")
         metadata.update(mlflow_uri=mlflow_uri or "" if spec.tracking.enabled else "")
     return {
-        "entrypoint": entrypoint(python, [*args, "--check"] if check else args, sys.executable),
+        "entrypoint": entrypoint(
+            python, [*args, "--check"] if check else args, sys.executable, probe=check
+        ),
         "submission_id": f"{submission_id}-check" if check else submission_id,
         "runtime_env": {
             "working_dir": str(_project_root()),

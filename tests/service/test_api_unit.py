@@ -57,7 +57,12 @@ class FakeJobs:
         self._check()
 
     def submit(
-        self, spec: SweepSpec, *, mlflow_uri: str | None, output_root: str, python: str
+        self,
+        spec: SweepSpec,
+        *,
+        mlflow_uri: str | None,
+        output_root: str | None,
+        python: str | None,
     ) -> str:
         self._check()
         job_id = f"cpsweep-{spec.name}-{len(self.submitted):08x}"

@@ -131,7 +131,7 @@ def test_auto_entrypoint_tries_each_python_and_says_what_it_lacks(
 ) -> None:
     """The entrypoint as Ray's job supervisor runs it: `/bin/sh -c`, with a bare PATH."""
     client = sys.executable if client_has_ray else str(tmp_path / "no-such-python")
-    cmd = entrypoint(None, ["--output-dir", str(tmp_path / "o"), "--check"], client)
+    cmd = entrypoint(None, ["--output-dir", str(tmp_path / "o"), "--check"], client, probe=True)
     env = {
         "PATH": "/usr/bin:/bin",
         "HOME": str(tmp_path),
