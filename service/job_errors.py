@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["JobNotFound", "JobsError", "RayAuthError", "RayUnreachable", "SubmissionRefused"]
+__all__ = [
+    "JobNotFound",
+    "JobsError",
+    "RayAuthError",
+    "RayUnreachable",
+    "SpecTooLarge",
+    "SubmissionRefused",
+]
 
 
 class JobsError(RuntimeError):
@@ -19,6 +26,10 @@ class RayAuthError(JobsError):
 
 class JobNotFound(JobsError):
     """No cpsweep job with this id on the cluster."""
+
+
+class SpecTooLarge(JobsError):
+    """The validated spec does not fit in the job's environment (the API answers 413)."""
 
 
 class SubmissionRefused(JobsError):

@@ -19,10 +19,10 @@ from typing import Any
 import yaml
 
 from service.job_driver import JOB_ID_ENV, REFUSED_EXIT, SPEC_ENV, entrypoint, read_preflight
-from service.job_errors import JobsError, SubmissionRefused
+from service.job_errors import JobsError, SpecTooLarge, SubmissionRefused
 from service.spec import SweepSpec
 
-__all__ = ["build_submission", "new_submission_id", "run_preflight"]
+__all__ = ["build_submission", "new_submission_id", "project_root", "run_preflight"]
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def new_submission_id(sweep: str) -> str:
     return f"cpsweep-{sweep[:40]}-{uuid.uuid4().hex[:8]}"
 
 
-def _project_root() -> Path:
+def project_root() -> Path:
     for parent in Path(__file__).resolve().parents:
         if (parent / "pyproject.toml").is_file() and (parent / "service").is_dir():
             return parent
@@ -58,16 +58,18 @@ def build_submission(
     python: str | None = None,
     check: bool = False,
     results_host: str | None = None,
+    user_code: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments for JobSubmissionClient.submit_job (no network).
 
     `check` builds the preflight job (service.job_driver); python=None lets the entrypoint
     pick the interpreter on the cluster. The results' place goes into the metadata.
+    `user_code` (service.usercode.runtime_env_for) ships the spec's own factory modules.
     """
     dumped = yaml.safe_dump(spec.model_dump(mode="json", exclude_unset=True), sort_keys=False)
     encoded = base64.b64encode(dumped.encode()).decode()
     if len(encoded) > _MAX_SPEC_ENV_BYTES:
-        raise JobsError(
+        raise SpecTooLarge(
             f"spec is {len(encoded)} bytes encoded, over the {_MAX_SPEC_ENV_BYTES} that fit "
             "in the job's environment; shorten search_space/arms"
         )
@@ -76,6 +78,15 @@ def build_submission(
     env_vars["RAY_JOB_SUBMISSION_ID"] = submission_id
     if mlflow_uri:
         env_vars["MLFLOW_TRACKING_URI"] = mlflow_uri
+    if user_code:
+        env_vars.update(user_code.get("env_vars", {}))
+    runtime_env: dict[str, Any] = {
+        "working_dir": str(project_root()),
+        "excludes": list(_EXCLUDES),
+        "env_vars": env_vars,
+    }
+    if user_code and user_code.get("py_modules"):
+        runtime_env["py_modules"] = list(user_code["py_modules"])
     args = ["--output-dir", output_dir] if output_dir else []
     args += ["--output-root", output_root] if output_root and not output_dir else []
     metadata = {"cpsweep": "check" if check else "1", "sweep": spec.name}
@@ -87,11 +98,7 @@ def build_submission(
             python, [*args, "--check"] if check else args, sys.executable, probe=check
         ),
         "submission_id": f"{submission_id}-check" if check else submission_id,
-        "runtime_env": {
-            "working_dir": str(_project_root()),
-            "excludes": list(_EXCLUDES),
-            "env_vars": env_vars,
-        },
+        "runtime_env": runtime_env,
         "metadata": metadata,
     }
 

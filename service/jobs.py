@@ -26,7 +26,7 @@ import re
 import threading
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +38,10 @@ from service.job_errors import (
     JobsError,
     RayAuthError,
     RayUnreachable,
+    SpecTooLarge,
     SubmissionRefused,
 )
-from service.job_submit import build_submission, new_submission_id, run_preflight
+from service.job_submit import build_submission, new_submission_id, project_root, run_preflight
 from service.spec import SweepSpec
 
 __all__ = [
@@ -55,10 +56,12 @@ __all__ = [
     "RayAuthError",
     "RayToken",
     "RayUnreachable",
+    "SpecTooLarge",
     "SubmissionRefused",
     "build_submission",
     "default_address",
     "new_submission_id",
+    "project_root",
     "resolve_ray_token",
 ]
 
@@ -105,7 +108,7 @@ def default_address(env: Mapping[str, str] | None = None) -> str:
 
 @dataclass(frozen=True)
 class RayToken:
-    value: str | None
+    value: str | None = field(repr=False)  # never in logs, tracebacks or reprs
     source: str  # where it came from, for error messages; never the token itself
 
 
@@ -188,14 +191,19 @@ def _sdk_client_class() -> type:
 
 
 class JobsClient:
-    """cpsweep's view of one cluster's Ray Jobs API; thread-safe, connects lazily."""
+    """cpsweep's view of one cluster's Ray Jobs API; thread-safe, connects lazily.
+
+    Every request has a connect and a read timeout, and no lock is held while one is
+    on the wire: a dashboard that accepts and never answers costs each caller at most
+    its own timeout instead of queueing every other caller behind it.
+    """
 
     def __init__(
         self,
         address: str | None = None,
         *,
         token: RayToken | None = None,
-        connect_timeout_s: float = 5.0,
+        connect_timeout_s: float = 3.0,
         read_timeout_s: float = 30.0,
     ):
         self.address = (address or default_address()).rstrip("/")
@@ -233,12 +241,17 @@ class JobsClient:
             ) from None
 
     def _client(self) -> Any:
+        sdk = self._sdk
+        if sdk is not None:
+            return sdk
+        # The SDK's constructor asks the dashboard for its version: off the lock, so
+        # concurrent first callers may each build one; the first stored wins.
+        built = self._call(
+            _sdk_client_class(), self.address, timeout=self._timeout, headers=self._headers()
+        )
         with self._lock:
             if self._sdk is None:
-                cls = _sdk_client_class()
-                self._sdk = self._call(
-                    cls, self.address, timeout=self._timeout, headers=self._headers()
-                )
+                self._sdk = built
             return self._sdk
 
     def ping(self) -> None:
@@ -255,12 +268,21 @@ class JobsClient:
         output_root: str | None = None,
         python: str | None = None,
         preflight_timeout_s: float = 120.0,
+        user_code: dict[str, Any] | None = None,
     ) -> str:
         """Preflight (service.job_driver), then submit with what it found, or raise."""
         sid = new_submission_id(spec.name)
-        where = dict(mlflow_uri=mlflow_uri, output_dir=output_dir, output_root=output_root)
         client = self._client()
-        probe = build_submission(spec, submission_id=sid, python=python, check=True, **where)
+        probe = build_submission(
+            spec,
+            submission_id=sid,
+            mlflow_uri=mlflow_uri,
+            output_dir=output_dir,
+            output_root=output_root,
+            python=python,
+            check=True,
+            user_code=user_code,
+        )
         found = run_preflight(self._call, client, probe, preflight_timeout_s)
         kwargs = build_submission(
             spec,
@@ -269,6 +291,7 @@ class JobsClient:
             output_dir=found["results_dir"],
             python=found["python"],
             results_host=found["host"],
+            user_code=user_code,
         )
         job_id = str(self._call(client.submit_job, **kwargs))
         log.info("submitted sweep %s as Ray job %s to %s", spec.name, job_id, self.address)

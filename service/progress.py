@@ -8,7 +8,8 @@ from typing import Any
 
 from ray.tune import Callback
 
-from trainables.local import progress_line
+from trainables.progress import progress_line
+from trainables.wire import END_EPOCH, REPLAYED, SWITCH_EPOCH
 
 __all__ = ["ProgressCallback", "format_table", "unfinished_trials"]
 
@@ -48,7 +49,7 @@ class ProgressCallback(Callback):
         self.started.add(trial.trial_id)
         if "error" in result:
             return
-        replayed = " (replayed from checkpoint)" if result.get("cp/replayed") else ""
+        replayed = " (replayed from checkpoint)" if result.get(REPLAYED) else ""
         log.info("%s %s%s", trial.trial_id, progress_line(result, self.budget), replayed)
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
@@ -57,8 +58,8 @@ class ProgressCallback(Callback):
         log.info(
             "%s done: period ended at epoch %s, switched at %s, val_acc=%s",
             trial.trial_id,
-            r.get("cp/end_epoch"),
-            r.get("cp/switch_epoch"),
+            r.get(END_EPOCH),
+            r.get(SWITCH_EPOCH),
             r.get("val/acc"),
         )
 

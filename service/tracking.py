@@ -24,6 +24,15 @@ from service.progress import unfinished_trials
 from service.spec import SweepSpec
 from service.usage import TrialUsage
 from trainables.config import train_dict_for
+from trainables.wire import (
+    ANGLE,
+    END_EPOCH,
+    HANDSHAKE_S,
+    LAG_EPOCHS,
+    MODE,
+    RATE_RATIO,
+    SWITCH_EPOCH,
+)
 
 __all__ = ["MLflowSweepCallback", "prepare_store", "resolve_tracking_uri"]
 
@@ -47,7 +56,7 @@ _SKIP = {
     "config",
     "should_checkpoint",
 }
-_TAG_KEYS = {"energy/method": "energy.method", "device/name": "device.name", "cp/mode": "cp.mode"}
+_TAG_KEYS = {"energy/method": "energy.method", "device/name": "device.name", MODE: "cp.mode"}
 
 
 def resolve_tracking_uri(uri: str | None) -> str:
@@ -293,11 +302,7 @@ class MLflowSweepCallback(Callback):
             and math.isfinite(float(v))
             and not k.startswith("cp/")
         ]
-        stat = [
-            k
-            for k in ("cp/angle_deg", "cp/rate_ratio", "cp/handshake_s", "cp/lag_epochs")
-            if k in result
-        ]
+        stat = [k for k in (ANGLE, RATE_RATIO, HANDSHAKE_S, LAG_EPOCHS) if k in result]
         metrics += [Metric(k, float(result[k]), ts, epoch) for k in stat]
         metrics += [Metric(k, v, ts, epoch) for k, v in cum.items()]
         tags = [
@@ -305,10 +310,10 @@ class MLflowSweepCallback(Callback):
             RunTag("cpsweep.usage", usage.state_tag()),
         ]
         tags += [RunTag(t, str(result[k])) for k, t in _TAG_KEYS.items() if k in result]
-        if result.get("cp/end_epoch") is not None:
-            tags.append(RunTag("cp.end_epoch", str(result["cp/end_epoch"])))
-        if result.get("cp/switch_epoch") is not None:
-            tags.append(RunTag("cp.switch_epoch", str(result["cp/switch_epoch"])))
+        if result.get(END_EPOCH) is not None:
+            tags.append(RunTag("cp.end_epoch", str(result[END_EPOCH])))
+        if result.get(SWITCH_EPOCH) is not None:
+            tags.append(RunTag("cp.switch_epoch", str(result[SWITCH_EPOCH])))
         for i in range(0, len(metrics), 900):
             self._submit(
                 f"epoch {epoch} of {trial.trial_id}",
