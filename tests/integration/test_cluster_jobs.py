@@ -85,7 +85,7 @@ def api(ray_cluster: RayCluster, mlflow_server: str) -> Iterator[Api]:
                 f"--port={port}",
                 f"--token-file={token_file}",
                 f"--ray-address={ray_cluster.dashboard}",
-                # No --mlflow-uri: its sweeps log beside their results (test_results_outlive_...).
+                f"--mlflow-uri={mlflow_server}",
                 f"--output-root={ray_cluster.root / 'out'}",
             ],
             env=ray_cluster.env,
@@ -104,14 +104,14 @@ def api(ray_cluster: RayCluster, mlflow_server: str) -> Iterator[Api]:
 
 @pytest.fixture(scope="module")
 def sweeps(ray_cluster: RayCluster, api: Api, mlflow_server: str) -> dict[str, str]:
-    """Submit one sweep through the CLI and one through the API; both run meanwhile."""
+    """Submit one sweep through the CLI (no --mlflow-uri: it logs beside its results) and
+    one through the API (to the MLflow server); both run meanwhile."""
     spec = ray_cluster.root / "it-cli.yaml"  # outside the repo: shipped inline
     spec.write_text(tiny_spec("it-cli"))
     r = cpsweep(
         "submit",
         str(spec),
         f"--address={ray_cluster.dashboard}",
-        f"--mlflow-uri={mlflow_server}",
         f"--output-dir={ray_cluster.root / 'out' / 'cli'}",
         "--no-wait",
         env=ray_cluster.env,
@@ -244,21 +244,22 @@ def _wait_cli(job_id: str, ray_cluster: RayCluster, timeout_s: float) -> dict[st
 
 
 def test_cli_sweep_finishes_and_is_in_mlflow(
-    sweeps: dict[str, str], ray_cluster: RayCluster, mlflow_server: str
+    sweeps: dict[str, str], ray_cluster: RayCluster
 ) -> None:
     job_id = sweeps["cli"]
     info = _wait_cli(job_id, ray_cluster, 300)
     logs = cpsweep("logs", job_id, f"--address={ray_cluster.dashboard}", env=ray_cluster.env)
     assert info["status"] == "SUCCEEDED", logs.stdout[-3000:]
     assert info["sweep"] == "it-cli"
-    assert info["mlflow_uri"] == mlflow_server  # where the job logged, from its metadata
-    assert info["results_dir"] == str(ray_cluster.root / "out" / "cli")
+    results = ray_cluster.root / "out" / "cli"
+    assert info["results_dir"] == str(results)  # where the job wrote, from its metadata
+    assert info["mlflow_uri"] == f"sqlite:///{results}/mlflow.db"  # no --mlflow-uri anywhere
     assert "TERMINATED" in logs.stdout  # the summary table of `cpsweep run`
     table = cpsweep("jobs", f"--address={ray_cluster.dashboard}", env=ray_cluster.env).stdout
     assert any(line.startswith(job_id) and "SUCCEEDED" in line for line in table.splitlines())
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=mlflow_server)
+    client = MlflowClient(tracking_uri=info["mlflow_uri"])
     exps = [e.experiment_id for e in client.search_experiments()]
     parents = client.search_runs(exps, filter_string=f"tags.`cpsweep.job_id` = '{job_id}'")
     assert len(parents) == 1
@@ -315,7 +316,9 @@ def test_cli_follow_streams_a_running_job_until_stop_ends_it(ray_cluster: RayClu
     assert again.returncode == 0 and "already finished; STOPPED" in again.stdout
 
 
-def test_api_sweep_finishes_with_trials(api: Api, sweeps: dict[str, str]) -> None:
+def test_api_sweep_finishes_with_trials(
+    api: Api, sweeps: dict[str, str], mlflow_server: str
+) -> None:
     job_id = sweeps["api"]
     deadline = time.monotonic() + 300
     while True:
@@ -328,6 +331,7 @@ def test_api_sweep_finishes_with_trials(api: Api, sweeps: dict[str, str]) -> Non
     logs = httpx.get(f"{api.url}/v1/sweeps/{job_id}/logs", headers=api.auth, timeout=30).json()
     assert detail["status"] == "SUCCEEDED", logs["logs"][-3000:]
     assert detail["sweep"] == "it-api"
+    assert detail["mlflow_uri"] == mlflow_server  # the service's --mlflow-uri, in the metadata
     assert detail["trials_note"] is None
     assert len(detail["trials"]) == 2
     assert all(t["val_acc"] is not None for t in detail["trials"])
@@ -341,7 +345,9 @@ def test_api_shows_only_the_runs_the_job_created(
     from mlflow.tracking import MlflowClient
 
     job_id = sweeps["api"]
-    test_api_sweep_finishes_with_trials(api, sweeps)  # the genuine trials first (idempotent)
+    test_api_sweep_finishes_with_trials(
+        api, sweeps, mlflow_server
+    )  # the genuine trials first (idempotent)
     client = MlflowClient(tracking_uri=mlflow_server)
     exp = client.create_experiment(f"forged-{job_id}")
     forged = client.create_run(
@@ -422,14 +428,15 @@ def test_submit_is_refused_before_it_starts_without_python_or_a_lasting_store(
 def test_results_outlive_the_working_dir(
     sweeps: dict[str, str], ray_cluster: RayCluster, api: Api
 ) -> None:
-    """The API's sweep, submitted with no MLflow URI anywhere: after Ray's working_dir copies
-    are gone, every trial is still read back from where `cpsweep status` says they are.
-    (tests/integration/test_readme_cluster.py does the same for the CLI and the default dir.)"""
-    job_id = sweeps["api"]
+    """The CLI's sweep, submitted without --mlflow-uri: after Ray's working_dir copies are
+    gone, every trial is still read back from where `cpsweep status` says they are (and the
+    API reads them there too). tests/integration/test_readme_cluster.py does the same with
+    README's commands and the default ~/cpsweep-results."""
+    job_id = sweeps["cli"]
     info = _wait_cli(job_id, ray_cluster, 300)
     assert info["status"] == "SUCCEEDED", info
     results = Path(info["results_dir"])
-    assert results == ray_cluster.root / "out" / job_id
+    assert results == ray_cluster.root / "out" / "cli"
     assert info["results_host"] == socket.gethostname()
     assert info["mlflow_uri"] == f"sqlite:///{results}/mlflow.db"
     # Every job here has finished: remove the working_dir copies Ray made for them.
