@@ -32,6 +32,7 @@ from pydantic import (
 )
 
 from trainables.config import (
+    COHORT_KEYS,
     ConfigError,
     CriterionConfig,
     TrainConfig,
@@ -243,7 +244,7 @@ class SchedulerSpec(_Strict):
         "trial", description="trial: each trial on its own (paper); cohort: share the median end."
     )
     cohort_keys: list[str] = Field(
-        default_factory=lambda: ["model.name", "data.name", "optim.name"],
+        default_factory=lambda: list(COHORT_KEYS),
         description="Dotted train paths whose values define a cohort.",
     )
     cohort_min_trials: int = Field(2, ge=1, description="Detections before the median applies.")
