@@ -267,6 +267,21 @@ class TrackingSpec(_Strict):
         None, description="MLflow tracking URI; None: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db."
     )
     experiment: str | None = Field(None, description="MLflow experiment; None uses the sweep name.")
+    request_timeout_s: int = Field(
+        10, ge=1, le=600, description="Per-request MLflow client timeout (the writer retries)."
+    )
+    drain_timeout_s: float = Field(
+        30.0,
+        ge=0,
+        description="At the end of a sweep, wait this long for MLflow to take what is queued; "
+        "the rest stays in the tracking log for `cpsweep sync`.",
+    )
+    plots: bool = Field(True, description="Log each trial's rotation and accuracy charts.")
+    wal_max_mb: int = Field(
+        4096,
+        ge=1,
+        description="Bound of the tracking log while MLflow is unreachable (warnings from 256 MB).",
+    )
 
 
 class AccountingSpec(_Strict):
