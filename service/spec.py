@@ -32,6 +32,7 @@ from pydantic import (
 )
 
 from trainables.config import (
+    COHORT_KEYS,
     ConfigError,
     CriterionConfig,
     TrainConfig,
@@ -243,7 +244,7 @@ class SchedulerSpec(_Strict):
         "trial", description="trial: each trial on its own (paper); cohort: share the median end."
     )
     cohort_keys: list[str] = Field(
-        default_factory=lambda: ["model.name", "data.name", "optim.name"],
+        default_factory=lambda: list(COHORT_KEYS),
         description="Dotted train paths whose values define a cohort.",
     )
     cohort_min_trials: int = Field(2, ge=1, description="Detections before the median applies.")
@@ -266,6 +267,21 @@ class TrackingSpec(_Strict):
         None, description="MLflow tracking URI; None: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db."
     )
     experiment: str | None = Field(None, description="MLflow experiment; None uses the sweep name.")
+    request_timeout_s: int = Field(
+        10, ge=1, le=600, description="Per-request MLflow client timeout (the writer retries)."
+    )
+    drain_timeout_s: float = Field(
+        30.0,
+        ge=0,
+        description="At the end of a sweep, wait this long for MLflow to take what is queued; "
+        "the rest stays in the tracking log for `cpsweep sync`.",
+    )
+    plots: bool = Field(True, description="Log each trial's rotation and accuracy charts.")
+    wal_max_mb: int = Field(
+        4096,
+        ge=1,
+        description="Bound of the tracking log while MLflow is unreachable (warnings from 256 MB).",
+    )
 
 
 class AccountingSpec(_Strict):
@@ -388,16 +404,12 @@ def _check_limits(spec: SweepSpec, limits: SpecLimits) -> None:
             f"scaling.cpus_per_worker: {sc.num_workers} workers x {sc.cpus_per_worker} CPUs = "
             f"{cpus} CPUs per trial, over {by}, {limits.max_cpus_per_trial}"
         )
-    gpus = sc.num_workers * _gpus_per_worker(sc)
+    gpus = sc.num_workers * sc.gpus
     if gpus > limits.max_gpus_per_trial:
         raise ValueError(
-            f"scaling.use_gpu: {sc.num_workers} workers x {_gpus_per_worker(sc):g} GPUs = "
+            f"scaling.use_gpu: {sc.num_workers} workers x {sc.gpus:g} GPUs = "
             f"{gpus:g} GPUs per trial, over {by}, {limits.max_gpus_per_trial:g}"
         )
-
-
-def _gpus_per_worker(sc: ScalingSpec) -> float:
-    return 1.0 if sc.use_gpu else 0.0
 
 
 def _check_train(base: dict[str, Any], overrides: dict[str, Any], where: str) -> None:

@@ -23,6 +23,7 @@ from trainables.imports import check_target
 from trainables.registry import DATASETS, MODELS, Registry
 
 __all__ = [
+    "COHORT_KEYS",
     "AugmentConfig",
     "ConfigError",
     "CriterionConfig",
@@ -38,6 +39,18 @@ __all__ = [
     "set_dotted",
     "train_dict_for",
 ]
+
+
+# The train paths that say which model, data and optimizer a trial uses: the scheduler's
+# default cohort (trials that share an end of the period). A factory names its model or
+# data as much as a registered name does.
+COHORT_KEYS: tuple[str, ...] = (
+    "model.name",
+    "model.factory",
+    "data.name",
+    "data.factory",
+    "optim.name",
+)
 
 
 class ConfigError(ValueError):

@@ -130,3 +130,49 @@ def test_ray_gate_reports_a_hung_ping_within_its_wait() -> None:
 
     first, _ = asyncio.run(main())
     assert isinstance(first, RayUnreachable)
+
+
+def test_mlflow_error_bodies_stay_out_of_logs() -> None:
+    """Row 5: an MLflow URI that answers with a page: its body must not reach the log."""
+    import http.server
+    import io
+    import logging
+
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from service.logredact import install
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"<html>internal-secret-page</html>"
+            self.send_response(404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    logger = logging.getLogger("test.redact")
+    logger.propagate = False
+    out = io.StringIO()
+    logger.addHandler(logging.StreamHandler(out))
+    install(logger)
+    try:
+        uri = f"http://127.0.0.1:{server.server_address[1]}"
+        with pytest.raises(MlflowException) as err:
+            MlflowClient(tracking_uri=uri).get_experiment_by_name("x")
+        assert "internal-secret-page" in str(err.value)  # MLflow does quote it
+        logger.warning("MLflow failed: %s", err.value)
+        try:
+            raise err.value
+        except MlflowException:
+            logger.exception("again")
+    finally:
+        server.shutdown()
+    text = out.getvalue()
+    assert "internal-secret-page" not in text
+    assert text.count("Response body: <withheld from logs>") >= 2 and "404" in text
