@@ -19,6 +19,7 @@ __all__ = [
     "CriticalPeriod",
     "CriticalPeriodScheduler",
     "Decision",
+    "LoopContext",
     "TrainConfig",
     "tune_channel",
 ]
@@ -32,6 +33,7 @@ _HOMES = {
     "TrainConfig": "trainables.config",
     "ControlChannel": "trainables.channel",
     "tune_channel": "trainables.channel",
+    "LoopContext": "trainables.user_loop",
     "CriticalPeriodScheduler": "service.scheduler",
 }
 
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
     from trainables.channel import ControlChannel, tune_channel
     from trainables.config import CriterionConfig, TrainConfig
     from trainables.period import CriticalPeriod, Decision
+    from trainables.user_loop import LoopContext
 
 
 def __getattr__(name: str) -> Any:

@@ -20,6 +20,7 @@ from service.progress import ProgressCallback, format_table
 from service.scheduler import CriticalPeriodScheduler
 from service.spec import SweepSpec, build_param_space
 from trainables.config import ConfigError, train_dict_for
+from trainables.imports import import_dirs
 from trainables.wire import END_EPOCH, SWITCH_EPOCH, control_actor_name
 from trainables.worker import TRIAL_RESOURCE, trial_main
 
@@ -241,6 +242,7 @@ def run_sweep(
         "control_actor": control_name,
         "storage_path": str(out / "train_runs"),
         "measure_energy": spec.accounting.measure_energy,
+        "import_paths": import_dirs(),  # spec directory ($CPSWEEP_IMPORT_PATH), working dir
         **(trial_options or {}),
     }
     tracking = _tracking_callbacks(spec, out, resume)

@@ -40,6 +40,7 @@ from trainables.wire import (
     ROTATION_PREFIX,
     SWITCH_EPOCH,
     Directive,
+    Rule,
     stat_key,
 )
 
@@ -228,6 +229,7 @@ class Control(Protocol):
     """A scheduler's end of the period (trainables/channel.py implements it for Ray)."""
 
     mode: str  # the requested mode, the same on every rank
+    rule: Rule | None  # the scheduler's criterion and budget, when it overrides the trial's
 
     def directive(self) -> Directive | None: ...
 
@@ -280,10 +282,12 @@ class CriticalPeriod:
         )
         self.rule = PeriodRule(cfg, budget)
         self.rotation = LayerRotation(model, layers)
-        self.control = control
+        self.control: Control | None = None
         self.epoch = 0  # last epoch stepped
         self.last: Decision | None = None
         self._applied = _Applied()
+        if control is not None:
+            self.connect(control)
 
     # -- state ------------------------------------------------------------------------------
 
@@ -369,6 +373,12 @@ class CriticalPeriod:
         else:
             end = self.epoch if epoch is None else epoch
             self._adopt(_from_end(self.epoch, end, "forced"), self.epoch)
+
+    def connect(self, control: Control) -> None:
+        """Take directives from a scheduler from now on, and its rule if it overrides ours."""
+        if control.rule is not None:
+            self.use_rule(control.rule.criterion, control.rule.budget)
+        self.control = control
 
     def use_rule(self, criterion: CriterionLike, budget: int | None) -> None:
         """Adopt another criterion and budget (a scheduler's override); re-judges the curve."""
