@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from trainables.config import ConfigError
+from trainables.imports import FactoryError
 from trainables.wire import ROTATION_MEAN
 
 __all__ = ["main"]
@@ -34,9 +35,11 @@ def _setup_logging(verbose: bool) -> None:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from service.configio import load_model, read_yaml
+    from service.usercode import add_import_dir
     from trainables.config import TrainConfig
     from trainables.local import train_local
 
+    add_import_dir(Path(args.config).parent)  # the config's own model / data modules
     raw = read_yaml(args.config)
     overrides = list(args.set)
     if "train" in raw:  # a sweep spec: train its base config; --set train.x=... means x
@@ -136,8 +139,12 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from service.spec import load_spec
     from service.sweep import run_sweep
+    from service.usercode import add_import_dir, preflight
 
+    add_import_dir(Path(args.spec).parent)  # before Ray starts: local trials inherit it
     spec = load_spec(args.spec, args.set)
+    if preflight(spec):
+        log.info("model / data factories import and accept their kwargs")
     summary = run_sweep(spec, address=args.address, output_dir=args.output_dir, resume=args.resume)
     if summary.get("interrupted"):
         again = ["cpsweep run", shlex.quote(args.spec), "--resume"]
@@ -244,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.verbose)
     try:
         return int(args.func(args) or 0)
-    except ConfigError as exc:
+    except (ConfigError, FactoryError) as exc:
         print(f"cpsweep {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except RuntimeError as exc:

@@ -147,7 +147,7 @@ def new_submission_id(sweep: str) -> str:
     return f"cpsweep-{sweep[:40]}-{uuid.uuid4().hex[:8]}"
 
 
-def _project_root() -> Path:
+def project_root() -> Path:
     for parent in Path(__file__).resolve().parents:
         if (parent / "pyproject.toml").is_file() and (parent / "service").is_dir():
             return parent
@@ -165,8 +165,11 @@ def build_submission(
     output_dir: str | None = None,
     output_root: str = "/tmp/cpsweep",
     python: str = "python",
+    user_code: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Keyword arguments for JobSubmissionClient.submit_job (no network)."""
+    """Keyword arguments for JobSubmissionClient.submit_job (no network).
+
+    `user_code` (service.usercode.runtime_env_for) ships the spec's own factory modules."""
     dumped = yaml.safe_dump(spec.model_dump(mode="json", exclude_unset=True), sort_keys=False)
     encoded = base64.b64encode(dumped.encode()).decode()
     if len(encoded) > _MAX_SPEC_ENV_BYTES:
@@ -180,14 +183,19 @@ def build_submission(
     if mlflow_uri:
         env_vars["MLFLOW_TRACKING_URI"] = mlflow_uri
     out = output_dir or f"{output_root.rstrip('/')}/{submission_id}"
+    if user_code:
+        env_vars.update(user_code.get("env_vars", {}))
+    runtime_env: dict[str, Any] = {
+        "working_dir": str(project_root()),
+        "excludes": list(_EXCLUDES),
+        "env_vars": env_vars,
+    }
+    if user_code and user_code.get("py_modules"):
+        runtime_env["py_modules"] = list(user_code["py_modules"])
     return {
         "entrypoint": f"{shlex.quote(python)} -m service.job_entry --output-dir {shlex.quote(out)}",
         "submission_id": submission_id,
-        "runtime_env": {
-            "working_dir": str(_project_root()),
-            "excludes": list(_EXCLUDES),
-            "env_vars": env_vars,
-        },
+        "runtime_env": runtime_env,
         "metadata": {"cpsweep": "1", "sweep": spec.name},
     }
 
@@ -310,6 +318,7 @@ class JobsClient:
         output_dir: str | None = None,
         output_root: str = "/tmp/cpsweep",
         python: str = "python",
+        user_code: dict[str, Any] | None = None,
     ) -> str:
         """Submit; the job writes to output_dir, default <output_root>/<job id>."""
         sid = new_submission_id(spec.name)
@@ -320,6 +329,7 @@ class JobsClient:
             output_dir=output_dir,
             output_root=output_root,
             python=python,
+            user_code=user_code,
         )
         client = self._client()
         job_id = str(self._call(client.submit_job, **kwargs))

@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -46,9 +47,14 @@ def _follow(client: JobsClient, job_id: str) -> None:
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
+    from service.jobs import project_root
     from service.spec import load_spec
+    from service.usercode import add_import_dir, preflight, runtime_env_for
 
+    add_import_dir(Path(args.spec).parent)
     spec = load_spec(args.spec, args.set)  # ConfigError names the field; exit 2
+    preflight(spec)  # the spec's factories import here, so they will on the cluster too
+    user_code = runtime_env_for(spec, project_root())
     uri = args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if spec.tracking.enabled and not spec.tracking.uri and not uri:
         log.warning(
@@ -60,7 +66,13 @@ def _cmd_submit(args: argparse.Namespace) -> int:
         logging.getLogger("ray.dashboard.modules.dashboard_sdk").setLevel(logging.WARNING)
     client = JobsClient(args.address)
     try:
-        job_id = client.submit(spec, mlflow_uri=uri, output_dir=args.output_dir, python=args.python)
+        job_id = client.submit(
+            spec,
+            mlflow_uri=uri,
+            output_dir=args.output_dir,
+            python=args.python,
+            user_code=user_code,
+        )
         print(job_id)
         where = f" --address {client.address}"
         if args.no_wait:

@@ -19,6 +19,7 @@ from ray import tune
 from service.progress import ProgressCallback, format_table
 from service.scheduler import CriticalPeriodScheduler
 from service.spec import SweepSpec, build_param_space
+from service.usercode import runtime_env_for
 from trainables.config import ConfigError, train_dict_for
 from trainables.imports import import_dirs
 from trainables.wire import END_EPOCH, SWITCH_EPOCH, control_actor_name
@@ -37,8 +38,11 @@ _PROJECT_ROOT = Path(__file__).resolve().parents[1]
 _TRAIN_POLL_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
 
 
-def init_ray(address: str | None) -> None:
-    """Connect to `address` / $RAY_ADDRESS, or start a local cluster with trial-driver slots."""
+def init_ray(address: str | None, user_code: dict[str, Any] | None = None) -> None:
+    """Connect to `address` / $RAY_ADDRESS, or start a local cluster with trial-driver slots.
+
+    `user_code` (service.usercode.runtime_env_for) ships a spec's factory modules to a
+    remote cluster; a local cluster's trials inherit $CPSWEEP_IMPORT_PATH instead."""
     if ray.is_initialized():
         return
     for k, v in _TRAIN_POLL_ENV.items():
@@ -51,6 +55,10 @@ def init_ray(address: str | None) -> None:
         if not os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"):
             runtime_env["working_dir"] = str(_PROJECT_ROOT)
             runtime_env["excludes"] = [".venv", "runs", "mlruns", "mlartifacts", "*.db", ".git"]
+            extra = user_code or {}
+            runtime_env["env_vars"].update(extra.get("env_vars", {}))
+            if extra.get("py_modules"):
+                runtime_env["py_modules"] = extra["py_modules"]
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
     else:
         _init_local()
@@ -222,7 +230,7 @@ def run_sweep(
         )
     out.mkdir(parents=True, exist_ok=True)
     (out / "spec.json").write_text(spec.model_dump_json(indent=2))
-    init_ray(address)
+    init_ray(address, runtime_env_for(spec, _PROJECT_ROOT))
     # Inline trials checkpoint every epoch with num_to_keep=2, which makes Tune snapshot its
     # experiment state after every other checkpoint (a small local write) and warn each time.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainables.registry import DATASETS as _REGISTRY
+
 __all__ = [
     "DATASETS",
     "DEFAULT_ROOTS",
@@ -36,13 +38,13 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DATASETS: tuple[str, ...] = ("digits", "fashion-mnist", "mnist1d", "cifar10", "cifar100")
-DATASETS += ("eurosat", "tiny-imagenet", "imagenet30")  # image trees
+DATASETS: tuple[str, ...] = _REGISTRY.names()  # the built-ins; the names live in registry.py
 # None: generated locally (digits, mnist1d: cache under ~/.cache/cpsweep/mnist1d)
 # or no standard location, so `root` is required.
-DEFAULT_ROOTS: dict[str, str | None] = {name: None for name in DATASETS} | {
+DEFAULT_ROOTS: dict[str, str | None] = {
     "fashion-mnist": "/usr/share/datasets/fashion-mnist",  # Debian dataset-fashion-mnist
 }
+_GENERATED = frozenset({"digits", "mnist1d"})  # need no root
 
 # (train_x, train_y, val_x, val_y, num_classes), what every loader returns
 _Split = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]
@@ -172,7 +174,7 @@ def _fixed_split(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 # --- generated datasets ---------------------------------------------------------------------
 
 
-def _load_digits(_root: Path | None) -> _Split:
+def load_digits(_root: Path | None, _image_size: int | None = None) -> _Split:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -183,7 +185,9 @@ def _load_digits(_root: Path | None) -> _Split:
     return x[train], y[train], x[val], y[val], 10
 
 
-def _load_mnist1d(root: Path | None, num_samples: int = 5000) -> _Split:
+def load_mnist1d(
+    root: Path | None, _image_size: int | None = None, num_samples: int = 5000
+) -> _Split:
     """Generate MNIST-1D with the package's own generator (never its downloading `get_dataset`).
 
     The arrays are cached as `<root>/mnist1d-<hash of the generator args>.npz`.
@@ -259,7 +263,7 @@ def _find_idx(name: str, root: Path, stem: str) -> Path:
     raise _error(name, root, f"has no {stem}(.gz)")
 
 
-def _load_fashion_mnist(root: Path | None) -> _Split:
+def load_fashion_mnist(root: Path | None, _image_size: int | None = None) -> _Split:
     name = "fashion-mnist"
     assert root is not None
     out = []
@@ -304,25 +308,16 @@ def _cifar(name: str, root: Path | None, subdir: str, train: Sequence[str], test
     return tx, ty, vx, vy, num_classes
 
 
-def _load_cifar10(root: Path | None) -> _Split:
+def load_cifar10(root: Path | None, _image_size: int | None = None) -> _Split:
     batches = [f"data_batch_{i}" for i in range(1, 6)]
     return _cifar("cifar10", root, "cifar-10-batches-py", batches, "test_batch")
 
 
-def _load_cifar100(root: Path | None) -> _Split:
+def load_cifar100(root: Path | None, _image_size: int | None = None) -> _Split:
     return _cifar("cifar100", root, "cifar-100-python", ["train"], "test")
 
 
 # --- public entry point --------------------------------------------------------------------
-
-_ARRAY_LOADERS: dict[str, Callable[[Path | None], _Split]] = {
-    "digits": _load_digits,
-    "fashion-mnist": _load_fashion_mnist,
-    "mnist1d": _load_mnist1d,
-    "cifar10": _load_cifar10,
-    "cifar100": _load_cifar100,
-}
-_TREE_LOADERS = ("eurosat", "tiny-imagenet", "imagenet30")  # in trainables/imagetrees.py
 
 
 def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], ...]:
@@ -358,8 +353,10 @@ def load_dataset(
     one drawn with seed 0, so every trial sees the same validation samples.
     Mean and std come from the (subset) training set.
     """
-    if name not in DATASETS:
-        raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    try:
+        loader = _REGISTRY.load(name)
+    except ValueError as exc:
+        raise DatasetError(str(exc)) from None
     for field, value in (("train_subset", train_subset), ("val_subset", val_subset)):
         if value is not None and value < 1:
             raise ValueError(f"{field}={value} must be >= 1 or None")
@@ -371,22 +368,17 @@ def load_dataset(
             f"image_size={image_size} applies only to {', '.join(_DEFAULT_IMAGE_SIZE)}; "
             f"{name} has a fixed size ({fixed or 'not an image'}): leave image_size unset"
         )
-    root_str = root if root is not None else DEFAULT_ROOTS[name]
+    root_str = root if root is not None else DEFAULT_ROOTS.get(name)
     path = Path(root_str).expanduser() if root_str is not None else None
-    if name not in ("digits", "mnist1d"):
+    if name not in _GENERATED:
         if path is None:
             raise _error(name, "data.root", "is not set")
         if not path.is_dir():
             raise _error(name, path, "does not exist or is not a directory")
 
     logger.info("loading %s from %s", name, path if path is not None else "(generated)")
-    if name in _TREE_LOADERS:
-        size = image_size or _DEFAULT_IMAGE_SIZE[name]
-        from trainables.imagetrees import TREE_LOADERS
-
-        train_x, train_y, val_x, val_y, num_classes = TREE_LOADERS[name](path, size)
-    else:
-        train_x, train_y, val_x, val_y, num_classes = _ARRAY_LOADERS[name](path)
+    size = image_size or _DEFAULT_IMAGE_SIZE.get(name)
+    train_x, train_y, val_x, val_y, num_classes = loader(path, size)
     for labels in (train_y, val_y):
         if len(labels) == 0 or int(labels.min()) < 0 or int(labels.max()) >= num_classes:
             raise _error(name, path or name, f"has labels outside 0..{num_classes - 1} or none")

@@ -25,12 +25,14 @@ from torch import nn
 
 from trainables.augment import augment_batch, make_generator
 from trainables.config import OptimConfig, TrainConfig
-from trainables.data import Dataset, load_dataset
+from trainables.data import Dataset
 from trainables.mixing import make_mix_rng, mix_batch, mixed_cross_entropy
 from trainables.models import build_model
 from trainables.period import CriticalPeriod
-from trainables.recipes import Phase, epoch_indices, phase_for_epoch, shard_indices
+from trainables.recipes import Phase, phase_for_epoch
 from trainables.rotation import LayerRotation, unwrap_model
+from trainables.sources import load_training_data
+from trainables.streaming import RecipeSampler, StreamData, make_batches
 
 __all__ = ["NonFiniteLossError", "TrainingRun", "lr_factor", "select_device"]
 
@@ -94,7 +96,7 @@ class TrainingRun:
         device: torch.device | None = None,
         rank: int = 0,
         world_size: int = 1,
-        dataset: Dataset | None = None,
+        dataset: Dataset | StreamData | None = None,
     ) -> None:
         self.cfg = cfg
         self.rank, self.world_size = rank, world_size
@@ -104,31 +106,35 @@ class TrainingRun:
             torch.set_num_threads(cfg.num_threads)
         if cfg.batch_size < world_size:
             raise ValueError(f"batch_size={cfg.batch_size} is smaller than {world_size} workers")
-        self.data = dataset or load_dataset(
-            cfg.data.name,
-            cfg.data.root,
-            image_size=cfg.data.image_size,
-            train_subset=cfg.data.train_subset,
-            val_subset=cfg.data.val_subset,
-            seed=cfg.seed,
+        self.data = dataset or load_training_data(cfg.data, seed=cfg.seed)
+        # One sample order for both batch sources (trainables/streaming.py).
+        self.sampler = RecipeSampler(
+            self.data.train_y, seed=cfg.seed, rank=rank, world_size=world_size
         )
-        nbytes = self.data.train_x.numel() * self.data.train_x.element_size()
-        self._data_device = self.device if nbytes <= _MAX_DEVICE_DATA_BYTES else torch.device("cpu")
-        self._train_x = self.data.train_x.to(self._data_device)
-        self._train_y = self.data.train_y.to(self._data_device)
-        val_idx = torch.arange(rank, self.data.val_y.numel(), world_size)
-        self._val_x = self.data.val_x[val_idx].to(self._data_device)
-        self._val_y = self.data.val_y[val_idx].to(self._data_device)
-        shape = (1, -1) + (1,) * (self.data.train_x.dim() - 2)
+        self._data_device = torch.device("cpu")
+        if isinstance(self.data, Dataset):
+            nbytes = self.data.train_x.numel() * self.data.train_x.element_size()
+            if nbytes <= _MAX_DEVICE_DATA_BYTES:
+                self._data_device = self.device
+        self.batches = make_batches(
+            self.data,
+            self.sampler,
+            device=self.device,
+            data_device=self._data_device,
+            batch_size=cfg.batch_size // world_size,
+            val_batch_size=max(256, cfg.batch_size),
+            workers=cfg.data.workers,
+            prefetch=cfg.data.prefetch,
+            rank=rank,
+            world_size=world_size,
+        )
+        shape = (1, -1) + (1,) * (len(self.data.input_shape) - 1)
         self._mean = torch.tensor(self.data.mean, device=self.device).reshape(shape)
         self._std = torch.tensor(self.data.std, device=self.device).reshape(shape)
 
         torch.manual_seed(cfg.seed)  # identical init on every rank (DDP also broadcasts)
         net = build_model(
-            cfg.model,
-            in_channels=self.data.in_channels,
-            num_classes=self.data.num_classes,
-            input_ndim=self.data.train_x.dim() - 2,
+            cfg.model, input_shape=self.data.input_shape, num_classes=self.data.num_classes
         ).to(self.device)
         self.model: nn.Module = net
         if self.distributed:
@@ -172,8 +178,9 @@ class TrainingRun:
     def _prepare(
         self, x: torch.Tensor, phase: Phase | None, g: torch.Generator | None
     ) -> torch.Tensor:
+        scale = x.dtype == torch.uint8
         x = x.to(self.device, non_blocking=True).float()
-        if self.data.train_x.dtype == torch.uint8:
+        if scale:
             x = x / 255.0
         if phase is not None and phase.augment and g is not None:
             x = augment_batch(x, self.cfg.recipe.augmentation, phase.augment_strength, g)
@@ -197,18 +204,16 @@ class TrainingRun:
         lr = cfg.optim.lr * lr_factor(cfg.optim, epoch, cfg.epochs)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        order = epoch_indices(self.data.train_y, phase, seed=cfg.seed, epoch=epoch)
-        mine = shard_indices(order, self.rank, self.world_size).to(self._data_device)
+        self.sampler.set_epoch(epoch, phase)
         local_bs = cfg.batch_size // self.world_size
         g = make_generator(self.device, cfg.seed, epoch, self.rank)
         mix_rng = make_mix_rng(cfg.seed, epoch, self.rank)
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)  # float: mixed batches score lam / 1-lam
-        for start in range(0, mine.numel(), local_bs):
-            idx = mine[start : start + local_bs]
-            x = self._prepare(self._train_x[idx], phase, g)
-            y = self._train_y[idx].to(self.device, non_blocking=True)
+        for xb, yb in self.batches.train_batches(self.sampler, local_bs):
+            x = self._prepare(xb, phase, g)
+            y = yb.to(self.device, non_blocking=True)
             x, mix = mix_batch(x, y, phase.mixup_alpha, phase.cutmix_alpha, mix_rng, g)
             with torch.autocast(
                 self.device.type, self._amp_dtype, enabled=self._amp_dtype is not None
@@ -229,7 +234,7 @@ class TrainingRun:
             if mix.lam < 1.0:  # credit the partner's label by its share
                 hit = mix.lam * hit + (1.0 - mix.lam) * (pred == mix.y2)
             correct += hit.sum()
-        count = torch.tensor(mine.numel(), device=self.device)
+        count = torch.tensor(len(self.sampler), device=self.device)
         total_loss, total_correct, total = self._reduce([loss_sum, correct, count])
         if not math.isfinite(total_loss):
             raise NonFiniteLossError(
@@ -250,16 +255,16 @@ class TrainingRun:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         bs = max(256, self.cfg.batch_size)
-        for start in range(0, self._val_y.numel(), bs):
-            x = self._prepare(self._val_x[start : start + bs], None, None)
-            y = self._val_y[start : start + bs].to(self.device)
+        for xb, yb in self.batches.val_batches(bs):
+            x = self._prepare(xb, None, None)
+            y = yb.to(self.device)
             with torch.autocast(
                 self.device.type, self._amp_dtype, enabled=self._amp_dtype is not None
             ):
                 logits = self.model(x)
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
             correct += (logits.argmax(1) == y).sum()
-        count = torch.tensor(self._val_y.numel(), device=self.device)
+        count = torch.tensor(self.batches.num_val, device=self.device)
         total_loss, total_correct, total = self._reduce([loss_sum, correct, count])
         return {"val/loss": total_loss / max(total, 1), "val/acc": total_correct / max(total, 1)}
 

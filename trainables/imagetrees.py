@@ -6,7 +6,7 @@ Split from trainables/data.py; `load_dataset` imports this module only for these
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,7 +15,7 @@ import torch
 
 from trainables.data import _IMAGE_EXTS, _PROGRESS_EVERY, _error, _fixed_split, _Split, logger
 
-__all__ = ["TREE_LOADERS"]
+__all__ = ["load_eurosat", "load_imagenet30", "load_tiny_imagenet"]
 
 
 def _images_in(folder: Path, recursive: bool) -> list[Path]:
@@ -69,7 +69,8 @@ def _flatten(tree: dict[str, list[Path]], classes: list[str]) -> list[tuple[Path
     return [(p, index[cls]) for cls, files in tree.items() for p in files]
 
 
-def _load_eurosat(root: Path | None, size: int) -> _Split:
+def load_eurosat(root: Path | None, size: int | None) -> _Split:
+    assert size is not None  # trainables.data.load_dataset passes the default
     assert root is not None
     folder = next((root / d for d in ("2750", "EuroSAT_RGB") if (root / d).is_dir()), root)
     tree = _class_tree("eurosat", folder, recursive=False)
@@ -78,7 +79,8 @@ def _load_eurosat(root: Path | None, size: int) -> _Split:
     return x[train], y[train], x[val], y[val], len(tree)
 
 
-def _load_tiny_imagenet(root: Path | None, size: int) -> _Split:
+def load_tiny_imagenet(root: Path | None, size: int | None) -> _Split:
+    assert size is not None  # trainables.data.load_dataset passes the default
     name = "tiny-imagenet"
     assert root is not None
     if (root / "tiny-imagenet-200").is_dir():
@@ -111,7 +113,8 @@ def _load_tiny_imagenet(root: Path | None, size: int) -> _Split:
     return (tx, ty, *_read_images(name, val, size), len(wnids))
 
 
-def _load_imagenet30(root: Path | None, size: int) -> _Split:
+def load_imagenet30(root: Path | None, size: int | None) -> _Split:
+    assert size is not None  # trainables.data.load_dataset passes the default
     name = "imagenet30"
     assert root is not None
     train_tree = _class_tree(name, root / "train", recursive=True)
@@ -123,10 +126,3 @@ def _load_imagenet30(root: Path | None, size: int) -> _Split:
     classes = list(train_tree)
     tx, ty = _read_images(name, _flatten(train_tree, classes), size)
     return (tx, ty, *_read_images(name, _flatten(test_tree, classes), size), len(classes))
-
-
-TREE_LOADERS: dict[str, Callable[[Path | None, int], _Split]] = {
-    "eurosat": _load_eurosat,
-    "tiny-imagenet": _load_tiny_imagenet,
-    "imagenet30": _load_imagenet30,
-}

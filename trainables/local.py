@@ -50,8 +50,8 @@ def train_local(cfg: TrainConfig, out_dir: str | Path) -> dict[str, Any]:
     run = TrainingRun(cfg)
     log.info(
         "training %s on %s (%d train / %d val) on %s, criterion=%s, budget=%d epochs",
-        cfg.model.name,
-        cfg.data.name,
+        cfg.model.label,
+        cfg.data.label,
         run.data.train_y.numel(),
         run.data.val_y.numel(),
         run.device,

@@ -41,7 +41,7 @@ from trainables.channel import ControlChannel
 from trainables.checkpoints import read_reports, write_records
 from trainables.config import TrainConfig
 from trainables.energy import EnergyMeter
-from trainables.imports import resolve
+from trainables.imports import FactoryError, resolve
 from trainables.period import CriticalPeriod
 from trainables.rotation import LayerPredicate
 from trainables.wire import EPOCH
@@ -142,7 +142,7 @@ def load_loop(target: str, paths: list[str] | tuple[str, ...] = ()) -> Callable[
     """Import `train.loop`; errors name the field."""
     fn = resolve(target, field="train.loop", paths=paths)
     if not callable(fn):
-        raise TypeError(
+        raise FactoryError(
             f"train.loop: {target!r} is a {type(fn).__name__}, not a function; "
             "point it at a function fit(ctx)"
         )
