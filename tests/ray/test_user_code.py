@@ -96,6 +96,9 @@ def _readme_block(heading: str) -> str:
 
 def test_a_users_own_tuner_with_the_scheduler_from_the_readme(ray_local, tmp_path):
     import ray.cloudpickle
+    from ray import tune
+
+    from service.scheduler import CriticalPeriodScheduler
 
     code = _readme_block("### Your own Tune trainable")
     assert len([ln for ln in code.splitlines() if ln.strip()]) < 30
@@ -108,6 +111,18 @@ def test_a_users_own_tuner_with_the_scheduler_from_the_readme(ray_local, tmp_pat
     ray.cloudpickle.register_pickle_by_value(module)  # the trial processes cannot import it
     try:
         grid = module.main(str(tmp_path / "ray"))
+        # The scheduler's rule reaches the trial through the channel: a scheduler-wide
+        # fixed rule overrides the trainable's own "paper" (switch after 3 of 10 epochs).
+        override = tune.Tuner(
+            module.trainable,
+            param_space={"lr": 0.01},
+            tune_config=tune.TuneConfig(
+                scheduler=CriticalPeriodScheduler(
+                    criterion={"name": "fixed", "fraction": 0.3}, budget=module.EPOCHS
+                )
+            ),
+            run_config=tune.RunConfig(storage_path=str(tmp_path / "ray2")),
+        ).fit()
     finally:
         ray.cloudpickle.unregister_pickle_by_value(module)
         del sys.modules["readme_tuner"]
@@ -122,3 +137,7 @@ def test_a_users_own_tuner_with_the_scheduler_from_the_readme(ray_local, tmp_pat
             m["cp/switch_epoch"],
             module.EPOCHS,
         )
+    [forced] = override
+    df = forced.metrics_dataframe.sort_values("epoch")
+    assert (forced.metrics["cp/end_epoch"], forced.metrics["cp/switch_epoch"]) == (3, 4)
+    assert df["repeats"].tolist() == [3, 3, 3] + [1] * (module.EPOCHS - 3)
