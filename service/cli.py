@@ -28,6 +28,9 @@ def _setup_logging(verbose: bool) -> None:
     )
     for noisy in ("urllib3", "matplotlib", "PIL", "filelock", "codecarbon", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from service.logredact import install
+
+    install()  # MLflow errors quote whole response bodies; job logs are served by the API
 
 
 # -- train / detect -----------------------------------------------------------------------

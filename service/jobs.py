@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ __all__ = [
     "RayAuthError",
     "RayToken",
     "RayUnreachable",
+    "SpecTooLarge",
     "build_submission",
     "default_address",
     "new_submission_id",
@@ -85,6 +86,10 @@ class JobNotFound(JobsError):
     """No cpsweep job with this id on the cluster."""
 
 
+class SpecTooLarge(JobsError):
+    """The validated spec does not fit in the job's environment (the API answers 413)."""
+
+
 class JobInfo(BaseModel):
     """One cpsweep job as the Ray Jobs API reports it (times in epoch seconds)."""
 
@@ -115,7 +120,7 @@ def default_address(env: Mapping[str, str] | None = None) -> str:
 
 @dataclass(frozen=True)
 class RayToken:
-    value: str | None
+    value: str | None = field(repr=False)  # never in logs, tracebacks or reprs
     source: str  # where it came from, for error messages; never the token itself
 
 
@@ -173,7 +178,7 @@ def build_submission(
     dumped = yaml.safe_dump(spec.model_dump(mode="json", exclude_unset=True), sort_keys=False)
     encoded = base64.b64encode(dumped.encode()).decode()
     if len(encoded) > _MAX_SPEC_ENV_BYTES:
-        raise JobsError(
+        raise SpecTooLarge(
             f"spec is {len(encoded)} bytes encoded, over the {_MAX_SPEC_ENV_BYTES} that fit "
             "in the job's environment; shorten search_space/arms"
         )
@@ -252,14 +257,19 @@ def _sdk_client_class() -> type:
 
 
 class JobsClient:
-    """cpsweep's view of one cluster's Ray Jobs API; thread-safe, connects lazily."""
+    """cpsweep's view of one cluster's Ray Jobs API; thread-safe, connects lazily.
+
+    Every request has a connect and a read timeout, and no lock is held while one is
+    on the wire: a dashboard that accepts and never answers costs each caller at most
+    its own timeout instead of queueing every other caller behind it.
+    """
 
     def __init__(
         self,
         address: str | None = None,
         *,
         token: RayToken | None = None,
-        connect_timeout_s: float = 5.0,
+        connect_timeout_s: float = 3.0,
         read_timeout_s: float = 30.0,
     ):
         self.address = (address or default_address()).rstrip("/")
@@ -297,12 +307,17 @@ class JobsClient:
             ) from None
 
     def _client(self) -> Any:
+        sdk = self._sdk
+        if sdk is not None:
+            return sdk
+        # The SDK's constructor asks the dashboard for its version: off the lock, so
+        # concurrent first callers may each build one; the first stored wins.
+        built = self._call(
+            _sdk_client_class(), self.address, timeout=self._timeout, headers=self._headers()
+        )
         with self._lock:
             if self._sdk is None:
-                cls = _sdk_client_class()
-                self._sdk = self._call(
-                    cls, self.address, timeout=self._timeout, headers=self._headers()
-                )
+                self._sdk = built
             return self._sdk
 
     def ping(self) -> None:

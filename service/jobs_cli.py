@@ -206,4 +206,18 @@ def register_cli(sub: Any) -> None:
     sv.add_argument("--ray-address", help=f"Ray dashboard URL (default {DEFAULT_ADDRESS})")
     sv.add_argument("--mlflow-uri", help="where sweeps log and trials are read from")
     sv.add_argument("--output-root", default="/tmp/cpsweep", help="job output dirs, on the cluster")
+    sv.add_argument("--max-trials", type=int, help="largest sweep accepted (default 1000)")
+    sv.add_argument("--max-workers", type=int, help="scaling.num_workers limit (default 32)")
+    sv.add_argument("--max-cpus-per-trial", type=int, help="CPUs per trial limit (default 256)")
+    sv.add_argument("--max-gpus-per-trial", type=float, help="GPUs per trial limit (default 16)")
+    sv.add_argument(
+        "--allowed-tracking-uri",
+        action="append",
+        help="a tracking.uri callers may set besides --mlflow-uri (repeatable; "
+        "also $CPSWEEP_TRACKING_URIS, comma-separated)",
+    )
+    sv.add_argument("--header-timeout", type=float, help="seconds for request headers (10)")
+    sv.add_argument("--body-timeout", type=float, help="seconds for a request body (15)")
+    sv.add_argument("--max-connections", type=int, help="open connections; then 503 (256)")
+    sv.add_argument("--max-parallel-specs", type=int, help="specs validated at once (4)")
     sv.set_defaults(func=_cmd_serve)

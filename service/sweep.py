@@ -18,14 +18,20 @@ from ray import tune
 
 from service.progress import ProgressCallback, format_table
 from service.scheduler import CriticalPeriodScheduler
-from service.spec import SweepSpec, build_param_space
+from service.spec import ScalingSpec, SweepSpec, build_param_space
 from service.usercode import runtime_env_for
 from trainables.config import ConfigError, train_dict_for
 from trainables.imports import import_dirs
 from trainables.wire import END_EPOCH, SWITCH_EPOCH, control_actor_name
 from trainables.worker import TRIAL_RESOURCE, trial_main
 
-__all__ = ["init_ray", "resolve_output_dir", "run_sweep", "summarize_results"]
+__all__ = [
+    "concurrency_plan",
+    "init_ray",
+    "resolve_output_dir",
+    "run_sweep",
+    "summarize_results",
+]
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +97,7 @@ def _init_local() -> None:
 
 def _trial_resources(spec: SweepSpec) -> dict[str, float]:
     if spec.scaling.resolved_executor == "inline":  # the trial's process is the worker
-        return {"CPU": spec.scaling.cpus_per_worker, "GPU": int(spec.scaling.use_gpu)}
+        return {"CPU": spec.scaling.cpus_per_worker, "GPU": spec.scaling.gpus}
     if ray.cluster_resources().get(TRIAL_RESOURCE, 0) >= 1:
         return {"CPU": 0, TRIAL_RESOURCE: 1}
     log.warning(
@@ -114,26 +120,71 @@ def _trial_retries(spec: SweepSpec) -> int:
     return f.trial_failures + f.worker_failures
 
 
+def concurrency_plan(scaling: ScalingSpec, cpus: float, gpus: float) -> int:
+    """How many trials run at once on a cluster with `cpus` CPUs and `gpus` whole GPUs.
+
+    Ray places a fractional GPU request on one GPU, so a GPU holds floor(1 / fraction)
+    workers; whole-GPU workers take `gpus_per_worker` GPUs each. Raises ConfigError,
+    naming the field to change, when not even one trial fits.
+    """
+    per_trial = scaling.num_workers * scaling.cpus_per_worker
+    if per_trial > cpus:
+        raise ConfigError(
+            f"scaling: a trial needs {per_trial} CPUs ({scaling.num_workers} workers x "
+            f"{scaling.cpus_per_worker}) but the cluster has {cpus:g}; lower "
+            "scaling.num_workers or scaling.cpus_per_worker"
+        )
+    by_cpu = int(cpus // per_trial)
+    if not scaling.use_gpu:
+        return max(1, by_cpu)
+    share = scaling.gpus
+    if share < 1:  # single-worker trials (spec validation): n per GPU
+        slots = int(gpus) * round(1 / share)
+        need = f"{share:g} GPU"
+    else:
+        slots = int(gpus // (share * scaling.num_workers))
+        need = f"{share * scaling.num_workers:g} GPUs ({scaling.num_workers} workers x {share:g})"
+    if slots < 1:
+        raise ConfigError(
+            f"scaling.gpus_per_worker: a trial needs {need}, the cluster has {gpus:g}; lower "
+            "scaling.gpus_per_worker or scaling.num_workers, add GPU nodes, or set "
+            "scaling.use_gpu=false"
+        )
+    return min(by_cpu, slots)
+
+
+def _cuda_on_workers(gpus: float) -> bool:
+    """Whether a process holding `gpus` GPUs sees CUDA. A cluster may declare logical GPUs
+    (`ray start --num-gpus`) without a device: DDP then needs gloo, not NCCL."""
+
+    @ray.remote(num_cpus=0, num_gpus=gpus)
+    def probe() -> bool:
+        import torch
+
+        return bool(torch.cuda.is_available())
+
+    seen = bool(ray.get(probe.remote(), timeout=300))
+    if not seen:
+        log.warning(
+            "scaling.use_gpu: Ray gave a GPU but the process sees no CUDA device; "
+            "DDP trials use gloo and train on the CPU"
+        )
+    return seen
+
+
 def _max_concurrent(spec: SweepSpec) -> int:
     if spec.max_concurrent_trials:
         return spec.max_concurrent_trials
-    per_trial = spec.scaling.num_workers * spec.scaling.cpus_per_worker
-    cpus = int(ray.cluster_resources().get("CPU", 1))
-    if per_trial > cpus:
-        raise ConfigError(
-            f"scaling: a trial needs {per_trial} CPUs ({spec.scaling.num_workers} workers x "
-            f"{spec.scaling.cpus_per_worker}) but the cluster has {cpus}; lower "
-            "scaling.num_workers or scaling.cpus_per_worker"
-        )
-    if spec.scaling.use_gpu:
-        gpus = int(ray.cluster_resources().get("GPU", 0))
-        if gpus < spec.scaling.num_workers:
-            raise ConfigError(
-                f"scaling.use_gpu: a trial needs {spec.scaling.num_workers} GPUs, the cluster "
-                f"has {gpus}; set scaling.use_gpu=false or add GPU workers"
-            )
-        return max(1, gpus // spec.scaling.num_workers)
-    return max(1, cpus // per_trial)
+    res = ray.cluster_resources()
+    n = concurrency_plan(spec.scaling, float(res.get("CPU", 1)), float(res.get("GPU", 0)))
+    log.info(
+        "up to %d trials at once (%g CPUs, %g GPUs; %g GPU per worker)",
+        n,
+        res.get("CPU", 1),
+        res.get("GPU", 0),
+        spec.scaling.gpus,
+    )
+    return n
 
 
 def _scheduler(spec: SweepSpec, out: Path, control_name: str) -> CriticalPeriodScheduler:
@@ -244,6 +295,7 @@ def run_sweep(
         "num_workers": spec.scaling.num_workers,
         "cpus_per_worker": spec.scaling.cpus_per_worker,
         "use_gpu": spec.scaling.use_gpu,
+        "gpus_per_worker": spec.scaling.gpus,
         "executor": spec.scaling.resolved_executor,
         "worker_failures": spec.failures.worker_failures,
         "mode": spec.scheduler.mode,
@@ -253,6 +305,8 @@ def run_sweep(
         "import_paths": import_dirs(),  # spec directory ($CPSWEEP_IMPORT_PATH), working dir
         **(trial_options or {}),
     }
+    if spec.scaling.use_gpu and spec.scaling.resolved_executor == "train":
+        opts["cuda_on_workers"] = _cuda_on_workers(spec.scaling.gpus)
     tracking = _tracking_callbacks(spec, out, resume)
     progress = ProgressCallback(spec.train.epochs)
     all_callbacks = [progress, *tracking, *callbacks]
@@ -285,8 +339,10 @@ def run_sweep(
                 scheduler=scheduler,
                 num_samples=spec.num_samples,
                 max_concurrent_trials=_max_concurrent(spec),
-                # Inline trials keep their warm process (torch imported, threads set).
-                reuse_actors=spec.scaling.resolved_executor == "inline",
+                # A trial's process stays warm for the next one (torch imported, threads
+                # set): inline trials train in it; Train trials' drivers skip a ~5-7 s
+                # process start per trial on 2 loaded cores (bench/overheads.py).
+                reuse_actors=True,
             ),
             run_config=run_config,
         )

@@ -252,6 +252,12 @@ class TrainConfig(_Strict):
         "auto", description="auto picks CUDA if present."
     )
     amp: bool = Field(True, description="Mixed precision on CUDA (ignored on CPU).")
+    compile: bool = Field(
+        False, description="torch.compile the model (rotation still reads the raw weights)."
+    )
+    compile_backend: Literal["inductor", "aot_eager", "eager"] = Field(
+        "inductor", description="torch.compile backend; eager/aot_eager only trace (tests)."
+    )
     eval_every: int = Field(1, ge=1, description="Evaluate every N epochs (and the last).")
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads; None = default.")
     loop: str | None = Field(

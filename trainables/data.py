@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainables.cifar_pickle import load_cifar_pickle
+from trainables.dataroots import check_data_root
 from trainables.registry import DATASETS as _REGISTRY
 
 __all__ = [
@@ -277,13 +279,13 @@ def load_fashion_mnist(root: Path | None, _image_size: int | None = None) -> _Sp
 
 
 def _read_cifar_pickle(name: str, path: Path, label_key: str) -> tuple[torch.Tensor, torch.Tensor]:
-    # The official batches are Python 2 pickles of dicts with bytes keys. Like
-    # every CIFAR loader, this unpickles local files: only point it at trusted data.
+    # The official batches are Python 2 pickles of dicts with bytes keys, read by an
+    # unpickler that admits only numpy arrays, bytes, lists and ints (no code runs).
     if not path.is_file():
         raise _error(name, path.parent, f"has no {path.name}")
     try:
         with path.open("rb") as fh:
-            entry = pickle.load(fh, encoding="bytes")
+            entry = load_cifar_pickle(fh)
         entry = {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}
         data, labels = entry["data"], entry[label_key]
     except (pickle.UnpicklingError, EOFError, AttributeError, KeyError, ValueError) as exc:
@@ -369,7 +371,10 @@ def load_dataset(
             f"{name} has a fixed size ({fixed or 'not an image'}): leave image_size unset"
         )
     root_str = root if root is not None else DEFAULT_ROOTS.get(name)
-    path = Path(root_str).expanduser() if root_str is not None else None
+    # A root the spec names must lie under CPSWEEP_DATA_ROOTS (when set); defaults are ours.
+    path = check_data_root(root) if root is not None else None
+    if path is None and root_str is not None:
+        path = Path(root_str).expanduser()
     if name not in _GENERATED:
         if path is None:
             raise _error(name, "data.root", "is not set")

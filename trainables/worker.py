@@ -21,6 +21,7 @@ import os
 import signal
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,22 @@ def _log_rank(path: Path, m: dict[str, Any]) -> None:
         fh.write(json.dumps(row) + "\n")
 
 
+def _gpu_or_cpu(use_gpu: bool, gpu: Any) -> torch.device:
+    """`gpu()` when asked for and CUDA is visible; else the CPU. A cluster may declare
+    logical GPUs without devices (`ray start --num-gpus` on a CPU node, tests): the trial
+    still trains, on the CPU, and says so."""
+    if not use_gpu:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        log.warning(
+            "scaling.use_gpu: Ray gave this process GPU(s) %s but it sees no CUDA device; "
+            "training on the CPU",
+            ray.get_gpu_ids(),
+        )
+        return torch.device("cpu")
+    return gpu()  # type: ignore[no-any-return]
+
+
 class _TrainSession:
     """The loop runs on a Ray Train worker: one DDP rank of a TorchTrainer."""
 
@@ -94,7 +111,7 @@ class _TrainSession:
     def __init__(self, use_gpu: bool) -> None:
         ctx = ray.train.get_context()
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
-        self.device = ray.train.torch.get_device() if use_gpu else torch.device("cpu")
+        self.device = _gpu_or_cpu(use_gpu, ray.train.torch.get_device)
 
     def checkpoint(self) -> Any:
         return ray.train.get_checkpoint()
@@ -116,12 +133,9 @@ class _InlineSession:
     replay_after: int | None = None  # set on restore: Tune's checkpoint epoch, resend after it
 
     def __init__(self, use_gpu: bool) -> None:
-        if use_gpu and not torch.cuda.is_available():
-            raise RuntimeError(
-                "scaling.use_gpu is set but this trial's process sees no CUDA device; "
-                "check the node's GPUs or set scaling.use_gpu=false"
-            )
-        self.device = torch.device("cuda", 0) if use_gpu else torch.device("cpu")
+        # Ray sets CUDA_VISIBLE_DEVICES to the GPU it gave this trial (a share of it
+        # under fractional packing): that GPU is cuda:0 here.
+        self.device = _gpu_or_cpu(use_gpu, lambda: torch.device("cuda", 0))
 
     def checkpoint(self) -> Any:
         """Tune's checkpoint, or a newer complete one of this trial left on local disk."""
@@ -144,7 +158,10 @@ class _InlineSession:
 
 def worker_loop(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker (one DDP rank)."""
-    run_loop(config, _TrainSession(bool(config.get("use_gpu"))))
+    session = _TrainSession(bool(config.get("use_gpu")))
+    if session.rank == 0:
+        _maybe_rendezvous(config.get("rendezvous"), config["trial_id"])
+    run_loop(config, session)
 
 
 def run_loop(config: dict[str, Any], session: _TrainSession | _InlineSession) -> None:
@@ -336,10 +353,12 @@ def trial_main(config: dict[str, Any]) -> None:
         "fault_kill_epoch": opts.get("fault_kill_epoch"),
         "fault_marker": opts.get("fault_marker"),
         "import_paths": list(opts.get("import_paths", ())),  # where train.loop's module lies
+        "rendezvous": opts.get("rendezvous"),
     }
     error_file = Path(loop_config["error_file"])
     error_file.unlink(missing_ok=True)
     if opts.get("executor") == "inline":
+        _maybe_rendezvous(opts.get("rendezvous"), trial_id)
         run_loop(loop_config, _InlineSession(use_gpu))
     else:
         from ray.util.queue import Queue
@@ -350,6 +369,25 @@ def trial_main(config: dict[str, Any]) -> None:
         raise TrialFailed(error_file.read_text())
 
 
+def _maybe_rendezvous(meet: dict[str, Any] | None, trial_id: str) -> None:
+    """Testing hook: trial option rendezvous={"dir": d, "trials": n} holds each trial's
+    GPU-holding process (the inline trial, or rank 0) until n trials have started, proving
+    they run at once (packing); each leaves the GPU ids Ray gave it in d/<trial_id>. Fails
+    the trial if the others never come."""
+    if not meet:
+        return
+    where = Path(meet["dir"])
+    where.mkdir(parents=True, exist_ok=True)
+    (where / trial_id).write_text(json.dumps({"gpu_ids": [str(i) for i in ray.get_gpu_ids()]}))
+    deadline = time.monotonic() + float(meet.get("timeout_s", 120))
+    while len(list(where.iterdir())) < int(meet["trials"]):
+        if time.monotonic() > deadline:
+            raise TrialFailed(
+                f"rendezvous: {len(list(where.iterdir()))} of {meet['trials']} trials ran at once"
+            )
+        time.sleep(0.05)
+
+
 def _trainer(loop_config: dict[str, Any], opts: dict[str, Any], reports: Any) -> Any:
     """A TorchTrainer running `worker_loop` on `num_workers` DDP ranks."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -357,15 +395,17 @@ def _trainer(loop_config: dict[str, Any], opts: dict[str, Any], reports: Any) ->
 
     trial_id, use_gpu = loop_config["trial_id"], loop_config["use_gpu"]
     threads = loop_config["threads_per_worker"]
+    gpus = float(opts.get("gpus_per_worker", 1)) if use_gpu else 0.0
+    nccl = use_gpu and bool(opts.get("cuda_on_workers", True))  # logical GPUs: gloo
     return TorchTrainer(
         worker_loop,
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(
             num_workers=int(opts.get("num_workers", 1)),
             use_gpu=use_gpu,
-            resources_per_worker={"CPU": threads, **({"GPU": 1} if use_gpu else {})},
+            resources_per_worker={"CPU": threads, **({"GPU": gpus} if use_gpu else {})},
         ),
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        torch_config=TorchConfig(backend="nccl" if nccl else "gloo"),
         run_config=RunConfig(
             name=f"train-{trial_id}",
             storage_path=opts["storage_path"],

@@ -1,143 +1,50 @@
-"""A user's own loop (`train.loop`) in a real sweep, and a user's own Tuner with the scheduler.
-
-Both on a real local Ray cluster with MLflow in a sqlite file; the switch must land one
-epoch after the end the paper rule gives on the trial's own reported rotation curve.
-"""
+"""The ViT example end to end: a user's model and Dataset modules, factory kwargs swept."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import re
-import sys
+import os
+import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.reference import REPO, reference_paper_end
+from tests.servers import VENV_BIN
 
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    from service.sweep import init_ray
-
-    init_ray(None)
-    yield
-    ray.shutdown()
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "vit" / "spec.yaml"
 
 
-def _history(out: Path, name: str, trial_id: str) -> list[dict[str, Any]]:
-    [trial_dir] = [p for p in (out / "ray" / name).iterdir() if p.is_dir() and trial_id in p.name]
-    return [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
-
-
-def _check_switch(curve: list[float], repeats: list[int], end: int, switch: int, budget: int):
-    assert end == reference_paper_end(curve, budget)
-    assert switch == end + 1
-    assert repeats == [3 if e <= end else 1 for e in range(1, budget + 1)]
-
-
-@pytest.mark.parametrize("executor", ["inline", "train"])
-def test_a_users_loop_runs_in_a_sweep_and_switches_after_its_end(
-    ray_local, tmp_path, monkeypatch, executor
-):
-    from mlflow.tracking import MlflowClient
-
-    from service.spec import SweepSpec
-    from service.sweep import run_sweep
-
-    monkeypatch.setenv("CPSWEEP_IMPORT_PATH", str(REPO / "examples"))  # the spec's directory
-    workers = 2 if executor == "train" else 1
-    spec = SweepSpec.model_validate(
-        {
-            "name": "own",
-            "train": {
-                "loop": "regression_loop:fit",
-                "epochs": 10,
-                "batch_size": 32,
-                "model": {"width": 16},
-                "optim": {"name": "sgd", "lr": 0.01},
-            },
-            "scaling": {"num_workers": workers, "executor": executor},
-            "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
-            "accounting": {"measure_energy": False},
-        }
-    )
-    summary = run_sweep(spec, output_dir=tmp_path / "out")
-    [t] = summary["trials"]
-    assert t["status"] == "TERMINATED", t
-    hist = [r for r in _history(tmp_path / "out", "own", t["trial_id"]) if "epoch" in r]
-    assert [r["epoch"] for r in hist] == list(range(1, 11))
-    assert all(r["device/workers"] == workers for r in hist)
-    curve = [r["rotation/mean"] for r in hist]
-    repeats = [r["recipe/repeats"] for r in hist]
-    _check_switch(curve, repeats, t["cp_end_epoch"], t["switch_epoch"], 10)
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    [run] = client.search_runs(
-        [client.get_experiment_by_name("own").experiment_id],
-        f"tags.mlflow.parentRunId = '{summary['mlflow']['parent_run_id']}'",
-    )
-    steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/mse")]
-    assert steps == list(range(1, 11))  # the loop's own metric, no accuracy anywhere
-    # With the train executor both ranks ran fit(): its DDP all-reduce would hang otherwise.
-    assert run.data.tags["cp.switch_epoch"] == str(t["switch_epoch"])
-
-
-def _readme_block(heading: str) -> str:
-    text = (REPO / "README.md").read_text()
-    section = text.split(heading, 1)[1]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
-
-
-def test_a_users_own_tuner_with_the_scheduler_from_the_readme(ray_local, tmp_path):
-    import ray.cloudpickle
-    from ray import tune
-
-    from service.scheduler import CriticalPeriodScheduler
-
-    code = _readme_block("### Your own Tune trainable")
-    assert len([ln for ln in code.splitlines() if ln.strip()]) < 30
-    path = tmp_path / "readme_tuner.py"
-    path.write_text(code)
-    spec = importlib.util.spec_from_file_location("readme_tuner", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["readme_tuner"] = module
-    spec.loader.exec_module(module)
-    ray.cloudpickle.register_pickle_by_value(module)  # the trial processes cannot import it
-    try:
-        grid = module.main(str(tmp_path / "ray"))
-        # The scheduler's rule reaches the trial through the channel: a scheduler-wide
-        # fixed rule overrides the trainable's own "paper" (switch after 3 of 10 epochs).
-        override = tune.Tuner(
-            module.trainable,
-            param_space={"lr": 0.01},
-            tune_config=tune.TuneConfig(
-                scheduler=CriticalPeriodScheduler(
-                    criterion={"name": "fixed", "fraction": 0.3}, budget=module.EPOCHS
-                )
-            ),
-            run_config=tune.RunConfig(storage_path=str(tmp_path / "ray2")),
-        ).fit()
-    finally:
-        ray.cloudpickle.unregister_pickle_by_value(module)
-        del sys.modules["readme_tuner"]
-    assert len(grid) == 2 and not grid.errors
-    for result in grid:
-        df = result.metrics_dataframe.sort_values("epoch")
-        m = result.metrics
-        _check_switch(
-            df["rotation/mean"].tolist(),
-            df["repeats"].tolist(),
-            m["cp/end_epoch"],
-            m["cp/switch_epoch"],
-            module.EPOCHS,
-        )
-    [forced] = override
-    df = forced.metrics_dataframe.sort_values("epoch")
-    assert (forced.metrics["cp/end_epoch"], forced.metrics["cp/switch_epoch"]) == (3, 4)
-    assert df["repeats"].tolist() == [3, 3, 3] + [1] * (module.EPOCHS - 3)
+def test_vit_example_sweeps_factory_kwargs_and_switches_one_epoch_after_the_end(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CPSWEEP_IMPORT_PATH")}
+    # heads=5 does not divide dim=32: nn.MultiheadAttention refuses it inside the trial, so
+    # those trials prove the swept kwargs reach the factory and that a failing trial names
+    # the field. Run from elsewhere: the modules are found beside the spec.
+    space = "{model.kwargs.depth: {grid: [2, 3]}, model.kwargs.heads: {grid: [4, 5]}}"
+    cmd = [str(VENV_BIN / "cpsweep"), "run", str(EXAMPLE), "--output-dir", str(out)]
+    cmd += ["--set", "train.epochs=8", "--set", f"search_space={space}"]
+    cmd += ["--set", "tracking.enabled=false", "--set", "accounting.measure_energy=false"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trials = json.loads((out / "summary.json").read_text())["trials"]
+    by_params = {
+        (t["params"]["model.kwargs.depth"], t["params"]["model.kwargs.heads"]): t for t in trials
+    }
+    assert set(by_params) == {(2, 4), (3, 4), (2, 5), (3, 5)}
+    for depth in (2, 3):
+        ok, bad = by_params[(depth, 4)], by_params[(depth, 5)]
+        assert ok["status"] == "TERMINATED" and ok["config"]["model"]["kwargs"]["depth"] == depth
+        assert ok["cp_end_epoch"] is not None  # the paper rule found an end ...
+        assert ok["switch_epoch"] == ok["cp_end_epoch"] + 1  # ... and the switch came next
+        assert bad["status"] == "ERROR"
+        assert "model.factory" in bad["error"] and "tiny_vit:tiny_vit" in bad["error"]
+    # Rotation covers the attention projections and the MLP of every block.
+    result = next((out / "ray" / "vit-digits").glob("*depth=3*heads=4*/result.json"))
+    keys = json.loads(result.read_text().splitlines()[-1]).keys()
+    for block in range(3):
+        for layer in ("attn.in_proj", "attn.out_proj", "mlp.0", "mlp.2"):
+            assert f"rotation/blocks.{block}.{layer}" in keys
