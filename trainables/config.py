@@ -140,7 +140,10 @@ class DataConfig(_Buildable):
         4096, ge=1, description="auto streams built-in image trees whose pixels exceed this."
     )
     workers: int | None = Field(
-        None, ge=0, le=64, description="DataLoader worker processes; None: min(4, CPUs - 1)."
+        None,
+        ge=0,
+        le=64,
+        description="DataLoader worker processes; None: torch CPU threads, at most 4.",
     )
     prefetch: int = Field(2, ge=1, le=64, description="Batches each loader worker prefetches.")
 

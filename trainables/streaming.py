@@ -15,7 +15,6 @@ run trains on identical batches through either path.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator, Sized
 from dataclasses import dataclass
 from typing import Any
@@ -106,9 +105,11 @@ def dataset_labels(ds: TorchDataset[Any], where: str) -> torch.Tensor:
 
 
 def default_workers() -> int:
-    """Loader worker processes: one per spare CPU of this process, at most 4."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(0, min(4, (cpus or 1) - 1))
+    """Loader worker processes: one per torch CPU thread of this process, at most 4.
+
+    A Ray trial sets its thread count to the CPUs it was given (cpus_per_worker);
+    the host's CPU count would ignore that and oversubscribe a shared node."""
+    return max(1, min(4, torch.get_num_threads()))
 
 
 class TensorBatches:
