@@ -180,6 +180,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sync(args: argparse.Namespace) -> int:
+    from service.tracking_sync import sync_output_dir
+
+    report = sync_output_dir(Path(args.output_dir), args.tracking_uri, args.timeout)
+    print(json.dumps(report, indent=2))
+    if not report["all_in_mlflow"]:
+        print(
+            f"cpsweep sync: MLflow did not take everything within {args.timeout:.0f} s; "
+            f"{report['pending_results']} results are still in {report['log']}; run it again",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
 # -- parser -------------------------------------------------------------------------------
 
 
@@ -239,6 +254,14 @@ def _parser() -> argparse.ArgumentParser:
         help="override a spec field, e.g. --set train.epochs=5 (repeatable)",
     )
     r.set_defaults(func=_cmd_run)
+
+    y = sub.add_parser(
+        "sync", help="upload what a sweep could not log to MLflow (after an outage or a crash)"
+    )
+    y.add_argument("output_dir", help="the sweep's output directory, e.g. runs/quickstart")
+    y.add_argument("--tracking-uri", help="default: the URI the sweep used")
+    y.add_argument("--timeout", type=float, default=300.0, help="give up after this many s")
+    y.set_defaults(func=_cmd_sync)
 
     # Each subsystem adds its own subcommands (imported when the parser is built).
     from service.jobs_cli import register_cli as register_jobs

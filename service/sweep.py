@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
 import logging
 import math
 import os
+import signal
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import ray
 from ray import tune
 
-from service.progress import ProgressCallback, format_table
+from service.progress import ProgressCallback, TrialTracker, format_table
 from service.scheduler import CriticalPeriodScheduler
 from service.spec import ScalingSpec, SweepSpec, build_param_space
 from service.usercode import runtime_env_for
@@ -213,12 +216,14 @@ def _scheduler(spec: SweepSpec, out: Path, control_name: str) -> CriticalPeriodS
     )
 
 
-def _tracking_callbacks(spec: SweepSpec, out: Path, resume: bool) -> list[Any]:
+def _tracking_callbacks(
+    spec: SweepSpec, out: Path, resume: bool, tracker: TrialTracker
+) -> list[Any]:
     if not spec.tracking.enabled:
         return []
     from service.tracking import MLflowSweepCallback
 
-    return [MLflowSweepCallback(spec, out, resume=resume)]
+    return [MLflowSweepCallback(spec, out, resume=resume, tracker=tracker)]
 
 
 def _holds_sweep(out: Path, name: str) -> bool:
@@ -307,8 +312,9 @@ def run_sweep(
     }
     if spec.scaling.use_gpu and spec.scaling.resolved_executor == "train":
         opts["cuda_on_workers"] = _cuda_on_workers(spec.scaling.gpus)
-    tracking = _tracking_callbacks(spec, out, resume)
-    progress = ProgressCallback(spec.train.epochs)
+    tracker = TrialTracker()
+    tracking = _tracking_callbacks(spec, out, resume, tracker)
+    progress = ProgressCallback(spec.train.epochs, tracker)
     all_callbacks = [progress, *tracking, *callbacks]
     trainable = tune.with_resources(trial_main, _trial_resources(spec))
     space = build_param_space(spec, opts)
@@ -347,10 +353,12 @@ def run_sweep(
             run_config=run_config,
         )
     try:
-        grid = tuner.fit()
-    finally:  # Ctrl-C included: queued MLflow writes must land before the process exits
+        with _sigterm_as_sigint():
+            grid = tuner.fit()
+    except BaseException:  # the writes stay in the tracking log: `cpsweep sync` or --resume
         for cb in tracking:
-            cb.flush()
+            cb.close(timeout_s=5.0)
+        raise
     summary = summarize_results(
         spec, grid, scheduler, time.perf_counter() - t0, unfinished=progress.unfinished
     )
@@ -361,6 +369,20 @@ def run_sweep(
     print(format_table(summary))
     log.info("summary: %s", out / "summary.json")
     return summary
+
+
+@contextlib.contextmanager
+def _sigterm_as_sigint() -> Iterator[None]:
+    """SIGTERM (Kubernetes stopping the driver's pod, `kill`) ends the sweep as Ctrl-C does:
+    Tune saves its state, queued MLflow writes drain; by default it would die at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _num(value: Any) -> float | None:

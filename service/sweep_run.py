@@ -38,9 +38,12 @@ def sweep_totals(summary: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def log_sweep_results(client: Any, summary: dict[str, Any], experiment: str, uri: str) -> None:
+def log_sweep_results(
+    client: Any, summary: dict[str, Any], experiment: str, uri: str, strict: bool = False
+) -> None:
     """Log totals, summary.json and the report to the parent run; never raises (the sweep's
-    results are already on disk and in the trial runs)."""
+    results are already on disk and in the trial runs) unless `strict` (the tracking
+    writer retries it when MLflow answers again)."""
     parent_id = summary["mlflow"]["parent_run_id"]
     try:
         from mlflow.entities import Metric
@@ -56,4 +59,6 @@ def log_sweep_results(client: Any, summary: dict[str, Any], experiment: str, uri
             build_report(load_sweep(experiment, uri, parent_id), tmp)
             client.log_artifacts(parent_id, tmp, "report")
     except Exception as exc:
+        if strict:
+            raise
         log.warning("MLflow: could not log the sweep's results to run %s: %s", parent_id, exc)

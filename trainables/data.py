@@ -31,9 +31,12 @@ from trainables.registry import DATASETS as _REGISTRY
 
 __all__ = [
     "DATASETS",
+    "DEFAULT_IMAGE_SIZE",
     "DEFAULT_ROOTS",
     "Dataset",
     "DatasetError",
+    "channel_stats",
+    "dataset_root",
     "load_dataset",
     "stratified_subset",
 ]
@@ -51,7 +54,7 @@ _GENERATED = frozenset({"digits", "mnist1d"})  # need no root
 # (train_x, train_y, val_x, val_y, num_classes), what every loader returns
 _Split = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]
 
-_DEFAULT_IMAGE_SIZE = {"eurosat": 64, "tiny-imagenet": 64, "imagenet30": 64}  # resizable
+DEFAULT_IMAGE_SIZE = {"eurosat": 64, "tiny-imagenet": 64, "imagenet30": 64}  # resizable
 _FIXED_IMAGE_SIZE = {"digits": 8, "fashion-mnist": 28, "cifar10": 32, "cifar100": 32}
 _IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff"})
 _SPLIT_SEED = 0  # fixed: validation sets never change between trials
@@ -322,7 +325,7 @@ def load_cifar100(root: Path | None, _image_size: int | None = None) -> _Split:
 # --- public entry point --------------------------------------------------------------------
 
 
-def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], ...]:
+def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], ...]:
     """Per-channel mean and std over [N, C, ...], in [0, 1] scale for uint8 input."""
     scale = 255.0 if x.dtype == torch.uint8 else 1.0
     total = torch.zeros(x.shape[1], dtype=torch.float64)
@@ -337,6 +340,21 @@ def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], ...]:
     std = (squares / count - mean.square()).clamp_min(0).sqrt()
     std = torch.where(std > 1e-8, std, torch.ones_like(std))  # constant channel: leave unscaled
     return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def dataset_root(name: str, root: str | None) -> Path | None:
+    """The directory to read `name` from (None: generated); DatasetError when it is missing."""
+    root_str = root if root is not None else DEFAULT_ROOTS.get(name)
+    # A root the spec names must lie under CPSWEEP_DATA_ROOTS (when set); defaults are ours.
+    path = check_data_root(root) if root is not None else None
+    if path is None and root_str is not None:
+        path = Path(root_str).expanduser()
+    if name not in _GENERATED:
+        if path is None:
+            raise _error(name, "data.root", "is not set")
+        if not path.is_dir():
+            raise _error(name, path, "does not exist or is not a directory")
+    return path
 
 
 def load_dataset(
@@ -365,24 +383,14 @@ def load_dataset(
     if image_size is not None and image_size < 1:
         raise ValueError(f"image_size={image_size} must be >= 1 or None")
     fixed = _FIXED_IMAGE_SIZE.get(name)  # None for mnist1d (not an image) and image trees
-    if image_size is not None and name not in _DEFAULT_IMAGE_SIZE and image_size != fixed:
+    if image_size is not None and name not in DEFAULT_IMAGE_SIZE and image_size != fixed:
         raise ValueError(
-            f"image_size={image_size} applies only to {', '.join(_DEFAULT_IMAGE_SIZE)}; "
+            f"image_size={image_size} applies only to {', '.join(DEFAULT_IMAGE_SIZE)}; "
             f"{name} has a fixed size ({fixed or 'not an image'}): leave image_size unset"
         )
-    root_str = root if root is not None else DEFAULT_ROOTS.get(name)
-    # A root the spec names must lie under CPSWEEP_DATA_ROOTS (when set); defaults are ours.
-    path = check_data_root(root) if root is not None else None
-    if path is None and root_str is not None:
-        path = Path(root_str).expanduser()
-    if name not in _GENERATED:
-        if path is None:
-            raise _error(name, "data.root", "is not set")
-        if not path.is_dir():
-            raise _error(name, path, "does not exist or is not a directory")
-
+    path = dataset_root(name, root)
     logger.info("loading %s from %s", name, path if path is not None else "(generated)")
-    size = image_size or _DEFAULT_IMAGE_SIZE.get(name)
+    size = image_size or DEFAULT_IMAGE_SIZE.get(name)
     train_x, train_y, val_x, val_y, num_classes = loader(path, size)
     for labels in (train_y, val_y):
         if len(labels) == 0 or int(labels.min()) < 0 or int(labels.max()) >= num_classes:
@@ -394,7 +402,7 @@ def load_dataset(
     if val_subset is not None:
         keep = stratified_subset(val_y, val_subset, _SPLIT_SEED)
         val_x, val_y = val_x[keep], val_y[keep]
-    mean, std = _channel_stats(train_x)
+    mean, std = channel_stats(train_x)
     stats = [round(v, 4) for v in mean + std]
     logger.info("%s: train %s, val %s, %d classes, mean+std %s", name, tuple(train_x.shape),
                 tuple(val_x.shape), num_classes, stats)  # fmt: skip

@@ -20,7 +20,15 @@ from torch.utils.data import DataLoader, Subset
 from torch.utils.data import Dataset as TorchDataset
 
 from trainables.config import DataConfig
-from trainables.data import Dataset, load_dataset, stratified_subset
+from trainables.data import (
+    DEFAULT_IMAGE_SIZE,
+    Dataset,
+    channel_stats,
+    dataset_root,
+    load_dataset,
+    stratified_subset,
+)
+from trainables.imagetrees import TREE_ITEMS, TreeImages, read_images
 from trainables.imports import FactoryError, call_factory, resolve
 from trainables.streaming import StreamData, dataset_labels, stream_tensors
 
@@ -30,6 +38,7 @@ log = logging.getLogger(__name__)
 
 _FIELD = "data.factory"
 _SPLIT_SEED = 0  # validation subsets never change between trials (as in trainables.data)
+_STATS_SAMPLE = 2000  # images decoded for a streamed tree's mean and std
 
 
 def _bad(target: str, problem: str) -> FactoryError:
@@ -131,6 +140,45 @@ def _from_factory(cfg: DataConfig, seed: int, paths: Iterable[str | Path]) -> Da
     )
 
 
+def _tree_stream(cfg: DataConfig, seed: int) -> StreamData | None:
+    """An image tree as lazily decoded Datasets when its pixels exceed `max_memory_mb`
+    (or `stream: always`); None to load it into memory."""
+    assert cfg.name is not None
+    size = cfg.image_size or DEFAULT_IMAGE_SIZE[cfg.name]
+    root = dataset_root(cfg.name, cfg.root)
+    assert root is not None  # image trees always read a directory
+    train, val, num_classes = TREE_ITEMS[cfg.name](root)
+    ty = torch.tensor([y for _, y in train], dtype=torch.int64)
+    vy = torch.tensor([y for _, y in val], dtype=torch.int64)
+    if cfg.train_subset is not None:
+        keep = stratified_subset(ty, cfg.train_subset, seed).tolist()
+        train, ty = [train[i] for i in keep], ty[keep]
+    if cfg.val_subset is not None:
+        keep = stratified_subset(vy, cfg.val_subset, _SPLIT_SEED).tolist()
+        val, vy = [val[i] for i in keep], vy[keep]
+    mib = len(train) * 3 * size * size / 2**20
+    if cfg.stream == "auto" and mib <= cfg.max_memory_mb:
+        return None
+    # Normalisation statistics from a fixed stratified sample, not a pass over everything.
+    sample = stratified_subset(ty, min(len(train), _STATS_SAMPLE), _SPLIT_SEED).tolist()
+    sx, _ = read_images(cfg.name, [train[i] for i in sample], size)
+    mean, std = channel_stats(sx)
+    log.info("%s: %.0f MiB of pixels over data.max_memory_mb=%d: streaming %d train / %d val "
+             "images decoded on the fly", cfg.name, mib, cfg.max_memory_mb, len(train),
+             len(val))  # fmt: skip
+    return StreamData(
+        cfg.name,
+        TreeImages(cfg.name, train, size),
+        TreeImages(cfg.name, val, size),
+        ty,
+        vy,
+        num_classes,
+        (3, size, size),
+        mean,
+        std,
+    )
+
+
 def load_training_data(
     cfg: DataConfig, *, seed: int, paths: Iterable[str | Path] = ()
 ) -> Dataset | StreamData:
@@ -138,6 +186,10 @@ def load_training_data(
     if cfg.factory is not None:
         return _from_factory(cfg, seed, paths)
     assert cfg.name is not None
+    if cfg.name in TREE_ITEMS and cfg.stream != "never":
+        streamed = _tree_stream(cfg, seed)
+        if streamed is not None:
+            return streamed
     ds = load_dataset(
         cfg.name,
         cfg.root,

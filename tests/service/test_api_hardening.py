@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.integration.test_cluster_jobs import Api
 from tests.servers import VENV_BIN, Processes, base_env, free_port, wait_http
 
 pytestmark = pytest.mark.integration
@@ -56,15 +57,9 @@ class HungDashboard:
 
 
 @dataclass
-class Server:
-    url: str
-    token: str
+class Server(Api):  # url, token and the bearer header, plus what these tests inspect
     log: Path
     port: int
-
-    @property
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
 
 
 @pytest.fixture(scope="module")

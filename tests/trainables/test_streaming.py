@@ -147,6 +147,7 @@ def _train(tmp_path: Path, name: str, data: dict) -> tuple[dict, list[dict]]:
             "optim": {"lr": 0.05},
             "recipe": {"after": {"repeats": 1, "data_fraction": 0.5}, "anneal_ratio": 0.5},
             "criterion": {"name": "paper", "window": 3},
+            "num_threads": 1,
         }
     )
     summary = train_local(cfg, tmp_path / name)
@@ -176,3 +177,40 @@ def test_tensors_and_datasets_train_identically(
         assert [m["phase"] for m in hist] == [m["phase"] for m in ref], name
         for key in ("train/loss", "rotation/mean", "val/acc"):
             assert [m[key] for m in hist] == pytest.approx([m[key] for m in ref], abs=1e-5), name
+
+
+def test_image_tree_over_the_memory_limit_streams_the_same_images(tmp_path: Path) -> None:
+    from tests.trainables.test_data import solid
+    from trainables.config import DataConfig
+    from trainables.data import load_dataset
+    from trainables.engine import TrainingRun
+    from trainables.imagetrees import TreeImages
+    from trainables.sources import load_training_data
+
+    g = torch.Generator().manual_seed(0)
+    for k, cls in enumerate(("AnnualCrop", "Forest", "River")):
+        for i in range(6):
+            rgb = tuple(int(v) for v in torch.randint(0, 256, (3,), generator=g))
+            solid(tmp_path / cls / f"{cls}_{i}.png", rgb, size=24 + 4 * k)
+    memory = load_dataset("eurosat", str(tmp_path), image_size=32)
+    small = DataConfig(name="eurosat", root=str(tmp_path), image_size=32)
+    assert load_training_data(small, seed=0).__class__.__name__ == "Dataset"  # under the limit
+    # 15 x 3 x 256 x 256 bytes is 2.8 MiB, over a 1 MiB limit: decoded lazily.
+    big = small.model_copy(update={"image_size": 256, "max_memory_mb": 1})
+    streamed = load_training_data(big, seed=0)
+    assert isinstance(streamed, StreamData) and isinstance(streamed.train, TreeImages)
+    assert streamed.input_shape == (3, 256, 256)
+    # The same images in the same order, and the same statistics (all 15 sampled).
+    same = load_training_data(small.model_copy(update={"stream": "always"}), seed=0)
+    assert isinstance(same, StreamData) and isinstance(same.train, TreeImages)
+    assert torch.equal(same.train_y, memory.train_y) and torch.equal(same.val_y, memory.val_y)
+    for i in range(len(memory.train_y)):
+        assert torch.equal(same.train[i][0], memory.train_x[i])
+    assert same.mean == pytest.approx(memory.mean) and same.std == pytest.approx(memory.std)
+    cfg = {"epochs": 2, "batch_size": 8, "model": {"name": "small_cnn", "width": 4}}
+    data = {"name": "eurosat", "root": str(tmp_path), "image_size": 32, "workers": 1}
+    a = TrainingRun(TrainConfig.model_validate({**cfg, "data": {**data, "stream": "never"}}))
+    b = TrainingRun(TrainConfig.model_validate({**cfg, "data": {**data, "stream": "always"}}))
+    for _ in range(2):
+        ma, mb = a.run_epoch(), b.run_epoch()
+        assert ma["train/loss"] == pytest.approx(mb["train/loss"], abs=1e-6)
