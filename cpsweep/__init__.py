@@ -14,6 +14,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 __all__ = [
+    "DATASETS",
+    "MODELS",
     "ControlChannel",
     "CriterionConfig",
     "CriticalPeriod",
@@ -24,9 +26,10 @@ __all__ = [
     "tune_channel",
 ]
 
-# public name -> module that defines it. Part B (model/dataset registries, factories)
-# adds its names here.
+# public name -> module that defines it; a new public name goes here and in __all__.
 _HOMES = {
+    "MODELS": "trainables.registry",  # MODELS.register("mine", build): a name, not a factory
+    "DATASETS": "trainables.registry",
     "CriticalPeriod": "trainables.period",
     "Decision": "trainables.period",
     "CriterionConfig": "trainables.config",
@@ -42,6 +45,7 @@ if TYPE_CHECKING:
     from trainables.channel import ControlChannel, tune_channel
     from trainables.config import CriterionConfig, TrainConfig
     from trainables.period import CriticalPeriod, Decision
+    from trainables.registry import DATASETS, MODELS
     from trainables.user_loop import LoopContext
 
 

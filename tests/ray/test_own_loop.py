@@ -20,17 +20,6 @@ from tests.reference import REPO, reference_paper_end
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    from service.sweep import init_ray
-
-    init_ray(None)
-    yield
-    ray.shutdown()
-
-
 def _history(out: Path, name: str, trial_id: str) -> list[dict[str, Any]]:
     [trial_dir] = [p for p in (out / "ray" / name).iterdir() if p.is_dir() and trial_id in p.name]
     return [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
