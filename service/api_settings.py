@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field, SecretStr
 
 from service.allowlists import allowed_factory_modules, allowed_tracking_uris
 from service.jobs import default_address
-from service.spec import SERVER_LIMITS, SpecLimits
+from service.limits import SERVER_LIMITS, SpecLimits
 from trainables.config import ConfigError
 from trainables.dataroots import allowed_roots
 

@@ -45,7 +45,8 @@ def _as_int(value: Any) -> int | None:
         return None
 
 
-# service.tracking logs "MLflow: experiment 'x', parent run <32 hex> (<uri>)" at start.
+# service.tracking_writer logs "MLflow: parent run <32 hex> in experiment <id>" once it
+# has created the sweep's run (older versions: "MLflow: experiment 'x', parent run ...").
 _PARENT_LINE = re.compile(r"MLflow: (?:experiment .*, )?(?:resuming )?parent run ([0-9a-f]{32})\b")
 
 

@@ -1,7 +1,8 @@
 """Where an epoch's batches come from: tensors in memory, or a DataLoader over a Dataset.
 
 Both paths draw the epoch's sample order from one `RecipeSampler`, which is the
-recipe's pure functions (`epoch_indices`: data_fraction pruning and annealing,
+recipe's pure functions (`epoch_indices`: data_fraction pruning and annealing, or
+the loss-aware pruning's kept indices,
 `repeats` copies shuffled so each lands in its own batch; `shard_indices`: this DDP
 rank's share) seeded by (seed, epoch). In memory the order indexes the tensors;
 streamed, the same order feeds a `DataLoader` (worker processes, prefetch, pinned
@@ -14,7 +15,6 @@ run trains on identical batches through either path.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator, Sized
 from dataclasses import dataclass
 from typing import Any
@@ -57,8 +57,9 @@ class RecipeSampler(Sampler[int]):
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self._order: torch.Tensor | None = None
 
-    def set_epoch(self, epoch: int, phase: Phase) -> None:
-        order = epoch_indices(self.labels, phase, seed=self.seed, epoch=epoch)
+    def set_epoch(self, epoch: int, phase: Phase, keep: torch.Tensor | None = None) -> None:
+        """`keep`: the loss-aware pruning's decision (global sample indices), same on all ranks."""
+        order = epoch_indices(self.labels, phase, seed=self.seed, epoch=epoch, base=keep)
         self._order = shard_indices(order, self.rank, self.world_size)
 
     def indices(self) -> torch.Tensor:
@@ -104,9 +105,11 @@ def dataset_labels(ds: TorchDataset[Any], where: str) -> torch.Tensor:
 
 
 def default_workers() -> int:
-    """Loader worker processes: one per spare CPU of this process, at most 4."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(0, min(4, (cpus or 1) - 1))
+    """Loader worker processes: one per torch CPU thread of this process, at most 4.
+
+    A Ray trial sets its thread count to the CPUs it was given (cpus_per_worker);
+    the host's CPU count would ignore that and oversubscribe a shared node."""
+    return max(1, min(4, torch.get_num_threads()))
 
 
 class TensorBatches:

@@ -147,6 +147,7 @@ def _train(tmp_path: Path, name: str, data: dict) -> tuple[dict, list[dict]]:
             "optim": {"lr": 0.05},
             "recipe": {"after": {"repeats": 1, "data_fraction": 0.5}, "anneal_ratio": 0.5},
             "criterion": {"name": "paper", "window": 3},
+            "num_threads": 1,
         }
     )
     summary = train_local(cfg, tmp_path / name)
