@@ -1,7 +1,8 @@
 """Where an epoch's batches come from: tensors in memory, or a DataLoader over a Dataset.
 
 Both paths draw the epoch's sample order from one `RecipeSampler`, which is the
-recipe's pure functions (`epoch_indices`: data_fraction pruning and annealing,
+recipe's pure functions (`epoch_indices`: data_fraction pruning and annealing, or
+the loss-aware pruning's kept indices,
 `repeats` copies shuffled so each lands in its own batch; `shard_indices`: this DDP
 rank's share) seeded by (seed, epoch). In memory the order indexes the tensors;
 streamed, the same order feeds a `DataLoader` (worker processes, prefetch, pinned
@@ -56,8 +57,9 @@ class RecipeSampler(Sampler[int]):
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self._order: torch.Tensor | None = None
 
-    def set_epoch(self, epoch: int, phase: Phase) -> None:
-        order = epoch_indices(self.labels, phase, seed=self.seed, epoch=epoch)
+    def set_epoch(self, epoch: int, phase: Phase, keep: torch.Tensor | None = None) -> None:
+        """`keep`: the loss-aware pruning's decision (global sample indices), same on all ranks."""
+        order = epoch_indices(self.labels, phase, seed=self.seed, epoch=epoch, base=keep)
         self._order = shard_indices(order, self.rank, self.world_size)
         self._n_min = max(order.numel(), self.world_size) // self.world_size
 
