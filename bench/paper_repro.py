@@ -14,9 +14,17 @@ recipe of bench/_common.py. Arms (a grid over arms x seeds):
 - paper+prune: the paper's rule plus pruning to 50% of the data after the period
   until the annealing point (r = 0.75).
 
-Writes bench/results/paper_repro.json and paper_repro.png (quick: *_quick.*).
+`--long` is the paper's budget (issue 15): E = 100 epochs (LR steps at 50% and 75%),
+a 5k training subset, and loss-aware pruning arms (InfoBatch, ratio 0.5, full data
+from 87.5% of the budget) instead of fixed12.5:
 
-    .venv/bin/python bench/paper_repro.py [--quick] [--seeds 3]
+- infobatch: repeats 3 throughout (the baseline's recipe) with InfoBatch throughout.
+- paper+infobatch / relative+infobatch: the rule ends repeats 3; InfoBatch after it.
+
+Writes bench/results/paper_repro.json and paper_repro.png (quick: *_quick.*;
+long: paper_repro_long*).
+
+    .venv/bin/python bench/paper_repro.py [--quick] [--long] [--seeds 3]
 """
 
 from __future__ import annotations
@@ -47,12 +55,26 @@ log = logging.getLogger("bench.paper_repro")
 RELATIVE_RATIO = 0.5
 RELATIVE_PATIENCE = 1
 
-ARM_ORDER = ("repeats3", "repeats1", "fixed12.5", "paper", "relative", "paper+prune")
+ARM_ORDER = (
+    "repeats3",
+    "repeats1",
+    "fixed12.5",
+    "paper",
+    "relative",
+    "infobatch",
+    "paper+infobatch",
+    "relative+infobatch",
+    "paper+prune",
+)
+# InfoBatch as its paper runs it: half of the below-mean-loss samples left out, full data
+# for the last 12.5% of the budget.
+INFOBATCH = {"method": "infobatch", "ratio": 0.5, "anneal": 0.875}
 CURVE_KEYS = [
     "rotation/mean",
     "val/acc",
     "recipe/repeats",
     "recipe/data_fraction",
+    "recipe/pruned_fraction",
     "samples",
     "time/epoch_s",
     "time/train_s",
@@ -61,6 +83,30 @@ CURVE_KEYS = [
     "energy/epoch_kwh",
     "cp/handshake_s",
 ]
+
+
+def long_train(*, quick: bool) -> dict[str, Any]:
+    """The long budget: E = 100 on 5k images, width 16 (quick: a CI-sized smoke test)."""
+    train = base_train(quick=False)
+    train["epochs"] = 12 if quick else 100
+    train["data"].update(
+        {"train_subset": 400 if quick else 5000, "val_subset": 300 if quick else None}
+    )
+    train["model"]["width"] = 4 if quick else 16
+    train["eval_every"] = 6 if quick else 10
+    return train
+
+
+def long_arms(ratio: float, patience: int) -> dict[str, dict[str, Any]]:
+    """The long budget's arms: fixed12.5 makes way for the InfoBatch arms."""
+    out = arms(ratio, patience)
+    del out["fixed12.5"]
+    rel = {k: v for k, v in out["relative"].items()}
+    out["infobatch"] = {"criterion.name": "never", "recipe.critical.prune": INFOBATCH}
+    out["paper+infobatch"] = {"criterion.name": "paper", "recipe.after.prune": INFOBATCH}
+    out["relative+infobatch"] = {**rel, "recipe.after.prune": INFOBATCH}
+    order = [a for a in ARM_ORDER if a in out]
+    return {a: out[a] for a in order}
 
 
 def arms(ratio: float, patience: int) -> dict[str, dict[str, Any]]:
@@ -83,18 +129,27 @@ def arms(ratio: float, patience: int) -> dict[str, dict[str, Any]]:
 
 
 def build_spec(
-    *, quick: bool, seeds: list[int], ratio: float, patience: int, tracking_uri: str
+    *,
+    quick: bool,
+    seeds: list[int],
+    ratio: float,
+    patience: int,
+    tracking_uri: str,
+    long: bool = False,
 ) -> Any:
     from service.spec import SweepSpec
 
+    arm_set = long_arms(ratio, patience) if long else arms(ratio, patience)
     return SweepSpec.model_validate(
         {
-            "name": "paper-repro-quick" if quick else "paper-repro",
-            "description": "Fashion-MNIST, small CNN, paper recipe scaled to 2 CPU cores: "
-            "repeats3 / repeats1 / fixed12.5 / paper / relative / paper+prune",
-            "train": base_train(quick=quick),
+            "name": _stem(quick, long).replace("_", "-"),
+            "description": "Fashion-MNIST, small CNN, paper recipe scaled to 2 CPU cores"
+            + (", E = 100" if long and not quick else "")
+            + ": repeats3 / "
+            + " / ".join(arm_set),
+            "train": long_train(quick=quick) if long else base_train(quick=quick),
             "search_space": {"seed": {"grid": seeds}},
-            "arms": arms(ratio, patience),
+            "arms": arm_set,
             "baseline_arm": True,
             "max_concurrent_trials": 2,
             "scaling": {"num_workers": 1, "cpus_per_worker": 1},
@@ -102,6 +157,10 @@ def build_spec(
             "tracking": {"enabled": True, "uri": tracking_uri},
         }
     )
+
+
+def _stem(quick: bool, long: bool) -> str:
+    return "paper_repro" + ("_long" if long else "") + ("_quick" if quick else "")
 
 
 def _arm_name(arm: str | None) -> str:
@@ -249,6 +308,12 @@ def _print_table(arms_stats: dict[str, dict[str, Any]]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="~5 min: 16 epochs, 3k images, 1 seed")
+    ap.add_argument(
+        "--long",
+        action="store_true",
+        help="the paper's budget: E = 100 on 5k images with the InfoBatch arms "
+        "(with --quick: 12 epochs on 400 images, width 4, about a minute)",
+    )
     ap.add_argument("--seeds", type=int, help="number of seeds (default 3, quick 1)")
     ap.add_argument("--out", default=str(RESULTS), help="results directory")
     ap.add_argument("--ratio", type=float, default=RELATIVE_RATIO, help="relative: ratio")
@@ -257,14 +322,19 @@ def main() -> None:
     setup_logging()
     seeds = list(range(args.seeds or (1 if args.quick else 3)))
     out = Path(args.out).resolve()
-    stem = "paper_repro_quick" if args.quick else "paper_repro"
+    stem = _stem(args.quick, args.long)
     work = out / "tmp" / stem
     if work.exists():  # a fresh sweep every time: run_sweep refuses an existing experiment
         shutil.rmtree(work)
     work.mkdir(parents=True)
     uri = f"sqlite:///{work / 'mlflow.db'}"
     spec = build_spec(
-        quick=args.quick, seeds=seeds, ratio=args.ratio, patience=args.patience, tracking_uri=uri
+        quick=args.quick,
+        seeds=seeds,
+        ratio=args.ratio,
+        patience=args.patience,
+        tracking_uri=uri,
+        long=args.long,
     )
     machine = machine_info()
     machine["RAY_worker_niceness"] = ray_worker_priority()

@@ -31,8 +31,8 @@ from typing import Any
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from service.control import get_or_create_control
-from trainables.config import ConfigError, CriterionConfig, train_dict_for
-from trainables.period import PeriodRule, criterion_config
+from trainables.config import COHORT_KEYS, ConfigError, CriterionConfig, train_dict_for
+from trainables.decide import PeriodRule, criterion_config
 from trainables.wire import (
     CONTROL_MODES,
     END_EPOCH,
@@ -114,7 +114,7 @@ class CriticalPeriodScheduler(FIFOScheduler):
         criterion: str | CriterionConfig | dict[str, Any] | None = None,
         budget: int | None = None,
         scope: str = "trial",
-        cohort_keys: Sequence[str] = ("model.name", "data.name", "optim.name"),
+        cohort_keys: Sequence[str] = COHORT_KEYS,
         cohort_min_trials: int = 2,
         inner: TrialScheduler | None = None,
         mode: str = "push",

@@ -319,6 +319,8 @@ class TrackingWriter:
         self.wal.note({"op": "mapped", "ref": ref, "run_id": run_id, "experiment_id": exp_id})
         st = self.state.ref(ref)
         st.run_id, st.experiment_id = run_id, exp_id
+        if ref == "sweep":  # the API finds the job's run by this line (service/job_trials.py)
+            log.info("MLflow: parent run %s in experiment %s", run_id, exp_id)
         from mlflow.entities import Param
 
         params = [Param(k, str(v)[:6000]) for k, v in op.get("params", {}).items()]

@@ -69,3 +69,25 @@ def test_rotation_is_the_same_in_channels_last_memory():
 )
 def test_evaluation_batches_are_large_on_the_gpu(train_batch, device, eval_batch):
     assert _eval_batch_size(train_batch, torch.device(device)) == eval_batch
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (runs where a GPU is)")
+def test_the_step_loop_never_waits_for_the_gpu():
+    """Host syncs per epoch must not grow with the number of steps: 2x the data, same count."""
+    import warnings
+
+    def syncs(subset: int) -> int:
+        run = TrainingRun(
+            _cfg(device="cuda", data={"name": "digits", "train_subset": subset, "val_subset": 128})
+        )
+        run.run_epoch()  # warm-up: cuDNN autotuning may sync
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                run.run_epoch()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        return sum("synchroniz" in str(w.message) for w in caught)
+
+    assert syncs(384) == syncs(768)

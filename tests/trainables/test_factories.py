@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 import uuid
 from pathlib import Path
@@ -221,3 +222,43 @@ def test_stream_setting_picks_the_path(tmp_path: Path, monkeypatch: pytest.Monke
     assert isinstance(streamed, StreamData) and streamed.input_shape == (1, 4, 4)
     builtin = load_training_data(DataConfig(name="digits", stream="always"), seed=0)
     assert isinstance(builtin, StreamData) and builtin.mean != (0.0,)
+
+
+def test_submission_ships_modules_outside_the_project(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.jobs import build_submission
+
+    mod = _module(tmp_path, monkeypatch)
+    spec = SweepSpec.model_validate(
+        {
+            "name": "s",
+            "train": {"model": {"factory": f"{mod}:tiny"}},
+            "tracking": {"enabled": False},
+        }
+    )
+    job = build_submission(
+        spec, submission_id="cpsweep-s-1", mlflow_uri=None, user_code=runtime_env_for(spec, "/app")
+    )
+    assert job["runtime_env"]["py_modules"] == [str((tmp_path / f"{mod}.py").resolve())]
+    assert job["runtime_env"]["working_dir"]  # the project still travels as the working_dir
+
+
+def test_cpsweep_train_finds_the_example_modules_beside_its_spec(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.cli import main
+
+    monkeypatch.setenv(IMPORT_PATH_ENV, "")  # restored after the test; cli adds the spec dir
+    monkeypatch.chdir(tmp_path)
+    spec = Path(__file__).resolve().parents[2] / "examples" / "vit" / "spec.yaml"
+    out = tmp_path / "out"
+    sets = ["train.epochs=6", "train.data.train_subset=300", "train.data.workers=0"]
+    sets += ["train.model.kwargs.dim=16", "train.num_threads=1"]
+    args = ["train", str(spec), "--output-dir", str(out)]
+    assert main([*args, *(a for kv in sets for a in ("--set", kv))]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["epochs"] == 6 and summary["cp_end_epoch"] is not None
+    assert summary["switch_epoch"] == summary["cp_end_epoch"] + 1
+    history = [json.loads(r) for r in (out / "history.jsonl").read_text().splitlines()]
+    assert "rotation/blocks.1.attn.in_proj" in history[0]
