@@ -171,7 +171,8 @@ class MLflowSweepCallback(Callback):
         if sweep is not None and sweep.created:
             if self.resume:  # a resumed sweep continues its parent run and child runs
                 self.wal.append({"op": "status", "ref": "sweep", "status": "RUNNING"})
-                log.info("MLflow: resuming the sweep's runs (%s)", self.wal.path)
+                if sweep.run_id:  # service/job_trials.py finds a job's run by this line
+                    log.info("MLflow: resuming parent run %s (%s)", sweep.run_id, self.wal.path)
             return
         name = self.spec.tracking.experiment or self.spec.name
         tags = {
