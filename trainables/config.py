@@ -311,6 +311,16 @@ class TrainConfig(_Strict):
     )
     eval_every: int = Field(1, ge=1, description="Evaluate every N epochs (and the last).")
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads; None = default.")
+    loop: str | None = Field(
+        None,
+        description="Your own training loop, 'package.module:function', called as fn(ctx) "
+        "in every trial (trainables/user_loop.py); None runs the built-in loop.",
+    )
+
+    @field_validator("loop")
+    @classmethod
+    def _check_loop(cls, v: str | None) -> str | None:
+        return None if v is None else check_target(v, "loop")
 
 
 def format_validation_error(err: ValidationError, prefix: str = "") -> str:

@@ -327,3 +327,5 @@ def test_factories_from_callers_are_refused(server: Server) -> None:
     assert d["loc"] == ["train", "data", "factory"] and "CPSWEEP_FACTORY_MODULES" in d["msg"]
     arm = SPEC + "arms: {a: {model.name: null, model.factory: 'os:system'}}\n"
     assert post(server, arm).json()["detail"][0]["loc"] == ["arms", "a", "model.factory"]
+    loop = SPEC.replace("epochs: 2,", "epochs: 2, loop: 'os:system',")
+    assert post(server, loop).json()["detail"][0]["loc"] == ["train", "loop"]
