@@ -10,7 +10,7 @@ From the annealing point (`anneal_epoch`) the full data are used again.
 `LossTable` keeps the last loss of every sample index across epochs. Under DDP each
 rank records the losses of its shard of the epoch's order (the forward pass the step
 already does, reduction='none'); at the end of the epoch the shards are gathered
-(one all_gather, every rank holds the same order length) so every rank holds the
+(two all_gathers: the lengths, which differ by at most one, then the padded shards) so every rank holds the
 same table and takes the same decision.
 """
 
@@ -72,12 +72,20 @@ Gather = Callable[[torch.Tensor], torch.Tensor]
 
 
 def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
-    """`t` of every rank concatenated in rank order (equal shapes on all ranks)."""
+    """1-D `t` of every rank concatenated in rank order. Lengths may differ: DDP shares
+    of an epoch differ by one sample (trainables.recipes.shard_indices, no padding)."""
     import torch.distributed as dist
 
-    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, t.contiguous())
-    return torch.cat(parts)
+    world = dist.get_world_size()
+    n = torch.tensor([t.numel()], device=t.device)
+    sizes = [torch.empty_like(n) for _ in range(world)]
+    dist.all_gather(sizes, n)
+    lengths = [int(s.item()) for s in sizes]
+    padded = torch.zeros(max(lengths), dtype=t.dtype, device=t.device)
+    padded[: t.numel()] = t
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[:k] for p, k in zip(parts, lengths, strict=True)])
 
 
 class LossTable:
