@@ -3,14 +3,15 @@
 A parent run per sweep (spec as artifact and params) and a child run per trial
 (tag `mlflow.parentRunId`). Every reported epoch is logged with `step=epoch` in
 one `log_batch` call, together with cumulative energy, CO2 and cost computed by
-`service.accounting`. A retried trial never logs an epoch twice: the last
+`service.accounting`. What is logged (names, keys, units) comes from
+`service.mlflow_schema`; this module only writes it. A retried trial never logs an epoch twice: the last
 logged epoch is kept per run (and recovered from MLflow after a restart).
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import math
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,7 @@ from typing import Any
 from ray.tune import Callback
 
 from service import accounting
+from service import mlflow_schema as schema
 from service.progress import unfinished_trials
 from service.spec import SweepSpec
 from service.usage import TrialUsage
@@ -29,24 +31,6 @@ __all__ = ["MLflowSweepCallback", "prepare_store", "resolve_tracking_uri"]
 
 log = logging.getLogger(__name__)
 
-_SKIP = {
-    "epoch",
-    "phase",
-    "trial_id",
-    "date",
-    "hostname",
-    "node_ip",
-    "pid",
-    "done",
-    "training_iteration",
-    "timestamp",
-    "time_since_restore",
-    "iterations_since_restore",
-    "checkpoint_dir_name",
-    "checkpoint_path",
-    "config",
-    "should_checkpoint",
-}
 _TAG_KEYS = {"energy/method": "energy.method", "device/name": "device.name", "cp/mode": "cp.mode"}
 
 
@@ -74,15 +58,8 @@ def _artifact_location(uri: str) -> str | None:
     return None  # a tracking server decides where artifacts go
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    out: dict[str, str] = {}
-    for k, v in tree.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = str(v)[:6000]
-    return out
+def _criterion(config: dict[str, Any]) -> str:
+    return str(train_dict_for(config)["criterion"]["name"])
 
 
 def _full_recipe_throughout(arm: str | None, criterion: str | None) -> bool:
@@ -158,8 +135,16 @@ class MLflowSweepCallback(Callback):
         self.experiment_id = (
             exp.experiment_id
             if exp
-            else self.client.create_experiment(name, artifact_location=_artifact_location(self.uri))
+            else self.client.create_experiment(
+                name, artifact_location=_artifact_location(self.uri), tags=schema.EXPERIMENT_TAGS
+            )
         )
+        if exp is not None:  # made by an older cpsweep or by hand: say what it holds
+            for k, v in schema.EXPERIMENT_TAGS.items():
+                if exp.tags.get(k) != v:
+                    self.client.set_experiment_tag(self.experiment_id, k, v)
+        view = schema.shared_view(sorted(self.spec.search_space))
+        self.client.set_experiment_tag(self.experiment_id, schema.SHARED_VIEW_TAG, json.dumps(view))
         sweeps = self.client.search_runs(
             [self.experiment_id], filter_string="tags.`cpsweep.kind` = 'sweep'"
         )
@@ -189,21 +174,7 @@ class MLflowSweepCallback(Callback):
             tags["cpsweep.job_id"] = os.environ["RAY_JOB_SUBMISSION_ID"]
         run = self.client.create_run(self.experiment_id, tags=tags)
         self.parent_id = run.info.run_id
-        params = {f"train.{k}": v for k, v in _flatten(self.spec.train.model_dump()).items()}
-        params.update(
-            {
-                f"search.{k}": str(v.model_dump(exclude_none=True))
-                for k, v in self.spec.search_space.items()
-            }
-        )
-        params.update(
-            {
-                "num_samples": str(self.spec.num_samples),
-                "scheduler.scope": self.spec.scheduler.scope,
-                "scheduler.mode": self.spec.scheduler.mode,
-            }
-        )
-        items = [Param(k, v[:6000]) for k, v in params.items()]
+        items = [Param(k, v) for k, v in schema.parent_params(self.spec).items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(self.parent_id, params=items[i : i + 100])
         self.client.log_dict(self.parent_id, self.spec.model_dump(mode="json"), "spec.json")
@@ -216,12 +187,9 @@ class MLflowSweepCallback(Callback):
             return self.runs[tid]
         train = train_dict_for(trial.config)
         arm = trial.config.get("arm")
-        label = arm or ",".join(
-            f"{k.split('.')[-1]}={v}" for k, v in trial.config.get("params", {}).items()
-        )
         run = self.client.create_run(
             self.experiment_id,
-            run_name=f"{tid} {label}".strip(),
+            run_name=schema.trial_run_name(trial.config, seed=train.get("seed")),
             tags={
                 "mlflow.parentRunId": self.parent_id,
                 "cpsweep.kind": "trial",
@@ -233,8 +201,7 @@ class MLflowSweepCallback(Callback):
         self.runs[tid] = run.info.run_id
         from mlflow.entities import Param
 
-        params = [Param(k, v) for k, v in _flatten(train).items()]
-        params += [Param(f"search.{k}", str(v)) for k, v in trial.config.get("params", {}).items()]
+        params = [Param(k, v) for k, v in schema.trial_params(train).items()]
         for i in range(0, len(params), 100):
             self.client.log_batch(run.info.run_id, params=params[i : i + 100])
         return run.info.run_id
@@ -281,29 +248,15 @@ class MLflowSweepCallback(Callback):
         usage = self._usage(trial)
         if epoch <= usage.last_epoch:  # replayed after a retry: already logged
             return
-        cum = usage.add_epoch(result)
+        usage.add_epoch(result)
         ts = int(time.time() * 1000)
-        metrics = [
-            Metric(k, float(v), ts, epoch)
-            for k, v in result.items()
-            if k not in _SKIP
-            and isinstance(v, int | float)
-            and not isinstance(v, bool)
-            and v is not None
-            and math.isfinite(float(v))
-            and not k.startswith("cp/")
-        ]
-        stat = [
-            k
-            for k in ("cp/angle_deg", "cp/rate_ratio", "cp/handshake_s", "cp/lag_epochs")
-            if k in result
-        ]
-        metrics += [Metric(k, float(result[k]), ts, epoch) for k in stat]
-        metrics += [Metric(k, v, ts, epoch) for k, v in cum.items()]
-        tags = [
-            RunTag("cpsweep.last_epoch", str(epoch)),
-            RunTag("cpsweep.usage", usage.state_tag()),
-        ]
+        values = schema.epoch_metrics(result) | schema.state_metrics(usage.state())
+        if not _full_recipe_throughout(trial.config.get("arm"), _criterion(trial.config)):
+            values |= schema.estimate_metrics(usage.baseline_estimate(), usage.estimated_savings())
+        metrics = [Metric(k, v, ts, epoch) for k, v in values.items()]
+        tags = [RunTag(schema.LAST_EPOCH_TAG, str(epoch))]
+        if usage.acc.device:
+            tags.append(RunTag(schema.PRICE_DEVICE_TAG, usage.acc.device))
         tags += [RunTag(t, str(result[k])) for k, t in _TAG_KEYS.items() if k in result]
         if result.get("cp/end_epoch") is not None:
             tags.append(RunTag("cp.end_epoch", str(result["cp/end_epoch"])))
@@ -317,7 +270,7 @@ class MLflowSweepCallback(Callback):
                 metrics=metrics[i : i + 900],
                 tags=tags if i == 0 else [],
             )
-        self.history.setdefault(trial.trial_id, []).append({**result, **cum})
+        self.history.setdefault(trial.trial_id, []).append({**result, **values})
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._finish_trial(trial, "FINISHED")
@@ -344,26 +297,13 @@ class MLflowSweepCallback(Callback):
     ) -> None:
         from service.plots import log_trial_plots
 
+        # The savings and the full-recipe estimate were logged with every epoch; the full
+        # recipe throughout saves nothing by definition (no estimate logged).
         usage = self._usage(trial)
-        saving = usage.estimated_savings()
-        never = _full_recipe_throughout(
-            trial.config.get("arm"), train_dict_for(trial.config)["criterion"]["name"]
-        )
-        if saving and not never:  # the full recipe throughout saves nothing by definition
-            from mlflow.entities import Metric, RunTag
-
-            ts = int(time.time() * 1000)
-            self.client.log_batch(
-                run_id,
-                metrics=[
-                    Metric(f"savings/{k}_pct", v, ts, usage.last_epoch) for k, v in saving.items()
-                ]
-                + [
-                    Metric(f"baseline_est/{k}", v, ts, usage.last_epoch)
-                    for k, v in usage.baseline_estimate().items()
-                ],
-                tags=[RunTag("savings.kind", "estimated")],
-            )
+        if usage.estimated_savings() and not _full_recipe_throughout(
+            trial.config.get("arm"), _criterion(trial.config)
+        ):
+            self.client.set_tag(run_id, "savings.kind", "estimated")
         try:
             log_trial_plots(self.client, run_id, self._plot_history(history, run_id))
         except Exception as exc:  # plots must never lose the run
