@@ -21,8 +21,8 @@ run: $(STAMP)
 	$(BIN)/cpsweep run search_spaces/quickstart.yaml
 
 lint: $(STAMP)
-	$(BIN)/ruff check service trainables tests bench
-	$(BIN)/ruff format --check service trainables tests bench
+	$(BIN)/ruff check cpsweep service trainables tests bench
+	$(BIN)/ruff format --check cpsweep service trainables tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -2,14 +2,18 @@
 # the `cpsweep serve` REST service. Build from the repository root (see docker/README.md):
 #   docker build -f docker/ray.Dockerfile -t cpsweep/ray:0.1.0 .
 #   docker build -f docker/ray.Dockerfile --build-arg BASE=rayproject/ray:2.60.0-py311-gpu \
-#       -t cpsweep/ray:0.1.0-gpu .
+#       -t cpsweep/ray-gpu:0.1.0 .
 # The Ray version in BASE must equal the ray pin in constraints.txt and the RayCluster's
 # rayVersion (tests/test_docker.py and tests/test_k8s.py check both).
 ARG BASE=rayproject/ray:2.60.0-py311-cpu
+# Pin both bases by digest for a release build (docker/README.md, "Pinning by digest"):
+#   --build-arg BASE=rayproject/ray:2.60.0-py311-cpu@sha256:<digest>
+#   --build-arg DEBIAN_IMAGE=debian:bookworm-slim@sha256:<digest>
+ARG DEBIAN_IMAGE=debian:bookworm-slim
 
 # Fashion-MNIST (the CPU-scale benchmark) comes from Debian's dataset-fashion-mnist
 # package; the Ray images are Ubuntu-based, so take the IDX files from a Debian stage.
-FROM debian:bookworm-slim AS fashion-mnist
+FROM ${DEBIAN_IMAGE} AS fashion-mnist
 RUN apt-get update \
  && apt-get install -y --no-install-recommends dataset-fashion-mnist \
  && rm -rf /var/lib/apt/lists/*

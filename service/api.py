@@ -3,27 +3,37 @@
 Every route but /healthz (and the published OpenAPI document) wants
 `Authorization: Bearer <CPSWEEP_API_TOKEN>`. The app is built by `create_app(settings)`;
 nothing happens at import time. Tests inject a fake jobs backend through the factory.
+
+Nothing slow runs on the event loop: spec parsing/validation and every Ray or MLflow
+call run in worker threads behind bounded gates (service.api_guards), so /healthz
+answers while the cluster hangs or large specs are being validated.
 """
 
 import hmac
-import ipaddress
 import logging
 import os
-import threading
-import time
 from collections.abc import Callable
-from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal, Protocol
 
+import anyio
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Security
-from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field
+from starlette.requests import ClientDisconnect
 
-from service.api_bodies import parse_spec, read_body, validate_spec
-from service.job_trials import SweepTrial, sweep_trials
+from service.api_bodies import client_gone, parse_spec, read_body, validate_spec
+from service.api_guards import RETRY_AFTER_S, HeavyGate, RayGate
+from service.api_settings import (
+    TOKEN_ENV,
+    TOKEN_HOWTO,
+    ApiSettings,
+    check_settings,
+    settings_from_args,
+    weak_token_problem,
+)
+from service.job_trials import SweepTrial, parent_run_from_logs, sweep_trials
 from service.jobs import (
     JOB_ID_PATTERN,
     JobInfo,
@@ -32,7 +42,8 @@ from service.jobs import (
     JobsError,
     RayAuthError,
     RayUnreachable,
-    default_address,
+    SpecTooLarge,
+    resolve_ray_token,
 )
 from service.spec import SweepSpec
 from trainables.config import ConfigError
@@ -44,26 +55,10 @@ __all__ = [
     "create_app",
     "serve",
     "settings_from_args",
+    "weak_token_problem",
 ]
 
 log = logging.getLogger(__name__)
-
-TOKEN_ENV = "CPSWEEP_API_TOKEN"
-_MIN_TOKEN_CHARS = 16
-
-
-class ApiSettings(BaseModel):
-    """How `cpsweep serve` runs; built from the command line in `settings_from_args`."""
-
-    host: str = Field("127.0.0.1", description="Bind address.")
-    port: int = Field(8000, ge=0, le=65535)
-    token: SecretStr | None = Field(None, description="Bearer token clients must send.")
-    insecure_no_auth: bool = Field(False, description="Allow no token; loopback hosts only.")
-    ray_address: str = Field(default_factory=default_address, description="Ray dashboard URL.")
-    mlflow_uri: str | None = Field(None, description="Sweeps log here; trials are read here.")
-    output_root: str = Field("/tmp/cpsweep", description="Job output dirs, on the cluster.")
-    job_python: str = Field("python", description="Python on the cluster for the job entry.")
-    max_body_bytes: int = Field(256 * 1024, ge=1024, description="Larger bodies get 413.")
 
 
 class JobsBackend(Protocol):
@@ -79,62 +74,8 @@ class JobsBackend(Protocol):
     def stop(self, job_id: str) -> bool: ...
 
 
-TrialsFn = Callable[[str | None, str], tuple[list[SweepTrial] | None, str | None]]
-
-
-# -- settings --------------------------------------------------------------------------------
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def check_settings(s: ApiSettings) -> None:
-    """Refuse to run without a token, unless on loopback with --insecure-no-auth."""
-    if s.token is not None:
-        if len(s.token.get_secret_value()) < _MIN_TOKEN_CHARS:
-            raise ConfigError(
-                f"API token: {_MIN_TOKEN_CHARS} characters at least; generate one with "
-                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
-            )
-        if s.insecure_no_auth:
-            log.warning("--insecure-no-auth ignored: a token is set, so it is required")
-        return
-    if not s.insecure_no_auth:
-        raise ConfigError(
-            f"no API token: set {TOKEN_ENV} or pass --token-file (or, for local use only, "
-            "--insecure-no-auth with --host 127.0.0.1)"
-        )
-    if not _is_loopback(s.host):
-        raise ConfigError(
-            f"--insecure-no-auth with --host {s.host}: only a loopback host (127.0.0.1, ::1, "
-            f"localhost) may run without a token; set {TOKEN_ENV} or pass --token-file"
-        )
-
-
-def settings_from_args(args: Any) -> ApiSettings:
-    token: str | None = os.environ.get(TOKEN_ENV) or None
-    if args.token_file:
-        try:
-            token = FilePath(args.token_file).read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"--token-file {args.token_file}: cannot read it ({exc})") from None
-        if not token:
-            raise ConfigError(f"--token-file {args.token_file} is empty")
-    return ApiSettings(
-        host=args.host,
-        port=args.port,
-        token=SecretStr(token) if token else None,
-        insecure_no_auth=args.insecure_no_auth,
-        ray_address=args.ray_address or default_address(),
-        mlflow_uri=args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI"),
-        output_root=args.output_root,
-    )
+# (MLflow URI, job id, the job's parent run id or None) -> (trials, note)
+TrialsFn = Callable[[str | None, str, str | None], tuple[list[SweepTrial] | None, str | None]]
 
 
 # -- responses -------------------------------------------------------------------------------
@@ -171,31 +112,13 @@ class Health(BaseModel):
     ray_jobs_api: Literal["reachable", "unreachable"]
 
 
-class _HealthCache:
-    """One Ray ping per `ttl_s`, however many probes arrive at once."""
-
-    def __init__(self, backend: JobsBackend, ttl_s: float = 2.0):
-        self._backend, self._ttl = backend, ttl_s
-        self._lock = threading.Lock()
-        self._at, self._ok = -1e9, False
-
-    def reachable(self) -> bool:
-        with self._lock:
-            if time.monotonic() - self._at > self._ttl:
-                try:
-                    self._backend.ping()
-                    self._ok = True
-                except Exception as exc:
-                    log.info("healthz: Ray Jobs API not reachable: %s", exc)
-                    self._ok = False
-                self._at = time.monotonic()
-            return self._ok
-
-
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or wrong bearer token."},
     404: {"description": "No cpsweep job with this id."},
-    503: {"description": "The Ray Jobs API is unreachable or refused the service's token."},
+    503: {
+        "description": "The Ray Jobs API is unreachable, hung or refused the service's token, "
+        "or the server is busy; retry after the Retry-After header's seconds."
+    },
 }
 
 
@@ -209,8 +132,13 @@ def create_app(
     trials: TrialsFn = sweep_trials,
 ) -> FastAPI:
     check_settings(settings)
-    jobs: JobsBackend = backend or JobsClient(settings.ray_address, read_timeout_s=30.0)
-    health = _HealthCache(jobs)
+    jobs: JobsBackend = backend or JobsClient(
+        settings.ray_address, read_timeout_s=settings.ray_timeout_s
+    )
+    ray = RayGate(jobs.ping, max_calls=settings.max_ray_calls)
+    specs = HeavyGate(settings.max_parallel_specs, "spec validations")
+    mlflow_threads = anyio.CapacityLimiter(settings.max_ray_calls)
+    parents: dict[str, str] = {}  # job id -> its MLflow parent run, read from its own log
     expected = settings.token.get_secret_value().encode() if settings.token else None
     bearer = HTTPBearer(auto_error=False, description=f"The server's {TOKEN_ENV}.")
 
@@ -233,15 +161,26 @@ def create_app(
     async def _not_found(request: Request, exc: JobNotFound) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404)
 
+    @app.exception_handler(SpecTooLarge)
+    async def _too_large(request: Request, exc: SpecTooLarge) -> JSONResponse:
+        detail = [{"loc": ["body"], "msg": str(exc), "type": "body"}]
+        return JSONResponse({"detail": detail}, status_code=413)
+
     @app.exception_handler(JobsError)
     async def _ray_down(request: Request, exc: JobsError) -> JSONResponse:
         if not isinstance(exc, RayUnreachable | RayAuthError):
             log.warning("Ray Jobs API error: %s", exc)
-        return JSONResponse({"detail": str(exc)}, status_code=503)
+        headers = {"Retry-After": str(RETRY_AFTER_S)}
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers=headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, exc: ClientDisconnect) -> Response:
+        client_gone(request, exc)
+        return Response(status_code=400)
 
     @app.get("/healthz", response_model=Health, tags=["ops"])
-    def healthz() -> Health:
-        ok = health.reachable()
+    async def healthz() -> Health:
+        ok = await ray.check() is None
         return Health(
             status="ok" if ok else "degraded",
             ray_jobs_api="reachable" if ok else "unreachable",
@@ -260,10 +199,21 @@ def create_app(
 
     @v1.post("/sweeps", status_code=201, response_model=SweepCreated, openapi_extra=body_doc)
     async def create_sweep(request: Request) -> JSONResponse:
-        body = await read_body(request, settings.max_body_bytes)
-        raw = parse_spec(body, request.headers.get("content-type", ""))
-        spec = await run_in_threadpool(validate_spec, raw, settings.mlflow_uri)
-        job_id = await run_in_threadpool(
+        body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
+        ctype = request.headers.get("content-type", "")
+
+        def parse_and_validate() -> SweepSpec:
+            return validate_spec(
+                parse_spec(body, ctype),
+                settings.mlflow_uri,
+                limits=settings.limits,
+                tracking_uris=settings.tracking_uris,
+                data_roots=settings.data_roots,
+                factory_modules=settings.factory_modules,
+            )
+
+        spec = await specs.run(parse_and_validate)
+        job_id = await ray.call(
             lambda: jobs.submit(
                 spec,
                 mlflow_uri=settings.mlflow_uri,
@@ -278,29 +228,44 @@ def create_app(
         )
 
     @v1.get("/sweeps", response_model=SweepList)
-    def list_sweeps() -> SweepList:
-        return SweepList(sweeps=jobs.list())
+    async def list_sweeps() -> SweepList:
+        return SweepList(sweeps=await ray.call(jobs.list))
+
+    async def parent_run(job_id: str) -> str | None:
+        """The job's MLflow parent run as its own driver log names it (not a tag search)."""
+        if job_id not in parents:
+            found = parent_run_from_logs(await ray.call(jobs.logs, job_id))
+            if found is None:
+                return None
+            if len(parents) > 10_000:
+                parents.clear()
+            parents[job_id] = found
+        return parents[job_id]
 
     @v1.get("/sweeps/{sweep_id}", response_model=SweepDetail)
-    def get_sweep(sweep_id: SweepId) -> SweepDetail:
-        info = jobs.info(sweep_id)
-        found, note = trials(settings.mlflow_uri, sweep_id)
+    async def get_sweep(sweep_id: SweepId) -> SweepDetail:
+        info = await ray.call(jobs.info, sweep_id)
+        parent = await parent_run(sweep_id) if settings.mlflow_uri else None
+        found, note = await anyio.to_thread.run_sync(
+            lambda: trials(settings.mlflow_uri, sweep_id, parent), limiter=mlflow_threads
+        )
         return SweepDetail(**info.model_dump(), trials=found, trials_note=note)
 
     @v1.get("/sweeps/{sweep_id}/logs", response_model=SweepLogs)
-    def get_logs(
+    async def get_logs(
         sweep_id: SweepId,
         tail: Annotated[int | None, Query(ge=1, le=100_000, description="Last N lines.")] = None,
     ) -> SweepLogs:
-        text = jobs.logs(sweep_id)
+        text = await ray.call(jobs.logs, sweep_id)
         if tail is not None:
             text = "".join(text.splitlines(keepends=True)[-tail:])
         return SweepLogs(id=sweep_id, logs=text)
 
     @v1.delete("/sweeps/{sweep_id}", status_code=202, response_model=SweepStopped)
-    def stop_sweep(sweep_id: SweepId) -> SweepStopped:
-        stopped = jobs.stop(sweep_id)
-        return SweepStopped(id=sweep_id, stopped=stopped, status=jobs.info(sweep_id).status)
+    async def stop_sweep(sweep_id: SweepId) -> SweepStopped:
+        stopped = await ray.call(jobs.stop, sweep_id)
+        status = (await ray.call(jobs.info, sweep_id)).status
+        return SweepStopped(id=sweep_id, stopped=stopped, status=status)
 
     app.include_router(v1)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
@@ -323,12 +288,19 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
 
 def serve(settings: ApiSettings) -> None:
     """Run the API with uvicorn until interrupted (entry point of `cpsweep serve`)."""
-    import uvicorn
+    from service.api_server import run_uvicorn
 
     # MLflow's client retries an unreachable server for minutes; a status page must not.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     logging.getLogger("ray._private.runtime_env").setLevel(logging.ERROR)  # .gitignore noise
+    ray_token = resolve_ray_token()
+    weak = weak_token_problem(ray_token.value) if ray_token.value else None
+    if weak is not None:
+        raise ConfigError(
+            f"Ray auth token from {ray_token.source} refused: {weak}; give the cluster a "
+            f"random token (k8s/README.md, Secrets), {TOKEN_HOWTO}"
+        )
     app = create_app(settings)
     if settings.token is None:
         log.warning("serving WITHOUT authentication on %s (loopback only)", settings.host)
@@ -339,12 +311,10 @@ def serve(settings: ApiSettings) -> None:
         settings.ray_address,
         settings.mlflow_uri or "not configured",
     )
-    uvicorn.run(
+    run_uvicorn(
         app,
         host=settings.host,
         port=settings.port,
-        log_level="info",
-        server_header=False,
-        proxy_headers=False,
-        timeout_keep_alive=5,
+        header_timeout_s=settings.header_timeout_s,
+        max_connections=settings.max_connections,
     )

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from trainables.config import ConfigError
+from trainables.imports import FactoryError
+from trainables.wire import ROTATION_MEAN
 
 __all__ = ["main"]
 
@@ -26,6 +28,9 @@ def _setup_logging(verbose: bool) -> None:
     )
     for noisy in ("urllib3", "matplotlib", "PIL", "filelock", "codecarbon", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from service.logredact import install
+
+    install()  # MLflow errors quote whole response bodies; job logs are served by the API
 
 
 # -- train / detect -----------------------------------------------------------------------
@@ -33,9 +38,11 @@ def _setup_logging(verbose: bool) -> None:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from service.configio import load_model, read_yaml
+    from service.usercode import add_import_dir
     from trainables.config import TrainConfig
     from trainables.local import train_local
 
+    add_import_dir(Path(args.config).parent)  # the config's own model / data modules
     raw = read_yaml(args.config)
     overrides = list(args.set)
     if "train" in raw:  # a sweep spec: train its base config; --set train.x=... means x
@@ -51,7 +58,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _pick_key(column: str, available: list[str], where: str) -> str:
     """The column asked for; the default `rotation` also finds cpsweep's `rotation/mean`."""
-    for key in (column, "rotation/mean") if column == "rotation" else (column,):
+    for key in (column, ROTATION_MEAN) if column == "rotation" else (column,):
         if key in available:
             return key
     raise ConfigError(
@@ -135,8 +142,12 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from service.spec import load_spec
     from service.sweep import run_sweep
+    from service.usercode import add_import_dir, preflight
 
+    add_import_dir(Path(args.spec).parent)  # before Ray starts: local trials inherit it
     spec = load_spec(args.spec, args.set)
+    if preflight(spec):
+        log.info("model / data factories import and accept their kwargs")
     summary = run_sweep(spec, address=args.address, output_dir=args.output_dir, resume=args.resume)
     if summary.get("interrupted"):
         again = ["cpsweep run", shlex.quote(args.spec), "--resume"]
@@ -158,15 +169,30 @@ def _cmd_run(args: argparse.Namespace) -> int:
         uri, exp_id = tracking["tracking_uri"], tracking["experiment_id"]
         server = uri if uri.startswith("http") else "http://127.0.0.1:5000"
         start = "" if uri.startswith("http") else f"mlflow ui --backend-store-uri {uri}, then "
+        link = runs_view_url(server, exp_id, charts=True) if exp_id else server
         print(
-            f"\nCompare the trials in MLflow:  {start}open\n"
-            f"    {runs_view_url(server, exp_id, charts=True)}\n"
+            f"\nCompare the trials in MLflow:  {start}open\n    {link}\n"
             f"HTML report:                   cpsweep report {spec.tracking.experiment or spec.name}"
             + (f" --tracking-uri {uri}" if uri != "sqlite:///mlflow.db" else "")
         )
     if failed and len(failed) == len(summary["trials"]):
         print(
             f"cpsweep run: every trial failed ({len(failed)}); see the errors above",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _cmd_sync(args: argparse.Namespace) -> int:
+    from service.tracking_sync import sync_output_dir
+
+    report = sync_output_dir(Path(args.output_dir), args.tracking_uri, args.timeout)
+    print(json.dumps(report, indent=2))
+    if not report["all_in_mlflow"]:
+        print(
+            f"cpsweep sync: MLflow did not take everything within {args.timeout:.0f} s; "
+            f"{report['pending_results']} results are still in {report['log']}; run it again",
             file=sys.stderr,
         )
         return 1
@@ -233,6 +259,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.set_defaults(func=_cmd_run)
 
+    y = sub.add_parser(
+        "sync", help="upload what a sweep could not log to MLflow (after an outage or a crash)"
+    )
+    y.add_argument("output_dir", help="the sweep's output directory, e.g. runs/quickstart")
+    y.add_argument("--tracking-uri", help="default: the URI the sweep used")
+    y.add_argument("--timeout", type=float, default=300.0, help="give up after this many s")
+    y.set_defaults(func=_cmd_sync)
+
     # Each subsystem adds its own subcommands (imported when the parser is built).
     from service.jobs_cli import register_cli as register_jobs
     from service.report import register_cli as register_report
@@ -247,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.verbose)
     try:
         return int(args.func(args) or 0)
-    except ConfigError as exc:
+    except (ConfigError, FactoryError) as exc:
         print(f"cpsweep {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except RuntimeError as exc:

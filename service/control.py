@@ -13,7 +13,8 @@ What flows through it, per trial id:
   rank 0 waits for in `sync` mode and applies in `async` mode.
 
 The actor holds no CPU (num_cpus=0) and its methods are tiny, so a read costs
-one round trip (about a millisecond on one host).
+one round trip (about a millisecond on one host). Names and the directive's
+fields live in trainables/wire.py; the trial's side in trainables/channel.py.
 """
 
 from __future__ import annotations
@@ -23,27 +24,22 @@ from typing import Any
 
 import ray
 
+from trainables.wire import CONTROL_NAMESPACE, Directive, Rule, control_actor_name
+
 __all__ = ["CONTROL_NAMESPACE", "ControlActor", "control_actor_name", "get_or_create_control"]
 
 log = logging.getLogger(__name__)
-
-CONTROL_NAMESPACE = "cpsweep"
-
-
-def control_actor_name(experiment_name: str) -> str:
-    """Name shared by the scheduler (driver) and the trials (workers) of one sweep."""
-    return f"cpsweep-control:{experiment_name}"
 
 
 class ControlActor:
     """Per-trial directives. All methods are cheap and never block."""
 
     def __init__(self) -> None:
-        self._rules: dict[str, dict[str, Any]] = {}
+        self._rules: dict[str, Rule] = {}
         self._switch: dict[str, tuple[int, str]] = {}
         self._verdicts: dict[str, tuple[int, int | None]] = {}
 
-    def set_rule(self, trial_id: str, rule: dict[str, Any]) -> None:
+    def set_rule(self, trial_id: str, rule: Rule) -> None:
         self._rules[trial_id] = rule
 
     def force_switch(self, trial_id: str, switch_epoch: int, source: str) -> None:
@@ -54,16 +50,16 @@ class ControlActor:
     def post_verdict(self, trial_id: str, epoch: int, end_epoch: int | None) -> None:
         self._verdicts[trial_id] = (epoch, end_epoch)
 
-    def directive(self, trial_id: str) -> dict[str, Any]:
+    def directive(self, trial_id: str) -> Directive:
         switch = self._switch.get(trial_id)
         verdict = self._verdicts.get(trial_id)
-        return {
-            "rule": self._rules.get(trial_id),
-            "switch_epoch": switch[0] if switch else None,
-            "switch_source": switch[1] if switch else None,
-            "verdict_epoch": verdict[0] if verdict else 0,
-            "verdict_end": verdict[1] if verdict else None,
-        }
+        return Directive(
+            rule=self._rules.get(trial_id),
+            switch_epoch=switch[0] if switch else None,
+            switch_source=switch[1] if switch else None,
+            verdict_epoch=verdict[0] if verdict else 0,
+            verdict_end=verdict[1] if verdict else None,
+        )
 
     def snapshot(self) -> dict[str, Any]:
         return {"rules": self._rules, "switch": self._switch, "verdicts": self._verdicts}

@@ -1,8 +1,13 @@
 """The trials of one submitted sweep, read back from MLflow (for `cpsweep status` and the API).
 
 A job's parent run carries the tag `cpsweep.job_id`; its trials are the child runs
-(`mlflow.parentRunId`). Reading never raises: a status page must survive a missing or
-failing tracking server, so failures come back as a note.
+(`mlflow.parentRunId`). A tag is something anyone who can write to MLflow can set,
+so the API does not search by it: it takes the parent run id from the job's own driver
+log (readable only with the Ray token; `cpsweep run` logs "parent run <id>"), checks
+that this run carries the job's id, and lists only that run's children. Without a
+parent id (the CLI), exactly one run may carry the job's tag, else nothing is shown.
+Reading never raises: a status page must survive a missing or failing tracking
+server, so failures come back as a note.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from service.jobs import JOB_ID_PATTERN
 
-__all__ = ["SweepTrial", "sweep_trials"]
+__all__ = ["SweepTrial", "parent_run_from_logs", "sweep_trials"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +45,16 @@ def _as_int(value: Any) -> int | None:
         return None
 
 
+# service.tracking logs "MLflow: experiment 'x', parent run <32 hex> (<uri>)" at start.
+_PARENT_LINE = re.compile(r"MLflow: (?:experiment .*, )?(?:resuming )?parent run ([0-9a-f]{32})\b")
+
+
+def parent_run_from_logs(text: str) -> str | None:
+    """The MLflow parent run id a job's driver log names first, or None."""
+    m = _PARENT_LINE.search(text)
+    return m.group(1) if m else None
+
+
 def _probe_http(uri: str, timeout_s: float) -> None:
     import urllib.request
 
@@ -48,11 +63,16 @@ def _probe_http(uri: str, timeout_s: float) -> None:
 
 
 def sweep_trials(
-    mlflow_uri: str | None, job_id: str, timeout_s: float = 3.0
+    mlflow_uri: str | None,
+    job_id: str,
+    parent_run_id: str | None = None,
+    timeout_s: float = 3.0,
 ) -> tuple[list[SweepTrial] | None, str | None]:
-    """(trials, note) from the parent run tagged cpsweep.job_id=<job_id>; never raises.
+    """(trials, note) of the job's parent run; never raises.
 
-    trials is None when MLflow cannot be asked, [] when it has no run for this job yet.
+    `parent_run_id`: the run the job's own log names (verified to carry the job id);
+    None: the one run tagged cpsweep.job_id=<job_id>. trials is None when MLflow cannot
+    be asked or the parent is in doubt, [] when the job has no run yet.
     """
     if not mlflow_uri:
         return None, "no MLflow tracking URI configured (--mlflow-uri or MLFLOW_TRACKING_URI)"
@@ -64,13 +84,23 @@ def sweep_trials(
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(tracking_uri=mlflow_uri)
-        exp_ids = [e.experiment_id for e in client.search_experiments(max_results=1000)]
-        parents = client.search_runs(
-            exp_ids, filter_string=f"tags.`cpsweep.job_id` = '{job_id}'", max_results=5
-        )
-        if not parents:
-            return [], f"no MLflow run tagged cpsweep.job_id={job_id} yet"
-        parent = parents[0]
+        if parent_run_id is not None:
+            parent = client.get_run(parent_run_id)
+            if parent.data.tags.get("cpsweep.job_id") != job_id:
+                return None, f"the run {parent_run_id} named by the job's log is not this job's"
+        else:
+            exp_ids = [e.experiment_id for e in client.search_experiments(max_results=1000)]
+            parents = client.search_runs(
+                exp_ids, filter_string=f"tags.`cpsweep.job_id` = '{job_id}'", max_results=5
+            )
+            if not parents:
+                return [], f"no MLflow run tagged cpsweep.job_id={job_id} yet"
+            if len(parents) > 1:
+                return None, (
+                    f"{len(parents)} MLflow runs carry cpsweep.job_id={job_id}; showing none "
+                    "(the API reads the job's own run from its log)"
+                )
+            parent = parents[0]
         children = client.search_runs(
             [parent.info.experiment_id],
             filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
@@ -81,6 +111,8 @@ def sweep_trials(
         return None, f"MLflow at {mlflow_uri} unreachable or failed: {type(exc).__name__}"
     trials = []
     for run in children:
+        if run.info.start_time < parent.info.start_time:  # made before the job's run: not its
+            continue
         tags, metrics = run.data.tags, run.data.metrics
         trials.append(
             SweepTrial(

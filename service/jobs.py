@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ __all__ = [
     "RayAuthError",
     "RayToken",
     "RayUnreachable",
+    "SpecTooLarge",
     "build_submission",
     "default_address",
     "new_submission_id",
@@ -85,6 +86,10 @@ class JobNotFound(JobsError):
     """No cpsweep job with this id on the cluster."""
 
 
+class SpecTooLarge(JobsError):
+    """The validated spec does not fit in the job's environment (the API answers 413)."""
+
+
 class JobInfo(BaseModel):
     """One cpsweep job as the Ray Jobs API reports it (times in epoch seconds)."""
 
@@ -115,7 +120,7 @@ def default_address(env: Mapping[str, str] | None = None) -> str:
 
 @dataclass(frozen=True)
 class RayToken:
-    value: str | None
+    value: str | None = field(repr=False)  # never in logs, tracebacks or reprs
     source: str  # where it came from, for error messages; never the token itself
 
 
@@ -147,7 +152,7 @@ def new_submission_id(sweep: str) -> str:
     return f"cpsweep-{sweep[:40]}-{uuid.uuid4().hex[:8]}"
 
 
-def _project_root() -> Path:
+def project_root() -> Path:
     for parent in Path(__file__).resolve().parents:
         if (parent / "pyproject.toml").is_file() and (parent / "service").is_dir():
             return parent
@@ -165,12 +170,15 @@ def build_submission(
     output_dir: str | None = None,
     output_root: str = "/tmp/cpsweep",
     python: str = "python",
+    user_code: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Keyword arguments for JobSubmissionClient.submit_job (no network)."""
+    """Keyword arguments for JobSubmissionClient.submit_job (no network).
+
+    `user_code` (service.usercode.runtime_env_for) ships the spec's own factory modules."""
     dumped = yaml.safe_dump(spec.model_dump(mode="json", exclude_unset=True), sort_keys=False)
     encoded = base64.b64encode(dumped.encode()).decode()
     if len(encoded) > _MAX_SPEC_ENV_BYTES:
-        raise JobsError(
+        raise SpecTooLarge(
             f"spec is {len(encoded)} bytes encoded, over the {_MAX_SPEC_ENV_BYTES} that fit "
             "in the job's environment; shorten search_space/arms"
         )
@@ -180,14 +188,19 @@ def build_submission(
     if mlflow_uri:
         env_vars["MLFLOW_TRACKING_URI"] = mlflow_uri
     out = output_dir or f"{output_root.rstrip('/')}/{submission_id}"
+    if user_code:
+        env_vars.update(user_code.get("env_vars", {}))
+    runtime_env: dict[str, Any] = {
+        "working_dir": str(project_root()),
+        "excludes": list(_EXCLUDES),
+        "env_vars": env_vars,
+    }
+    if user_code and user_code.get("py_modules"):
+        runtime_env["py_modules"] = list(user_code["py_modules"])
     return {
         "entrypoint": f"{shlex.quote(python)} -m service.job_entry --output-dir {shlex.quote(out)}",
         "submission_id": submission_id,
-        "runtime_env": {
-            "working_dir": str(_project_root()),
-            "excludes": list(_EXCLUDES),
-            "env_vars": env_vars,
-        },
+        "runtime_env": runtime_env,
         "metadata": {"cpsweep": "1", "sweep": spec.name},
     }
 
@@ -244,14 +257,19 @@ def _sdk_client_class() -> type:
 
 
 class JobsClient:
-    """cpsweep's view of one cluster's Ray Jobs API; thread-safe, connects lazily."""
+    """cpsweep's view of one cluster's Ray Jobs API; thread-safe, connects lazily.
+
+    Every request has a connect and a read timeout, and no lock is held while one is
+    on the wire: a dashboard that accepts and never answers costs each caller at most
+    its own timeout instead of queueing every other caller behind it.
+    """
 
     def __init__(
         self,
         address: str | None = None,
         *,
         token: RayToken | None = None,
-        connect_timeout_s: float = 5.0,
+        connect_timeout_s: float = 3.0,
         read_timeout_s: float = 30.0,
     ):
         self.address = (address or default_address()).rstrip("/")
@@ -289,12 +307,17 @@ class JobsClient:
             ) from None
 
     def _client(self) -> Any:
+        sdk = self._sdk
+        if sdk is not None:
+            return sdk
+        # The SDK's constructor asks the dashboard for its version: off the lock, so
+        # concurrent first callers may each build one; the first stored wins.
+        built = self._call(
+            _sdk_client_class(), self.address, timeout=self._timeout, headers=self._headers()
+        )
         with self._lock:
             if self._sdk is None:
-                cls = _sdk_client_class()
-                self._sdk = self._call(
-                    cls, self.address, timeout=self._timeout, headers=self._headers()
-                )
+                self._sdk = built
             return self._sdk
 
     def ping(self) -> None:
@@ -310,6 +333,7 @@ class JobsClient:
         output_dir: str | None = None,
         output_root: str = "/tmp/cpsweep",
         python: str = "python",
+        user_code: dict[str, Any] | None = None,
     ) -> str:
         """Submit; the job writes to output_dir, default <output_root>/<job id>."""
         sid = new_submission_id(spec.name)
@@ -320,6 +344,7 @@ class JobsClient:
             output_dir=output_dir,
             output_root=output_root,
             python=python,
+            user_code=user_code,
         )
         client = self._client()
         job_id = str(self._call(client.submit_job, **kwargs))

@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -46,9 +47,14 @@ def _follow(client: JobsClient, job_id: str) -> None:
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
+    from service.jobs import project_root
     from service.spec import load_spec
+    from service.usercode import add_import_dir, preflight, runtime_env_for
 
+    add_import_dir(Path(args.spec).parent)
     spec = load_spec(args.spec, args.set)  # ConfigError names the field; exit 2
+    preflight(spec)  # the spec's factories import here, so they will on the cluster too
+    user_code = runtime_env_for(spec, project_root())
     uri = args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if spec.tracking.enabled and not spec.tracking.uri and not uri:
         log.warning(
@@ -60,7 +66,13 @@ def _cmd_submit(args: argparse.Namespace) -> int:
         logging.getLogger("ray.dashboard.modules.dashboard_sdk").setLevel(logging.WARNING)
     client = JobsClient(args.address)
     try:
-        job_id = client.submit(spec, mlflow_uri=uri, output_dir=args.output_dir, python=args.python)
+        job_id = client.submit(
+            spec,
+            mlflow_uri=uri,
+            output_dir=args.output_dir,
+            python=args.python,
+            user_code=user_code,
+        )
         print(job_id)
         where = f" --address {client.address}"
         if args.no_wait:
@@ -194,4 +206,18 @@ def register_cli(sub: Any) -> None:
     sv.add_argument("--ray-address", help=f"Ray dashboard URL (default {DEFAULT_ADDRESS})")
     sv.add_argument("--mlflow-uri", help="where sweeps log and trials are read from")
     sv.add_argument("--output-root", default="/tmp/cpsweep", help="job output dirs, on the cluster")
+    sv.add_argument("--max-trials", type=int, help="largest sweep accepted (default 1000)")
+    sv.add_argument("--max-workers", type=int, help="scaling.num_workers limit (default 32)")
+    sv.add_argument("--max-cpus-per-trial", type=int, help="CPUs per trial limit (default 256)")
+    sv.add_argument("--max-gpus-per-trial", type=float, help="GPUs per trial limit (default 16)")
+    sv.add_argument(
+        "--allowed-tracking-uri",
+        action="append",
+        help="a tracking.uri callers may set besides --mlflow-uri (repeatable; "
+        "also $CPSWEEP_TRACKING_URIS, comma-separated)",
+    )
+    sv.add_argument("--header-timeout", type=float, help="seconds for request headers (10)")
+    sv.add_argument("--body-timeout", type=float, help="seconds for a request body (15)")
+    sv.add_argument("--max-connections", type=int, help="open connections; then 503 (256)")
+    sv.add_argument("--max-parallel-specs", type=int, help="specs validated at once (4)")
     sv.set_defaults(func=_cmd_serve)

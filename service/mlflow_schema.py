@@ -29,9 +29,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from service.spec import SweepSpec, arms_of
+from trainables.wire import ANGLE, EPOCH, HANDSHAKE_S, LAG_EPOCHS, RATE_RATIO, ROTATION_MEAN
 
 __all__ = [
     "ARM_LABELS",
+    "CRITICAL",
     "EXPERIMENT_TAGS",
     "LAST_EPOCH_TAG",
     "PRICE_DEVICE_TAG",
@@ -63,6 +65,8 @@ SHARED_VIEW_TAG = f"mlflow.sharedViewState.{SHARED_VIEW_KEY}"
 # Spelled out in run names; other arm names are shown as written in the spec.
 ARM_LABELS = {"cp": "critical-period", "baseline": "baseline (full recipe)"}
 
+# 1 while the critical period's recipe runs, 0 from the switch: the period's end on a chart.
+CRITICAL = "cp/critical"
 # Cumulative per-trial quantities as MLflow metrics: key -> (TrialUsage accumulator, scale).
 USAGE_KEYS: dict[str, tuple[str, float]] = {
     "energy/Wh": ("energy_kwh", 1000.0),
@@ -86,13 +90,13 @@ LAST_EPOCH_TAG, PRICE_DEVICE_TAG = "cpsweep.last_epoch", "cost.device"
 _INT_STATE = {"samples", "crit_epochs", "crit_samples"}
 # Result keys that are bookkeeping, not measurements (Tune's own fields and ours).
 _NOT_METRICS = {
-    "epoch", "phase", "trial_id", "date", "hostname", "node_ip", "pid", "done",
+    EPOCH, "phase", "trial_id", "date", "hostname", "node_ip", "pid", "done",
     "training_iteration", "timestamp", "time_since_restore", "iterations_since_restore",
     "checkpoint_dir_name", "checkpoint_path", "config", "should_checkpoint",
     "time_total_s", "samples_total", "energy/epoch_kwh",
 }  # fmt: skip
 # cp/* keys that are numbers worth a chart; the others (end/switch epoch, mode) are tags.
-_CP_METRICS = ("cp/angle_deg", "cp/rate_ratio", "cp/handshake_s", "cp/lag_epochs")
+_CP_METRICS = (ANGLE, RATE_RATIO, HANDSHAKE_S, LAG_EPOCHS)
 
 
 def legible(value: float, digits: int = 4) -> float:
@@ -261,7 +265,7 @@ def epoch_metrics(result: Mapping[str, Any]) -> dict[str, float]:
     if _number(result.get("energy/epoch_kwh")) is not None:
         out["energy/epoch_Wh"] = legible(float(result["energy/epoch_kwh"]) * 1000.0)
     if result.get("phase") in ("critical", "after"):
-        out["cp/critical"] = 1.0 if result["phase"] == "critical" else 0.0
+        out[CRITICAL] = 1.0 if result["phase"] == "critical" else 0.0
     return out
 
 
@@ -302,7 +306,7 @@ def shared_view(searched: list[str]) -> dict[str, Any]:
     columns += [f"params.`{p}`" for p in searched]
     return {
         "selectedColumns": columns,
-        "chartsSearchFilter": "rotation/mean|cp/critical|val/acc",
+        "chartsSearchFilter": f"{ROTATION_MEAN}|{CRITICAL}|val/acc",
         "hideEmptyCharts": True,
         # Wide enough for names such as `critical-period adam lr=0.05 s0`.
         "columnWidths": {"attributes.`Run Name`": 300},

@@ -6,6 +6,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from trainables.wire import END_EPOCH, ROTATION_MEAN, ROTATION_PREFIX
+
 __all__ = ["accuracy_cost_figure", "history_from_mlflow", "log_trial_plots", "rotation_figure"]
 
 
@@ -24,12 +26,12 @@ def rotation_figure(history: list[dict[str, Any]]) -> Any:
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     epochs = [h["epoch"] for h in history]
     layers = sorted(
-        {k for h in history for k in h if k.startswith("rotation/") and k != "rotation/mean"}
+        {k for h in history for k in h if k.startswith(ROTATION_PREFIX) and k != ROTATION_MEAN}
     )
     for k in layers:
         ax.plot(epochs, [h.get(k) for h in history], lw=0.7, alpha=0.45)
-    ax.plot(epochs, [h.get("rotation/mean") for h in history], lw=2.5, color="black", label="mean")
-    end = next((h.get("cp/end_epoch") for h in reversed(history) if h.get("cp/end_epoch")), None)
+    ax.plot(epochs, [h.get(ROTATION_MEAN) for h in history], lw=2.5, color="black", label="mean")
+    end = next((h.get(END_EPOCH) for h in reversed(history) if h.get(END_EPOCH)), None)
     if end:
         ax.axvline(end, color="tab:red", ls="--", label=f"end of critical period (epoch {end})")
     ax.set_xlabel("epoch")
@@ -76,11 +78,11 @@ def history_from_mlflow(client: Any, run_id: str) -> list[dict[str, Any]]:
     run = client.get_run(run_id)
     rows: dict[int, dict[str, Any]] = {}
     for key in run.data.metrics:
-        if key.startswith(("rotation/", "val/acc", "cost/usd")):
+        if key.startswith((ROTATION_PREFIX, "val/acc", "cost/usd")):
             for m in client.get_metric_history(run_id, key):
                 rows.setdefault(m.step, {"epoch": m.step})[key] = m.value
     end = run.data.tags.get("cp.end_epoch")
     out = [rows[e] for e in sorted(rows)]
     for r in out:
-        r["cp/end_epoch"] = int(end) if end else None
+        r[END_EPOCH] = int(end) if end else None
     return out

@@ -9,9 +9,10 @@ from typing import Any
 from ray.tune import Callback
 
 from service.mlflow_schema import trial_run_name
-from trainables.local import progress_line
+from trainables.progress import progress_line
+from trainables.wire import END_EPOCH, REPLAYED, SWITCH_EPOCH
 
-__all__ = ["ProgressCallback", "format_table", "unfinished_trials"]
+__all__ = ["ProgressCallback", "TrialTracker", "format_table", "unfinished_trials"]
 
 log = logging.getLogger("cpsweep.progress")
 
@@ -28,43 +29,60 @@ def unfinished_trials(trials: list[Any], started: set[str], concluded: set[str])
     ]
 
 
+class TrialTracker:
+    """Which trials this session started or heard from, and which it saw conclude: one
+    record shared by the sweep's callbacks (progress and MLflow)."""
+
+    def __init__(self) -> None:
+        self.started: set[str] = set()
+        self.concluded: set[str] = set()
+
+    def start(self, trial_id: str) -> None:
+        self.started.add(trial_id)
+
+    def conclude(self, trial_id: str) -> None:
+        self.concluded.add(trial_id)
+
+    def unfinished(self, trials: list[Any]) -> list[str]:
+        return unfinished_trials(trials, self.started, self.concluded)
+
+
 class ProgressCallback(Callback):
     """One line per trial epoch, plus a line when a trial ends or fails."""
 
-    def __init__(self, budget: int) -> None:
+    def __init__(self, budget: int, tracker: TrialTracker | None = None) -> None:
         self.budget = budget
-        self.started: set[str] = set()
-        self.concluded: set[str] = set()
+        self.tracker = tracker or TrialTracker()
         self.unfinished: list[str] = []  # set when the experiment ends (Ctrl-C included)
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self.started.add(trial.trial_id)
+        self.tracker.start(trial.trial_id)
 
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
-        self.unfinished = unfinished_trials(trials, self.started, self.concluded)
+        self.unfinished = self.tracker.unfinished(trials)
 
     def on_trial_result(
         self, iteration: int, trials: list[Any], trial: Any, result: dict, **info: Any
     ) -> None:
-        self.started.add(trial.trial_id)
+        self.tracker.start(trial.trial_id)
         if "error" in result:
             return
-        replayed = " (replayed from checkpoint)" if result.get("cp/replayed") else ""
+        replayed = " (replayed from checkpoint)" if result.get(REPLAYED) else ""
         log.info("%s %s%s", trial.trial_id, progress_line(result, self.budget), replayed)
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self.concluded.add(trial.trial_id)
+        self.tracker.conclude(trial.trial_id)
         r = trial.last_result or {}
         log.info(
             "%s done: period ended at epoch %s, switched at %s, val_acc=%s",
             trial.trial_id,
-            r.get("cp/end_epoch"),
-            r.get("cp/switch_epoch"),
+            r.get(END_EPOCH),
+            r.get(SWITCH_EPOCH),
             r.get("val/acc"),
         )
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self.concluded.add(trial.trial_id)
+        self.tracker.conclude(trial.trial_id)
         log.error("%s failed: %s", trial.trial_id, _short_error(trial))
 
 
@@ -119,4 +137,20 @@ def format_table(summary: dict[str, Any]) -> str:
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(head))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    footer = tracking_footer(summary.get("tracking"))
+    return "\n".join(lines + ([footer] if footer else []))
+
+
+def tracking_footer(tracking: dict[str, Any] | None) -> str:
+    """One line on what reached MLflow (empty when tracking is off)."""
+    if not tracking:
+        return ""
+    delayed = tracking.get("delayed_results") or 0
+    late = f" ({delayed} delayed by an MLflow outage)" if delayed else ""
+    if tracking.get("all_in_mlflow"):
+        return f"MLflow: all {tracking.get('results', 0)} results logged{late}"
+    return (
+        f"MLflow: {tracking.get('pending_results', 0)} of {tracking.get('results', 0)} results "
+        f"not yet in MLflow{late}; kept in {tracking.get('log')}; upload them with: "
+        f"cpsweep sync {Path(str(tracking.get('log'))).parent}"
+    )

@@ -1,12 +1,13 @@
 """CriticalPeriodScheduler: a Ray Tune scheduler that ends each trial's critical period.
 
-Thin glue over `_TrialState` (per-trial rotation history and decision) and
+Thin glue over `_TrialState` (per-trial `PeriodRule` and decision) and
 `_Cohort` (decisions shared across trials). For every reported epoch it feeds
-`rotation/mean` into the trial's criterion (trainables/criteria.py). The rule
-itself runs in two places that must agree: here, where decisions are recorded,
-shared across a cohort and audited, and on the trial's rank 0, which applies
-the rule the scheduler pushed at trial start so that the switch lands at the
-first epoch after the detected end (see trainables/worker.py `_Decider`).
+`rotation/mean` into the trial's rule (trainables/period.py). The same rule runs
+on the trial's rank 0 (`CriticalPeriod`), so the switch lands at the first epoch
+after the detected end; here decisions are recorded, shared across a cohort and
+audited. The scheduler pushes a rule to a trial only when the trial cannot know
+it (a scheduler-wide criterion, or a trial without a cpsweep `train` config such
+as a user's own trainable), and cohort switches when a cohort decides.
 
 scope="trial" is the paper's behaviour. scope="cohort": once the first
 `cohort_min_trials` trials of a cohort (same values at `cohort_keys`) have
@@ -29,9 +30,18 @@ from typing import Any
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from trainables.config import CriterionConfig, train_dict_for
-from trainables.criteria import CriterionState
-from trainables.local import criterion_state
+from service.control import get_or_create_control
+from trainables.config import COHORT_KEYS, ConfigError, CriterionConfig, train_dict_for
+from trainables.period import PeriodRule, criterion_config
+from trainables.wire import (
+    CONTROL_MODES,
+    END_EPOCH,
+    EPOCH,
+    ROTATION_MEAN,
+    SWITCH_EPOCH,
+    Rule,
+    control_actor_name,
+)
 
 __all__ = ["CriticalPeriodScheduler"]
 
@@ -53,9 +63,9 @@ class _TrialState:
 
     trial_id: str
     criterion: CriterionConfig
-    budget: int
+    budget: int | None
     cohort: str | None = None
-    rule: CriterionState | None = None
+    rule: PeriodRule = field(init=False)
     end_epoch: int | None = None  # detected by the rule here
     source: str | None = None  # "rule" or "cohort"
     forced_switch: int | None = None  # pushed by the cohort
@@ -63,7 +73,7 @@ class _TrialState:
     mismatches: int = 0
 
     def __post_init__(self) -> None:
-        self.rule = criterion_state(self.criterion, self.budget)
+        self.rule = PeriodRule(self.criterion, self.budget)
 
     @property
     def ended(self) -> bool:
@@ -71,20 +81,7 @@ class _TrialState:
 
     def observe(self, epoch: int, rotation: float) -> int | None:
         """Feed `rotation` of 1-based `epoch`; tolerate repeats and rewinds after a retry."""
-        assert self.rule is not None
-        seen = len(self.rule.history)
-        if epoch <= seen:  # a retry replays epochs: rebuild the rule on the kept prefix
-            kept = self.rule.history[: epoch - 1]
-            self.rule = criterion_state(self.criterion, self.budget)
-            for v in kept:
-                self.rule.update(v)
-        elif epoch > seen + 1:
-            log.warning(
-                "trial %s: epochs %d..%d never reported", self.trial_id, seen + 1, epoch - 1
-            )
-            for _ in range(epoch - seen - 1):  # hold the last value over the gap
-                self.rule.update(self.rule.history[-1] if self.rule.history else rotation)
-        return self.rule.update(rotation).end_epoch
+        return self.rule.observe(epoch, rotation).end_epoch
 
 
 @dataclass
@@ -97,7 +94,10 @@ class CriticalPeriodScheduler(FIFOScheduler):
     """Detects the end of each trial's critical period and makes the trial switch recipe.
 
     Args:
-        criterion: rule for every trial; None uses each trial's `train.criterion`.
+        criterion: rule for every trial (a name, CriterionConfig or dict); None uses each
+            trial's `train.criterion` (the paper rule for trials without one).
+        budget: epoch budget for trials without a cpsweep `train` config (a user's own
+            trainable); others use their `train.epochs`.
         scope: "trial" (each trial on its own) or "cohort" (see module docstring).
         cohort_keys: dotted `train` config paths that define a cohort.
         cohort_min_trials: detections needed before a cohort's median applies.
@@ -111,13 +111,14 @@ class CriticalPeriodScheduler(FIFOScheduler):
     def __init__(
         self,
         *,
-        criterion: CriterionConfig | dict[str, Any] | None = None,
+        criterion: str | CriterionConfig | dict[str, Any] | None = None,
+        budget: int | None = None,
         scope: str = "trial",
-        cohort_keys: Sequence[str] = ("model.name", "data.name", "optim.name"),
+        cohort_keys: Sequence[str] = COHORT_KEYS,
         cohort_min_trials: int = 2,
         inner: TrialScheduler | None = None,
         mode: str = "push",
-        rotation_metric: str = "rotation/mean",
+        rotation_metric: str = ROTATION_MEAN,
         state_path: str | Path | None = None,
         control_actor: str | None = None,
         use_control: bool = True,
@@ -127,9 +128,12 @@ class CriticalPeriodScheduler(FIFOScheduler):
             raise ValueError(f"scope={scope!r} is unknown; use 'trial' or 'cohort'")
         if cohort_min_trials < 1:
             raise ValueError(f"cohort_min_trials={cohort_min_trials} must be >= 1")
-        self._criterion = (
-            CriterionConfig.model_validate(criterion) if isinstance(criterion, dict) else criterion
-        )
+        if mode not in CONTROL_MODES:
+            raise ValueError(f"mode={mode!r} is unknown; use one of {CONTROL_MODES}")
+        if budget is not None and budget < 1:
+            raise ValueError(f"budget={budget} must be a positive number of epochs")
+        self._criterion = criterion_config(criterion) if criterion is not None else None
+        self.budget = budget
         self.scope, self.mode = scope, mode
         self.cohort_keys, self.cohort_min_trials = tuple(cohort_keys), cohort_min_trials
         self.inner = inner
@@ -149,9 +153,15 @@ class CriticalPeriodScheduler(FIFOScheduler):
         return super().set_search_properties(metric, mode, **spec)
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
-        train = train_dict_for(trial.config) if "train" in trial.config else {}
+        own = "train" in trial.config  # a cpsweep trial: its config carries rule and budget
+        train = train_dict_for(trial.config) if own else {}
         criterion = self._criterion or CriterionConfig.model_validate(train.get("criterion", {}))
-        budget = int(train.get("epochs", 0))
+        budget = int(train["epochs"]) if own else self.budget
+        if budget is None and criterion.name in ("paper", "fixed"):
+            raise ConfigError(
+                f"trial {trial.trial_id} has no cpsweep train config: pass "
+                f"CriticalPeriodScheduler(budget=<epochs>) for the {criterion.name} rule"
+            )
         cohort = None
         if self.scope == "cohort" and criterion.name != "never":  # baselines never switch
             cohort = "|".join(str(_lookup(train, k)) for k in self.cohort_keys)
@@ -164,8 +174,9 @@ class CriticalPeriodScheduler(FIFOScheduler):
             state.forced_switch, state.source = cohort_switch, "cohort"
         actor = self._actor(trial)
         if actor is not None:
-            rule = {"criterion": criterion.model_dump(), "budget": budget, "mode": self.mode}
-            actor.set_rule.remote(trial.trial_id, rule)
+            if self._criterion is not None or not own:  # what the trial cannot know itself
+                rule = Rule(criterion.model_dump(), budget or 0, self.mode)
+                actor.set_rule.remote(trial.trial_id, rule)
             if state.forced_switch:
                 actor.force_switch.remote(trial.trial_id, state.forced_switch, "cohort")
         if self.inner is not None:
@@ -173,9 +184,9 @@ class CriticalPeriodScheduler(FIFOScheduler):
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
         state = self._trials.get(trial.trial_id)
-        if state is None or self.rotation_metric not in result or "epoch" not in result:
+        if state is None or self.rotation_metric not in result or EPOCH not in result:
             return TrialScheduler.CONTINUE
-        epoch = int(result["epoch"])
+        epoch = int(result[EPOCH])
         end = state.observe(epoch, float(result[self.rotation_metric]))
         if end is not None and state.end_epoch is None:
             self._record(trial, state, end, epoch)
@@ -225,7 +236,6 @@ class CriticalPeriodScheduler(FIFOScheduler):
 
     def _record(self, trial: Any, state: _TrialState, end: int, epoch: int) -> None:
         state.end_epoch, state.source = end, "rule"
-        assert state.rule is not None
         log.debug(
             "trial %s: %s rule ends the period at epoch %d (seen at epoch %d, rotation %.4f, budget %d)",
             trial.trial_id,
@@ -262,9 +272,9 @@ class CriticalPeriodScheduler(FIFOScheduler):
 
     def _audit(self, state: _TrialState, result: dict[str, Any]) -> None:
         """The trial applied the same rule on the same curve: its end must equal ours."""
-        reported_end = result.get("cp/end_epoch")
-        if result.get("cp/switch_epoch") is not None:
-            state.reported_switch = int(result["cp/switch_epoch"])
+        reported_end = result.get(END_EPOCH)
+        if result.get(SWITCH_EPOCH) is not None:
+            state.reported_switch = int(result[SWITCH_EPOCH])
         if (
             reported_end is not None
             and state.end_epoch is not None
@@ -285,8 +295,6 @@ class CriticalPeriodScheduler(FIFOScheduler):
         if not self._use_control:
             return None
         if self._control is None:
-            from service.control import control_actor_name, get_or_create_control
-
             name = self._control_name or control_actor_name(trial.experiment_dir_name)
             self._control = get_or_create_control(name)
         return self._control

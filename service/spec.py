@@ -16,13 +16,23 @@ scheduler: {scope: trial, mode: push}
 from __future__ import annotations
 
 import copy
+import math
 import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from trainables.config import (
+    COHORT_KEYS,
     ConfigError,
     CriterionConfig,
     TrainConfig,
@@ -31,23 +41,60 @@ from trainables.config import (
 )
 
 __all__ = [
+    "LIMITS_CONTEXT",
+    "NAME_PATTERN",
+    "SERVER_LIMITS",
     "Dimension",
+    "SpecLimits",
     "SweepSpec",
     "arms_of",
     "build_param_space",
+    "count_trials",
     "load_spec",
 ]
 
+# Letters, digits, '_', '.', '-', starting with a letter or digit: no '.', '..' or hidden
+# names, since the name becomes a directory (runs/<name>) and part of a Ray job id.
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}"
+LIMITS_CONTEXT = "cpsweep_limits"  # validation context key: SweepSpec.model_validate(..., context=)
+_MAX_LIST = 1000  # values in one grid/choice: each is validated as a TrainConfig up front
+
 
 class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class SpecLimits(BaseModel):
+    """How big a sweep may be. `cpsweep run` and `submit` use these loose defaults; the
+    REST server applies `SERVER_LIMITS` (or what its operator configures)."""
+
     model_config = ConfigDict(extra="forbid")
+
+    max_trials: int = Field(1_000_000, ge=1, description="Trials after grids x arms x num_samples.")
+    max_workers: int = Field(1024, ge=1, description="scaling.num_workers per trial.")
+    max_cpus_per_trial: int = Field(65_536, ge=1, description="num_workers x cpus_per_worker.")
+    max_gpus_per_trial: float = Field(1024, ge=0, description="GPUs of all workers of a trial.")
+    source: str = Field("the local default", description="Named in errors: who set the limit.")
+
+
+SERVER_LIMITS = SpecLimits(
+    max_trials=1000,
+    max_workers=32,
+    max_cpus_per_trial=256,
+    max_gpus_per_trial=16,
+    source="this server (cpsweep serve --max-trials ...)",
+)
 
 
 class Dimension(_Strict):
     """One searched value: exactly one of the keys below."""
 
-    grid: list[Any] | None = Field(None, min_length=1, description="Every value (grid search).")
-    choice: list[Any] | None = Field(None, min_length=1, description="Sampled uniformly.")
+    grid: list[Any] | None = Field(
+        None, min_length=1, max_length=_MAX_LIST, description="Every value (grid search)."
+    )
+    choice: list[Any] | None = Field(
+        None, min_length=1, max_length=_MAX_LIST, description="Sampled uniformly."
+    )
     uniform: tuple[float, float] | None = Field(None, description="[low, high].")
     loguniform: tuple[float, float] | None = Field(None, description="[low, high], both > 0.")
     randint: tuple[int, int] | None = Field(None, description="[low, high) integers.")
@@ -96,6 +143,9 @@ class Dimension(_Strict):
         return tune.randint(*self.randint)
 
 
+_MAX_TRIALS_PER_GPU = 64  # finer fractions only queue kernels behind each other
+
+
 class ScalingSpec(_Strict):
     num_workers: int = Field(
         1, ge=1, le=1024, description="Ray Train workers (DDP ranks) per trial."
@@ -103,7 +153,18 @@ class ScalingSpec(_Strict):
     cpus_per_worker: int = Field(
         1, ge=1, le=256, description="CPUs (and torch threads) per worker."
     )
-    use_gpu: bool = Field(False, description="One GPU per worker; NCCL backend, AMP.")
+    use_gpu: bool = Field(
+        False, description="Train on GPUs (gpus_per_worker each); NCCL backend, AMP."
+    )
+    gpus_per_worker: float | None = Field(
+        None,
+        gt=0,
+        le=64,
+        description=(
+            "GPUs per worker when use_gpu: a fraction 1/n (0.5, 0.25, ...) packs n trials "
+            "on one GPU, a whole number gives each worker that many; None = 1."
+        ),
+    )
     executor: Literal["auto", "train", "inline"] = Field(
         "auto",
         description=(
@@ -121,6 +182,44 @@ class ScalingSpec(_Strict):
                 "use executor 'train' (or 'auto') for DDP trials"
             )
         return self
+
+    @model_validator(mode="after")
+    def _gpu_share_is_sensible(self) -> ScalingSpec:
+        g = self.gpus_per_worker
+        if g is None:
+            return self
+        if not self.use_gpu:
+            raise ValueError(
+                f"gpus_per_worker={g} is set but use_gpu is false; set use_gpu: true "
+                "(or remove gpus_per_worker)"
+            )
+        if g > 1 and g != int(g):
+            raise ValueError(
+                f"gpus_per_worker={g}: above 1 it must be a whole number of GPUs "
+                f"(Ray cannot split a worker over GPUs); use {int(g)} or {int(g) + 1}"
+            )
+        if g < 1:
+            n = round(1 / g)
+            if n > _MAX_TRIALS_PER_GPU or abs(n * g - 1) > 0.01:
+                raise ValueError(
+                    f"gpus_per_worker={g}: a fraction must split one GPU evenly, 1/n with "
+                    f"n <= {_MAX_TRIALS_PER_GPU} (0.5, 0.333, 0.25, 0.2, ...); "
+                    f"{g} would leave {1 - int(1 / g) * g:.3g} of every GPU unused"
+                )
+            if self.num_workers > 1:
+                raise ValueError(
+                    f"gpus_per_worker={g} with num_workers={self.num_workers}: two DDP ranks "
+                    "could share one GPU, which NCCL refuses; give DDP workers whole GPUs "
+                    "(gpus_per_worker: 1) or pack single-worker trials"
+                )
+        return self
+
+    @property
+    def gpus(self) -> float:
+        """GPUs each worker holds: 0 without use_gpu, else gpus_per_worker (default 1)."""
+        if not self.use_gpu:
+            return 0.0
+        return float(self.gpus_per_worker or 1)
 
     @property
     def resolved_executor(self) -> str:
@@ -145,7 +244,7 @@ class SchedulerSpec(_Strict):
         "trial", description="trial: each trial on its own (paper); cohort: share the median end."
     )
     cohort_keys: list[str] = Field(
-        default_factory=lambda: ["model.name", "data.name", "optim.name"],
+        default_factory=lambda: list(COHORT_KEYS),
         description="Dotted train paths whose values define a cohort.",
     )
     cohort_min_trials: int = Field(2, ge=1, description="Detections before the median applies.")
@@ -168,6 +267,21 @@ class TrackingSpec(_Strict):
         None, description="MLflow tracking URI; None: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db."
     )
     experiment: str | None = Field(None, description="MLflow experiment; None uses the sweep name.")
+    request_timeout_s: int = Field(
+        10, ge=1, le=600, description="Per-request MLflow client timeout (the writer retries)."
+    )
+    drain_timeout_s: float = Field(
+        30.0,
+        ge=0,
+        description="At the end of a sweep, wait this long for MLflow to take what is queued; "
+        "the rest stays in the tracking log for `cpsweep sync`.",
+    )
+    plots: bool = Field(True, description="Log each trial's rotation and accuracy charts.")
+    wal_max_mb: int = Field(
+        4096,
+        ge=1,
+        description="Bound of the tracking log while MLflow is unreachable (warnings from 256 MB).",
+    )
 
 
 class AccountingSpec(_Strict):
@@ -179,7 +293,11 @@ class AccountingSpec(_Strict):
 
 
 class SweepSpec(_Strict):
-    name: str = Field(..., description="Sweep name: [A-Za-z0-9_.-]+, names the output directory.")
+    name: str = Field(
+        ...,
+        description="Sweep name: letters, digits, '_', '.', '-', starting with a letter or "
+        "digit (at most 100); names the output directory.",
+    )
     description: str = ""
     train: TrainConfig = Field(default_factory=TrainConfig)
     search_space: dict[str, Dimension] = Field(default_factory=dict)
@@ -206,9 +324,29 @@ class SweepSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _name_ok(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", v):
-            raise ValueError(f"name {v!r} may only hold letters, digits, '_', '.', '-'")
+        if not re.fullmatch(NAME_PATTERN, v):
+            raise ValueError(
+                f"name {v[:120]!r} may only hold letters, digits, '_', '.', '-' (at most 100), "
+                "starting with a letter or digit"
+            )
         return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _finite(cls, data: Any) -> Any:
+        """NaN and infinities are refused anywhere, also inside `train` and grids."""
+        where = _non_finite(data)
+        if where is not None:
+            path, value = where
+            raise ValueError(f"{path}: {value} is not a finite number; give a finite value")
+        return data
+
+    @model_validator(mode="after")
+    def _within_limits(self, info: ValidationInfo) -> SweepSpec:
+        """Before `_paths_exist` (pydantic runs after-validators in order): cheap first."""
+        limits = (info.context or {}).get(LIMITS_CONTEXT) or SpecLimits()
+        _check_limits(self, limits)
+        return self
 
     @model_validator(mode="after")
     def _paths_exist(self) -> SweepSpec:
@@ -220,6 +358,58 @@ class SweepSpec(_Strict):
         for arm, overrides in self.arms.items():
             _check_train(base, overrides, f"arms.{arm}")
         return self
+
+
+def _non_finite(tree: Any) -> tuple[str, float] | None:
+    """(dotted path, value) of the first NaN/inf float in a parsed tree, else None."""
+    stack: list[tuple[str, Any]] = [("", tree)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, float) and not math.isfinite(node):
+            return path or "<spec>", node
+        if isinstance(node, dict):
+            stack.extend((f"{path}.{k}" if path else str(k), v) for k, v in node.items())
+        elif isinstance(node, list | tuple):
+            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(node))
+    return None
+
+
+def count_trials(spec: SweepSpec) -> int:
+    """Trials Tune will create: num_samples x every grid's length x the arms."""
+    n = spec.num_samples * max(1, len(arms_of(spec)))
+    for dim in spec.search_space.values():
+        n *= len(dim.grid) if dim.grid is not None else 1
+    return n
+
+
+def _check_limits(spec: SweepSpec, limits: SpecLimits) -> None:
+    """ValueError naming the field and the limit when the sweep is too big to run."""
+    by = f"the limit of {limits.source}"
+    trials = count_trials(spec)
+    if trials > limits.max_trials:
+        grids = [f"{p}: {len(d.grid)}" for p, d in spec.search_space.items() if d.grid]
+        raise ValueError(
+            f"search_space x arms x num_samples: {trials:.3g} trials (grids {grids or 'none'}, "
+            f"{max(1, len(arms_of(spec)))} arm(s), num_samples {spec.num_samples}), over "
+            f"{by}, {limits.max_trials}; shrink a grid, the arms or num_samples"
+        )
+    sc = spec.scaling
+    if sc.num_workers > limits.max_workers:
+        raise ValueError(
+            f"scaling.num_workers: {sc.num_workers}, over {by}, {limits.max_workers} per trial"
+        )
+    cpus = sc.num_workers * sc.cpus_per_worker
+    if cpus > limits.max_cpus_per_trial:
+        raise ValueError(
+            f"scaling.cpus_per_worker: {sc.num_workers} workers x {sc.cpus_per_worker} CPUs = "
+            f"{cpus} CPUs per trial, over {by}, {limits.max_cpus_per_trial}"
+        )
+    gpus = sc.num_workers * sc.gpus
+    if gpus > limits.max_gpus_per_trial:
+        raise ValueError(
+            f"scaling.use_gpu: {sc.num_workers} workers x {sc.gpus:g} GPUs = "
+            f"{gpus:g} GPUs per trial, over {by}, {limits.max_gpus_per_trial:g}"
+        )
 
 
 def _check_train(base: dict[str, Any], overrides: dict[str, Any], where: str) -> None:

@@ -2,27 +2,38 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
 import logging
 import math
 import os
+import signal
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import ray
 from ray import tune
 
-from service.progress import ProgressCallback, format_table
+from service.progress import ProgressCallback, TrialTracker, format_table
 from service.scheduler import CriticalPeriodScheduler
-from service.spec import SweepSpec, build_param_space
+from service.spec import ScalingSpec, SweepSpec, build_param_space
+from service.usercode import runtime_env_for
 from trainables.config import ConfigError, train_dict_for
+from trainables.wire import END_EPOCH, SWITCH_EPOCH, control_actor_name
 from trainables.worker import TRIAL_RESOURCE, trial_main
 
-__all__ = ["init_ray", "resolve_output_dir", "run_sweep", "summarize_results"]
+__all__ = [
+    "concurrency_plan",
+    "init_ray",
+    "resolve_output_dir",
+    "run_sweep",
+    "summarize_results",
+]
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +46,11 @@ _PROJECT_ROOT = Path(__file__).resolve().parents[1]
 _TRAIN_POLL_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
 
 
-def init_ray(address: str | None) -> None:
-    """Connect to `address` / $RAY_ADDRESS, or start a local cluster with trial-driver slots."""
+def init_ray(address: str | None, user_code: dict[str, Any] | None = None) -> None:
+    """Connect to `address` / $RAY_ADDRESS, or start a local cluster with trial-driver slots.
+
+    `user_code` (service.usercode.runtime_env_for) ships a spec's factory modules to a
+    remote cluster; a local cluster's trials inherit $CPSWEEP_IMPORT_PATH instead."""
     if ray.is_initialized():
         return
     for k, v in _TRAIN_POLL_ENV.items():
@@ -49,6 +63,10 @@ def init_ray(address: str | None) -> None:
         if not os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"):
             runtime_env["working_dir"] = str(_PROJECT_ROOT)
             runtime_env["excludes"] = [".venv", "runs", "mlruns", "mlartifacts", "*.db", ".git"]
+            extra = user_code or {}
+            runtime_env["env_vars"].update(extra.get("env_vars", {}))
+            if extra.get("py_modules"):
+                runtime_env["py_modules"] = extra["py_modules"]
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
     else:
         _init_local()
@@ -81,7 +99,7 @@ def _init_local() -> None:
 
 def _trial_resources(spec: SweepSpec) -> dict[str, float]:
     if spec.scaling.resolved_executor == "inline":  # the trial's process is the worker
-        return {"CPU": spec.scaling.cpus_per_worker, "GPU": int(spec.scaling.use_gpu)}
+        return {"CPU": spec.scaling.cpus_per_worker, "GPU": spec.scaling.gpus}
     if ray.cluster_resources().get(TRIAL_RESOURCE, 0) >= 1:
         return {"CPU": 0, TRIAL_RESOURCE: 1}
     log.warning(
@@ -104,26 +122,71 @@ def _trial_retries(spec: SweepSpec) -> int:
     return f.trial_failures + f.worker_failures
 
 
+def concurrency_plan(scaling: ScalingSpec, cpus: float, gpus: float) -> int:
+    """How many trials run at once on a cluster with `cpus` CPUs and `gpus` whole GPUs.
+
+    Ray places a fractional GPU request on one GPU, so a GPU holds floor(1 / fraction)
+    workers; whole-GPU workers take `gpus_per_worker` GPUs each. Raises ConfigError,
+    naming the field to change, when not even one trial fits.
+    """
+    per_trial = scaling.num_workers * scaling.cpus_per_worker
+    if per_trial > cpus:
+        raise ConfigError(
+            f"scaling: a trial needs {per_trial} CPUs ({scaling.num_workers} workers x "
+            f"{scaling.cpus_per_worker}) but the cluster has {cpus:g}; lower "
+            "scaling.num_workers or scaling.cpus_per_worker"
+        )
+    by_cpu = int(cpus // per_trial)
+    if not scaling.use_gpu:
+        return max(1, by_cpu)
+    share = scaling.gpus
+    if share < 1:  # single-worker trials (spec validation): n per GPU
+        slots = int(gpus) * round(1 / share)
+        need = f"{share:g} GPU"
+    else:
+        slots = int(gpus // (share * scaling.num_workers))
+        need = f"{share * scaling.num_workers:g} GPUs ({scaling.num_workers} workers x {share:g})"
+    if slots < 1:
+        raise ConfigError(
+            f"scaling.gpus_per_worker: a trial needs {need}, the cluster has {gpus:g}; lower "
+            "scaling.gpus_per_worker or scaling.num_workers, add GPU nodes, or set "
+            "scaling.use_gpu=false"
+        )
+    return min(by_cpu, slots)
+
+
+def _cuda_on_workers(gpus: float) -> bool:
+    """Whether a process holding `gpus` GPUs sees CUDA. A cluster may declare logical GPUs
+    (`ray start --num-gpus`) without a device: DDP then needs gloo, not NCCL."""
+
+    @ray.remote(num_cpus=0, num_gpus=gpus)
+    def probe() -> bool:
+        import torch
+
+        return bool(torch.cuda.is_available())
+
+    seen = bool(ray.get(probe.remote(), timeout=300))
+    if not seen:
+        log.warning(
+            "scaling.use_gpu: Ray gave a GPU but the process sees no CUDA device; "
+            "DDP trials use gloo and train on the CPU"
+        )
+    return seen
+
+
 def _max_concurrent(spec: SweepSpec) -> int:
     if spec.max_concurrent_trials:
         return spec.max_concurrent_trials
-    per_trial = spec.scaling.num_workers * spec.scaling.cpus_per_worker
-    cpus = int(ray.cluster_resources().get("CPU", 1))
-    if per_trial > cpus:
-        raise ConfigError(
-            f"scaling: a trial needs {per_trial} CPUs ({spec.scaling.num_workers} workers x "
-            f"{spec.scaling.cpus_per_worker}) but the cluster has {cpus}; lower "
-            "scaling.num_workers or scaling.cpus_per_worker"
-        )
-    if spec.scaling.use_gpu:
-        gpus = int(ray.cluster_resources().get("GPU", 0))
-        if gpus < spec.scaling.num_workers:
-            raise ConfigError(
-                f"scaling.use_gpu: a trial needs {spec.scaling.num_workers} GPUs, the cluster "
-                f"has {gpus}; set scaling.use_gpu=false or add GPU workers"
-            )
-        return max(1, gpus // spec.scaling.num_workers)
-    return max(1, cpus // per_trial)
+    res = ray.cluster_resources()
+    n = concurrency_plan(spec.scaling, float(res.get("CPU", 1)), float(res.get("GPU", 0)))
+    log.info(
+        "up to %d trials at once (%g CPUs, %g GPUs; %g GPU per worker)",
+        n,
+        res.get("CPU", 1),
+        res.get("GPU", 0),
+        spec.scaling.gpus,
+    )
+    return n
 
 
 def _scheduler(spec: SweepSpec, out: Path, control_name: str) -> CriticalPeriodScheduler:
@@ -152,12 +215,14 @@ def _scheduler(spec: SweepSpec, out: Path, control_name: str) -> CriticalPeriodS
     )
 
 
-def _tracking_callbacks(spec: SweepSpec, out: Path, resume: bool) -> list[Any]:
+def _tracking_callbacks(
+    spec: SweepSpec, out: Path, resume: bool, tracker: TrialTracker
+) -> list[Any]:
     if not spec.tracking.enabled:
         return []
     from service.tracking import MLflowSweepCallback
 
-    return [MLflowSweepCallback(spec, out, resume=resume)]
+    return [MLflowSweepCallback(spec, out, resume=resume, tracker=tracker)]
 
 
 def _holds_sweep(out: Path, name: str) -> bool:
@@ -220,18 +285,21 @@ def run_sweep(
         )
     out.mkdir(parents=True, exist_ok=True)
     (out / "spec.json").write_text(spec.model_dump_json(indent=2))
-    init_ray(address)
+    init_ray(address, runtime_env_for(spec, _PROJECT_ROOT))
     # Inline trials checkpoint every epoch with num_to_keep=2, which makes Tune snapshot its
     # experiment state after every other checkpoint (a small local write) and warn each time.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     t0 = time.perf_counter()
     # Stable per output directory, so a resumed sweep's trials find their actor again.
-    control_name = f"cpsweep-control:{spec.name}:{hashlib.sha1(str(out).encode()).hexdigest()[:10]}"
+    control_name = control_actor_name(
+        f"{spec.name}:{hashlib.sha1(str(out).encode()).hexdigest()[:10]}"
+    )
     scheduler = _scheduler(spec, out, control_name)
     opts = {
         "num_workers": spec.scaling.num_workers,
         "cpus_per_worker": spec.scaling.cpus_per_worker,
         "use_gpu": spec.scaling.use_gpu,
+        "gpus_per_worker": spec.scaling.gpus,
         "executor": spec.scaling.resolved_executor,
         "worker_failures": spec.failures.worker_failures,
         "mode": spec.scheduler.mode,
@@ -240,8 +308,11 @@ def run_sweep(
         "measure_energy": spec.accounting.measure_energy,
         **(trial_options or {}),
     }
-    tracking = _tracking_callbacks(spec, out, resume)
-    progress = ProgressCallback(spec.train.epochs)
+    if spec.scaling.use_gpu and spec.scaling.resolved_executor == "train":
+        opts["cuda_on_workers"] = _cuda_on_workers(spec.scaling.gpus)
+    tracker = TrialTracker()
+    tracking = _tracking_callbacks(spec, out, resume, tracker)
+    progress = ProgressCallback(spec.train.epochs, tracker)
     all_callbacks = [progress, *tracking, *callbacks]
     trainable = tune.with_resources(trial_main, _trial_resources(spec))
     space = build_param_space(spec, opts)
@@ -272,16 +343,20 @@ def run_sweep(
                 scheduler=scheduler,
                 num_samples=spec.num_samples,
                 max_concurrent_trials=_max_concurrent(spec),
-                # Inline trials keep their warm process (torch imported, threads set).
-                reuse_actors=spec.scaling.resolved_executor == "inline",
+                # A trial's process stays warm for the next one (torch imported, threads
+                # set): inline trials train in it; Train trials' drivers skip a ~5-7 s
+                # process start per trial on 2 loaded cores (bench/overheads.py).
+                reuse_actors=True,
             ),
             run_config=run_config,
         )
     try:
-        grid = tuner.fit()
-    finally:  # Ctrl-C included: queued MLflow writes must land before the process exits
+        with _sigterm_as_sigint():
+            grid = tuner.fit()
+    except BaseException:  # the writes stay in the tracking log: `cpsweep sync` or --resume
         for cb in tracking:
-            cb.flush()
+            cb.close(timeout_s=5.0)
+        raise
     summary = summarize_results(
         spec, grid, scheduler, time.perf_counter() - t0, unfinished=progress.unfinished
     )
@@ -292,6 +367,20 @@ def run_sweep(
     print(format_table(summary))
     log.info("summary: %s", out / "summary.json")
     return summary
+
+
+@contextlib.contextmanager
+def _sigterm_as_sigint() -> Iterator[None]:
+    """SIGTERM (Kubernetes stopping the driver's pod, `kill`) ends the sweep as Ctrl-C does:
+    Tune saves its state, queued MLflow writes drain; by default it would die at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _num(value: Any) -> float | None:
@@ -338,8 +427,8 @@ def summarize_results(
             "status": status,
             "error": str(result.error).strip().splitlines()[-1] if result.error else None,
             "epochs": epochs,
-            "cp_end_epoch": m.get("cp/end_epoch"),
-            "switch_epoch": m.get("cp/switch_epoch"),
+            "cp_end_epoch": m.get(END_EPOCH),
+            "switch_epoch": m.get(SWITCH_EPOCH),
             "cp_source": decisions.get(tid, {}).get("source"),
             "final_val_acc": _num(m.get("val/acc")),
             "best_val_acc": max(accs) if accs else None,

@@ -16,7 +16,7 @@ import tempfile
 import time
 from typing import Any
 
-from service.mlflow_schema import parent_totals
+from service.mlflow_schema import EXPERIMENT_TAGS, SHARED_VIEW_TAG, parent_totals, shared_view
 
 __all__ = ["log_sweep_results", "sweep_totals"]
 
@@ -41,9 +41,12 @@ def sweep_totals(summary: dict[str, Any]) -> dict[str, float]:
     return out | parent_totals(trials)
 
 
-def log_sweep_results(client: Any, summary: dict[str, Any], experiment: str, uri: str) -> None:
+def log_sweep_results(
+    client: Any, summary: dict[str, Any], experiment: str, uri: str, strict: bool = False
+) -> None:
     """Log totals, summary.json and the report to the parent run; never raises (the sweep's
-    results are already on disk and in the trial runs)."""
+    results are already on disk and in the trial runs) unless `strict` (the tracking
+    writer retries it when MLflow answers again)."""
     parent_id = summary["mlflow"]["parent_run_id"]
     try:
         from mlflow.entities import Metric
@@ -52,6 +55,7 @@ def log_sweep_results(client: Any, summary: dict[str, Any], experiment: str, uri
         now = int(time.time() * 1000)
         metrics = [Metric(k, v, now, step) for k, v in sweep_totals(summary).items()]
         client.log_batch(parent_id, metrics=metrics)
+        _tag_experiment(client, summary, parent_id)
         client.log_text(parent_id, json.dumps(summary, indent=2, default=str), "summary.json")
         from service.report import build_report, load_sweep
 
@@ -59,4 +63,16 @@ def log_sweep_results(client: Any, summary: dict[str, Any], experiment: str, uri
             build_report(load_sweep(experiment, uri, parent_id), tmp)
             client.log_artifacts(parent_id, tmp, "report")
     except Exception as exc:
+        if strict:
+            raise
         log.warning("MLflow: could not log the sweep's results to run %s: %s", parent_id, exc)
+
+
+def _tag_experiment(client: Any, summary: dict[str, Any], parent_id: str) -> None:
+    """Say what the experiment holds (model training) and store the runs view that the
+    link `cpsweep run` prints opens (service.mlflow_schema.runs_view_url)."""
+    exp_id = summary["mlflow"].get("experiment_id") or client.get_run(parent_id).info.experiment_id
+    searched = sorted({p for t in summary["trials"] for p in (t.get("params") or {})})
+    view = json.dumps(shared_view(searched))
+    for key, value in {**EXPERIMENT_TAGS, SHARED_VIEW_TAG: view}.items():
+        client.set_experiment_tag(exp_id, key, value)

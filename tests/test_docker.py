@@ -100,7 +100,7 @@ def mlflow() -> Dockerfile:
 def _gpu_bases() -> list[str]:
     """The GPU base images docker/README.md builds with (--build-arg BASE=...)."""
     readme = (DOCKER / "README.md").read_text()
-    return re.findall(r"--build-arg\s+BASE=(\S+)", readme)
+    return [b for b in re.findall(r"--build-arg\s+BASE=(\S+)", readme) if "@" not in b]
 
 
 def test_ray_base_image_matches_the_pins(ray: Dockerfile) -> None:
@@ -137,12 +137,27 @@ def test_mlflow_image_matches_thepinned_version(mlflow: Dockerfile) -> None:
     installs = [a for i, a in mlflow.final().instructions if i == "RUN" and "pip install" in a]
     assert len(installs) == 1
     command = _substitute(installs[0], mlflow.args)
-    assert f"mlflow=={pinned_version('mlflow')}" in command, command
+    # The [auth] extra: `mlflow server --app-name basic-auth` (k8s/base/mlflow.yaml).
+    assert f"mlflow[auth]=={pinned_version('mlflow')}" in command, command
     assert "psycopg2" in command, "the server needs the PostgreSQL driver"
     assert re.search(r"(-c|--constraint)\s+\S*constraints\.txt", command), command
     match = re.match(r"^python:(\d+\.\d+)-slim", mlflow.final().base)
     assert match, mlflow.final().base
     assert Version(match.group(1)) in _requires_python()
+
+
+@pytest.mark.parametrize("name", ["ray.Dockerfile", "mlflow.Dockerfile"])
+def test_every_base_image_can_be_pinned_by_digest(name: str) -> None:
+    """Issue 12: a release build passes `--build-arg X=image@sha256:<digest>` for every
+    base (docker/README.md); so no FROM may name a tag directly."""
+    text = (DOCKER / name).read_text()
+    froms = re.findall(r"^FROM\s+(\S+)", text, re.M)
+    assert froms and all(re.fullmatch(r"\$\{\w+\}", f) for f in froms), froms
+    args = re.findall(r"^ARG\s+(\w+)=", text, re.M)
+    assert {f[2:-1] for f in froms} <= set(args)
+    readme = (DOCKER / "README.md").read_text()
+    for arg in (f[2:-1] for f in froms):
+        assert re.search(rf"--build-arg {arg}=\S+@sha256:<digest>", readme), arg
 
 
 @pytest.mark.parametrize("name", ["ray.Dockerfile", "mlflow.Dockerfile"])

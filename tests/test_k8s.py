@@ -1,8 +1,13 @@
 """The Kubernetes manifests in k8s/: render them with `kubectl kustomize`, validate every
 object against its schema (the KubeRay v1.7.0 CRDs in ../shared/k8s-crds for ray.io kinds,
 the Kubernetes OpenAPI shipped with kubernetes-validate for core kinds) and check the
-security promises of k8s/README.md: nothing exposed outside the cluster, ingress limited
-by NetworkPolicies, tokens only from Secrets, limits on every container.
+security promises of k8s/README.md: nothing exposed outside the cluster, ingress and
+egress limited by NetworkPolicies, tokens only from Secrets that the deploy overlay must
+be given (none in the base), images pinned by digest, MLflow behind authentication,
+read-only root filesystems, limits on every container.
+
+`rendered` is what an operator deploys: k8s/deploy rendered from a copy in which the
+secret files were supplied, as k8s/README.md says; `base` is k8s/base alone.
 """
 
 from __future__ import annotations
@@ -11,8 +16,10 @@ import copy
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,13 +36,18 @@ pytestmark = pytest.mark.integration  # runs `kubectl kustomize` in a subprocess
 
 REPO = Path(__file__).resolve().parents[1]
 # In CI the repository is cloned elsewhere with a copy of shared/ beside it.
-CRD_DIR = REPO.parent / "shared" / "k8s-crds"
+# (or where $CPSWEEP_K8S_CRDS says, e.g. from a git worktree).
+CRD_DIR = Path(os.environ.get("CPSWEEP_K8S_CRDS", REPO.parent / "shared" / "k8s-crds"))
 K8S_VERSION = "1.30"  # oldest Kubernetes we support; kubernetes-validate ships 1.25+
 
 RAY_CLUSTER = "cpsweep-ray"
 OPERATOR_NAMESPACE = "kuberay-operator"  # where k8s/README.md installs the operator
 # The only pods that clients outside the namespace may reach, and on which ports.
-PUBLIC_PORTS = {"Deployment/cpsweep-service": {8000}, "Deployment/mlflow": {5000}}
+PUBLIC_PORTS = {"Deployment/cpsweep-service": {8000}}
+SECRET_FILES = (
+    "ray-auth-token", "api-token", "mlflow-db-username", "mlflow-db-password",
+    "mlflow-username", "mlflow-password",
+)  # fmt: skip
 RAY_HEAD_PORTS = {6379, 8265, 10001}  # GCS, dashboard + Jobs API, Ray client
 
 Obj = dict[str, Any]
@@ -49,25 +61,40 @@ def _name(obj: Obj) -> str:
     return f"{obj['kind']}/{obj['metadata']['name']}"
 
 
-@pytest.fixture(scope="module")
-def rendered() -> list[Obj]:
+def _kustomize(path: Path) -> subprocess.CompletedProcess[str]:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         msg = "kubectl not found: install it (Debian package `kubectl`) to render k8s/"
         if _in_ci():
             pytest.fail(f"{msg}; CI must run this test")
         pytest.skip(msg)
-    proc = subprocess.run(
-        [kubectl, "kustomize", str(REPO / "k8s")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    return subprocess.run(
+        [kubectl, "kustomize", str(path)], capture_output=True, text=True, timeout=120
     )
-    assert proc.returncode == 0, f"kubectl kustomize k8s/ failed:\n{proc.stderr}"
+
+
+def _objects(proc: subprocess.CompletedProcess[str], what: str) -> list[Obj]:
+    assert proc.returncode == 0, f"kubectl kustomize {what} failed:\n{proc.stderr}"
     objs = [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
-    assert objs, "kubectl kustomize k8s/ rendered nothing"
+    assert objs, f"kubectl kustomize {what} rendered nothing"
     return objs
+
+
+@pytest.fixture(scope="module")
+def base() -> list[Obj]:
+    return _objects(_kustomize(REPO / "k8s" / "base"), "k8s/base")
+
+
+@pytest.fixture(scope="module")
+def rendered() -> list[Obj]:
+    """k8s/deploy with the secret files supplied (random values), as an operator does."""
+    with tempfile.TemporaryDirectory() as tmp:
+        k8s = Path(tmp) / "k8s"
+        shutil.copytree(REPO / "k8s", k8s, ignore=shutil.ignore_patterns("secrets"))
+        (k8s / "deploy" / "secrets").mkdir()
+        for name in SECRET_FILES:
+            (k8s / "deploy" / "secrets" / name).write_text(secrets.token_urlsafe(32))
+        return _objects(_kustomize(k8s / "deploy"), "k8s/deploy")
 
 
 def _one(objs: list[Obj], kind: str, name: str | None = None) -> Obj:
@@ -557,11 +584,19 @@ def test_ray_cluster_matches_the_app(rendered: list[Obj]) -> None:
     gpu = groups["gpu"]["template"]["spec"]
     assert gpu["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert gpu["nodeSelector"] and any(t["key"] == "nvidia.com/gpu" for t in gpu["tolerations"])
+    for where, container, _ in _containers(rendered):
+        if where.startswith("RayCluster/"):
+            image = container["image"].split("@")[0]
+            assert image == ("cpsweep/ray-gpu" if "/gpu/" in where else "cpsweep/ray"), where
+
+
+def test_base_images_carry_the_project_version(base: list[Obj]) -> None:
     version = _project_version()
-    assert head["template"]["spec"]["containers"][0]["image"] == f"cpsweep/ray:{version}"
-    cpu_image = groups["cpu"]["template"]["spec"]["containers"][0]["image"]
-    assert cpu_image == f"cpsweep/ray:{version}"
-    assert gpu["containers"][0]["image"] == f"cpsweep/ray:{version}-gpu"
+    images = {where: c["image"] for where, c, _ in _containers(base)}
+    assert images["RayCluster/cpsweep-ray/head/ray-head"] == f"cpsweep/ray:{version}"
+    assert images["RayCluster/cpsweep-ray/cpu/ray-worker"] == f"cpsweep/ray:{version}"
+    assert images["RayCluster/cpsweep-ray/gpu/ray-worker"] == f"cpsweep/ray-gpu:{version}"
+    assert images["Deployment/mlflow/mlflow"] == f"cpsweep/mlflow:{version}"
 
 
 def test_rayjob_runs_the_fashion_mnist_sweep_on_the_cluster(rendered: list[Obj]) -> None:
@@ -580,7 +615,7 @@ def test_rayjob_runs_the_fashion_mnist_sweep_on_the_cluster(rendered: list[Obj])
 def test_mlflow_server_uses_postgres_and_proxied_artifacts(rendered: list[Obj]) -> None:
     pod = _one(rendered, "Deployment", "mlflow")["spec"]["template"]["spec"]
     container = pod["containers"][0]
-    assert container["image"] == f"cpsweep/mlflow:{_project_version()}"
+    assert container["image"].startswith("cpsweep/mlflow@sha256:")
     args = dict(a.removeprefix("--").split("=", 1) for a in container["args"] if "=" in a)
     flags = {a.removeprefix("--") for a in container["args"] if "=" not in a}
     assert args["backend-store-uri"].startswith("postgresql+psycopg2://postgres:5432/")
@@ -607,3 +642,140 @@ def test_postgres_is_a_statefulset_behind_a_headless_service(rendered: list[Obj]
     claims = {c["metadata"]["name"] for c in sts["spec"]["volumeClaimTemplates"]}
     mounts = {m["name"] for m in sts["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]}
     assert claims and claims <= mounts
+
+
+# -- issue 12: secrets in an overlay, digests, egress, tokens, auth, read-only roots -------
+
+
+def test_the_base_holds_no_secret_and_the_overlay_needs_them_supplied(base: list[Obj]) -> None:
+    """Before: secrets.yaml with REPLACE-ME values was in the base, and re-applying it
+    reset real secrets to public placeholders."""
+    assert not [_name(o) for o in base if o["kind"] == "Secret"]
+    missing = _kustomize(REPO / "k8s" / "deploy")  # the checkout has no secrets/ files
+    if (REPO / "k8s" / "deploy" / "secrets").exists():
+        pytest.skip("k8s/deploy/secrets exists in this checkout (a real deployment)")
+    assert missing.returncode != 0 and "secrets/" in missing.stderr
+    assert "secrets/" in (REPO / "k8s" / "deploy" / ".gitignore").read_text()
+
+
+def test_every_image_is_pinned_by_digest(rendered: list[Obj]) -> None:
+    unpinned = [
+        f"{where}: {c['image']}"
+        for where, c, _ in _containers(rendered)
+        if not re.search(r"@sha256:[0-9a-f]{64}$", c["image"])
+    ]
+    assert not unpinned, f"images not pinned by digest: {unpinned}"
+
+
+def _egress(rendered: list[Obj], pod: _Pod) -> list[Obj] | None:
+    """Egress rules of the policies selecting `pod`; None if its egress is not isolated."""
+    selecting = [
+        p
+        for p in rendered
+        if p["kind"] == "NetworkPolicy"
+        and _selects(p["spec"]["podSelector"], pod.labels)
+        and "Egress" in p["spec"].get("policyTypes", [])
+    ]
+    if not selecting:
+        return None
+    return [rule for p in selecting for rule in p["spec"].get("egress", [])]
+
+
+def _reaches(rules: list[Obj], target: Obj, port: int) -> bool:
+    for rule in rules:
+        ports = {p.get("port") for p in rule.get("ports") or [{"port": None}]}
+        if None not in ports and port not in ports:
+            continue
+        for peer in rule.get("to") or [None]:
+            if peer is None or "ipBlock" in peer:
+                continue  # checked separately: only the head's Kubernetes API rule
+            if "namespaceSelector" not in peer and _selects(peer["podSelector"], target):
+                return True
+    return False
+
+
+def test_egress_is_denied_by_default_with_the_needed_exceptions(rendered: list[Obj]) -> None:
+    """Before: egress fully open."""
+    pods = {p.name: p for p in _pods(rendered)}
+    for pod in pods.values():
+        assert _egress(rendered, pod) is not None, f"{pod.name}: egress not isolated"
+    labels = {
+        "service": {"app.kubernetes.io/name": "cpsweep-service"},
+        "mlflow": {"app.kubernetes.io/name": "mlflow"},
+        "postgres": {"app.kubernetes.io/name": "postgres"},
+        "head": {"ray.io/cluster": RAY_CLUSTER, "ray.io/node-type": "head"},
+        "worker": {"ray.io/cluster": RAY_CLUSTER, "ray.io/node-type": "worker"},
+    }
+    by_role = {
+        role: next(p for p in pods.values() if all(p.labels.get(k) == v for k, v in lab.items()))
+        for role, lab in labels.items()
+    }
+    allowed = {
+        ("service", "head", 8265), ("service", "mlflow", 5000), ("head", "mlflow", 5000),
+        ("worker", "mlflow", 5000), ("head", "worker", 12345), ("worker", "head", 6379),
+        ("mlflow", "postgres", 5432),
+    }  # fmt: skip
+    for src, dst, port in allowed:
+        rules = _egress(rendered, by_role[src]) or []
+        assert _reaches(rules, labels[dst], port), f"{src} cannot reach {dst}:{port}"
+    denied = {("postgres", "mlflow", 5000), ("mlflow", "head", 8265), ("service", "postgres", 5432)}
+    for src, dst, port in denied:
+        assert not _reaches(_egress(rendered, by_role[src]) or [], labels[dst], port), (src, dst)
+    wide = [
+        (p["metadata"]["name"], rule)
+        for p in rendered
+        if p["kind"] == "NetworkPolicy"
+        for rule in p["spec"].get("egress", [])
+        if any("ipBlock" in peer for peer in rule.get("to") or [])
+    ]
+    assert [name for name, _ in wide] == ["allow-ray-head-to-kubernetes-api"]
+    assert {p["port"] for p in wide[0][1]["ports"]} == {443, 6443}
+
+
+def test_mlflow_requires_authentication_and_only_cpsweep_pods_reach_it(
+    rendered: list[Obj],
+) -> None:
+    """Before: no authentication, reachable from every pod of every namespace."""
+    pod = _one(rendered, "Deployment", "mlflow")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert "--app-name=basic-auth" in container["args"]
+    env = {e["name"]: e for e in container["env"]}
+    config_path = env["MLFLOW_AUTH_CONFIG_PATH"]["value"]
+    for var in ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD"):
+        assert env[var]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-auth"
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    config = _one(rendered, "ConfigMap", volumes[mounts[os.path.dirname(config_path)]][
+        "configMap"]["name"])  # fmt: skip
+    import configparser
+
+    ini = configparser.ConfigParser()
+    ini.read_string(config["data"][os.path.basename(config_path)])
+    assert ini["mlflow"]["default_permission"] == "NO_PERMISSIONS"
+    auth_db = ini["mlflow"]["database_uri"].removeprefix("sqlite:///")
+    assert not auth_db.startswith("/mlartifacts"), "user store inside the served artifacts"
+    clients = [
+        (where, c) for where, c, _ in _containers(rendered)
+        if any(e["name"] == "MLFLOW_TRACKING_URI" for e in c.get("env", []))
+    ]  # fmt: skip
+    assert len(clients) >= 4
+    for where, c in clients:
+        env = {e["name"]: e for e in c["env"]}
+        for var in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+            assert env[var]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-auth", where
+    mlflow = next(p for p in _pods(rendered) if p.name == "Deployment/mlflow")
+    assert set(_ingress(rendered, mlflow) or {}) == {"namespace"}
+
+
+def test_service_account_tokens_and_read_only_roots(rendered: list[Obj]) -> None:
+    """Before: Ray pods mounted the token; Ray containers had writable root filesystems."""
+    for where, pod_spec in _pod_specs(rendered):
+        if where.endswith("/head"):  # the autoscaler sidecar calls the Kubernetes API
+            continue
+        assert pod_spec.get("automountServiceAccountToken") is False, where
+    for where, container, pod_spec in _containers(rendered):
+        ctx = container.get("securityContext", {})
+        assert ctx.get("readOnlyRootFilesystem") is True, where
+        volumes = {v["name"] for v in pod_spec.get("volumes", [])}
+        mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+        assert "/tmp" in mounts and mounts["/tmp"] in volumes, f"{where}: no writable /tmp"

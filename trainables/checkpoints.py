@@ -18,6 +18,7 @@ import ray.train
 import torch
 
 from trainables.engine import TrainingRun
+from trainables.wire import REPLAYED
 
 __all__ = [
     "checkpoint_epoch",
@@ -115,5 +116,5 @@ def replay(
     """Resend the reports of epochs after..before (exclusive), marked `cp/replayed`; returns them."""
     missing = [r for r in reports if r["epoch"] > after and (before is None or r["epoch"] < before)]
     for r in missing:
-        send({**r, "cp/replayed": True})
+        send({**r, REPLAYED: True})
     return missing

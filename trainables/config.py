@@ -8,11 +8,22 @@ silently ignored. Presets are plain functions returning configs (see `paper_pres
 from __future__ import annotations
 
 import copy
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from trainables.imports import check_target
+from trainables.registry import DATASETS, MODELS, Registry
 
 __all__ = [
+    "COHORT_KEYS",
     "AugmentConfig",
     "ConfigError",
     "CriterionConfig",
@@ -29,27 +40,17 @@ __all__ = [
     "train_dict_for",
 ]
 
-DatasetName = Literal[
-    "digits",
-    "fashion-mnist",
-    "mnist1d",
-    "cifar10",
-    "cifar100",
-    "eurosat",
-    "tiny-imagenet",
-    "imagenet30",
-]
-ModelName = Literal[
-    "small_cnn",
-    "resnet20",
-    "resnet32",
-    "resnet44",
-    "resnet56",
-    "resnet110",
-    "resnet18",
-    "resnet50",
-    "cnn1d",
-]
+
+# The train paths that say which model, data and optimizer a trial uses: the scheduler's
+# default cohort (trials that share an end of the period). A factory names its model or
+# data as much as a registered name does.
+COHORT_KEYS: tuple[str, ...] = (
+    "model.name",
+    "model.factory",
+    "data.name",
+    "data.factory",
+    "optim.name",
+)
 
 
 class ConfigError(ValueError):
@@ -60,8 +61,63 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class DataConfig(_Strict):
-    name: DatasetName = Field("digits", description="Dataset; nothing is downloaded.")
+class _Buildable(_Strict):
+    """Exactly one of a registered `name` and a user's `factory`, plus `kwargs` for it."""
+
+    name: str | None = Field(None, description="A registered name (see trainables/registry.py).")
+    factory: str | None = Field(
+        None, description="Your own builder as 'module:function' instead of a name."
+    )
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Keyword arguments for the factory; sweep them as e.g. model.kwargs.depth.",
+    )
+
+    _registry: ClassVar[Registry]
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_registered(cls, v: str | None) -> str | None:
+        if v is not None and v not in cls._registry:
+            raise ValueError(
+                f"unknown {cls._registry.kind} {v!r}; choose one of "
+                f"{', '.join(cls._registry.names())}, or give factory: 'module:function' "
+                "instead of name for your own"
+            )
+        return v
+
+    @field_validator("factory")
+    @classmethod
+    def _factory_is_text(cls, v: str | None) -> str | None:
+        # Text only: a server validating a spec must never import user code.
+        return None if v is None else check_target(v, "factory")
+
+    @property
+    def label(self) -> str:
+        """The name, or the factory's import path."""
+        return self.name or self.factory or ""
+
+    def _one_source(self, default: str, fixed: set[str]) -> None:
+        if self.name is not None and self.factory is not None:
+            raise ValueError(
+                f"give exactly one of name ({self.name!r}) and factory ({self.factory!r})"
+            )
+        if self.factory is None:
+            if self.name is None:
+                self.name = default
+            if self.kwargs:
+                raise ValueError(f"kwargs apply to a factory; built-in {self.name!r} takes none")
+        elif any(getattr(self, f) is not None for f in fixed):
+            raise ValueError(
+                f"{', '.join(sorted(fixed))} apply to built-ins; pass such values in kwargs"
+            )
+
+
+class DataConfig(_Buildable):
+    """`name` is a registered dataset; `factory(**kwargs)` returns (train, val, num_classes)."""
+
+    _registry: ClassVar[Registry] = DATASETS
+
     root: str | None = Field(
         None, description="Directory holding the dataset files; None uses the dataset's default."
     )
@@ -74,11 +130,38 @@ class DataConfig(_Strict):
     image_size: int | None = Field(
         None, ge=8, le=512, description="Resize image-tree datasets to this square size."
     )
+    stream: Literal["auto", "never", "always"] = Field(
+        "auto",
+        description="Train through a DataLoader. auto: when the data are Datasets (a factory's, "
+        "or an image tree over max_memory_mb); never: load them into memory; always: tensors too.",
+    )
+    max_memory_mb: int = Field(
+        4096, ge=1, description="auto streams built-in image trees whose pixels exceed this."
+    )
+    workers: int | None = Field(
+        None, ge=0, le=64, description="DataLoader worker processes; None: min(4, CPUs - 1)."
+    )
+    prefetch: int = Field(2, ge=1, le=64, description="Batches each loader worker prefetches.")
+
+    @model_validator(mode="after")
+    def _check_source(self) -> DataConfig:
+        self._one_source("digits", {"root", "image_size"})
+        return self
 
 
-class ModelConfig(_Strict):
-    name: ModelName = Field("small_cnn", description="Architecture.")
-    width: int = Field(32, ge=4, le=512, description="Base channel width of small_cnn / cnn1d.")
+class ModelConfig(_Buildable):
+    """`name` is a registered model; `factory(input_shape=, num_classes=, **kwargs)` is yours."""
+
+    _registry: ClassVar[Registry] = MODELS
+
+    width: int = Field(
+        32, ge=4, le=512, description="Base channel width of small_cnn / cnn1d (not factories)."
+    )
+
+    @model_validator(mode="after")
+    def _check_source(self) -> ModelConfig:
+        self._one_source("small_cnn", set())  # width: built-ins only
+        return self
 
 
 class OptimConfig(_Strict):
@@ -182,6 +265,12 @@ class TrainConfig(_Strict):
         "auto", description="auto picks CUDA if present."
     )
     amp: bool = Field(True, description="Mixed precision on CUDA (ignored on CPU).")
+    compile: bool = Field(
+        False, description="torch.compile the model (rotation still reads the raw weights)."
+    )
+    compile_backend: Literal["inductor", "aot_eager", "eager"] = Field(
+        "inductor", description="torch.compile backend; eager/aot_eager only trace (tests)."
+    )
     eval_every: int = Field(1, ge=1, description="Evaluate every N epochs (and the last).")
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads; None = default.")
 
@@ -238,14 +327,20 @@ def paper_preset(**changes: Any) -> TrainConfig:
 
 
 def set_dotted(tree: dict[str, Any], path: str, value: Any) -> None:
+    """Set `a.b.c` in a TrainConfig dict. Known fields must exist; below a `kwargs` section
+    (a factory's free-form arguments, e.g. model.kwargs.depth) any key may be added."""
     node = tree
     parts = path.split(".")
+    free = False  # below `kwargs`: the factory's own arguments, not our schema
     for p in parts[:-1]:
         nxt = node.get(p)
+        if nxt is None and free:
+            nxt = node[p] = {}
         if not isinstance(nxt, dict):
             raise ConfigError(f"{path}: {p!r} is not a section of the train config")
         node = nxt
-    if parts[-1] not in node:
+        free = free or p == "kwargs"
+    if parts[-1] not in node and not free:
         raise ConfigError(f"{path}: no field {parts[-1]!r} here; known: {sorted(node)}")
     node[parts[-1]] = value
 

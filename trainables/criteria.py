@@ -37,7 +37,6 @@ __all__ = [
     "paper_angle",
     "paper_end",
     "relative_end",
-    "value_name",
 ]
 
 CRITERIA = ("paper", "relative", "fixed", "never")
@@ -115,11 +114,6 @@ def fixed_end(budget: int, fraction: float = 0.125) -> int:
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction={fraction} must be in (0, 1]")
     return max(1, math.ceil(fraction * budget - 1e-9))
-
-
-def value_name(criterion: str) -> str | None:
-    """Metric name of the rule's statistic, as logged per epoch."""
-    return {"paper": "cp/angle_deg", "relative": "cp/rate_ratio"}.get(criterion)
 
 
 @dataclass

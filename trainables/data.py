@@ -25,29 +25,36 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainables.cifar_pickle import load_cifar_pickle
+from trainables.dataroots import check_data_root
+from trainables.registry import DATASETS as _REGISTRY
+
 __all__ = [
     "DATASETS",
+    "DEFAULT_IMAGE_SIZE",
     "DEFAULT_ROOTS",
     "Dataset",
     "DatasetError",
+    "channel_stats",
+    "dataset_root",
     "load_dataset",
     "stratified_subset",
 ]
 
 logger = logging.getLogger(__name__)
 
-DATASETS: tuple[str, ...] = ("digits", "fashion-mnist", "mnist1d", "cifar10", "cifar100")
-DATASETS += ("eurosat", "tiny-imagenet", "imagenet30")  # image trees
+DATASETS: tuple[str, ...] = _REGISTRY.names()  # the built-ins; the names live in registry.py
 # None: generated locally (digits, mnist1d: cache under ~/.cache/cpsweep/mnist1d)
 # or no standard location, so `root` is required.
-DEFAULT_ROOTS: dict[str, str | None] = {name: None for name in DATASETS} | {
+DEFAULT_ROOTS: dict[str, str | None] = {
     "fashion-mnist": "/usr/share/datasets/fashion-mnist",  # Debian dataset-fashion-mnist
 }
+_GENERATED = frozenset({"digits", "mnist1d"})  # need no root
 
 # (train_x, train_y, val_x, val_y, num_classes), what every loader returns
 _Split = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]
 
-_DEFAULT_IMAGE_SIZE = {"eurosat": 64, "tiny-imagenet": 64, "imagenet30": 64}  # resizable
+DEFAULT_IMAGE_SIZE = {"eurosat": 64, "tiny-imagenet": 64, "imagenet30": 64}  # resizable
 _FIXED_IMAGE_SIZE = {"digits": 8, "fashion-mnist": 28, "cifar10": 32, "cifar100": 32}
 _IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff"})
 _SPLIT_SEED = 0  # fixed: validation sets never change between trials
@@ -172,7 +179,7 @@ def _fixed_split(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 # --- generated datasets ---------------------------------------------------------------------
 
 
-def _load_digits(_root: Path | None) -> _Split:
+def load_digits(_root: Path | None, _image_size: int | None = None) -> _Split:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -183,7 +190,9 @@ def _load_digits(_root: Path | None) -> _Split:
     return x[train], y[train], x[val], y[val], 10
 
 
-def _load_mnist1d(root: Path | None, num_samples: int = 5000) -> _Split:
+def load_mnist1d(
+    root: Path | None, _image_size: int | None = None, num_samples: int = 5000
+) -> _Split:
     """Generate MNIST-1D with the package's own generator (never its downloading `get_dataset`).
 
     The arrays are cached as `<root>/mnist1d-<hash of the generator args>.npz`.
@@ -259,7 +268,7 @@ def _find_idx(name: str, root: Path, stem: str) -> Path:
     raise _error(name, root, f"has no {stem}(.gz)")
 
 
-def _load_fashion_mnist(root: Path | None) -> _Split:
+def load_fashion_mnist(root: Path | None, _image_size: int | None = None) -> _Split:
     name = "fashion-mnist"
     assert root is not None
     out = []
@@ -273,13 +282,13 @@ def _load_fashion_mnist(root: Path | None) -> _Split:
 
 
 def _read_cifar_pickle(name: str, path: Path, label_key: str) -> tuple[torch.Tensor, torch.Tensor]:
-    # The official batches are Python 2 pickles of dicts with bytes keys. Like
-    # every CIFAR loader, this unpickles local files: only point it at trusted data.
+    # The official batches are Python 2 pickles of dicts with bytes keys, read by an
+    # unpickler that admits only numpy arrays, bytes, lists and ints (no code runs).
     if not path.is_file():
         raise _error(name, path.parent, f"has no {path.name}")
     try:
         with path.open("rb") as fh:
-            entry = pickle.load(fh, encoding="bytes")
+            entry = load_cifar_pickle(fh)
         entry = {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}
         data, labels = entry["data"], entry[label_key]
     except (pickle.UnpicklingError, EOFError, AttributeError, KeyError, ValueError) as exc:
@@ -304,28 +313,19 @@ def _cifar(name: str, root: Path | None, subdir: str, train: Sequence[str], test
     return tx, ty, vx, vy, num_classes
 
 
-def _load_cifar10(root: Path | None) -> _Split:
+def load_cifar10(root: Path | None, _image_size: int | None = None) -> _Split:
     batches = [f"data_batch_{i}" for i in range(1, 6)]
     return _cifar("cifar10", root, "cifar-10-batches-py", batches, "test_batch")
 
 
-def _load_cifar100(root: Path | None) -> _Split:
+def load_cifar100(root: Path | None, _image_size: int | None = None) -> _Split:
     return _cifar("cifar100", root, "cifar-100-python", ["train"], "test")
 
 
 # --- public entry point --------------------------------------------------------------------
 
-_ARRAY_LOADERS: dict[str, Callable[[Path | None], _Split]] = {
-    "digits": _load_digits,
-    "fashion-mnist": _load_fashion_mnist,
-    "mnist1d": _load_mnist1d,
-    "cifar10": _load_cifar10,
-    "cifar100": _load_cifar100,
-}
-_TREE_LOADERS = ("eurosat", "tiny-imagenet", "imagenet30")  # in trainables/imagetrees.py
 
-
-def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], ...]:
+def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], ...]:
     """Per-channel mean and std over [N, C, ...], in [0, 1] scale for uint8 input."""
     scale = 255.0 if x.dtype == torch.uint8 else 1.0
     total = torch.zeros(x.shape[1], dtype=torch.float64)
@@ -340,6 +340,21 @@ def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], ...]:
     std = (squares / count - mean.square()).clamp_min(0).sqrt()
     std = torch.where(std > 1e-8, std, torch.ones_like(std))  # constant channel: leave unscaled
     return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def dataset_root(name: str, root: str | None) -> Path | None:
+    """The directory to read `name` from (None: generated); DatasetError when it is missing."""
+    root_str = root if root is not None else DEFAULT_ROOTS.get(name)
+    # A root the spec names must lie under CPSWEEP_DATA_ROOTS (when set); defaults are ours.
+    path = check_data_root(root) if root is not None else None
+    if path is None and root_str is not None:
+        path = Path(root_str).expanduser()
+    if name not in _GENERATED:
+        if path is None:
+            raise _error(name, "data.root", "is not set")
+        if not path.is_dir():
+            raise _error(name, path, "does not exist or is not a directory")
+    return path
 
 
 def load_dataset(
@@ -358,35 +373,25 @@ def load_dataset(
     one drawn with seed 0, so every trial sees the same validation samples.
     Mean and std come from the (subset) training set.
     """
-    if name not in DATASETS:
-        raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    try:
+        loader = _REGISTRY.load(name)
+    except ValueError as exc:
+        raise DatasetError(str(exc)) from None
     for field, value in (("train_subset", train_subset), ("val_subset", val_subset)):
         if value is not None and value < 1:
             raise ValueError(f"{field}={value} must be >= 1 or None")
     if image_size is not None and image_size < 1:
         raise ValueError(f"image_size={image_size} must be >= 1 or None")
     fixed = _FIXED_IMAGE_SIZE.get(name)  # None for mnist1d (not an image) and image trees
-    if image_size is not None and name not in _DEFAULT_IMAGE_SIZE and image_size != fixed:
+    if image_size is not None and name not in DEFAULT_IMAGE_SIZE and image_size != fixed:
         raise ValueError(
-            f"image_size={image_size} applies only to {', '.join(_DEFAULT_IMAGE_SIZE)}; "
+            f"image_size={image_size} applies only to {', '.join(DEFAULT_IMAGE_SIZE)}; "
             f"{name} has a fixed size ({fixed or 'not an image'}): leave image_size unset"
         )
-    root_str = root if root is not None else DEFAULT_ROOTS[name]
-    path = Path(root_str).expanduser() if root_str is not None else None
-    if name not in ("digits", "mnist1d"):
-        if path is None:
-            raise _error(name, "data.root", "is not set")
-        if not path.is_dir():
-            raise _error(name, path, "does not exist or is not a directory")
-
+    path = dataset_root(name, root)
     logger.info("loading %s from %s", name, path if path is not None else "(generated)")
-    if name in _TREE_LOADERS:
-        size = image_size or _DEFAULT_IMAGE_SIZE[name]
-        from trainables.imagetrees import TREE_LOADERS
-
-        train_x, train_y, val_x, val_y, num_classes = TREE_LOADERS[name](path, size)
-    else:
-        train_x, train_y, val_x, val_y, num_classes = _ARRAY_LOADERS[name](path)
+    size = image_size or DEFAULT_IMAGE_SIZE.get(name)
+    train_x, train_y, val_x, val_y, num_classes = loader(path, size)
     for labels in (train_y, val_y):
         if len(labels) == 0 or int(labels.min()) < 0 or int(labels.max()) >= num_classes:
             raise _error(name, path or name, f"has labels outside 0..{num_classes - 1} or none")
@@ -397,7 +402,7 @@ def load_dataset(
     if val_subset is not None:
         keep = stratified_subset(val_y, val_subset, _SPLIT_SEED)
         val_x, val_y = val_x[keep], val_y[keep]
-    mean, std = _channel_stats(train_x)
+    mean, std = channel_stats(train_x)
     stats = [round(v, 4) for v in mean + std]
     logger.info("%s: train %s, val %s, %d classes, mean+std %s", name, tuple(train_x.shape),
                 tuple(val_x.shape), num_classes, stats)  # fmt: skip

@@ -1,8 +1,9 @@
 """One training run, epoch by epoch: the loop shared by `cpsweep train` and Ray Train workers.
 
-`TrainingRun` owns data, model, optimizer and rotation monitor for one process
-(one DDP rank). The caller decides the end of the critical period and calls
-`end_period(epoch)`; from the next epoch on the post-period recipe applies.
+`TrainingRun` owns data, model, optimizer and the `CriticalPeriod` for one
+process (one DDP rank). Each epoch ends at the period's boundary (`period.step()`:
+rotation, the rule, a scheduler's directive when one is attached); from the
+switch epoch on the post-period recipe applies.
 Per-step work stays on the device: losses and accuracies accumulate in device
 tensors and the host syncs once per epoch (one all-reduce under DDP).
 """
@@ -24,11 +25,14 @@ from torch import nn
 
 from trainables.augment import augment_batch, make_generator
 from trainables.config import OptimConfig, TrainConfig
-from trainables.data import Dataset, load_dataset
+from trainables.data import Dataset
 from trainables.mixing import make_mix_rng, mix_batch, mixed_cross_entropy
 from trainables.models import build_model
-from trainables.recipes import Phase, epoch_indices, phase_for_epoch, shard_indices
+from trainables.period import CriticalPeriod
+from trainables.recipes import Phase, phase_for_epoch
 from trainables.rotation import LayerRotation, unwrap_model
+from trainables.sources import load_training_data
+from trainables.streaming import RecipeSampler, StreamData, make_batches
 
 __all__ = ["NonFiniteLossError", "TrainingRun", "lr_factor", "select_device"]
 
@@ -48,6 +52,21 @@ def select_device(choice: str, local_rank: int = 0) -> torch.device:
             raise RuntimeError("device=cuda but no CUDA device is visible; use device=auto or cpu")
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     return torch.device("cpu")
+
+
+def _compiled(model: nn.Module, backend: str) -> nn.Module:
+    """torch.compile'd `model`. Compiled code stays cached in the process (and inductor's
+    kernels on disk), so a reused trial process compiles the next trial's model faster."""
+    log.info("torch.compile(backend=%s) %s", backend, type(model).__name__)
+    return torch.compile(model, backend=backend)  # type: ignore[return-value]
+
+
+def _eval_batch_size(train_batch: int, device: torch.device) -> int:
+    """Evaluation holds no activations for backward: on a GPU, batches of up to 4,096
+    samples (8x the training batch) keep it busy; on the CPU larger batches gain nothing."""
+    if device.type == "cuda":
+        return max(train_batch, min(4096, 8 * train_batch))
+    return max(256, train_batch)
 
 
 def lr_factor(cfg: OptimConfig, epoch: int, budget: int) -> float:
@@ -83,7 +102,7 @@ def _make_optimizer(cfg: OptimConfig, params: Any) -> torch.optim.Optimizer:
 
 
 class TrainingRun:
-    """Data, model, optimizer and rotation monitor of one process; `run_epoch` trains one epoch."""
+    """Data, model, optimizer and critical period of one process; `run_epoch` trains one epoch."""
 
     def __init__(
         self,
@@ -92,7 +111,7 @@ class TrainingRun:
         device: torch.device | None = None,
         rank: int = 0,
         world_size: int = 1,
-        dataset: Dataset | None = None,
+        dataset: Dataset | StreamData | None = None,
     ) -> None:
         self.cfg = cfg
         self.rank, self.world_size = rank, world_size
@@ -102,37 +121,49 @@ class TrainingRun:
             torch.set_num_threads(cfg.num_threads)
         if cfg.batch_size < world_size:
             raise ValueError(f"batch_size={cfg.batch_size} is smaller than {world_size} workers")
-        self.data = dataset or load_dataset(
-            cfg.data.name,
-            cfg.data.root,
-            image_size=cfg.data.image_size,
-            train_subset=cfg.data.train_subset,
-            val_subset=cfg.data.val_subset,
-            seed=cfg.seed,
+        self.data = dataset or load_training_data(cfg.data, seed=cfg.seed)
+        # One sample order for both batch sources (trainables/streaming.py).
+        self.sampler = RecipeSampler(
+            self.data.train_y, seed=cfg.seed, rank=rank, world_size=world_size
         )
-        nbytes = self.data.train_x.numel() * self.data.train_x.element_size()
-        self._data_device = self.device if nbytes <= _MAX_DEVICE_DATA_BYTES else torch.device("cpu")
-        self._train_x = self.data.train_x.to(self._data_device)
-        self._train_y = self.data.train_y.to(self._data_device)
-        val_idx = torch.arange(rank, self.data.val_y.numel(), world_size)
-        self._val_x = self.data.val_x[val_idx].to(self._data_device)
-        self._val_y = self.data.val_y[val_idx].to(self._data_device)
-        shape = (1, -1) + (1,) * (self.data.train_x.dim() - 2)
+        self._data_device = torch.device("cpu")
+        if isinstance(self.data, Dataset):
+            nbytes = self.data.train_x.numel() * self.data.train_x.element_size()
+            if nbytes <= _MAX_DEVICE_DATA_BYTES:
+                self._data_device = self.device
+        self.batches = make_batches(
+            self.data,
+            self.sampler,
+            device=self.device,
+            data_device=self._data_device,
+            batch_size=cfg.batch_size // world_size,
+            val_batch_size=_eval_batch_size(cfg.batch_size, self.device),
+            workers=cfg.data.workers,
+            prefetch=cfg.data.prefetch,
+            rank=rank,
+            world_size=world_size,
+        )
+        shape = (1, -1) + (1,) * (len(self.data.input_shape) - 1)
         self._mean = torch.tensor(self.data.mean, device=self.device).reshape(shape)
         self._std = torch.tensor(self.data.std, device=self.device).reshape(shape)
 
         torch.manual_seed(cfg.seed)  # identical init on every rank (DDP also broadcasts)
         net = build_model(
-            cfg.model,
-            in_channels=self.data.in_channels,
-            num_classes=self.data.num_classes,
-            input_ndim=self.data.train_x.dim() - 2,
+            cfg.model, input_shape=self.data.input_shape, num_classes=self.data.num_classes
         ).to(self.device)
+        # Image batches on CUDA in NHWC: cuDNN's tensor-core convolutions want it.
+        self._channels_last = self.device.type == "cuda" and len(self.data.input_shape) == 3
+        if self._channels_last:
+            net = net.to(memory_format=torch.channels_last)
+            torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest kernels once
         self.model: nn.Module = net
         if self.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = nn.parallel.DistributedDataParallel(net, device_ids=ids)
-        self.rotation = LayerRotation(self.model)
+        if cfg.compile:
+            self.model = _compiled(self.model, cfg.compile_backend)
+        # rotation unwraps DDP and torch.compile: it reads the raw kernels
+        self.period = CriticalPeriod(self.model, cfg.criterion, budget=cfg.epochs)
         self.optimizer = _make_optimizer(cfg.optim, self.model.parameters())
         self._amp_dtype: torch.dtype | None = None
         self._scaler: torch.amp.GradScaler | None = None
@@ -142,17 +173,25 @@ class TrainingRun:
             self._scaler = None if bf16 else torch.amp.GradScaler("cuda")
 
         self.epoch = 0  # last completed epoch
-        self.cp_end_epoch: int | None = None
-        self.switch_epoch: int | None = None
         self.samples_total = 0
 
     # -- the critical period ------------------------------------------------------------
 
+    @property
+    def rotation(self) -> LayerRotation:
+        return self.period.rotation
+
+    @property
+    def cp_end_epoch(self) -> int | None:
+        return self.period.end_epoch
+
+    @property
+    def switch_epoch(self) -> int | None:
+        return self.period.switch_epoch
+
     def end_period(self, end_epoch: int) -> None:
         """Record that the period ended at `end_epoch`; the next epoch uses the post recipe."""
-        if self.switch_epoch is None:
-            self.cp_end_epoch = end_epoch
-            self.switch_epoch = max(end_epoch, self.epoch) + 1
+        self.period.end(end_epoch)
 
     def phase(self, epoch: int) -> Phase:
         return phase_for_epoch(self.cfg.recipe, epoch, self.switch_epoch, self.cfg.epochs)
@@ -162,12 +201,14 @@ class TrainingRun:
     def _prepare(
         self, x: torch.Tensor, phase: Phase | None, g: torch.Generator | None
     ) -> torch.Tensor:
+        scale = x.dtype == torch.uint8
         x = x.to(self.device, non_blocking=True).float()
-        if self.data.train_x.dtype == torch.uint8:
+        if scale:
             x = x / 255.0
         if phase is not None and phase.augment and g is not None:
             x = augment_batch(x, self.cfg.recipe.augmentation, phase.augment_strength, g)
-        return (x - self._mean) / self._std
+        x = (x - self._mean) / self._std
+        return x.contiguous(memory_format=torch.channels_last) if self._channels_last else x
 
     def sum_over_ranks(self, values: list[float]) -> list[float]:
         """Host floats summed over all ranks (one all-reduce)."""
@@ -187,18 +228,16 @@ class TrainingRun:
         lr = cfg.optim.lr * lr_factor(cfg.optim, epoch, cfg.epochs)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        order = epoch_indices(self.data.train_y, phase, seed=cfg.seed, epoch=epoch)
-        mine = shard_indices(order, self.rank, self.world_size).to(self._data_device)
+        self.sampler.set_epoch(epoch, phase)
         local_bs = cfg.batch_size // self.world_size
         g = make_generator(self.device, cfg.seed, epoch, self.rank)
         mix_rng = make_mix_rng(cfg.seed, epoch, self.rank)
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)  # float: mixed batches score lam / 1-lam
-        for start in range(0, mine.numel(), local_bs):
-            idx = mine[start : start + local_bs]
-            x = self._prepare(self._train_x[idx], phase, g)
-            y = self._train_y[idx].to(self.device, non_blocking=True)
+        for xb, yb in self.batches.train_batches(self.sampler, local_bs):
+            x = self._prepare(xb, phase, g)
+            y = yb.to(self.device, non_blocking=True)
             x, mix = mix_batch(x, y, phase.mixup_alpha, phase.cutmix_alpha, mix_rng, g)
             with torch.autocast(
                 self.device.type, self._amp_dtype, enabled=self._amp_dtype is not None
@@ -219,7 +258,7 @@ class TrainingRun:
             if mix.lam < 1.0:  # credit the partner's label by its share
                 hit = mix.lam * hit + (1.0 - mix.lam) * (pred == mix.y2)
             correct += hit.sum()
-        count = torch.tensor(mine.numel(), device=self.device)
+        count = torch.tensor(len(self.sampler), device=self.device)
         total_loss, total_correct, total = self._reduce([loss_sum, correct, count])
         if not math.isfinite(total_loss):
             raise NonFiniteLossError(
@@ -239,17 +278,17 @@ class TrainingRun:
         self.model.eval()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
-        bs = max(256, self.cfg.batch_size)
-        for start in range(0, self._val_y.numel(), bs):
-            x = self._prepare(self._val_x[start : start + bs], None, None)
-            y = self._val_y[start : start + bs].to(self.device)
+        bs = _eval_batch_size(self.cfg.batch_size, self.device)
+        for xb, yb in self.batches.val_batches(bs):
+            x = self._prepare(xb, None, None)
+            y = yb.to(self.device)
             with torch.autocast(
                 self.device.type, self._amp_dtype, enabled=self._amp_dtype is not None
             ):
                 logits = self.model(x)
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
             correct += (logits.argmax(1) == y).sum()
-        count = torch.tensor(self._val_y.numel(), device=self.device)
+        count = torch.tensor(self.batches.num_val, device=self.device)
         total_loss, total_correct, total = self._reduce([loss_sum, correct, count])
         return {"val/loss": total_loss / max(total, 1), "val/acc": total_correct / max(total, 1)}
 
@@ -261,14 +300,14 @@ class TrainingRun:
         metrics: dict[str, Any] = {"epoch": epoch, "phase": phase.name}
         metrics.update(self._train(epoch, phase))
         t1 = time.perf_counter()
-        rotation = self.rotation.compute()
+        decision = self.period.step()
         t2 = time.perf_counter()
         if epoch % self.cfg.eval_every == 0 or epoch == self.cfg.epochs:
             metrics.update(self.evaluate())
         t3 = time.perf_counter()
         self.epoch = epoch
         self.samples_total += metrics["samples"]
-        metrics.update({f"rotation/{k}": v for k, v in rotation.items()})
+        metrics.update(decision.metrics())
         metrics.update(
             {
                 "recipe/repeats": phase.repeats,
@@ -292,10 +331,8 @@ class TrainingRun:
             "model": unwrap_model(self.model).state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self._scaler.state_dict() if self._scaler else None,
-            "rotation": self.rotation.state_dict(),
+            "period": self.period.state_dict(),
             "epoch": self.epoch,
-            "cp_end_epoch": self.cp_end_epoch,
-            "switch_epoch": self.switch_epoch,
             "samples_total": self.samples_total,
             "rng": {
                 "torch": torch.get_rng_state(),
@@ -310,10 +347,8 @@ class TrainingRun:
         self.optimizer.load_state_dict(state["optimizer"])
         if self._scaler is not None and state.get("scaler"):
             self._scaler.load_state_dict(state["scaler"])
-        self.rotation.load_state_dict(state["rotation"])
+        self.period.load_state_dict(state["period"])
         self.epoch = int(state["epoch"])
-        self.cp_end_epoch = state["cp_end_epoch"]
-        self.switch_epoch = state["switch_epoch"]
         self.samples_total = int(state["samples_total"])
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])

@@ -12,10 +12,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset as TorchDataset
 
 from trainables.data import _IMAGE_EXTS, _PROGRESS_EVERY, _error, _fixed_split, _Split, logger
 
-__all__ = ["TREE_LOADERS"]
+__all__ = [
+    "TREE_ITEMS",
+    "TreeImages",
+    "load_eurosat",
+    "load_imagenet30",
+    "load_tiny_imagenet",
+    "read_images",
+]
 
 
 def _images_in(folder: Path, recursive: bool) -> list[Path]:
@@ -36,31 +44,51 @@ def _class_tree(name: str, folder: Path, recursive: bool) -> dict[str, list[Path
     return tree
 
 
-def _read_images(
+def _read_one(name: str, path: Path, size: int) -> np.ndarray:
+    """One image file -> RGB uint8 [3, size, size] (bilinear resize)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            rgb = img.convert("RGB")
+    except (OSError, ValueError) as exc:
+        raise _error(name, path, f"is not a readable image ({exc})") from exc
+    if rgb.size != (size, size):
+        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+    return np.array(rgb, dtype=np.uint8).transpose(2, 0, 1)  # HWC -> CHW, a writable copy
+
+
+def read_images(
     name: str, items: Sequence[tuple[Path, int]], size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(path, label) pairs -> RGB uint8 [N, 3, size, size] (bilinear resize), int64 labels."""
-    from PIL import Image
-
-    def read(path: Path) -> np.ndarray:
-        try:
-            with Image.open(path) as img:
-                rgb = img.convert("RGB")
-        except (OSError, ValueError) as exc:
-            raise _error(name, path, f"is not a readable image ({exc})") from exc
-        if rgb.size != (size, size):
-            rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
-        return np.asarray(rgb, dtype=np.uint8)
-
     paths = [p for p, _ in items]
     out = np.empty((len(paths), 3, size, size), dtype=np.uint8)
     # PIL releases the GIL while decoding, so threads speed up large trees.
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        for i, arr in enumerate(pool.map(read, paths)):
-            out[i] = arr.transpose(2, 0, 1)  # HWC -> CHW
+        for i, arr in enumerate(pool.map(lambda p: _read_one(name, p, size), paths)):
+            out[i] = arr
             if (i + 1) % _PROGRESS_EVERY == 0:
                 logger.info("%s: decoded %d / %d images", name, i + 1, len(paths))
     return torch.from_numpy(out), torch.tensor([y for _, y in items], dtype=torch.int64)
+
+
+class TreeImages(TorchDataset[tuple[torch.Tensor, int]]):
+    """Images decoded one at a time from (path, label) pairs: for trees over the memory limit.
+
+    Streamed through a DataLoader, its worker processes do the decoding."""
+
+    def __init__(self, name: str, items: Sequence[tuple[Path, int]], size: int) -> None:
+        self.name, self.size = name, size
+        self.paths = [p for p, _ in items]
+        self.targets = [y for _, y in items]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        pixels = np.ascontiguousarray(_read_one(self.name, self.paths[i], self.size))
+        return torch.from_numpy(pixels), self.targets[i]
 
 
 def _flatten(tree: dict[str, list[Path]], classes: list[str]) -> list[tuple[Path, int]]:
@@ -69,18 +97,20 @@ def _flatten(tree: dict[str, list[Path]], classes: list[str]) -> list[tuple[Path
     return [(p, index[cls]) for cls, files in tree.items() for p in files]
 
 
-def _load_eurosat(root: Path | None, size: int) -> _Split:
-    assert root is not None
+_Items = list[tuple[Path, int]]
+_TreeSplit = tuple[_Items, _Items, int]  # train (path, label) pairs, val pairs, classes
+
+
+def _eurosat_items(root: Path) -> _TreeSplit:
     folder = next((root / d for d in ("2750", "EuroSAT_RGB") if (root / d).is_dir()), root)
     tree = _class_tree("eurosat", folder, recursive=False)
-    x, y = _read_images("eurosat", _flatten(tree, list(tree)), size)
-    train, val = _fixed_split(y)
-    return x[train], y[train], x[val], y[val], len(tree)
+    items = _flatten(tree, list(tree))
+    train, val = _fixed_split(torch.tensor([y for _, y in items], dtype=torch.int64))
+    return [items[i] for i in train.tolist()], [items[i] for i in val.tolist()], len(tree)
 
 
-def _load_tiny_imagenet(root: Path | None, size: int) -> _Split:
+def _tiny_imagenet_items(root: Path) -> _TreeSplit:
     name = "tiny-imagenet"
-    assert root is not None
     if (root / "tiny-imagenet-200").is_dir():
         root = root / "tiny-imagenet-200"
     wnids_file, ann_file = root / "wnids.txt", root / "val" / "val_annotations.txt"
@@ -96,7 +126,7 @@ def _load_tiny_imagenet(root: Path | None, size: int) -> _Split:
         if not files:
             raise _error(name, root / "train" / w / "images", "has no images")
     index = {w: i for i, w in enumerate(wnids)}
-    val: list[tuple[Path, int]] = []
+    val: _Items = []
     for lineno, line in enumerate(ann_file.read_text().splitlines(), 1):
         fields = line.split("\t")
         if not line.strip():
@@ -107,13 +137,11 @@ def _load_tiny_imagenet(root: Path | None, size: int) -> _Split:
         val.append((root / "val" / "images" / fields[0], index[fields[1]]))
     if not val:
         raise _error(name, ann_file, "lists no validation images")
-    tx, ty = _read_images(name, _flatten(tree, wnids), size)
-    return (tx, ty, *_read_images(name, val, size), len(wnids))
+    return _flatten(tree, wnids), val, len(wnids)
 
 
-def _load_imagenet30(root: Path | None, size: int) -> _Split:
+def _imagenet30_items(root: Path) -> _TreeSplit:
     name = "imagenet30"
-    assert root is not None
     train_tree = _class_tree(name, root / "train", recursive=True)
     test_dir = next((root / d for d in ("test", "val") if (root / d).is_dir()), root / "test")
     test_tree = _class_tree(name, test_dir, recursive=True)
@@ -121,12 +149,29 @@ def _load_imagenet30(root: Path | None, size: int) -> _Split:
     if unknown:
         raise _error(name, test_dir, f"has classes not in train/: {unknown}")
     classes = list(train_tree)
-    tx, ty = _read_images(name, _flatten(train_tree, classes), size)
-    return (tx, ty, *_read_images(name, _flatten(test_tree, classes), size), len(classes))
+    return _flatten(train_tree, classes), _flatten(test_tree, classes), len(classes)
 
 
-TREE_LOADERS: dict[str, Callable[[Path | None, int], _Split]] = {
-    "eurosat": _load_eurosat,
-    "tiny-imagenet": _load_tiny_imagenet,
-    "imagenet30": _load_imagenet30,
+TREE_ITEMS: dict[str, Callable[[Path], _TreeSplit]] = {
+    "eurosat": _eurosat_items,
+    "tiny-imagenet": _tiny_imagenet_items,
+    "imagenet30": _imagenet30_items,
 }
+
+
+def _decoded(name: str, root: Path | None, size: int | None) -> _Split:
+    assert root is not None and size is not None  # load_dataset checks and defaults them
+    train, val, classes = TREE_ITEMS[name](root)
+    return (*read_images(name, train, size), *read_images(name, val, size), classes)
+
+
+def load_eurosat(root: Path | None, size: int | None) -> _Split:
+    return _decoded("eurosat", root, size)
+
+
+def load_tiny_imagenet(root: Path | None, size: int | None) -> _Split:
+    return _decoded("tiny-imagenet", root, size)
+
+
+def load_imagenet30(root: Path | None, size: int | None) -> _Split:
+    return _decoded("imagenet30", root, size)

@@ -1,4 +1,7 @@
-"""In-process training with the critical-period rule applied after every epoch (`cpsweep train`)."""
+"""In-process training with the critical-period rule applied after every epoch (`cpsweep train`).
+
+The rule runs inside `TrainingRun.run_epoch` (its `CriticalPeriod`), as in every trial.
+"""
 
 from __future__ import annotations
 
@@ -8,38 +11,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trainables.config import CriterionConfig, TrainConfig
-from trainables.criteria import CriterionState, value_name
+from trainables.config import TrainConfig
 from trainables.engine import TrainingRun
+from trainables.progress import progress_line
 
-__all__ = ["criterion_state", "progress_line", "summarize", "train_local"]
+__all__ = ["summarize", "train_local"]
 
 log = logging.getLogger(__name__)
-
-
-def criterion_state(cfg: CriterionConfig, budget: int) -> CriterionState:
-    return CriterionState(
-        cfg.name,
-        budget=budget,
-        window=cfg.window,
-        threshold_deg=cfg.threshold_deg,
-        ratio=cfg.ratio,
-        patience=cfg.patience,
-        fraction=cfg.fraction,
-    )
-
-
-def progress_line(m: dict[str, Any], budget: int) -> str:
-    """One human-readable line per epoch (`cpsweep train` and the sweep's live progress)."""
-    stat_name = next((k for k in ("cp/angle_deg", "cp/rate_ratio") if m.get(k) is not None), None)
-    stat_txt = f" {stat_name.split('/')[1]}={m[stat_name]:6.2f}" if stat_name else ""
-    val = f" val_acc={m['val/acc']:.4f}" if "val/acc" in m else ""
-    switch = f" switch@{m['cp/switch_epoch']}" if m.get("cp/switch_epoch") else ""
-    return (
-        f"epoch {m['epoch']:>3}/{budget} {m['phase']:<8} x{m['recipe/repeats']} "
-        f"rot={m['rotation/mean']:.4f}{stat_txt} loss={m['train/loss']:.4f}{val}{switch} "
-        f"{m['time/epoch_s']:.2f}s"
-    )
 
 
 def summarize(history: list[dict[str, Any]], run: TrainingRun, wall_s: float) -> dict[str, Any]:
@@ -66,12 +44,10 @@ def train_local(cfg: TrainConfig, out_dir: str | Path) -> dict[str, Any]:
     (out / "config.json").write_text(cfg.model_dump_json(indent=2))
     t0 = time.perf_counter()
     run = TrainingRun(cfg)
-    rule = criterion_state(cfg.criterion, cfg.epochs)
-    stat_name = value_name(cfg.criterion.name)
     log.info(
         "training %s on %s (%d train / %d val) on %s, criterion=%s, budget=%d epochs",
-        cfg.model.name,
-        cfg.data.name,
+        cfg.model.label,
+        cfg.data.label,
         run.data.train_y.numel(),
         run.data.val_y.numel(),
         run.device,
@@ -82,19 +58,6 @@ def train_local(cfg: TrainConfig, out_dir: str | Path) -> dict[str, Any]:
     with (out / "history.jsonl").open("w") as fh:
         for _ in range(cfg.epochs):
             m = run.run_epoch()
-            verdict = rule.update(m["rotation/mean"])
-            if stat_name and verdict.value is not None:
-                m[stat_name] = verdict.value
-            if verdict.end_epoch is not None and run.switch_epoch is None:
-                run.end_period(verdict.end_epoch)
-                log.info(
-                    "critical period ended at epoch %d (%s); post-period recipe from epoch %d",
-                    verdict.end_epoch,
-                    cfg.criterion.name,
-                    run.switch_epoch,
-                )
-            m["cp/end_epoch"] = run.cp_end_epoch
-            m["cp/switch_epoch"] = run.switch_epoch
             history.append(m)
             fh.write(json.dumps(m) + "\n")
             fh.flush()

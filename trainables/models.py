@@ -7,14 +7,31 @@ shortcuts are 1x1 convolutions (option B), so they count as rotated layers.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
 import torch
 from torch import nn
 
 from trainables.config import ModelConfig
+from trainables.imports import FactoryError, call_factory, resolve
+from trainables.registry import MODELS
 
-__all__ = ["CifarResNet", "Conv1dNet", "SmallCNN", "build_model"]
-
-_CIFAR_DEPTHS = {"resnet20": 20, "resnet32": 32, "resnet44": 44, "resnet56": 56, "resnet110": 110}
+__all__ = [
+    "CifarResNet",
+    "Conv1dNet",
+    "SmallCNN",
+    "build_model",
+    "cnn1d",
+    "resnet18",
+    "resnet20",
+    "resnet32",
+    "resnet44",
+    "resnet50",
+    "resnet56",
+    "resnet110",
+    "small_cnn",
+]
 
 
 class SmallCNN(nn.Module):
@@ -118,20 +135,69 @@ def _torchvision_resnet(name: str, in_channels: int, num_classes: int) -> nn.Mod
     return net
 
 
+# --- registered builders (names in trainables/registry.py) ----------------------------------
+# Each is called as builder(input_shape=one sample's shape, num_classes=K, width=...);
+# `width` is the config's model.width, used by small_cnn / cnn1d only.
+
+
+def _channels(name: str, input_shape: Sequence[int], ndim: int) -> int:
+    if len(input_shape) != ndim + 1:
+        kind = "1-D signals [C, L]" if len(input_shape) == 2 else f"inputs {tuple(input_shape)}"
+        fix = "use model.name=cnn1d" if len(input_shape) == 2 else "use an image model"
+        raise ValueError(f"model.name={name!r} does not fit {kind}; {fix}")
+    return int(input_shape[0])
+
+
+def small_cnn(*, input_shape: Sequence[int], num_classes: int, width: int = 32) -> nn.Module:
+    return SmallCNN(_channels("small_cnn", input_shape, 2), num_classes, width)
+
+
+def cnn1d(*, input_shape: Sequence[int], num_classes: int, width: int = 32) -> nn.Module:
+    if len(input_shape) != 2:
+        raise ValueError("model.name='cnn1d' does not fit images; use an image model")
+    return Conv1dNet(int(input_shape[0]), num_classes, width)
+
+
+def _cifar_builder(depth: int) -> Callable[..., nn.Module]:
+    def build(*, input_shape: Sequence[int], num_classes: int, width: int = 32) -> nn.Module:
+        return CifarResNet(depth, _channels(f"resnet{depth}", input_shape, 2), num_classes)
+
+    build.__name__ = f"resnet{depth}"
+    return build
+
+
+resnet20, resnet32, resnet44 = _cifar_builder(20), _cifar_builder(32), _cifar_builder(44)
+resnet56, resnet110 = _cifar_builder(56), _cifar_builder(110)
+
+
+def resnet18(*, input_shape: Sequence[int], num_classes: int, width: int = 32) -> nn.Module:
+    return _torchvision_resnet("resnet18", _channels("resnet18", input_shape, 2), num_classes)
+
+
+def resnet50(*, input_shape: Sequence[int], num_classes: int, width: int = 32) -> nn.Module:
+    return _torchvision_resnet("resnet50", _channels("resnet50", input_shape, 2), num_classes)
+
+
 def build_model(
-    cfg: ModelConfig, *, in_channels: int, num_classes: int, input_ndim: int = 2
+    cfg: ModelConfig,
+    *,
+    input_shape: Sequence[int],
+    num_classes: int,
+    paths: Iterable[str | Path] = (),
 ) -> nn.Module:
-    """Build `cfg.name` for inputs with `in_channels` and spatial rank `input_ndim` (2 or 1)."""
-    if (input_ndim == 1) != (cfg.name == "cnn1d"):
-        kind = "1-D signals" if input_ndim == 1 else "images"
-        raise ValueError(
-            f"model.name={cfg.name!r} does not fit {kind}; "
-            + ("use model.name=cnn1d" if input_ndim == 1 else "use an image model")
+    """Build `cfg.name` (a registered builder) or call `cfg.factory` for inputs of
+    `input_shape` (one sample, e.g. (1, 8, 8)); factory errors name model.factory."""
+    shape = tuple(int(d) for d in input_shape)
+    if cfg.factory is None:
+        assert cfg.name is not None  # ModelConfig fills the default
+        return MODELS.load(cfg.name)(input_shape=shape, num_classes=num_classes, width=cfg.width)
+    field = "model.factory"
+    fn = resolve(cfg.factory, field=field, paths=paths)
+    net = call_factory(
+        fn, cfg.factory, field, input_shape=shape, num_classes=num_classes, **cfg.kwargs
+    )
+    if not isinstance(net, nn.Module):
+        raise FactoryError(
+            f"{field}: {cfg.factory!r} returned a {type(net).__name__}, not a torch.nn.Module"
         )
-    if cfg.name == "small_cnn":
-        return SmallCNN(in_channels, num_classes, cfg.width)
-    if cfg.name == "cnn1d":
-        return Conv1dNet(in_channels, num_classes, cfg.width)
-    if cfg.name in _CIFAR_DEPTHS:
-        return CifarResNet(_CIFAR_DEPTHS[cfg.name], in_channels, num_classes)
-    return _torchvision_resnet(cfg.name, in_channels, num_classes)
+    return net

@@ -3,20 +3,27 @@
 Follows Carbonnelle & De Vleeschouwer (2019), as used by Fukase et al. (arXiv
 2506.15954): every Conv/Linear kernel (shortcut projections included) is
 compared with its value at initialisation; BatchNorm weights and biases are
-excluded. The paper's signal is the plain mean over layers.
+excluded. The paper's signal is the plain mean over layers. Attention's packed
+input projection (`nn.MultiheadAttention.in_proj_weight`, or its separate
+q/k/v projections) is a Linear kernel too; its output projection already is an
+`nn.Linear`. A `layers(name, parameter) -> bool` predicate selects other
+parameters instead (names as `named_parameters()` gives them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["LayerRotation", "cosine_distance", "kernel_layers", "unwrap_model"]
+__all__ = ["LayerPredicate", "LayerRotation", "cosine_distance", "kernel_layers", "unwrap_model"]
 
 _KERNEL_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+_ATTENTION_KERNELS = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
+
+LayerPredicate = Callable[[str, torch.Tensor], bool]
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -30,11 +37,33 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             return model
 
 
-def kernel_layers(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
-    """(module path, weight kernel) for every Conv/Linear layer, in registration order."""
-    for name, module in unwrap_model(model).named_modules():
-        if isinstance(module, _KERNEL_TYPES) and module.weight is not None:
-            yield name, module.weight
+def _is_kernel(module: nn.Module, param_name: str) -> bool:
+    if isinstance(module, _KERNEL_TYPES):
+        return param_name == "weight"
+    return isinstance(module, nn.MultiheadAttention) and param_name in _ATTENTION_KERNELS
+
+
+def _layer_name(param_path: str) -> str:
+    """`conv1.weight` -> `conv1`, `attn.in_proj_weight` -> `attn.in_proj`."""
+    for suffix in (".weight", "_weight"):
+        if param_path.endswith(suffix):
+            return param_path[: -len(suffix)]
+    return param_path
+
+
+def kernel_layers(
+    model: nn.Module, layers: LayerPredicate | None = None
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """(layer name, kernel) for every monitored parameter, in registration order.
+
+    Default: Conv/Linear weights and attention input projections, named by module
+    path. With `layers`, every parameter for which `layers(name, p)` is true.
+    """
+    for path, module in unwrap_model(model).named_modules():
+        for pname, p in module.named_parameters(recurse=False):
+            full = f"{path}.{pname}" if path else pname
+            if p is not None and (layers(full, p) if layers else _is_kernel(module, pname)):
+                yield _layer_name(full), p
 
 
 def cosine_distance(w: torch.Tensor, w0: torch.Tensor) -> torch.Tensor:
@@ -51,21 +80,24 @@ class LayerRotation:
     host in a single transfer, so monitoring costs one sync per epoch.
     """
 
-    def __init__(self, model: nn.Module) -> None:
-        self._model = model
+    def __init__(self, model: nn.Module, layers: LayerPredicate | None = None) -> None:
+        self._model, self._layers = model, layers
         self.names: list[str] = []
         self._initial: list[torch.Tensor] = []
-        for name, w in kernel_layers(model):
+        for name, w in kernel_layers(model, layers):
             self.names.append(name)
             self._initial.append(w.detach().clone())
         if not self.names:
-            raise ValueError(
-                f"{type(unwrap_model(model)).__name__} has no Conv/Linear kernel to monitor"
-            )
+            what = "parameter selected by layers=" if layers else "Conv/Linear kernel"
+            raise ValueError(f"{type(unwrap_model(model)).__name__} has no {what} to monitor")
+
+    @property
+    def device(self) -> torch.device:
+        return self._initial[0].device
 
     def compute(self) -> dict[str, float]:
         """`{layer path: 1 - cos(w, w0)}` plus `"mean"` (the paper's signal)."""
-        kernels = [w for _, w in kernel_layers(self._model)]
+        kernels = [w for _, w in kernel_layers(self._model, self._layers)]
         if len(kernels) != len(self._initial):
             raise RuntimeError(
                 f"model now has {len(kernels)} kernels, the snapshot has {len(self._initial)}"

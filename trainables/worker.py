@@ -5,10 +5,12 @@ Ray 2.60 runs Train V2, so a trial is a Tune *function* that starts a
 thread (`_ForwardReports`, `_fit_and_forward`). Single-worker trials can skip
 Ray Train and run the same loop in the trial's process (`executor: inline`,
 the default when `num_workers == 1`): no controller, worker group or placement
-group to start per trial. Every epoch, rank 0 decides whether the critical
-period has ended (see `_Decider`), broadcasts the decision so all ranks switch
-recipe at the same epoch, and reports metrics with a checkpoint that carries
-the decision.
+group to start per trial. Every epoch ends at the `CriticalPeriod` boundary
+(trainables/period.py): rank 0 applies the rule, reads the scheduler's directive
+through the control channel (trainables/channel.py) and broadcasts the decision
+so all ranks switch recipe at the same epoch; then it reports metrics with a
+checkpoint that carries the decision. A user's `train.loop` runs in the same
+place with the same pieces (trainables/user_loop.py).
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ from typing import Any
 
 import ray
 import torch
-import torch.distributed as dist
 from ray.train.v2.api.callback import UserCallback
 
+from trainables.channel import ControlChannel
 from trainables.checkpoints import (
     checkpoint_epoch,
     checkpointed_reports,
@@ -37,14 +39,12 @@ from trainables.checkpoints import (
     save_checkpoint,
     trial_storage_dir,
 )
-from trainables.config import CriterionConfig, TrainConfig, train_dict_for
-from trainables.criteria import CriterionState, value_name
+from trainables.config import TrainConfig, train_dict_for
 from trainables.energy import EnergyMeter
 from trainables.engine import NonFiniteLossError, TrainingRun
-from trainables.local import criterion_state
+from trainables.wire import ROTATION_MEAN, SWITCH_EPOCH, control_actor_name
 
 __all__ = [
-    "CONTROL_MODES",
     "EXECUTORS",
     "TRIAL_RESOURCE",
     "TrialFailed",
@@ -56,124 +56,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 TRIAL_RESOURCE = "trial_driver"  # custom resource held by trial drivers instead of a CPU
-CONTROL_MODES = ("push", "sync", "async")
 EXECUTORS = ("auto", "train", "inline")  # where a trial's loop runs, see trial_main
-_CONTROL_NAMESPACE = "cpsweep"  # must match service.control.CONTROL_NAMESPACE
-_SYNC_TIMEOUT_S = 120.0
 
 
 class TrialFailed(RuntimeError):
     """A trial stopped for a reason retrying cannot fix (e.g. NaN loss)."""
-
-
-# -- rank 0's decision --------------------------------------------------------------------
-
-
-class _Decider:
-    """Applies the scheduler's rule at each epoch boundary, on rank 0 only.
-
-    push  (default): the scheduler pushed the rule at trial start; it is applied
-          here on the freshly measured rotation, so the switch lands at the first
-          epoch after the detected end. Switches the scheduler forces (cohort
-          median) are read from the control actor at the same boundary.
-    sync: after each report, wait until the scheduler has posted its verdict on
-          it; zero lag, but costs the report round trip every epoch.
-    async: never wait; apply whatever verdict has arrived. Cheapest, but the
-          switch can land late; the lag is reported as `cp/lag_epochs`.
-    """
-
-    def __init__(self, cfg: TrainConfig, trial_id: str, control_name: str | None, mode: str):
-        if mode not in CONTROL_MODES:
-            raise ValueError(f"control mode {mode!r} is unknown; choose one of {CONTROL_MODES}")
-        self.trial_id, self.mode = trial_id, mode
-        self.handshake_s = 0.0
-        self.actor = _lookup_actor(control_name) if control_name else None
-        self.rule_cfg: CriterionConfig = cfg.criterion
-        budget = cfg.epochs
-        directive = self._directive()
-        if directive and directive.get("rule"):
-            self.rule_cfg = CriterionConfig.model_validate(directive["rule"]["criterion"])
-            budget = int(directive["rule"]["budget"])
-        elif self.actor is None and mode != "push":
-            log.warning("no control actor: %s mode falls back to push", mode)
-            self.mode = "push"
-        self.rule: CriterionState = criterion_state(self.rule_cfg, budget)
-        self.stat_name = value_name(self.rule_cfg.name)
-
-    def _directive(self) -> dict[str, Any] | None:
-        if self.actor is None:
-            return None
-        t0 = time.perf_counter()
-        d = ray.get(self.actor.directive.remote(self.trial_id))
-        self.handshake_s += time.perf_counter() - t0
-        return d  # type: ignore[no-any-return]
-
-    def replay(self, history: list[float]) -> None:
-        for v in history:
-            self.rule.update(v)
-
-    def before_report(self, run: TrainingRun, m: dict[str, Any]) -> tuple[int | None, int | None]:
-        """Feed this epoch's rotation; return (end, switch) to apply from the next epoch."""
-        epoch = m["epoch"]
-        verdict = self.rule.update(m["rotation/mean"])
-        if self.stat_name and verdict.value is not None:
-            m[self.stat_name] = verdict.value
-        if run.switch_epoch is not None:
-            return run.cp_end_epoch, run.switch_epoch
-        d = self._directive() or {}
-        if self.mode == "push" and verdict.end_epoch is not None:
-            return verdict.end_epoch, verdict.end_epoch + 1
-        if self.mode == "async" and d.get("verdict_end") is not None:
-            return int(d["verdict_end"]), epoch + 1
-        if d.get("switch_epoch") is not None:  # forced by the scheduler (cohort)
-            return None, max(int(d["switch_epoch"]), epoch + 1)
-        return None, None
-
-    def after_report(self, run: TrainingRun, epoch: int) -> tuple[int | None, int | None]:
-        """sync mode: block until the scheduler's verdict on `epoch` is in."""
-        if self.mode != "sync" or run.switch_epoch is not None:
-            return run.cp_end_epoch, run.switch_epoch
-        before, t0 = self.handshake_s, time.perf_counter()
-        try:
-            while True:
-                d = self._directive() or {}
-                if d.get("verdict_epoch", 0) >= epoch:
-                    break
-                if time.perf_counter() - t0 > _SYNC_TIMEOUT_S:
-                    log.warning(
-                        "no scheduler verdict for epoch %d after %.0fs", epoch, _SYNC_TIMEOUT_S
-                    )
-                    return None, None
-                time.sleep(0.02)
-        finally:  # the whole wait, sleeps included, reported with the next epoch
-            self.handshake_s = before + time.perf_counter() - t0
-        if d.get("verdict_end") is not None:
-            return int(d["verdict_end"]), epoch + 1
-        if d.get("switch_epoch") is not None:
-            return None, max(int(d["switch_epoch"]), epoch + 1)
-        return None, None
-
-
-def _lookup_actor(name: str) -> Any:
-    for _ in range(50):
-        try:
-            return ray.get_actor(name, namespace=_CONTROL_NAMESPACE)
-        except ValueError:
-            time.sleep(0.1)
-    log.warning("control actor %s not found; applying the trial's own criterion", name)
-    return None
-
-
-def _broadcast(
-    pair: tuple[int | None, int | None], device: torch.device
-) -> tuple[int | None, int | None]:
-    """Rank 0's (end, switch) to every rank, so all switch recipe at the same epoch."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return pair
-    t = torch.tensor([-1 if v is None else v for v in pair], dtype=torch.long, device=device)
-    dist.broadcast(t, src=0)
-    end, switch = (int(v) for v in t.tolist())
-    return (end if end >= 0 else None), (switch if switch >= 0 else None)
 
 
 # -- the per-worker loop ------------------------------------------------------------------
@@ -188,14 +75,7 @@ def _maybe_inject_fault(config: dict[str, Any], epoch: int, rank: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _apply(run: TrainingRun, end: int | None, switch: int | None) -> None:
-    """Adopt rank 0's decision: the post-period recipe from epoch `switch` on."""
-    if switch is not None and run.switch_epoch is None:
-        run.end_period(end if end is not None else switch - 1)
-        run.switch_epoch = switch
-
-
-_RANK_LOG_KEYS = ("epoch", "phase", "recipe/repeats", "rotation/mean", "cp/switch_epoch")
+_RANK_LOG_KEYS = ("epoch", "phase", "recipe/repeats", ROTATION_MEAN, SWITCH_EPOCH)
 
 
 def _log_rank(path: Path, m: dict[str, Any]) -> None:
@@ -206,6 +86,22 @@ def _log_rank(path: Path, m: dict[str, Any]) -> None:
         fh.write(json.dumps(row) + "\n")
 
 
+def _gpu_or_cpu(use_gpu: bool, gpu: Any) -> torch.device:
+    """`gpu()` when asked for and CUDA is visible; else the CPU. A cluster may declare
+    logical GPUs without devices (`ray start --num-gpus` on a CPU node, tests): the trial
+    still trains, on the CPU, and says so."""
+    if not use_gpu:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        log.warning(
+            "scaling.use_gpu: Ray gave this process GPU(s) %s but it sees no CUDA device; "
+            "training on the CPU",
+            ray.get_gpu_ids(),
+        )
+        return torch.device("cpu")
+    return gpu()  # type: ignore[no-any-return]
+
+
 class _TrainSession:
     """The loop runs on a Ray Train worker: one DDP rank of a TorchTrainer."""
 
@@ -214,7 +110,7 @@ class _TrainSession:
     def __init__(self, use_gpu: bool) -> None:
         ctx = ray.train.get_context()
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
-        self.device = ray.train.torch.get_device() if use_gpu else torch.device("cpu")
+        self.device = _gpu_or_cpu(use_gpu, ray.train.torch.get_device)
 
     def checkpoint(self) -> Any:
         return ray.train.get_checkpoint()
@@ -236,12 +132,9 @@ class _InlineSession:
     replay_after: int | None = None  # set on restore: Tune's checkpoint epoch, resend after it
 
     def __init__(self, use_gpu: bool) -> None:
-        if use_gpu and not torch.cuda.is_available():
-            raise RuntimeError(
-                "scaling.use_gpu is set but this trial's process sees no CUDA device; "
-                "check the node's GPUs or set scaling.use_gpu=false"
-            )
-        self.device = torch.device("cuda", 0) if use_gpu else torch.device("cpu")
+        # Ray sets CUDA_VISIBLE_DEVICES to the GPU it gave this trial (a share of it
+        # under fractional packing): that GPU is cuda:0 here.
+        self.device = _gpu_or_cpu(use_gpu, lambda: torch.device("cuda", 0))
 
     def checkpoint(self) -> Any:
         """Tune's checkpoint, or a newer complete one of this trial left on local disk."""
@@ -264,7 +157,10 @@ class _InlineSession:
 
 def worker_loop(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker (one DDP rank)."""
-    run_loop(config, _TrainSession(bool(config.get("use_gpu"))))
+    session = _TrainSession(bool(config.get("use_gpu")))
+    if session.rank == 0:
+        _maybe_rendezvous(config.get("rendezvous"), config["trial_id"])
+    run_loop(config, session)
 
 
 def run_loop(config: dict[str, Any], session: _TrainSession | _InlineSession) -> None:
@@ -281,10 +177,9 @@ def run_loop(config: dict[str, Any], session: _TrainSession | _InlineSession) ->
     )
     meter.start()
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    decider = None
-    if rank == 0:
-        decider = _Decider(cfg, config["trial_id"], config.get("control_actor"), config["mode"])
-        decider.replay([r["rotation/mean"] for r in reports])
+    # Rank 0 talks to the scheduler at every boundary inside run_epoch (period.step).
+    channel = ControlChannel(config["trial_id"], config.get("control_actor"), config["mode"], rank)
+    channel.attach(run.period)
     rank_log = (
         Path(config["rank_log_dir"]) / f"rank{rank}.jsonl" if config.get("rank_log_dir") else None
     )
@@ -310,16 +205,8 @@ def run_loop(config: dict[str, Any], session: _TrainSession | _InlineSession) ->
             device_name,
             world,
         )
-        decision = decider.before_report(run, m) if decider else (None, None)
-        _apply(run, *_broadcast(decision, device))
-        m["cp/end_epoch"], m["cp/switch_epoch"] = run.cp_end_epoch, run.switch_epoch
-        if decider:
-            # Time spent talking to the scheduler since the previous report.
-            m["cp/handshake_s"], decider.handshake_s = decider.handshake_s, 0.0
-            m["cp/mode"] = decider.mode
-        if run.switch_epoch is not None and run.cp_end_epoch is not None:
-            # Epochs the switch landed after the first one it could have: 0 in push/sync.
-            m["cp/lag_epochs"] = run.switch_epoch - run.cp_end_epoch - 1
+        if rank == 0:
+            m.update(channel.take_metrics())
         if rank_log:
             _log_rank(rank_log, m)
         if rank == 0:
@@ -327,9 +214,7 @@ def run_loop(config: dict[str, Any], session: _TrainSession | _InlineSession) ->
         with tempfile.TemporaryDirectory() as tmp:
             session.report(m, save_checkpoint(run, reports, tmp) if rank == 0 else None)
         _maybe_inject_fault(config, m["epoch"], rank)
-        if config["mode"] == "sync":
-            decision = decider.after_report(run, m["epoch"]) if decider else (None, None)
-            _apply(run, *_broadcast(decision, device))
+        run.period.after_report()  # sync mode: the scheduler's verdict on this epoch
     meter.stop()
 
 
@@ -421,7 +306,7 @@ def trial_main(config: dict[str, Any]) -> None:
     ctx = ray.tune.get_context()
     opts = config["_cpsweep"]
     trial_id = ctx.get_trial_id()
-    control = opts.get("control_actor", f"cpsweep-control:{ctx.get_experiment_name()}")
+    control = opts.get("control_actor", control_actor_name(ctx.get_experiment_name()))
     use_gpu = bool(opts.get("use_gpu", False))
     threads = int(opts.get("cpus_per_worker", 1))
     loop_config = {
@@ -436,10 +321,12 @@ def trial_main(config: dict[str, Any]) -> None:
         "error_file": str(Path(opts["storage_path"]) / f"train-{trial_id}" / "cpsweep_error.txt"),
         "fault_kill_epoch": opts.get("fault_kill_epoch"),
         "fault_marker": opts.get("fault_marker"),
+        "rendezvous": opts.get("rendezvous"),
     }
     error_file = Path(loop_config["error_file"])
     error_file.unlink(missing_ok=True)
     if opts.get("executor") == "inline":
+        _maybe_rendezvous(opts.get("rendezvous"), trial_id)
         run_loop(loop_config, _InlineSession(use_gpu))
     else:
         from ray.util.queue import Queue
@@ -450,6 +337,25 @@ def trial_main(config: dict[str, Any]) -> None:
         raise TrialFailed(error_file.read_text())
 
 
+def _maybe_rendezvous(meet: dict[str, Any] | None, trial_id: str) -> None:
+    """Testing hook: trial option rendezvous={"dir": d, "trials": n} holds each trial's
+    GPU-holding process (the inline trial, or rank 0) until n trials have started, proving
+    they run at once (packing); each leaves the GPU ids Ray gave it in d/<trial_id>. Fails
+    the trial if the others never come."""
+    if not meet:
+        return
+    where = Path(meet["dir"])
+    where.mkdir(parents=True, exist_ok=True)
+    (where / trial_id).write_text(json.dumps({"gpu_ids": [str(i) for i in ray.get_gpu_ids()]}))
+    deadline = time.monotonic() + float(meet.get("timeout_s", 120))
+    while len(list(where.iterdir())) < int(meet["trials"]):
+        if time.monotonic() > deadline:
+            raise TrialFailed(
+                f"rendezvous: {len(list(where.iterdir()))} of {meet['trials']} trials ran at once"
+            )
+        time.sleep(0.05)
+
+
 def _trainer(loop_config: dict[str, Any], opts: dict[str, Any], reports: Any) -> Any:
     """A TorchTrainer running `worker_loop` on `num_workers` DDP ranks."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -457,15 +363,17 @@ def _trainer(loop_config: dict[str, Any], opts: dict[str, Any], reports: Any) ->
 
     trial_id, use_gpu = loop_config["trial_id"], loop_config["use_gpu"]
     threads = loop_config["threads_per_worker"]
+    gpus = float(opts.get("gpus_per_worker", 1)) if use_gpu else 0.0
+    nccl = use_gpu and bool(opts.get("cuda_on_workers", True))  # logical GPUs: gloo
     return TorchTrainer(
         worker_loop,
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(
             num_workers=int(opts.get("num_workers", 1)),
             use_gpu=use_gpu,
-            resources_per_worker={"CPU": threads, **({"GPU": 1} if use_gpu else {})},
+            resources_per_worker={"CPU": threads, **({"GPU": gpus} if use_gpu else {})},
         ),
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        torch_config=TorchConfig(backend="nccl" if nccl else "gloo"),
         run_config=RunConfig(
             name=f"train-{trial_id}",
             storage_path=opts["storage_path"],

@@ -329,6 +329,46 @@ def test_api_sweep_finishes_with_trials(api: Api, sweeps: dict[str, str]) -> Non
     assert all(t["val_acc"] is not None for t in detail["trials"])
 
 
+def test_api_shows_only_the_runs_the_job_created(
+    api: Api, sweeps: dict[str, str], mlflow_server: str
+) -> None:
+    """Issue 12 row 6: a run anyone creates with the job's tag (and a child under it, or
+    under the genuine parent but older than it) is not shown as the job's trial."""
+    from mlflow.tracking import MlflowClient
+
+    job_id = sweeps["api"]
+    test_api_sweep_finishes_with_trials(api, sweeps)  # the genuine trials first (idempotent)
+    client = MlflowClient(tracking_uri=mlflow_server)
+    exp = client.create_experiment(f"forged-{job_id}")
+    forged = client.create_run(
+        exp, tags={"cpsweep.job_id": job_id, "cpsweep.kind": "sweep", "cpsweep.sweep": "it-api"}
+    )
+    child = client.create_run(exp, tags={"mlflow.parentRunId": forged.info.run_id})
+    client.log_metric(child.info.run_id, "val/acc", 0.999)
+    detail = httpx.get(f"{api.url}/v1/sweeps/{job_id}", headers=api.auth, timeout=30).json()
+    assert detail["trials_note"] is None, detail
+    assert len(detail["trials"]) == 2
+    assert child.info.run_id not in {t["run_id"] for t in detail["trials"]}
+    # Without the job's log (the CLI's path) two claimants mean nothing is shown.
+    from service.job_trials import sweep_trials
+
+    found, note = sweep_trials(mlflow_server, job_id)
+    assert found is None and "2 MLflow runs carry" in str(note)
+
+
+def test_api_spec_too_large_for_the_job_is_413(api: Api) -> None:
+    """Issue 12 row 9: before, 503 (retry!) after the whole validation."""
+    spec = tiny_spec("it-large") + f"description: {'x' * 90_000}\n"
+    r = httpx.post(
+        f"{api.url}/v1/sweeps",
+        content=spec,
+        headers={**api.auth, "Content-Type": "application/x-yaml"},
+        timeout=60,
+    )
+    assert r.status_code == 413, r.text
+    assert "encoded" in r.json()["detail"][0]["msg"]
+
+
 def test_api_stop_and_unknown_id(api: Api) -> None:
     r = httpx.post(
         f"{api.url}/v1/sweeps",

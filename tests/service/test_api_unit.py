@@ -257,10 +257,12 @@ def test_tracking_uri_must_match_the_service(fake: FakeJobs) -> None:
 
 
 def test_list_get_logs_stop(fake: FakeJobs) -> None:
-    seen: list[tuple[str | None, str]] = []
+    seen: list[tuple[str | None, str, str | None]] = []
 
-    def trials(uri: str | None, job_id: str) -> tuple[list[SweepTrial] | None, str | None]:
-        seen.append((uri, job_id))
+    def trials(
+        uri: str | None, job_id: str, parent: str | None
+    ) -> tuple[list[SweepTrial] | None, str | None]:
+        seen.append((uri, job_id, parent))
         return [SweepTrial(run_id="r1", end_epoch=4, val_acc=0.9)], None
 
     with _client(fake, trials=trials, mlflow_uri="http://m:5000") as c:
@@ -269,7 +271,7 @@ def test_list_get_logs_stop(fake: FakeJobs) -> None:
         detail = c.get(f"/v1/sweeps/{job_id}", headers=AUTH).json()
         assert detail["status"] == "PENDING"
         assert detail["trials"][0]["end_epoch"] == 4
-        assert seen == [("http://m:5000", job_id)]
+        assert seen == [("http://m:5000", job_id, None)]  # the fake's log names no run
         logs = c.get(f"/v1/sweeps/{job_id}/logs", params={"tail": 2}, headers=AUTH).json()
         assert logs["logs"] == "line 2\nline 3\n"
         r = c.delete(f"/v1/sweeps/{job_id}", headers=AUTH)
@@ -312,8 +314,11 @@ def test_refuses_to_start_without_token_unless_loopback_and_insecure() -> None:
         check_settings(ApiSettings())
     with pytest.raises(ConfigError, match="loopback"):
         check_settings(ApiSettings(host="0.0.0.0", insecure_no_auth=True))
-    with pytest.raises(ConfigError, match="16 characters"):
+    with pytest.raises(ConfigError, match="fewer than 32"):
         check_settings(ApiSettings(token=SecretStr("short")))
+    for placeholder in ("REPLACE-ME-cpsweep-api-token-0123456", "a" * 40, "ab" * 20):
+        with pytest.raises(ConfigError, match=r"placeholder.*token_urlsafe"):
+            check_settings(ApiSettings(token=SecretStr(placeholder)))
     for host in ("127.0.0.1", "::1", "localhost"):
         check_settings(ApiSettings(host=host, insecure_no_auth=True))
     check_settings(ApiSettings(host="0.0.0.0", token=SecretStr(TOKEN)))

@@ -185,6 +185,35 @@ class MlflowServer:
     proc: subprocess.Popen
 
 
+def launch_mlflow(root: Path, backend: str, port: int | None = None) -> MlflowServer:
+    """`mlflow server` on `port` (default a free one) with its files under `root`; waits
+    until it answers. Starting it again on the same port and backend is a restart."""
+    root.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    log = root / "server.log"
+    cmd = [
+        str(VENV_BIN / "mlflow"), "server",
+        "--backend-store-uri", backend,
+        "--artifacts-destination", str(root / "artifacts"),  # proxied: mlflow-artifacts:/
+        "--host", "127.0.0.1", "--port", str(port),
+        "--allowed-hosts", f"127.0.0.1:{port},localhost:{port}",
+        "--workers", "1",
+    ]  # fmt: skip
+    with open(log, "a") as out:
+        # No GenAI job runner (7 huey worker processes): nothing here uses it.
+        env = base_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+        proc = subprocess.Popen(
+            cmd, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    server = MlflowServer(f"http://127.0.0.1:{port}", backend, root / "artifacts", log, proc)
+    try:
+        wait_http(f"{server.url}/health", 120, proc=proc, log=log)  # a fresh store migrates first
+    except BaseException:
+        stop_group(proc)
+        raise
+    return server
+
+
 @pytest.fixture(scope="package")
 def start_mlflow_server(
     tmp_path_factory: pytest.TempPathFactory,
@@ -193,26 +222,8 @@ def start_mlflow_server(
     started: list[MlflowServer] = []
 
     def start(backend: str) -> MlflowServer:
-        root = tmp_path_factory.mktemp("mlflow-server")
-        port = free_port()
-        log = root / "server.log"
-        cmd = [
-            str(VENV_BIN / "mlflow"), "server",
-            "--backend-store-uri", backend,
-            "--artifacts-destination", str(root / "artifacts"),  # proxied: mlflow-artifacts:/
-            "--host", "127.0.0.1", "--port", str(port),
-            "--allowed-hosts", f"127.0.0.1:{port},localhost:{port}",
-            "--workers", "1",
-        ]  # fmt: skip
-        with open(log, "w") as out:
-            # No GenAI job runner (7 huey worker processes): nothing here uses it.
-            env = base_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-            proc = subprocess.Popen(
-                cmd, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        server = MlflowServer(f"http://127.0.0.1:{port}", backend, root / "artifacts", log, proc)
+        server = launch_mlflow(tmp_path_factory.mktemp("mlflow-server"), backend)
         started.append(server)
-        wait_http(f"{server.url}/health", 120, proc=proc, log=log)  # a fresh store migrates first
         return server
 
     yield start

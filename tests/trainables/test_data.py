@@ -367,7 +367,7 @@ def test_dataset_is_frozen_and_module_is_lazy() -> None:
         ds.name = "x"  # type: ignore[misc]
     assert isinstance(ds, Dataset) and set(data.__all__) >= {"load_dataset", "DATASETS"}
     assert data.DEFAULT_ROOTS["fashion-mnist"] == str(FASHION_ROOT)
-    assert data.DEFAULT_ROOTS["digits"] is None and data.DEFAULT_ROOTS["cifar10"] is None
+    assert data.DEFAULT_ROOTS.get("digits") is None and data.DEFAULT_ROOTS.get("cifar10") is None
 
 
 def test_unreadable_image_names_the_file(tmp_path: Path) -> None:

@@ -72,14 +72,12 @@ def test_divergence_raises_with_the_fix():
     "name", ["small_cnn", "resnet20", "resnet32", "resnet56", "resnet18", "resnet50"]
 )
 def test_image_models_forward(name):
-    net = build_model(ModelConfig(name=name, width=8), in_channels=3, num_classes=7)
+    net = build_model(ModelConfig(name=name, width=8), input_shape=(3, 32, 32), num_classes=7)
     assert net(torch.randn(2, 3, 32, 32)).shape == (2, 7)
 
 
 def test_model_data_mismatch_is_a_clear_error():
     with pytest.raises(ValueError, match=r"model\.name=cnn1d"):
-        build_model(ModelConfig(name="small_cnn"), in_channels=1, num_classes=10, input_ndim=1)
-    net = build_model(
-        ModelConfig(name="cnn1d", width=8), in_channels=1, num_classes=10, input_ndim=1
-    )
+        build_model(ModelConfig(name="small_cnn"), input_shape=(1, 40), num_classes=10)
+    net = build_model(ModelConfig(name="cnn1d", width=8), input_shape=(1, 40), num_classes=10)
     assert net(torch.randn(2, 1, 40)).shape == (2, 10)

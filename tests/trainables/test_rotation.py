@@ -23,7 +23,7 @@ def _reference(model: nn.Module, initial: nn.Module) -> dict[str, float]:
 
 
 def test_layers_include_shortcuts_and_exclude_batchnorm():
-    net = build_model(ModelConfig(name="resnet20"), in_channels=3, num_classes=10)
+    net = build_model(ModelConfig(name="resnet20"), input_shape=(3, 32, 32), num_classes=10)
     names = [n for n, _ in kernel_layers(net)]
     assert len(names) == 19 + 2 + 1  # 19 convs, 2 projection shortcuts, 1 fc
     assert any("shortcut" in n for n in names)
@@ -32,7 +32,7 @@ def test_layers_include_shortcuts_and_exclude_batchnorm():
 
 def test_rotation_matches_direct_computation():
     torch.manual_seed(0)
-    net = build_model(ModelConfig(name="small_cnn", width=8), in_channels=1, num_classes=10)
+    net = build_model(ModelConfig(name="small_cnn", width=8), input_shape=(1, 8, 8), num_classes=10)
     initial = copy.deepcopy(net)
     rot = LayerRotation(net)
     zero = rot.compute()
@@ -58,7 +58,7 @@ def test_rotation_of_opposite_weights_is_two():
 
 def test_rotation_through_compile_wrapper_and_resume():
     torch.manual_seed(0)
-    net = build_model(ModelConfig(name="small_cnn", width=4), in_channels=1, num_classes=3)
+    net = build_model(ModelConfig(name="small_cnn", width=4), input_shape=(1, 8, 8), num_classes=3)
     initial = copy.deepcopy(net)
     # Dynamo traces for real; the eager backend skips Inductor's C++ build (slow on CI).
     compiled = torch.compile(net, backend="eager")
@@ -83,7 +83,7 @@ def test_rotation_through_compile_wrapper_and_resume():
 
 @pytest.mark.parametrize("depth", [20, 32, 44, 56, 110])
 def test_every_cifar_resnet_depth_is_monitored_layer_by_layer(depth):
-    net = build_model(ModelConfig(name=f"resnet{depth}"), in_channels=3, num_classes=10)
+    net = build_model(ModelConfig(name=f"resnet{depth}"), input_shape=(3, 32, 32), num_classes=10)
     assert len(LayerRotation(net).names) == (depth - 1) + 2 + 1  # convs, 2 projections, fc
 
 
@@ -101,7 +101,9 @@ def test_rotation_through_ddp_wrapper(tmp_path):
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
     try:
         torch.manual_seed(0)
-        net = build_model(ModelConfig(name="small_cnn", width=4), in_channels=1, num_classes=3)
+        net = build_model(
+            ModelConfig(name="small_cnn", width=4), input_shape=(1, 8, 8), num_classes=3
+        )
         ddp = nn.parallel.DistributedDataParallel(net)
         rot = LayerRotation(ddp)
         assert rot.names == [n for n, _ in kernel_layers(net)]  # no "module." prefix

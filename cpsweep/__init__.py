@@ -1,0 +1,53 @@
+"""cpsweep as a library: the public names, re-exported from `trainables` and `service`.
+
+    from cpsweep import CriticalPeriod                # a plain PyTorch loop, no Ray
+    from cpsweep import CriticalPeriodScheduler       # a user's own Ray Tune Tuner
+
+The folders `trainables/` (data plane, runs in trials) and `service/` (driver) stay
+the implementation; this package only names what users may rely on. Names resolve
+on first use, so `import cpsweep` imports neither torch nor Ray.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__all__ = [
+    "ControlChannel",
+    "CriterionConfig",
+    "CriticalPeriod",
+    "CriticalPeriodScheduler",
+    "Decision",
+    "TrainConfig",
+    "tune_channel",
+]
+
+# public name -> module that defines it. Part B (model/dataset registries, factories)
+# adds its names here.
+_HOMES = {
+    "CriticalPeriod": "trainables.period",
+    "Decision": "trainables.period",
+    "CriterionConfig": "trainables.config",
+    "TrainConfig": "trainables.config",
+    "ControlChannel": "trainables.channel",
+    "tune_channel": "trainables.channel",
+    "CriticalPeriodScheduler": "service.scheduler",
+}
+
+if TYPE_CHECKING:
+    from service.scheduler import CriticalPeriodScheduler
+    from trainables.channel import ControlChannel, tune_channel
+    from trainables.config import CriterionConfig, TrainConfig
+    from trainables.period import CriticalPeriod, Decision
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'cpsweep' has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

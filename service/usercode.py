@@ -1,0 +1,126 @@
+"""A spec's own code (model and data factories): checked on the driver, shipped to the cluster.
+
+The REST server never calls anything here: it validates factory strings as text
+(trainables.config) and leaves importing to the job. `cpsweep run` / `cpsweep train`
+add the spec's directory to the import path, then `preflight` imports every factory
+the sweep can reach and checks that its signature accepts the configured keyword
+arguments, so a typo fails before Ray starts instead of in every trial. The data
+factory itself is not called on the driver: it may load gigabytes; a trial that
+fails in it names `data.factory`.
+
+On a cluster the trials import from the job's working directory (this project) and
+PYTHONPATH. `runtime_env_for` adds the rest: directories inside the working
+directory go by relative path in $CPSWEEP_IMPORT_PATH; a module outside it travels
+as a Ray `py_modules` entry (a .py file or a package directory).
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import os
+from pathlib import Path
+from typing import Any
+
+from service.spec import SweepSpec, arms_of
+from trainables.config import TrainConfig, set_dotted
+from trainables.imports import IMPORT_PATH_ENV, FactoryError, module_origin, resolve
+
+__all__ = ["add_import_dir", "factory_configs", "preflight", "runtime_env_for"]
+
+_FIELDS = {"model": "model.factory", "data": "data.factory"}
+
+
+def add_import_dir(path: str | Path) -> None:
+    """Search `path` first for user modules, here and in trials started after this call."""
+    full = str(Path(path).expanduser().resolve())
+    env = [p for p in os.environ.get(IMPORT_PATH_ENV, "").split(os.pathsep) if p]
+    if full not in env:
+        os.environ[IMPORT_PATH_ENV] = os.pathsep.join([full, *env])
+
+
+def factory_configs(spec: SweepSpec) -> list[TrainConfig]:
+    """The base train config and every variant a search-space value or arm makes of it."""
+    base = spec.train.model_dump()
+    variants = [spec.train]
+    overrides = [
+        {path: value} for path, dim in spec.search_space.items() for value in dim.values_for_check()
+    ]
+    if spec.search_space:  # the union of all searched keys (kwargs of a factory all at once)
+        overrides.append({p: d.values_for_check()[0] for p, d in spec.search_space.items()})
+    for changes in [*overrides, *arms_of(spec).values()]:
+        tree = copy.deepcopy(base)
+        for path, value in changes.items():
+            set_dotted(tree, path, value)
+        variants.append(TrainConfig.model_validate(tree))
+    return variants
+
+
+def _check_signature(fn: Any, target: str, field: str, kwargs: dict[str, Any]) -> None:
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # builtins without a signature: the call will tell
+        return
+    try:
+        sig.bind(**kwargs)
+    except TypeError as exc:
+        raise FactoryError(
+            f"{field}: {target}{sig} cannot take the keyword arguments "
+            f"{sorted(kwargs)}: {exc}; fix {field.split('.')[0]}.kwargs or the function"
+        ) from None
+
+
+def preflight(spec: SweepSpec) -> int:
+    """Import every factory the sweep reaches and check its signature; returns how many."""
+    seen: set[tuple[str, str, tuple[str, ...]]] = set()
+    for cfg in factory_configs(spec):
+        for part in ("model", "data"):
+            section = getattr(cfg, part)
+            if section.factory is None:
+                continue
+            field = _FIELDS[part]
+            kwargs = dict(section.kwargs)
+            if part == "model":  # what TrainingRun passes besides the user's kwargs
+                kwargs.update(input_shape=(1, 1, 1), num_classes=2)
+            key = (field, section.factory, tuple(sorted(kwargs)))
+            if key in seen:
+                continue
+            seen.add(key)
+            fn = resolve(section.factory, field=field)
+            if not callable(fn):
+                raise FactoryError(f"{field}: {section.factory!r} is not callable")
+            _check_signature(fn, section.factory, field, kwargs)
+    return len(seen)
+
+
+def runtime_env_for(spec: SweepSpec, working_dir: str | Path) -> dict[str, Any]:
+    """runtime_env additions that make the spec's factories importable on a cluster whose
+    job runs in `working_dir`; empty when the spec has none (or they are installed)."""
+    root = Path(working_dir).resolve()
+    local = [Path(p) for p in os.environ.get(IMPORT_PATH_ENV, "").split(os.pathsep) if p]
+    local.append(Path.cwd())
+    rel_dirs: list[str] = []
+    modules: list[str] = []
+    for cfg in factory_configs(spec):
+        for section in (cfg.model, cfg.data):
+            if section.factory is None:
+                continue
+            origin = module_origin(section.factory)
+            if origin is None:
+                continue  # not found here: it must be installed on the cluster
+            top = Path(origin).resolve()
+            base = top.parent  # the directory that makes the top-level module importable
+            if not any(base == d.resolve() for d in local):
+                continue  # an installed package (site-packages): not ours to ship
+            if base == root or root in base.parents:
+                rel = str(base.relative_to(root)) or "."
+                if rel not in rel_dirs:
+                    rel_dirs.append(rel)
+            elif str(top) not in modules:
+                modules.append(str(top))
+    env: dict[str, Any] = {}
+    if rel_dirs:
+        env["env_vars"] = {IMPORT_PATH_ENV: os.pathsep.join(rel_dirs)}
+    if modules:
+        env["py_modules"] = modules
+    return env

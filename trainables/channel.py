@@ -1,0 +1,122 @@
+"""A trial's end of the control channel: rank 0 reads the sweep's control actor.
+
+`ControlChannel` implements `trainables.period.Control`: a `CriticalPeriod` given
+one asks it for the scheduler's directive at every epoch boundary (cohort
+switches, verdicts in sync/async mode) and, in sync mode, waits after each
+report for the scheduler's verdict on it. The actor lives in
+service/control.py; names and the directive's fields in trainables/wire.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import ray
+
+from trainables.period import CriticalPeriod
+from trainables.wire import (
+    CONTROL_MODES,
+    CONTROL_NAMESPACE,
+    HANDSHAKE_S,
+    MODE,
+    Directive,
+    control_actor_name,
+)
+
+__all__ = ["ControlChannel", "tune_channel"]
+
+log = logging.getLogger(__name__)
+
+_SYNC_TIMEOUT_S = 120.0
+_LOOKUP_TRIES = 50
+
+
+class ControlChannel:
+    """Directive reads for one trial. Every rank holds one (for `mode`); only rank 0 reads.
+
+    Args:
+        trial_id: the Tune trial id the scheduler keys its directives by.
+        actor_name: the control actor's name (None: no scheduler to talk to).
+        mode: "push", "sync" or "async" (trainables/wire.py CONTROL_MODES); None takes
+            the mode the scheduler pushed, else push.
+        rank: this process's rank; only rank 0 contacts the actor.
+    """
+
+    def __init__(
+        self, trial_id: str, actor_name: str | None, mode: str | None = None, rank: int = 0
+    ) -> None:
+        if mode is not None and mode not in CONTROL_MODES:
+            raise ValueError(f"control mode {mode!r} is unknown; choose one of {CONTROL_MODES}")
+        self.trial_id = trial_id
+        self.handshake_s = 0.0
+        self.actor = _lookup_actor(actor_name) if actor_name and rank == 0 else None
+        first = self.directive() if self.actor is not None else None
+        self.rule = first.rule if first else None
+        self.mode: str = mode or (self.rule.mode if self.rule else "push")
+        if rank == 0 and self.actor is None and self.mode != "push":
+            log.warning("no control actor: %s mode falls back to push", self.mode)
+
+    def directive(self) -> Directive | None:
+        if self.actor is None:
+            return None
+        t0 = time.perf_counter()
+        d = ray.get(self.actor.directive.remote(self.trial_id))
+        self.handshake_s += time.perf_counter() - t0
+        return d  # type: ignore[no-any-return]
+
+    def wait_verdict(self, epoch: int) -> Directive | None:
+        """Block until the scheduler has judged `epoch` (sync mode); None after a timeout."""
+        if self.actor is None:
+            return None
+        before, t0 = self.handshake_s, time.perf_counter()
+        try:
+            while True:
+                d = self.directive()
+                if d is not None and d.verdict_epoch >= epoch:
+                    return d
+                if time.perf_counter() - t0 > _SYNC_TIMEOUT_S:
+                    log.warning(
+                        "no scheduler verdict for epoch %d after %.0fs", epoch, _SYNC_TIMEOUT_S
+                    )
+                    return None
+                time.sleep(0.02)
+        finally:  # the whole wait, sleeps included, reported with the next epoch
+            self.handshake_s = before + time.perf_counter() - t0
+
+    def attach(self, period: CriticalPeriod) -> CriticalPeriod:
+        """Wire `period` to the scheduler: its rule override (if any) and directives."""
+        if self.rule is not None:
+            period.use_rule(self.rule.criterion, self.rule.budget)
+        period.control = self
+        return period
+
+    def take_metrics(self) -> dict[str, Any]:
+        """Report keys for the time spent on the scheduler since the last report, and the mode."""
+        out = {HANDSHAKE_S: self.handshake_s, MODE: self.mode}
+        self.handshake_s = 0.0
+        return out
+
+
+def _lookup_actor(name: str) -> Any:
+    for _ in range(_LOOKUP_TRIES):
+        try:
+            return ray.get_actor(name, namespace=CONTROL_NAMESPACE)
+        except ValueError:
+            time.sleep(0.1)
+    log.warning("control actor %s not found; applying the trial's own criterion", name)
+    return None
+
+
+def tune_channel(mode: str | None = None, actor_name: str | None = None) -> ControlChannel:
+    """The channel of the Tune trial this runs in, for a user's own trainable.
+
+    The actor name defaults to the one `CriticalPeriodScheduler` derives from the
+    experiment name; the mode to the one the scheduler pushed.
+    """
+    from ray import tune  # a user's trainable imports this module; Tune only when called
+
+    ctx = tune.get_context()
+    name = actor_name or control_actor_name(ctx.get_experiment_name())
+    return ControlChannel(ctx.get_trial_id(), name, mode)

@@ -1,0 +1,440 @@
+"""The critical period at the epoch boundary: rotation -> verdict -> end of the period.
+
+One implementation shared by a plain PyTorch loop, `cpsweep train`, every Ray
+trial (the built-in loop and a user's `train.loop`) and `CriticalPeriodScheduler`:
+
+    cp = CriticalPeriod(model, "paper", budget=E)    # snapshots the initial weights
+    for epoch in range(1, E + 1):
+        train_one_epoch(model, repeats=3 if cp.critical else 1)
+        d = cp.step()      # d.rotation, d.value, d.end_epoch, d.switch_epoch
+
+`PeriodRule` is the model-free part (a rotation curve fed one epoch at a time,
+tolerant of retries), which the scheduler uses on reported values. A `control`
+(trainables/channel.py in a Ray trial) lets a scheduler override the rule or
+impose a switch (cohort); `ruling` is the one pure function that turns the
+trial's own verdict and the scheduler's directive into a switch, and
+`switch_epoch_for` the one place where the switch epoch is computed. Under
+torch.distributed every rank calls `step()`; rank 0's decision is broadcast.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+import torch
+import torch.distributed as dist
+from pydantic import ValidationError
+from torch import nn
+
+from trainables.config import ConfigError, CriterionConfig, format_validation_error
+from trainables.criteria import CriterionState, Verdict
+from trainables.rotation import LayerPredicate, LayerRotation
+from trainables.wire import (
+    END_EPOCH,
+    EPOCH,
+    LAG_EPOCHS,
+    ROTATION_MEAN,
+    ROTATION_PREFIX,
+    SWITCH_EPOCH,
+    Directive,
+    stat_key,
+)
+
+__all__ = [
+    "Control",
+    "CriticalPeriod",
+    "Decision",
+    "PeriodRule",
+    "Ruling",
+    "criterion_config",
+    "criterion_state",
+    "ruling",
+    "switch_epoch_for",
+]
+
+log = logging.getLogger(__name__)
+
+CriterionLike = str | CriterionConfig | Mapping[str, Any] | None
+_SOURCES = ("rule", "scheduler", "cohort", "forced")  # who ended a period (broadcast by index)
+
+
+def criterion_config(criterion: CriterionLike = None, **overrides: Any) -> CriterionConfig:
+    """A CriterionConfig from a rule name, a config or a dict, plus non-None field overrides."""
+    if isinstance(criterion, CriterionConfig):
+        base: dict[str, Any] = criterion.model_dump()
+    elif isinstance(criterion, str):
+        base = {"name": criterion}
+    elif isinstance(criterion, Mapping):
+        base = dict(criterion)
+    elif criterion is None:
+        base = {}
+    else:
+        raise ConfigError(
+            f"criterion={criterion!r}: pass a rule name ('paper', 'relative', 'fixed', "
+            "'never'), a CriterionConfig or a dict"
+        )
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return CriterionConfig.model_validate(base)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, "criterion")) from None
+
+
+def criterion_state(cfg: CriterionConfig, budget: int | None) -> CriterionState:
+    """The incremental rule for `cfg` over an epoch budget."""
+    try:
+        return CriterionState(
+            cfg.name,
+            budget=budget,
+            window=cfg.window,
+            threshold_deg=cfg.threshold_deg,
+            ratio=cfg.ratio,
+            patience=cfg.patience,
+            fraction=cfg.fraction,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"criterion {cfg.name!r} with budget={budget}: {exc}") from None
+
+
+def switch_epoch_for(epoch: int, *, end: int | None = None, forced: int | None = None) -> int:
+    """First epoch of the post-period recipe, decided after `epoch` has been trained.
+
+    From the period's `end` it is the next epoch (end + 1); a switch `forced` by the
+    scheduler applies as given. Either way never an epoch already trained.
+    """
+    if forced is not None:
+        return max(int(forced), epoch + 1)
+    if end is None:
+        raise ValueError("switch_epoch_for needs end or forced")
+    return max(int(end), epoch) + 1
+
+
+@dataclass(frozen=True)
+class Ruling:
+    """A decision to end the period: at `end`, post-period recipe from `switch`."""
+
+    end: int
+    switch: int
+    source: str  # "rule" (the trial's own), "scheduler" (its verdict), "cohort", ...
+
+
+def ruling(
+    mode: str, epoch: int, own_end: int | None, d: Directive | None, *, after_report: bool = False
+) -> Ruling | None:
+    """What to apply after `epoch`, from the trial's own verdict and the scheduler's directive.
+
+    push: the trial's own rule decides (zero lag). async: the scheduler's latest
+    verdict, however late. sync, after the report: the scheduler's verdict on this
+    epoch. In every mode a switch the scheduler forces (cohort) applies.
+    """
+    if after_report:
+        if d is None or d.verdict_epoch < epoch:
+            return None
+        if d.verdict_end is not None:
+            return _from_end(epoch, d.verdict_end, "scheduler")
+    elif mode == "push" and own_end is not None:
+        return _from_end(epoch, own_end, "rule")
+    elif mode == "async" and d is not None and d.verdict_end is not None:
+        return _from_end(epoch, d.verdict_end, "scheduler")
+    if d is not None and d.switch_epoch is not None:
+        switch = switch_epoch_for(epoch, forced=d.switch_epoch)
+        return Ruling(switch - 1, switch, d.switch_source or "scheduler")
+    return None
+
+
+def _from_end(epoch: int, end: int, source: str) -> Ruling:
+    return Ruling(end, switch_epoch_for(epoch, end=end), source)
+
+
+class PeriodRule:
+    """A criterion over a rotation curve fed one epoch at a time (no model needed).
+
+    `observe` tolerates what reports do after failures: an epoch seen again (a
+    retry) rebuilds the rule on the kept prefix; skipped epochs hold the last value.
+    """
+
+    def __init__(self, criterion: CriterionConfig, budget: int | None) -> None:
+        self.criterion, self.budget = criterion, budget
+        self._state = criterion_state(criterion, budget)
+        self.last = Verdict(None, None)
+
+    @property
+    def history(self) -> list[float]:
+        return self._state.history
+
+    @property
+    def detected_end(self) -> int | None:
+        return self._state.end_epoch
+
+    def observe(self, epoch: int, rotation: float) -> Verdict:
+        seen = len(self.history)
+        if epoch <= seen:
+            self._rebuild(self.history[: epoch - 1])
+        elif epoch > seen + 1:
+            log.warning("epochs %d..%d never observed; holding the last value", seen + 1, epoch - 1)
+            for _ in range(epoch - seen - 1):
+                self._state.update(self.history[-1] if self.history else rotation)
+        self.last = self._state.update(rotation)
+        return self.last
+
+    def use(self, criterion: CriterionConfig, budget: int | None) -> None:
+        """Switch to another criterion (a scheduler's override) and re-judge the curve."""
+        self.criterion, self.budget = criterion, budget
+        self._rebuild(list(self.history))
+
+    def _rebuild(self, history: list[float]) -> None:
+        self._state = criterion_state(self.criterion, self.budget)
+        self.last = Verdict(None, None)
+        for v in history:
+            self.last = self._state.update(v)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The state of the period after one epoch (what `CriticalPeriod.step` returns)."""
+
+    epoch: int
+    rotation: float  # mean over the monitored layers (the paper's signal)
+    layers: dict[str, float]  # per-layer rotation
+    value: float | None  # the rule's statistic (angle, rate ratio); None before the window fills
+    end_epoch: int | None  # epoch the period ended at; None while it lasts
+    switch_epoch: int | None  # first epoch of the post-period recipe
+    criterion: str = "paper"
+    source: str | None = None  # who ended it: "rule", "scheduler", "cohort", "forced"
+
+    @property
+    def critical(self) -> bool:
+        """True while the next epoch still belongs to the critical period."""
+        return _critical(self.epoch + 1, self.switch_epoch)
+
+    def metrics(self) -> dict[str, Any]:
+        """The report keys the scheduler, progress lines and tracking read (trainables/wire.py)."""
+        m: dict[str, Any] = {EPOCH: self.epoch}
+        m.update({f"{ROTATION_PREFIX}{k}": v for k, v in self.layers.items()})
+        m[ROTATION_MEAN] = self.rotation
+        key = stat_key(self.criterion)
+        if key and self.value is not None:
+            m[key] = self.value
+        m[END_EPOCH], m[SWITCH_EPOCH] = self.end_epoch, self.switch_epoch
+        if self.end_epoch is not None and self.switch_epoch is not None:
+            m[LAG_EPOCHS] = self.switch_epoch - self.end_epoch - 1  # 0 unless it landed late
+        return m
+
+
+class Control(Protocol):
+    """A scheduler's end of the period (trainables/channel.py implements it for Ray)."""
+
+    mode: str  # the requested mode, the same on every rank
+
+    def directive(self) -> Directive | None: ...
+
+    def wait_verdict(self, epoch: int) -> Directive | None: ...
+
+
+@dataclass
+class _Applied:
+    end: int | None = None
+    switch: int | None = None
+    source: str | None = None
+    history: list[Decision] = field(default_factory=list)
+
+
+class CriticalPeriod:
+    """Measures rotation at each epoch boundary and ends the critical period by a rule.
+
+    Args:
+        model: the network (DDP / torch.compile wrappers are unwrapped); its current
+            weights are the initial snapshot rotation is measured against.
+        criterion: "paper", "relative", "fixed", "never", a CriterionConfig or a dict.
+        budget: planned epoch budget E (the paper and fixed rules need it).
+        window, threshold_deg, ratio, patience, fraction: override the criterion's fields.
+        layers: `(name, parameter) -> bool` selecting the monitored parameters
+            (default: Conv/Linear kernels and attention input projections).
+        control: a scheduler's channel (Ray trials); None decides locally.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        criterion: CriterionLike = "paper",
+        budget: int | None = None,
+        *,
+        window: int | None = None,
+        threshold_deg: float | None = None,
+        ratio: float | None = None,
+        patience: int | None = None,
+        fraction: float | None = None,
+        layers: LayerPredicate | None = None,
+        control: Control | None = None,
+    ) -> None:
+        cfg = criterion_config(
+            criterion,
+            window=window,
+            threshold_deg=threshold_deg,
+            ratio=ratio,
+            patience=patience,
+            fraction=fraction,
+        )
+        self.rule = PeriodRule(cfg, budget)
+        self.rotation = LayerRotation(model, layers)
+        self.control = control
+        self.epoch = 0  # last epoch stepped
+        self.last: Decision | None = None
+        self._applied = _Applied()
+
+    # -- state ------------------------------------------------------------------------------
+
+    @property
+    def criterion(self) -> CriterionConfig:
+        return self.rule.criterion
+
+    @property
+    def budget(self) -> int | None:
+        return self.rule.budget
+
+    @property
+    def end_epoch(self) -> int | None:
+        return self._applied.end
+
+    @property
+    def switch_epoch(self) -> int | None:
+        return self._applied.switch
+
+    @property
+    def critical(self) -> bool:
+        """True while the next epoch belongs to the critical period (through the end epoch)."""
+        return _critical(self.epoch + 1, self.switch_epoch)
+
+    # -- the epoch boundary -----------------------------------------------------------------
+
+    def step(self) -> Decision:
+        """Measure rotation after the epoch just trained, apply the rule; every rank calls it."""
+        epoch = self.epoch + 1
+        layers = self.rotation.compute()
+        mean = layers.pop("mean")
+        verdict = self.rule.observe(epoch, mean)
+        decided: Ruling | None = None
+        if self.switch_epoch is None and _rank() == 0:
+            mode = self.control.mode if self.control else "push"
+            d = self.control.directive() if self.control else None
+            if mode != "push" and self.control is not None and d is None:
+                mode = "push"  # no scheduler to listen to: decide locally
+            decided = ruling(mode, epoch, verdict.end_epoch, d)
+        self._adopt(_broadcast(decided, self._device()), epoch)
+        self.epoch = epoch
+        self.last = Decision(
+            epoch,
+            mean,
+            layers,
+            verdict.value,
+            self.end_epoch,
+            self.switch_epoch,
+            self.criterion.name,
+            self._applied.source,
+        )
+        return self.last
+
+    def after_report(self) -> Decision | None:
+        """sync mode: wait for the scheduler's verdict on the epoch just reported.
+
+        A no-op without a sync control. Under torch.distributed every rank calls it.
+        """
+        if self.control is None or self.control.mode != "sync" or self.last is None:
+            return self.last
+        decided = None
+        if self.switch_epoch is None and _rank() == 0:
+            d = self.control.wait_verdict(self.epoch)
+            decided = ruling("sync", self.epoch, None, d, after_report=True)
+        if self._adopt(_broadcast(decided, self._device()), self.epoch):
+            self.last = replace(
+                self.last,
+                end_epoch=self.end_epoch,
+                switch_epoch=self.switch_epoch,
+                source=self._applied.source,
+            )
+        return self.last
+
+    def end(self, epoch: int | None = None, *, switch_epoch: int | None = None) -> None:
+        """End the period now (or record an end at `epoch`), or impose `switch_epoch`.
+
+        For switches a scheduler imposes (a cohort's median); the next epoch at the
+        earliest uses the post-period recipe. Ignored once the period has ended.
+        """
+        if switch_epoch is not None:
+            switch = switch_epoch_for(self.epoch, forced=switch_epoch)
+            self._adopt(Ruling(switch - 1, switch, "forced"), self.epoch)
+        else:
+            end = self.epoch if epoch is None else epoch
+            self._adopt(_from_end(self.epoch, end, "forced"), self.epoch)
+
+    def use_rule(self, criterion: CriterionLike, budget: int | None) -> None:
+        """Adopt another criterion and budget (a scheduler's override); re-judges the curve."""
+        self.rule.use(criterion_config(criterion), budget)
+
+    def _adopt(self, r: Ruling | None, epoch: int) -> bool:
+        if r is None or self.switch_epoch is not None:
+            return False
+        self._applied.end, self._applied.switch, self._applied.source = r.end, r.switch, r.source
+        log.info(
+            "critical period ended at epoch %d (%s, %s, seen after epoch %d); "
+            "post-period recipe from epoch %d",
+            r.end,
+            self.criterion.name,
+            r.source,
+            epoch,
+            r.switch,
+        )
+        return True
+
+    def _device(self) -> torch.device:
+        return self.rotation.device
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "rotation": self.rotation.state_dict(),
+            "criterion": self.criterion.model_dump(),
+            "budget": self.budget,
+            "history": list(self.rule.history),
+            "epoch": self.epoch,
+            "end_epoch": self.end_epoch,
+            "switch_epoch": self.switch_epoch,
+            "source": self._applied.source,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rotation.load_state_dict(state["rotation"])
+        self.rule = PeriodRule(criterion_config(state["criterion"]), state["budget"])
+        for e, v in enumerate(state["history"], start=1):
+            self.rule.observe(e, v)
+        self.epoch = int(state["epoch"])
+        self._applied = _Applied(state["end_epoch"], state["switch_epoch"], state.get("source"))
+        self.last = None
+
+
+def _critical(epoch: int, switch_epoch: int | None) -> bool:
+    return switch_epoch is None or epoch < switch_epoch
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _broadcast(r: Ruling | None, device: torch.device) -> Ruling | None:
+    """Rank 0's ruling to every rank, so all switch recipe at the same epoch."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return r
+    if dist.get_backend() == "nccl" and device.type != "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
+    source = _SOURCES.index(r.source) if r is not None and r.source in _SOURCES else -1
+    row = [-1, -1, -1] if r is None else [r.end, r.switch, source]
+    t = torch.tensor(row, dtype=torch.long, device=device)
+    dist.broadcast(t, src=0)
+    end, switch, source = (int(v) for v in t.tolist())
+    if switch < 0:
+        return None
+    return Ruling(end, switch, _SOURCES[source] if source >= 0 else "scheduler")

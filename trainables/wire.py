@@ -1,0 +1,91 @@
+"""The wire contract between trials, the scheduler, the control actor and the callbacks.
+
+One home for every name that crosses a process boundary (as Ray keeps its result
+keys in `tune/result.py`): the per-epoch metric keys a trial reports and the
+scheduler, progress lines, tracking and summaries read; the control actor's name
+and namespace; and the directive a trial reads from that actor. Pure data: no
+Ray, no torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "ANGLE",
+    "CONTROL_MODES",
+    "CONTROL_NAMESPACE",
+    "END_EPOCH",
+    "EPOCH",
+    "HANDSHAKE_S",
+    "LAG_EPOCHS",
+    "MODE",
+    "RATE_RATIO",
+    "REPLAYED",
+    "ROTATION_MEAN",
+    "ROTATION_PREFIX",
+    "STAT_KEYS",
+    "SWITCH_EPOCH",
+    "Directive",
+    "Rule",
+    "control_actor_name",
+    "stat_key",
+]
+
+# -- per-epoch report keys --------------------------------------------------------------
+EPOCH = "epoch"  # 1-based epoch the report is about
+ROTATION_PREFIX = "rotation/"  # rotation/<layer>: cosine distance of one layer to its init
+ROTATION_MEAN = "rotation/mean"  # the paper's signal: mean over the monitored layers
+END_EPOCH = "cp/end_epoch"  # epoch at which the critical period ended (None before)
+SWITCH_EPOCH = "cp/switch_epoch"  # first epoch of the post-period recipe (None before)
+ANGLE = "cp/angle_deg"  # paper rule's statistic
+RATE_RATIO = "cp/rate_ratio"  # relative rule's statistic
+HANDSHAKE_S = "cp/handshake_s"  # time spent talking to the scheduler since the last report
+MODE = "cp/mode"  # control mode the trial ran with
+LAG_EPOCHS = "cp/lag_epochs"  # epochs the switch landed after the first possible one
+REPLAYED = "cp/replayed"  # a report resent from a checkpoint after a resume
+
+STAT_KEYS = {"paper": ANGLE, "relative": RATE_RATIO}
+
+
+def stat_key(criterion: str) -> str | None:
+    """Metric key of a rule's per-epoch statistic (None: the rule has none)."""
+    return STAT_KEYS.get(criterion)
+
+
+# -- the control actor -------------------------------------------------------------------
+CONTROL_NAMESPACE = "cpsweep"
+# push: the trial applies the rule itself at the epoch boundary (zero lag);
+# sync: it waits for the scheduler's verdict after each report; async: never waits.
+CONTROL_MODES = ("push", "sync", "async")
+
+
+def control_actor_name(experiment_name: str) -> str:
+    """Name shared by the scheduler (driver) and the trials (workers) of one sweep."""
+    return f"cpsweep-control:{experiment_name}"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What the scheduler pushes to a trial that cannot know it itself.
+
+    Sent only when the scheduler overrides the trial's criterion or the trial
+    carries no cpsweep config (a user's own Tuner): `criterion` is a
+    CriterionConfig dict, `budget` the epoch budget, `mode` the control mode.
+    """
+
+    criterion: dict[str, Any]
+    budget: int
+    mode: str
+
+
+@dataclass(frozen=True)
+class Directive:
+    """A trial's view of the control actor at one epoch boundary."""
+
+    rule: Rule | None = None
+    switch_epoch: int | None = None  # a switch the scheduler decided (cohort median + 1)
+    switch_source: str | None = None  # who decided it ("cohort")
+    verdict_epoch: int = 0  # last epoch the scheduler has judged (sync and async modes)
+    verdict_end: int | None = None  # the end the scheduler found by then, if any
