@@ -245,13 +245,20 @@ def test_mlflow_ui_shows_sweep_trials_and_their_curves(
 
     # The parent run's page names the sweep and links every trial as a child run.
     browser.get(f"{ui}/runs/{parent_id}?workflowType=machine_learning")
+    # (A hash change keeps the old page's DOM for a moment: wait for this page's text.)
     _wait(
         browser,
         "child run links",
-        lambda d: all(d.find_elements(By.CSS_SELECTOR, _run_link(r)) for r in trials),
+        lambda d: (
+            "Child runs" in _text(d)
+            and all(d.find_elements(By.CSS_SELECTOR, _run_link(r)) for r in trials)
+        ),
     )
-    page = _text(browser)
-    assert "Child runs" in page and all(n in page for n in names)
+    page = _wait(
+        browser,
+        "trial names",
+        lambda d: (lambda t: t if all(n in t for n in names) else None)(_text(d)),
+    )
     assert "cpsweep.kind" in page and "cpsweep.usage" not in page
 
     # The chart view: rotation, accuracy and the end of the period, a line per trial.
