@@ -96,6 +96,7 @@ class MLflowSweepCallback(Callback):
         self.uri = resolve_tracking_uri(spec.tracking.uri)
         self.tracker = tracker or TrialTracker()
         self.usage: dict[str, TrialUsage] = {}
+        self._full: dict[str, bool] = {}  # trial id -> runs the full recipe throughout
         self._report: dict[str, Any] = {}
         self._prices = accounting.load_price_table()
         a = spec.accounting
@@ -231,8 +232,10 @@ class MLflowSweepCallback(Callback):
         if epoch <= max(usage.last_epoch, self.state.ref(ref).last_step):
             return  # replayed after a retry or a resume: already logged
         usage.add_epoch(result)
-        full = _full_recipe_throughout(trial.config.get("arm"), _criterion(trial.config))
-        metrics, tags = epoch_record(result, usage, estimate=not full)
+        if trial.trial_id not in self._full:  # the config is fixed: resolve it once
+            arm, rule = trial.config.get("arm"), _criterion(trial.config)
+            self._full[trial.trial_id] = _full_recipe_throughout(arm, rule)
+        metrics, tags = epoch_record(result, usage, estimate=not self._full[trial.trial_id])
         ts = int(time.time() * 1000)
         self.wal.append(
             {
