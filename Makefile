@@ -21,8 +21,8 @@ run: $(STAMP)
 	$(BIN)/cpsweep run search_spaces/quickstart.yaml
 
 lint: $(STAMP)
-	$(BIN)/ruff check cpsweep service trainables tests bench
-	$(BIN)/ruff format --check cpsweep service trainables tests bench
+	$(BIN)/ruff check cpsweep service trainables tests bench examples
+	$(BIN)/ruff format --check cpsweep service trainables tests bench examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

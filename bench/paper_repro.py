@@ -14,15 +14,24 @@ recipe of bench/_common.py. Arms (a grid over arms x seeds):
 - paper+prune: the paper's rule plus pruning to 50% of the data after the period
   until the annealing point (r = 0.75).
 
-Writes bench/results/paper_repro.json and paper_repro.png (quick: *_quick.*).
+`--long` is the paper's budget (issue 15): E = 100 epochs (LR steps at 50% and 75%),
+a 5k training subset, and loss-aware pruning arms (InfoBatch, ratio 0.5, full data
+from 87.5% of the budget) instead of fixed12.5:
 
-    .venv/bin/python bench/paper_repro.py [--quick] [--seeds 3]
+- infobatch: repeats 3 throughout (the baseline's recipe) with InfoBatch throughout.
+- paper+infobatch / relative+infobatch: the rule ends repeats 3; InfoBatch after it.
+
+Writes bench/results/paper_repro.json and paper_repro.png (quick: *_quick.*;
+long: paper_repro_long*).
+
+    .venv/bin/python bench/paper_repro.py [--quick] [--long] [--seeds 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -47,12 +56,26 @@ log = logging.getLogger("bench.paper_repro")
 RELATIVE_RATIO = 0.5
 RELATIVE_PATIENCE = 1
 
-ARM_ORDER = ("repeats3", "repeats1", "fixed12.5", "paper", "relative", "paper+prune")
+ARM_ORDER = (
+    "repeats3",
+    "repeats1",
+    "fixed12.5",
+    "paper",
+    "relative",
+    "infobatch",
+    "paper+infobatch",
+    "relative+infobatch",
+    "paper+prune",
+)
+# InfoBatch as its paper runs it: half of the below-mean-loss samples left out, full data
+# for the last 12.5% of the budget.
+INFOBATCH = {"method": "infobatch", "ratio": 0.5, "anneal": 0.875}
 CURVE_KEYS = [
     "rotation/mean",
     "val/acc",
     "recipe/repeats",
     "recipe/data_fraction",
+    "recipe/pruned_fraction",
     "samples",
     "time/epoch_s",
     "time/train_s",
@@ -61,6 +84,74 @@ CURVE_KEYS = [
     "energy/epoch_kwh",
     "cp/handshake_s",
 ]
+
+
+def long_train(*, quick: bool) -> dict[str, Any]:
+    """The long budget: E = 100 on 5k images, width 16 (quick: a CI-sized smoke test)."""
+    train = base_train(quick=False)
+    train["epochs"] = 12 if quick else 100
+    train["data"].update(
+        {"train_subset": 400 if quick else 5000, "val_subset": 300 if quick else None}
+    )
+    train["model"]["width"] = 4 if quick else 16
+    train["eval_every"] = 6 if quick else 10
+    return train
+
+
+def long_arms(ratio: float, patience: int) -> dict[str, dict[str, Any]]:
+    """The long budget's arms: fixed12.5 makes way for the InfoBatch arms."""
+    out = arms(ratio, patience)
+    del out["fixed12.5"]
+    rel = {k: v for k, v in out["relative"].items()}
+    out["infobatch"] = {"criterion.name": "never", "recipe.critical.prune": INFOBATCH}
+    out["paper+infobatch"] = {"criterion.name": "paper", "recipe.after.prune": INFOBATCH}
+    out["relative+infobatch"] = {**rel, "recipe.after.prune": INFOBATCH}
+    order = [a for a in ARM_ORDER if a in out]
+    return {a: out[a] for a in order}
+
+
+# Expected training passes over the data per arm at E = 100, for the cost estimate: the
+# rules end the period near epoch 12 (3 x 12 + 88); InfoBatch leaves out ~35% of the data
+# until epoch 88 (its quick run: 0.2-0.45); random pruning halves epochs 13-78 of 100.
+LONG_PASSES = {
+    "repeats3": 300.0,
+    "repeats1": 100.0,
+    "paper": 124.0,
+    "relative": 124.0,
+    "infobatch": 3 * (1 + 87 * 0.65 + 12),
+    "paper+infobatch": 36 + 76 * 0.65 + 12,
+    "relative+infobatch": 36 + 76 * 0.65 + 12,
+    "paper+prune": 36 + 66 * 0.5 + 22,
+}
+
+
+def estimate_long(seeds: int) -> dict[str, Any]:
+    """Time one repeats-1 epoch and one evaluation of the long setup in this process and
+    scale them to the whole long run (two trials at a time, as the sweep runs them)."""
+    from trainables.config import TrainConfig
+    from trainables.engine import TrainingRun
+
+    train = long_train(quick=False)
+    train["recipe"]["critical"]["repeats"] = 1
+    run = TrainingRun(TrainConfig.model_validate(train))
+    m = run.run_epoch()  # one pass over the training subset, rotation included
+    t1 = time.perf_counter()
+    run.evaluate()
+    pass_s, eval_s = m["time/train_s"] + m["time/rotation_s"], time.perf_counter() - t1
+    evals = train["epochs"] // train["eval_every"]
+    per_trial = {a: p * pass_s + evals * eval_s for a, p in LONG_PASSES.items()}
+    total = seeds * sum(per_trial.values()) / 2  # max_concurrent_trials = 2
+    return {
+        "train_samples_per_pass": m["samples"],
+        "pass_s": round(pass_s, 2),
+        "eval_s": round(eval_s, 2),
+        "passes_per_arm": LONG_PASSES,
+        "trial_s_per_arm": {a: round(v, 1) for a, v in per_trial.items()},
+        "seeds": seeds,
+        "estimated_sweep_s": round(total, 0),
+        "estimated_sweep_h": round(total / 3600, 2),
+        "loadavg": list(os.getloadavg()),
+    }
 
 
 def arms(ratio: float, patience: int) -> dict[str, dict[str, Any]]:
@@ -83,18 +174,27 @@ def arms(ratio: float, patience: int) -> dict[str, dict[str, Any]]:
 
 
 def build_spec(
-    *, quick: bool, seeds: list[int], ratio: float, patience: int, tracking_uri: str
+    *,
+    quick: bool,
+    seeds: list[int],
+    ratio: float,
+    patience: int,
+    tracking_uri: str,
+    long: bool = False,
 ) -> Any:
     from service.spec import SweepSpec
 
+    arm_set = long_arms(ratio, patience) if long else arms(ratio, patience)
     return SweepSpec.model_validate(
         {
-            "name": "paper-repro-quick" if quick else "paper-repro",
-            "description": "Fashion-MNIST, small CNN, paper recipe scaled to 2 CPU cores: "
-            "repeats3 / repeats1 / fixed12.5 / paper / relative / paper+prune",
-            "train": base_train(quick=quick),
+            "name": _stem(quick, long).replace("_", "-"),
+            "description": "Fashion-MNIST, small CNN, paper recipe scaled to 2 CPU cores"
+            + (", E = 100" if long and not quick else "")
+            + ": repeats3 / "
+            + " / ".join(arm_set),
+            "train": long_train(quick=quick) if long else base_train(quick=quick),
             "search_space": {"seed": {"grid": seeds}},
-            "arms": arms(ratio, patience),
+            "arms": arm_set,
             "baseline_arm": True,
             "max_concurrent_trials": 2,
             "scaling": {"num_workers": 1, "cpus_per_worker": 1},
@@ -102,6 +202,10 @@ def build_spec(
             "tracking": {"enabled": True, "uri": tracking_uri},
         }
     )
+
+
+def _stem(quick: bool, long: bool) -> str:
+    return "paper_repro" + ("_long" if long else "") + ("_quick" if quick else "")
 
 
 def _arm_name(arm: str | None) -> str:
@@ -249,6 +353,17 @@ def _print_table(arms_stats: dict[str, dict[str, Any]]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="~5 min: 16 epochs, 3k images, 1 seed")
+    ap.add_argument(
+        "--long",
+        action="store_true",
+        help="the paper's budget: E = 100 on 5k images with the InfoBatch arms "
+        "(with --quick: 12 epochs on 400 images, width 4, about a minute)",
+    )
+    ap.add_argument(
+        "--estimate",
+        action="store_true",
+        help="with --long: time one epoch and one evaluation, estimate the full run, exit",
+    )
     ap.add_argument("--seeds", type=int, help="number of seeds (default 3, quick 1)")
     ap.add_argument("--out", default=str(RESULTS), help="results directory")
     ap.add_argument("--ratio", type=float, default=RELATIVE_RATIO, help="relative: ratio")
@@ -257,14 +372,25 @@ def main() -> None:
     setup_logging()
     seeds = list(range(args.seeds or (1 if args.quick else 3)))
     out = Path(args.out).resolve()
-    stem = "paper_repro_quick" if args.quick else "paper_repro"
+    stem = _stem(args.quick, args.long)
+    if args.estimate:
+        est = {"command": command_line(), "date": now_iso(), "machine": machine_info()}
+        est.update(estimate_long(len(seeds)))
+        write_json(Path(args.out).resolve() / "paper_repro_long_estimate.json", est)
+        log.info("long run estimate: %s", {k: v for k, v in est.items() if k != "machine"})
+        return
     work = out / "tmp" / stem
     if work.exists():  # a fresh sweep every time: run_sweep refuses an existing experiment
         shutil.rmtree(work)
     work.mkdir(parents=True)
     uri = f"sqlite:///{work / 'mlflow.db'}"
     spec = build_spec(
-        quick=args.quick, seeds=seeds, ratio=args.ratio, patience=args.patience, tracking_uri=uri
+        quick=args.quick,
+        seeds=seeds,
+        ratio=args.ratio,
+        patience=args.patience,
+        tracking_uri=uri,
+        long=args.long,
     )
     machine = machine_info()
     machine["RAY_worker_niceness"] = ray_worker_priority()
@@ -289,7 +415,7 @@ def main() -> None:
         "date": started,
         "finished": now_iso(),
         "machine": machine,
-        "loadavg_at_end": list(__import__("os").getloadavg()),
+        "loadavg_at_end": list(os.getloadavg()),
         "note": "2-core machine shared with other agents running tests: wall times are noisy; "
         "samples are exact and train_s is per-trial process time on the training loop",
         "sweep_wall_s": round(sweep_wall, 1),

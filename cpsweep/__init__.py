@@ -14,24 +14,29 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 __all__ = [
+    "DATASETS",
+    "MODELS",
     "ControlChannel",
     "CriterionConfig",
     "CriticalPeriod",
     "CriticalPeriodScheduler",
     "Decision",
+    "LoopContext",
     "TrainConfig",
     "tune_channel",
 ]
 
-# public name -> module that defines it. Part B (model/dataset registries, factories)
-# adds its names here.
+# public name -> module that defines it; a new public name goes here and in __all__.
 _HOMES = {
+    "MODELS": "trainables.registry",  # MODELS.register("mine", build): a name, not a factory
+    "DATASETS": "trainables.registry",
     "CriticalPeriod": "trainables.period",
     "Decision": "trainables.period",
     "CriterionConfig": "trainables.config",
     "TrainConfig": "trainables.config",
     "ControlChannel": "trainables.channel",
     "tune_channel": "trainables.channel",
+    "LoopContext": "trainables.user_loop",
     "CriticalPeriodScheduler": "service.scheduler",
 }
 
@@ -40,6 +45,8 @@ if TYPE_CHECKING:
     from trainables.channel import ControlChannel, tune_channel
     from trainables.config import CriterionConfig, TrainConfig
     from trainables.period import CriticalPeriod, Decision
+    from trainables.registry import DATASETS, MODELS
+    from trainables.user_loop import LoopContext
 
 
 def __getattr__(name: str) -> Any:

@@ -5,7 +5,7 @@ what its operator listed: `tracking.uri` equal to the server's own MLflow URI or
 of `CPSWEEP_TRACKING_URIS` (comma-separated; `--allowed-tracking-uri`), and dataset
 roots under `CPSWEEP_DATA_ROOTS` (trainables.dataroots; unset: no `data.root` at all).
 Factories (`model.factory`, `data.factory`: 'module:function', called with the spec's
-kwargs) run code on the cluster: only modules under a prefix in
+kwargs) and a user's `train.loop` run code on the cluster: only modules under a prefix in
 `CPSWEEP_FACTORY_MODULES` (comma-separated; unset: none) are accepted from a caller.
 These checks are text only; the cluster re-checks data roots when it loads them.
 """
@@ -32,7 +32,7 @@ __all__ = [
 TRACKING_URIS_ENV = "CPSWEEP_TRACKING_URIS"
 FACTORY_MODULES_ENV = "CPSWEEP_FACTORY_MODULES"
 _ROOT_KEY = "data.root"
-_FACTORY_KEYS = ("model.factory", "data.factory")
+_FACTORY_KEYS = ("model.factory", "data.factory", "loop")  # train.loop is code too
 
 
 def _listed(env: Mapping[str, str] | None, var: str) -> tuple[str, ...]:

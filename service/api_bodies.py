@@ -17,7 +17,8 @@ from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
 from service.allowlists import data_root_problems, factory_problems, tracking_uri_problem
-from service.spec import LIMITS_CONTEXT, SpecLimits, SweepSpec
+from service.limits import LIMITS_CONTEXT, SpecLimits
+from service.spec import SweepSpec
 
 __all__ = ["MAX_NESTING", "parse_spec", "read_body", "validate_spec"]
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -45,7 +46,8 @@ def _as_int(value: Any) -> int | None:
         return None
 
 
-# service.tracking logs "MLflow: experiment 'x', parent run <32 hex> (<uri>)" at start.
+# service.tracking_writer logs "MLflow: parent run <32 hex> in experiment <id>" once it
+# has created the sweep's run (older versions: "MLflow: experiment 'x', parent run ...").
 _PARENT_LINE = re.compile(r"MLflow: (?:experiment .*, )?(?:resuming )?parent run ([0-9a-f]{32})\b")
 
 
@@ -78,6 +80,12 @@ def sweep_trials(
         return None, "no MLflow tracking URI configured (--mlflow-uri or MLFLOW_TRACKING_URI)"
     if not re.fullmatch(JOB_ID_PATTERN, job_id):
         return None, "invalid job id"
+    db = mlflow_uri[len("sqlite:///") :] if mlflow_uri.startswith("sqlite:///") else None
+    if db is not None and not Path(db).is_file():  # opening it would create an empty one
+        return None, (
+            f"no MLflow database {db} on this machine: it is on the node that ran the job "
+            "(results_host); read it there, or pass a --mlflow-uri this machine reaches"
+        )
     try:
         if mlflow_uri.startswith(("http://", "https://")):
             _probe_http(mlflow_uri, timeout_s)  # MLflow itself retries for minutes

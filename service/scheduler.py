@@ -32,7 +32,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from service.control import get_or_create_control
 from trainables.config import COHORT_KEYS, ConfigError, CriterionConfig, train_dict_for
-from trainables.period import PeriodRule, criterion_config
+from trainables.decide import PeriodRule, criterion_config
 from trainables.wire import (
     CONTROL_MODES,
     END_EPOCH,

@@ -16,7 +16,6 @@ scheduler: {scope: trial, mode: push}
 from __future__ import annotations
 
 import copy
-import math
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -31,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 
+from service.limits import LIMITS_CONTEXT, SpecLimits, check_limits, non_finite
 from trainables.config import (
     COHORT_KEYS,
     ConfigError,
@@ -41,11 +41,8 @@ from trainables.config import (
 )
 
 __all__ = [
-    "LIMITS_CONTEXT",
     "NAME_PATTERN",
-    "SERVER_LIMITS",
     "Dimension",
-    "SpecLimits",
     "SweepSpec",
     "arms_of",
     "build_param_space",
@@ -56,34 +53,11 @@ __all__ = [
 # Letters, digits, '_', '.', '-', starting with a letter or digit: no '.', '..' or hidden
 # names, since the name becomes a directory (runs/<name>) and part of a Ray job id.
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}"
-LIMITS_CONTEXT = "cpsweep_limits"  # validation context key: SweepSpec.model_validate(..., context=)
 _MAX_LIST = 1000  # values in one grid/choice: each is validated as a TrainConfig up front
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-class SpecLimits(BaseModel):
-    """How big a sweep may be. `cpsweep run` and `submit` use these loose defaults; the
-    REST server applies `SERVER_LIMITS` (or what its operator configures)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    max_trials: int = Field(1_000_000, ge=1, description="Trials after grids x arms x num_samples.")
-    max_workers: int = Field(1024, ge=1, description="scaling.num_workers per trial.")
-    max_cpus_per_trial: int = Field(65_536, ge=1, description="num_workers x cpus_per_worker.")
-    max_gpus_per_trial: float = Field(1024, ge=0, description="GPUs of all workers of a trial.")
-    source: str = Field("the local default", description="Named in errors: who set the limit.")
-
-
-SERVER_LIMITS = SpecLimits(
-    max_trials=1000,
-    max_workers=32,
-    max_cpus_per_trial=256,
-    max_gpus_per_trial=16,
-    source="this server (cpsweep serve --max-trials ...)",
-)
 
 
 class Dimension(_Strict):
@@ -277,6 +251,9 @@ class TrackingSpec(_Strict):
         "the rest stays in the tracking log for `cpsweep sync`.",
     )
     plots: bool = Field(True, description="Log each trial's rotation and accuracy charts.")
+    writer_threads: int = Field(
+        8, ge=1, le=64, description="Runs written to an MLflow server side by side."
+    )
     wal_max_mb: int = Field(
         4096,
         ge=1,
@@ -335,7 +312,7 @@ class SweepSpec(_Strict):
     @classmethod
     def _finite(cls, data: Any) -> Any:
         """NaN and infinities are refused anywhere, also inside `train` and grids."""
-        where = _non_finite(data)
+        where = non_finite(data)
         if where is not None:
             path, value = where
             raise ValueError(f"{path}: {value} is not a finite number; give a finite value")
@@ -360,20 +337,6 @@ class SweepSpec(_Strict):
         return self
 
 
-def _non_finite(tree: Any) -> tuple[str, float] | None:
-    """(dotted path, value) of the first NaN/inf float in a parsed tree, else None."""
-    stack: list[tuple[str, Any]] = [("", tree)]
-    while stack:
-        path, node = stack.pop()
-        if isinstance(node, float) and not math.isfinite(node):
-            return path or "<spec>", node
-        if isinstance(node, dict):
-            stack.extend((f"{path}.{k}" if path else str(k), v) for k, v in node.items())
-        elif isinstance(node, list | tuple):
-            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(node))
-    return None
-
-
 def count_trials(spec: SweepSpec) -> int:
     """Trials Tune will create: num_samples x every grid's length x the arms."""
     n = spec.num_samples * max(1, len(arms_of(spec)))
@@ -383,33 +346,18 @@ def count_trials(spec: SweepSpec) -> int:
 
 
 def _check_limits(spec: SweepSpec, limits: SpecLimits) -> None:
-    """ValueError naming the field and the limit when the sweep is too big to run."""
-    by = f"the limit of {limits.source}"
-    trials = count_trials(spec)
-    if trials > limits.max_trials:
-        grids = [f"{p}: {len(d.grid)}" for p, d in spec.search_space.items() if d.grid]
-        raise ValueError(
-            f"search_space x arms x num_samples: {trials:.3g} trials (grids {grids or 'none'}, "
-            f"{max(1, len(arms_of(spec)))} arm(s), num_samples {spec.num_samples}), over "
-            f"{by}, {limits.max_trials}; shrink a grid, the arms or num_samples"
-        )
     sc = spec.scaling
-    if sc.num_workers > limits.max_workers:
-        raise ValueError(
-            f"scaling.num_workers: {sc.num_workers}, over {by}, {limits.max_workers} per trial"
-        )
-    cpus = sc.num_workers * sc.cpus_per_worker
-    if cpus > limits.max_cpus_per_trial:
-        raise ValueError(
-            f"scaling.cpus_per_worker: {sc.num_workers} workers x {sc.cpus_per_worker} CPUs = "
-            f"{cpus} CPUs per trial, over {by}, {limits.max_cpus_per_trial}"
-        )
-    gpus = sc.num_workers * sc.gpus
-    if gpus > limits.max_gpus_per_trial:
-        raise ValueError(
-            f"scaling.use_gpu: {sc.num_workers} workers x {sc.gpus:g} GPUs = "
-            f"{gpus:g} GPUs per trial, over {by}, {limits.max_gpus_per_trial:g}"
-        )
+    grids = {p: len(d.grid) for p, d in spec.search_space.items() if d.grid}
+    check_limits(
+        limits,
+        trials=count_trials(spec),
+        grids=grids,
+        arms=max(1, len(arms_of(spec))),
+        num_samples=spec.num_samples,
+        num_workers=sc.num_workers,
+        cpus_per_worker=sc.cpus_per_worker,
+        gpus_per_worker=sc.gpus,
+    )
 
 
 def _check_train(base: dict[str, Any], overrides: dict[str, Any], where: str) -> None:

@@ -24,6 +24,7 @@ from service.scheduler import CriticalPeriodScheduler
 from service.spec import ScalingSpec, SweepSpec, build_param_space
 from service.usercode import runtime_env_for
 from trainables.config import ConfigError, train_dict_for
+from trainables.imports import import_dirs
 from trainables.wire import END_EPOCH, SWITCH_EPOCH, control_actor_name
 from trainables.worker import TRIAL_RESOURCE, trial_main
 
@@ -165,7 +166,13 @@ def _cuda_on_workers(gpus: float) -> bool:
 
         return bool(torch.cuda.is_available())
 
-    seen = bool(ray.get(probe.remote(), timeout=300))
+    ref = probe.remote()
+    try:
+        seen = bool(ray.get(ref, timeout=300))
+    except ray.exceptions.GetTimeoutError:  # every GPU busy: assume real ones (NCCL)
+        ray.cancel(ref, force=True)
+        log.warning("scaling.use_gpu: no GPU free for 300 s to probe CUDA; assuming NCCL")
+        return True
     if not seen:
         log.warning(
             "scaling.use_gpu: Ray gave a GPU but the process sees no CUDA device; "
@@ -306,6 +313,7 @@ def run_sweep(
         "control_actor": control_name,
         "storage_path": str(out / "train_runs"),
         "measure_energy": spec.accounting.measure_energy,
+        "import_paths": import_dirs(),  # spec directory ($CPSWEEP_IMPORT_PATH), working dir
         **(trial_options or {}),
     }
     if spec.scaling.use_gpu and spec.scaling.resolved_executor == "train":

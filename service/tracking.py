@@ -39,6 +39,7 @@ __all__ = [
     "log_final",
     "prepare_store",
     "resolve_tracking_uri",
+    "writer_threads",
 ]
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,9 @@ class MLflowSweepCallback(Callback):
         )
         configure_client(spec.tracking.request_timeout_s)
         self.wal = WriteAheadLog(out_dir / WAL_NAME, max_bytes=spec.tracking.wal_max_mb * 2**20)
-        self.writer = TrackingWriter(self.wal, self.uri, final=log_final)
+        self.writer = TrackingWriter(
+            self.wal, self.uri, final=log_final, threads=writer_threads(spec, self.uri)
+        )
         if self.uri.startswith("sqlite:"):
             # A local file: create and migrate it before any trial starts (cheap, and
             # nothing else may race its first migration); a server's store is its own.
@@ -137,7 +140,8 @@ class MLflowSweepCallback(Callback):
         if sweep is not None and sweep.created:
             if self.resume:  # a resumed sweep continues its parent run and child runs
                 self.wal.append({"op": "status", "ref": "sweep", "status": "RUNNING"})
-                log.info("MLflow: resuming the sweep's runs (%s)", self.wal.path)
+                if sweep.run_id:  # service/job_trials.py finds a job's run by this line
+                    log.info("MLflow: resuming parent run %s (%s)", sweep.run_id, self.wal.path)
             return
         name = self.spec.tracking.experiment or self.spec.name
         tags = {
@@ -370,6 +374,11 @@ class MLflowSweepCallback(Callback):
             self.wal.path,
             self.out_dir,
         )
+
+
+def writer_threads(spec: SweepSpec, uri: str) -> int:
+    """Connections the writer uses side by side: a server takes several, a sqlite file one."""
+    return 1 if uri.startswith("sqlite:") else spec.tracking.writer_threads
 
 
 def epoch_record(

@@ -1,4 +1,4 @@
-"""A spec's own code (model and data factories): checked on the driver, shipped to the cluster.
+"""A spec's own code (model and data factories, train.loop): checked on the driver, shipped.
 
 The REST server never calls anything here: it validates factory strings as text
 (trainables.config) and leaves importing to the job. `cpsweep run` / `cpsweep train`
@@ -25,6 +25,7 @@ from typing import Any
 from service.spec import SweepSpec, arms_of
 from trainables.config import TrainConfig, set_dotted
 from trainables.imports import IMPORT_PATH_ENV, FactoryError, module_origin, resolve
+from trainables.user_loop import load_loop
 
 __all__ = ["add_import_dir", "factory_configs", "preflight", "runtime_env_for"]
 
@@ -90,6 +91,9 @@ def preflight(spec: SweepSpec) -> int:
             if not callable(fn):
                 raise FactoryError(f"{field}: {section.factory!r} is not callable")
             _check_signature(fn, section.factory, field, kwargs)
+        if cfg.loop is not None and ("train.loop", cfg.loop, ()) not in seen:
+            seen.add(("train.loop", cfg.loop, ()))
+            load_loop(cfg.loop)  # imports it; fit(ctx) itself runs only in trials
     return len(seen)
 
 
@@ -102,10 +106,10 @@ def runtime_env_for(spec: SweepSpec, working_dir: str | Path) -> dict[str, Any]:
     rel_dirs: list[str] = []
     modules: list[str] = []
     for cfg in factory_configs(spec):
-        for section in (cfg.model, cfg.data):
-            if section.factory is None:
+        for target in (cfg.model.factory, cfg.data.factory, cfg.loop):
+            if target is None:
                 continue
-            origin = module_origin(section.factory)
+            origin = module_origin(target)
             if origin is None:
                 continue  # not found here: it must be installed on the cluster
             top = Path(origin).resolve()

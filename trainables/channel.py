@@ -87,9 +87,7 @@ class ControlChannel:
 
     def attach(self, period: CriticalPeriod) -> CriticalPeriod:
         """Wire `period` to the scheduler: its rule override (if any) and directives."""
-        if self.rule is not None:
-            period.use_rule(self.rule.criterion, self.rule.budget)
-        period.control = self
+        period.connect(self)
         return period
 
     def take_metrics(self) -> dict[str, Any]:

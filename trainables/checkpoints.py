@@ -25,9 +25,11 @@ __all__ = [
     "checkpointed_reports",
     "load_checkpoint",
     "newer_checkpoints",
+    "read_reports",
     "replay",
     "save_checkpoint",
     "trial_storage_dir",
+    "write_records",
 ]
 
 log = logging.getLogger(__name__)
@@ -35,9 +37,21 @@ log = logging.getLogger(__name__)
 _REPORTS_FILE = "reports.json"  # every epoch's report so far, to fill gaps in Tune's view
 
 
-def _read_reports(directory: str | Path) -> list[dict[str, Any]]:
+def read_reports(directory: str | Path) -> list[dict[str, Any]]:
+    """The per-epoch reports a checkpoint directory carries ([] if none)."""
     path = Path(directory) / _REPORTS_FILE
     return json.loads(path.read_text()) if path.is_file() else []
+
+
+def write_records(
+    directory: str | Path, meta: dict[str, Any], reports: list[dict[str, Any]]
+) -> None:
+    """meta.json (epoch and decision, for people and tools) and every report so far.
+
+    Written into every checkpoint, the built-in loop's and a user loop's alike.
+    """
+    (Path(directory) / "meta.json").write_text(json.dumps(meta))
+    (Path(directory) / _REPORTS_FILE).write_text(json.dumps(reports))  # last: marks complete
 
 
 def load_checkpoint(run: TrainingRun, ckpt: Any) -> list[dict[str, Any]]:
@@ -46,7 +60,7 @@ def load_checkpoint(run: TrainingRun, ckpt: Any) -> list[dict[str, Any]]:
         return []
     with ckpt.as_directory() as d:
         state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=False)
-        reports = _read_reports(d)
+        reports = read_reports(d)
     run.load_state_dict(state["run"])
     log.info("resumed at epoch %d (switch_epoch=%s)", run.epoch, run.switch_epoch)
     return reports
@@ -56,16 +70,18 @@ def save_checkpoint(run: TrainingRun, reports: list[dict[str, Any]], directory: 
     """The run's state and every report so far (rank 0's rotation curve is in them)."""
     torch.save({"run": run.state_dict()}, Path(directory) / "state.pt")
     meta = {"epoch": run.epoch, "cp_end_epoch": run.cp_end_epoch, "switch_epoch": run.switch_epoch}
-    (Path(directory) / "meta.json").write_text(json.dumps(meta))
-    (Path(directory) / _REPORTS_FILE).write_text(json.dumps(reports))
+    write_records(directory, meta, reports)
     return directory
 
 
 def checkpoint_epoch(directory: str | Path) -> int | None:
-    """The epoch a checkpoint directory written by `save_checkpoint` holds; None if incomplete."""
+    """The epoch a checkpoint directory holds; None if incomplete.
+
+    `write_records` writes last, after the loop's own files (state.pt for the built-in loop).
+    """
     d = Path(directory)
     try:
-        if not (d / "state.pt").is_file() or not (d / _REPORTS_FILE).is_file():
+        if not (d / _REPORTS_FILE).is_file():
             return None
         return int(json.loads((d / "meta.json").read_text())["epoch"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -104,7 +120,7 @@ def trial_storage_dir() -> str | None:
 def checkpointed_reports(checkpoint: ray.train.Checkpoint) -> list[dict[str, Any]]:
     """The per-epoch reports a checkpoint written by `save_checkpoint` carries."""
     with checkpoint.as_directory() as d:
-        return _read_reports(d)
+        return read_reports(d)
 
 
 def replay(

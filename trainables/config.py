@@ -31,6 +31,7 @@ __all__ = [
     "ModelConfig",
     "OptimConfig",
     "PhaseConfig",
+    "PruneConfig",
     "RecipeConfig",
     "TrainConfig",
     "apply_overrides",
@@ -139,7 +140,10 @@ class DataConfig(_Buildable):
         4096, ge=1, description="auto streams built-in image trees whose pixels exceed this."
     )
     workers: int | None = Field(
-        None, ge=0, le=64, description="DataLoader worker processes; None: min(4, CPUs - 1)."
+        None,
+        ge=0,
+        le=64,
+        description="DataLoader worker processes; None: torch CPU threads, at most 4.",
     )
     prefetch: int = Field(2, ge=1, le=64, description="Batches each loader worker prefetches.")
 
@@ -199,6 +203,23 @@ class AugmentConfig(_Strict):
     crop_padding: int = Field(0, ge=0, le=16, description="Random crop after zero padding.")
 
 
+class PruneConfig(_Strict):
+    """Loss-aware pruning of one phase (InfoBatch, trainables/infobatch.py)."""
+
+    method: Literal["infobatch"] = Field(
+        "infobatch", description="infobatch: drop a share of the samples with below-mean loss."
+    )
+    ratio: float = Field(
+        0.5, gt=0, lt=1, description="Share of the below-mean-loss samples left out each epoch."
+    )
+    anneal: float = Field(
+        0.875,
+        gt=0,
+        le=1,
+        description="Full data again from epoch ceil(anneal * E) + 1 (1: prune to the end).",
+    )
+
+
 class PhaseConfig(_Strict):
     """Settings of every halting-capable training component during one phase."""
 
@@ -216,6 +237,18 @@ class PhaseConfig(_Strict):
     cutmix_alpha: float = Field(
         0.0, ge=0, le=10, description="CutMix with lam ~ Beta(alpha, alpha) per batch; 0 = off."
     )
+    prune: PruneConfig | None = Field(
+        None, description="Loss-aware pruning (InfoBatch) in this phase; None = off."
+    )
+
+    @model_validator(mode="after")
+    def _one_pruning(self) -> PhaseConfig:
+        if self.prune is not None and self.data_fraction < 1:
+            raise ValueError(
+                f"prune (method {self.prune.method!r}) and data_fraction={self.data_fraction} "
+                "both prune the data; set data_fraction to 1 or prune to null"
+            )
+        return self
 
 
 class RecipeConfig(_Strict):
@@ -235,6 +268,11 @@ class RecipeConfig(_Strict):
         "switch + ceil((E - switch) * anneal_ratio).",
     )
     augmentation: AugmentConfig = Field(default_factory=AugmentConfig)
+
+    @property
+    def prunes(self) -> bool:
+        """Some phase prunes by loss: the run keeps a per-sample loss table."""
+        return self.critical.prune is not None or self.after.prune is not None
 
 
 class CriterionConfig(_Strict):
@@ -273,6 +311,16 @@ class TrainConfig(_Strict):
     )
     eval_every: int = Field(1, ge=1, description="Evaluate every N epochs (and the last).")
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads; None = default.")
+    loop: str | None = Field(
+        None,
+        description="Your own training loop, 'package.module:function', called as fn(ctx) "
+        "in every trial (trainables/user_loop.py); None runs the built-in loop.",
+    )
+
+    @field_validator("loop")
+    @classmethod
+    def _check_loop(cls, v: str | None) -> str | None:
+        return None if v is None else check_target(v, "loop")
 
 
 def format_validation_error(err: ValidationError, prefix: str = "") -> str:

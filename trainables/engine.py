@@ -26,6 +26,7 @@ from torch import nn
 from trainables.augment import augment_batch, make_generator
 from trainables.config import OptimConfig, TrainConfig
 from trainables.data import Dataset
+from trainables.infobatch import LossTable, all_gather_cat
 from trainables.mixing import make_mix_rng, mix_batch, mixed_cross_entropy
 from trainables.models import build_model
 from trainables.period import CriticalPeriod
@@ -33,6 +34,7 @@ from trainables.recipes import Phase, phase_for_epoch
 from trainables.rotation import LayerRotation, unwrap_model
 from trainables.sources import load_training_data
 from trainables.streaming import RecipeSampler, StreamData, make_batches
+from trainables.wire import PRUNED_FRACTION, SAMPLES, SAMPLES_TOTAL
 
 __all__ = ["NonFiniteLossError", "TrainingRun", "lr_factor", "select_device"]
 
@@ -126,6 +128,9 @@ class TrainingRun:
         self.sampler = RecipeSampler(
             self.data.train_y, seed=cfg.seed, rank=rank, world_size=world_size
         )
+        # Loss-aware pruning: the last loss of every sample, from the steps' own forward pass.
+        n_train = int(self.data.train_y.numel())
+        self.loss_table = LossTable(n_train, self.device) if cfg.recipe.prunes else None
         self._data_device = torch.device("cpu")
         if isinstance(self.data, Dataset):
             nbytes = self.data.train_x.numel() * self.data.train_x.element_size()
@@ -228,13 +233,20 @@ class TrainingRun:
         lr = cfg.optim.lr * lr_factor(cfg.optim, epoch, cfg.epochs)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        self.sampler.set_epoch(epoch, phase)
+        plan = None
+        if phase.prune is not None and self.loss_table is not None:
+            plan = self.loss_table.plan(ratio=phase.prune.ratio, seed=cfg.seed, epoch=epoch)
+        self.sampler.set_epoch(epoch, phase, None if plan is None else plan.keep)
+        weights = None if plan is None else plan.weights.to(self.device)
+        order = self.sampler.indices().to(self.device) if self.loss_table is not None else None
+        recorded: list[torch.Tensor] = []  # per-sample losses in the order's sequence
         local_bs = cfg.batch_size // self.world_size
         g = make_generator(self.device, cfg.seed, epoch, self.rank)
         mix_rng = make_mix_rng(cfg.seed, epoch, self.rank)
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)  # float: mixed batches score lam / 1-lam
+        start = 0  # position of the batch in this rank's order
         for xb, yb in self.batches.train_batches(self.sampler, local_bs):
             x = self._prepare(xb, phase, g)
             y = yb.to(self.device, non_blocking=True)
@@ -243,7 +255,17 @@ class TrainingRun:
                 self.device.type, self._amp_dtype, enabled=self._amp_dtype is not None
             ):
                 logits = self.model(x)
-                loss = mixed_cross_entropy(logits, mix)
+                per: torch.Tensor | None = None
+                if weights is None or order is None:
+                    loss = mixed_cross_entropy(logits, mix)
+                else:  # kept low-loss samples count 1 / (1 - ratio): unbiased epoch gradient
+                    per = mixed_cross_entropy(logits.float(), mix, reduction="none")
+                    loss = (per * weights[order[start : start + y.numel()]]).mean()
+            if order is not None:  # each sample's loss from this forward pass (no extra pass)
+                if per is None:
+                    per = mixed_cross_entropy(logits.detach().float(), mix, reduction="none")
+                recorded.append(per.detach())
+            start += y.numel()
             self.optimizer.zero_grad(set_to_none=True)
             if self._scaler is not None:
                 self._scaler.scale(loss).backward()
@@ -258,6 +280,9 @@ class TrainingRun:
             if mix.lam < 1.0:  # credit the partner's label by its share
                 hit = mix.lam * hit + (1.0 - mix.lam) * (pred == mix.y2)
             correct += hit.sum()
+        if self.loss_table is not None and order is not None and recorded:
+            gather = all_gather_cat if self.distributed else None
+            self.loss_table.update(order, torch.cat(recorded), gather)
         count = torch.tensor(len(self.sampler), device=self.device)
         total_loss, total_correct, total = self._reduce([loss_sum, correct, count])
         if not math.isfinite(total_loss):
@@ -270,7 +295,8 @@ class TrainingRun:
             "train/loss": total_loss / total,
             "train/acc": total_correct / total,
             "lr": lr,
-            "samples": int(total),
+            SAMPLES: int(total),
+            PRUNED_FRACTION: 0.0 if plan is None else plan.pruned_fraction,
         }
 
     @torch.no_grad()
@@ -306,7 +332,7 @@ class TrainingRun:
             metrics.update(self.evaluate())
         t3 = time.perf_counter()
         self.epoch = epoch
-        self.samples_total += metrics["samples"]
+        self.samples_total += metrics[SAMPLES]
         metrics.update(decision.metrics())
         metrics.update(
             {
@@ -315,7 +341,7 @@ class TrainingRun:
                 "recipe/augment": int(phase.augment),
                 "recipe/mixup_alpha": phase.mixup_alpha,
                 "recipe/cutmix_alpha": phase.cutmix_alpha,
-                "samples_total": self.samples_total,
+                SAMPLES_TOTAL: self.samples_total,
                 "time/train_s": t1 - t0,
                 "time/rotation_s": t2 - t1,
                 "time/eval_s": t3 - t2,
@@ -334,6 +360,7 @@ class TrainingRun:
             "period": self.period.state_dict(),
             "epoch": self.epoch,
             "samples_total": self.samples_total,
+            "loss_table": self.loss_table.state_dict() if self.loss_table is not None else None,
             "rng": {
                 "torch": torch.get_rng_state(),
                 "numpy": np.random.get_state(),
@@ -350,6 +377,8 @@ class TrainingRun:
         self.period.load_state_dict(state["period"])
         self.epoch = int(state["epoch"])
         self.samples_total = int(state["samples_total"])
+        if self.loss_table is not None and state.get("loss_table") is not None:
+            self.loss_table.load_state_dict(state["loss_table"])
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from trainables.config import TrainConfig
-from trainables.engine import TrainingRun
+from trainables.engine import TrainingRun, select_device
 from trainables.progress import progress_line
+from trainables.user_loop import run_user_loop
+from trainables.wire import END_EPOCH, EPOCH, ROTATION_PREFIX, SWITCH_EPOCH
 
 __all__ = ["summarize", "train_local"]
 
@@ -43,6 +45,8 @@ def train_local(cfg: TrainConfig, out_dir: str | Path) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(cfg.model_dump_json(indent=2))
     t0 = time.perf_counter()
+    if cfg.loop is not None:
+        return _train_user_loop(cfg, out, t0)
     run = TrainingRun(cfg)
     log.info(
         "training %s on %s (%d train / %d val) on %s, criterion=%s, budget=%d epochs",
@@ -63,5 +67,42 @@ def train_local(cfg: TrainConfig, out_dir: str | Path) -> dict[str, Any]:
             fh.flush()
             log.info(progress_line(m, cfg.epochs))
     summary = summarize(history, run, time.perf_counter() - t0)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+class _LocalSession:
+    """`cpsweep train` with `train.loop`: the user's loop in this process, reports to disk."""
+
+    rank, world = 0, 1
+
+    def __init__(self, cfg: TrainConfig, fh: Any) -> None:
+        self.cfg, self.fh = cfg, fh
+        self.device = select_device(cfg.device)
+        self.history: list[dict[str, Any]] = []
+
+    def report(self, m: dict[str, Any], directory: str | None = None) -> None:
+        self.history.append(m)
+        self.fh.write(json.dumps(m) + "\n")
+        self.fh.flush()
+        log.info(progress_line(m, self.cfg.epochs))
+
+
+def _train_user_loop(cfg: TrainConfig, out: Path, t0: float) -> dict[str, Any]:
+    log.info("training with train.loop %s with the %s rule", cfg.loop, cfg.criterion.name)
+    with (out / "history.jsonl").open("w") as fh:
+        session = _LocalSession(cfg, fh)
+        run_user_loop(cfg, session, checkpoint=None, channel=None, meter=None)
+    last = session.history[-1] if session.history else {}
+    summary = {
+        "epochs": last.get(EPOCH, 0),
+        "cp_end_epoch": last.get(END_EPOCH),
+        "switch_epoch": last.get(SWITCH_EPOCH),
+        "wall_s": round(time.perf_counter() - t0, 3),
+        "criterion": cfg.criterion.name,
+        "loop": cfg.loop,
+        "device": str(session.device),
+        "last": {k: v for k, v in last.items() if not k.startswith(ROTATION_PREFIX)},
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

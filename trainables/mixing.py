@@ -80,10 +80,11 @@ def mix_batch(
     return out, Mix(y, y[perm], lam)
 
 
-def mixed_cross_entropy(logits: torch.Tensor, mix: Mix) -> torch.Tensor:
-    """lam * CE(logits, y) + (1 - lam) * CE(logits, y2); plain CE when nothing was mixed."""
+def mixed_cross_entropy(logits: torch.Tensor, mix: Mix, reduction: str = "mean") -> torch.Tensor:
+    """lam * CE(logits, y) + (1 - lam) * CE(logits, y2); plain CE when nothing was mixed.
+    reduction='none' gives each sample's loss (what loss-aware pruning records)."""
     if mix.lam == 1.0:
-        return F.cross_entropy(logits, mix.y)
-    return mix.lam * F.cross_entropy(logits, mix.y) + (1.0 - mix.lam) * F.cross_entropy(
-        logits, mix.y2
-    )
+        return F.cross_entropy(logits, mix.y, reduction=reduction)
+    return mix.lam * F.cross_entropy(logits, mix.y, reduction=reduction) + (
+        1.0 - mix.lam
+    ) * F.cross_entropy(logits, mix.y2, reduction=reduction)

@@ -8,29 +8,33 @@ trial (the built-in loop and a user's `train.loop`) and `CriticalPeriodScheduler
         train_one_epoch(model, repeats=3 if cp.critical else 1)
         d = cp.step()      # d.rotation, d.value, d.end_epoch, d.switch_epoch
 
-`PeriodRule` is the model-free part (a rotation curve fed one epoch at a time,
-tolerant of retries), which the scheduler uses on reported values. A `control`
+The decisions themselves are pure functions in trainables/decide.py (the
+scheduler runs the same `PeriodRule` on reported values). A `control`
 (trainables/channel.py in a Ray trial) lets a scheduler override the rule or
-impose a switch (cohort); `ruling` is the one pure function that turns the
-trial's own verdict and the scheduler's directive into a switch, and
-`switch_epoch_for` the one place where the switch epoch is computed. Under
-torch.distributed every rank calls `step()`; rank 0's decision is broadcast.
+impose a switch (cohort). Under torch.distributed every rank calls `step()`;
+rank 0's decision is broadcast.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import torch
 import torch.distributed as dist
-from pydantic import ValidationError
 from torch import nn
 
-from trainables.config import ConfigError, CriterionConfig, format_validation_error
-from trainables.criteria import CriterionState, Verdict
+from trainables.config import CriterionConfig
+from trainables.decide import (
+    SOURCES,
+    CriterionLike,
+    PeriodRule,
+    Ruling,
+    criterion_config,
+    ruling,
+    switch_epoch_for,
+)
 from trainables.rotation import LayerPredicate, LayerRotation
 from trainables.wire import (
     END_EPOCH,
@@ -40,156 +44,13 @@ from trainables.wire import (
     ROTATION_PREFIX,
     SWITCH_EPOCH,
     Directive,
+    Rule,
     stat_key,
 )
 
-__all__ = [
-    "Control",
-    "CriticalPeriod",
-    "Decision",
-    "PeriodRule",
-    "Ruling",
-    "criterion_config",
-    "criterion_state",
-    "ruling",
-    "switch_epoch_for",
-]
+__all__ = ["Control", "CriticalPeriod", "Decision"]
 
 log = logging.getLogger(__name__)
-
-CriterionLike = str | CriterionConfig | Mapping[str, Any] | None
-_SOURCES = ("rule", "scheduler", "cohort", "forced")  # who ended a period (broadcast by index)
-
-
-def criterion_config(criterion: CriterionLike = None, **overrides: Any) -> CriterionConfig:
-    """A CriterionConfig from a rule name, a config or a dict, plus non-None field overrides."""
-    if isinstance(criterion, CriterionConfig):
-        base: dict[str, Any] = criterion.model_dump()
-    elif isinstance(criterion, str):
-        base = {"name": criterion}
-    elif isinstance(criterion, Mapping):
-        base = dict(criterion)
-    elif criterion is None:
-        base = {}
-    else:
-        raise ConfigError(
-            f"criterion={criterion!r}: pass a rule name ('paper', 'relative', 'fixed', "
-            "'never'), a CriterionConfig or a dict"
-        )
-    base.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return CriterionConfig.model_validate(base)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, "criterion")) from None
-
-
-def criterion_state(cfg: CriterionConfig, budget: int | None) -> CriterionState:
-    """The incremental rule for `cfg` over an epoch budget."""
-    try:
-        return CriterionState(
-            cfg.name,
-            budget=budget,
-            window=cfg.window,
-            threshold_deg=cfg.threshold_deg,
-            ratio=cfg.ratio,
-            patience=cfg.patience,
-            fraction=cfg.fraction,
-        )
-    except ValueError as exc:
-        raise ConfigError(f"criterion {cfg.name!r} with budget={budget}: {exc}") from None
-
-
-def switch_epoch_for(epoch: int, *, end: int | None = None, forced: int | None = None) -> int:
-    """First epoch of the post-period recipe, decided after `epoch` has been trained.
-
-    From the period's `end` it is the next epoch (end + 1); a switch `forced` by the
-    scheduler applies as given. Either way never an epoch already trained.
-    """
-    if forced is not None:
-        return max(int(forced), epoch + 1)
-    if end is None:
-        raise ValueError("switch_epoch_for needs end or forced")
-    return max(int(end), epoch) + 1
-
-
-@dataclass(frozen=True)
-class Ruling:
-    """A decision to end the period: at `end`, post-period recipe from `switch`."""
-
-    end: int
-    switch: int
-    source: str  # "rule" (the trial's own), "scheduler" (its verdict), "cohort", ...
-
-
-def ruling(
-    mode: str, epoch: int, own_end: int | None, d: Directive | None, *, after_report: bool = False
-) -> Ruling | None:
-    """What to apply after `epoch`, from the trial's own verdict and the scheduler's directive.
-
-    push: the trial's own rule decides (zero lag). async: the scheduler's latest
-    verdict, however late. sync, after the report: the scheduler's verdict on this
-    epoch. In every mode a switch the scheduler forces (cohort) applies.
-    """
-    if after_report:
-        if d is None or d.verdict_epoch < epoch:
-            return None
-        if d.verdict_end is not None:
-            return _from_end(epoch, d.verdict_end, "scheduler")
-    elif mode == "push" and own_end is not None:
-        return _from_end(epoch, own_end, "rule")
-    elif mode == "async" and d is not None and d.verdict_end is not None:
-        return _from_end(epoch, d.verdict_end, "scheduler")
-    if d is not None and d.switch_epoch is not None:
-        switch = switch_epoch_for(epoch, forced=d.switch_epoch)
-        return Ruling(switch - 1, switch, d.switch_source or "scheduler")
-    return None
-
-
-def _from_end(epoch: int, end: int, source: str) -> Ruling:
-    return Ruling(end, switch_epoch_for(epoch, end=end), source)
-
-
-class PeriodRule:
-    """A criterion over a rotation curve fed one epoch at a time (no model needed).
-
-    `observe` tolerates what reports do after failures: an epoch seen again (a
-    retry) rebuilds the rule on the kept prefix; skipped epochs hold the last value.
-    """
-
-    def __init__(self, criterion: CriterionConfig, budget: int | None) -> None:
-        self.criterion, self.budget = criterion, budget
-        self._state = criterion_state(criterion, budget)
-        self.last = Verdict(None, None)
-
-    @property
-    def history(self) -> list[float]:
-        return self._state.history
-
-    @property
-    def detected_end(self) -> int | None:
-        return self._state.end_epoch
-
-    def observe(self, epoch: int, rotation: float) -> Verdict:
-        seen = len(self.history)
-        if epoch <= seen:
-            self._rebuild(self.history[: epoch - 1])
-        elif epoch > seen + 1:
-            log.warning("epochs %d..%d never observed; holding the last value", seen + 1, epoch - 1)
-            for _ in range(epoch - seen - 1):
-                self._state.update(self.history[-1] if self.history else rotation)
-        self.last = self._state.update(rotation)
-        return self.last
-
-    def use(self, criterion: CriterionConfig, budget: int | None) -> None:
-        """Switch to another criterion (a scheduler's override) and re-judge the curve."""
-        self.criterion, self.budget = criterion, budget
-        self._rebuild(list(self.history))
-
-    def _rebuild(self, history: list[float]) -> None:
-        self._state = criterion_state(self.criterion, self.budget)
-        self.last = Verdict(None, None)
-        for v in history:
-            self.last = self._state.update(v)
 
 
 @dataclass(frozen=True)
@@ -228,6 +89,7 @@ class Control(Protocol):
     """A scheduler's end of the period (trainables/channel.py implements it for Ray)."""
 
     mode: str  # the requested mode, the same on every rank
+    rule: Rule | None  # the scheduler's criterion and budget, when it overrides the trial's
 
     def directive(self) -> Directive | None: ...
 
@@ -280,10 +142,12 @@ class CriticalPeriod:
         )
         self.rule = PeriodRule(cfg, budget)
         self.rotation = LayerRotation(model, layers)
-        self.control = control
+        self.control: Control | None = None
         self.epoch = 0  # last epoch stepped
         self.last: Decision | None = None
         self._applied = _Applied()
+        if control is not None:
+            self.connect(control)
 
     # -- state ------------------------------------------------------------------------------
 
@@ -368,7 +232,14 @@ class CriticalPeriod:
             self._adopt(Ruling(switch - 1, switch, "forced"), self.epoch)
         else:
             end = self.epoch if epoch is None else epoch
-            self._adopt(_from_end(self.epoch, end, "forced"), self.epoch)
+            switch = switch_epoch_for(self.epoch, end=end)
+            self._adopt(Ruling(end, switch, "forced"), self.epoch)
+
+    def connect(self, control: Control) -> None:
+        """Take directives from a scheduler from now on, and its rule if it overrides ours."""
+        if control.rule is not None:
+            self.use_rule(control.rule.criterion, control.rule.budget)
+        self.control = control
 
     def use_rule(self, criterion: CriterionLike, budget: int | None) -> None:
         """Adopt another criterion and budget (a scheduler's override); re-judges the curve."""
@@ -430,11 +301,11 @@ def _broadcast(r: Ruling | None, device: torch.device) -> Ruling | None:
         return r
     if dist.get_backend() == "nccl" and device.type != "cuda":
         device = torch.device("cuda", torch.cuda.current_device())
-    source = _SOURCES.index(r.source) if r is not None and r.source in _SOURCES else -1
+    source = SOURCES.index(r.source) if r is not None and r.source in SOURCES else -1
     row = [-1, -1, -1] if r is None else [r.end, r.switch, source]
     t = torch.tensor(row, dtype=torch.long, device=device)
     dist.broadcast(t, src=0)
     end, switch, source = (int(v) for v in t.tolist())
     if switch < 0:
         return None
-    return Ruling(end, switch, _SOURCES[source] if source >= 0 else "scheduler")
+    return Ruling(end, switch, SOURCES[source] if source >= 0 else "scheduler")

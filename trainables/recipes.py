@@ -6,6 +6,9 @@ data fraction, Mixup/CutMix alphas). Fukase et al. (arXiv 2506.15954) see the tr
 per epoch, independently augmented, during the period and once afterwards. With
 pruning, a stratified random fraction of the data is used after the period
 until the annealing point `switch + ceil((E - switch) * r)`, then the full set.
+A phase's `prune` (loss-aware, InfoBatch: trainables/infobatch.py) instead chooses the
+epoch's samples from their last losses, until epoch ceil(anneal * E); the engine hands
+that choice to `epoch_indices` as the epoch's base set.
 New components (RandAugment, SAM, ...) become fields of `PhaseConfig`, as Mixup and
 CutMix did; the scheduler only ever moves the switch epoch.
 """
@@ -17,10 +20,18 @@ from dataclasses import dataclass
 
 import torch
 
-from trainables.config import PhaseConfig, RecipeConfig
+from trainables.config import PhaseConfig, PruneConfig, RecipeConfig
 from trainables.data import stratified_subset
+from trainables.infobatch import anneal_epoch as prune_anneal_epoch
 
-__all__ = ["Phase", "anneal_epoch", "epoch_indices", "phase_for_epoch", "shard_indices"]
+__all__ = [
+    "Phase",
+    "anneal_epoch",
+    "epoch_indices",
+    "phase_for_epoch",
+    "shard_indices",
+    "step_bounds",
+]
 
 
 @dataclass(frozen=True)
@@ -32,10 +43,21 @@ class Phase:
     data_fraction: float
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
+    prune: PruneConfig | None = None  # loss-aware pruning this epoch (None: off or annealed)
 
     @classmethod
-    def of(cls, name: str, cfg: PhaseConfig, data_fraction: float | None = None) -> Phase:
+    def of(
+        cls,
+        name: str,
+        cfg: PhaseConfig,
+        data_fraction: float | None = None,
+        epoch: int = 0,
+        budget: int = 0,
+    ) -> Phase:
         frac = cfg.data_fraction if data_fraction is None else data_fraction
+        prune = cfg.prune
+        if prune is not None and epoch >= prune_anneal_epoch(budget, prune.anneal):
+            prune = None  # InfoBatch's annealing: the last epochs see the full data
         return cls(
             name,
             cfg.repeats,
@@ -44,6 +66,7 @@ class Phase:
             frac,
             cfg.mixup_alpha,
             cfg.cutmix_alpha,
+            prune,
         )
 
 
@@ -59,7 +82,7 @@ def phase_for_epoch(
 ) -> Phase:
     """Component settings for 1-based `epoch`, given the first post-period epoch (or None)."""
     if switch_epoch is None or epoch < switch_epoch:
-        return Phase.of("critical", recipe.critical)
+        return Phase.of("critical", recipe.critical, epoch=epoch, budget=budget)
     after = recipe.after
     if (
         after.data_fraction < 1
@@ -67,18 +90,28 @@ def phase_for_epoch(
         and epoch >= anneal_epoch(switch_epoch, budget, recipe.anneal_ratio)
     ):
         return Phase.of("anneal", after, data_fraction=1.0)
-    return Phase.of("after", after)
+    return Phase.of("after", after, epoch=epoch, budget=budget)
 
 
-def epoch_indices(labels: torch.Tensor, phase: Phase, *, seed: int, epoch: int) -> torch.Tensor:
+def epoch_indices(
+    labels: torch.Tensor,
+    phase: Phase,
+    *,
+    seed: int,
+    epoch: int,
+    base: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Global sample order of one epoch: a stratified fraction, `repeats` times, shuffled.
 
     Each repeat of a sample lands in a different batch and is augmented with its
     own random parameters. The subset is drawn afresh every epoch (seeded), so
-    pruning visits all of the data over time.
+    pruning visits all of the data over time. `base` (the loss-aware pruning's kept
+    indices) replaces the epoch's set of samples.
     """
     n = labels.numel()
-    if phase.data_fraction < 1:
+    if base is not None:
+        base = base.reshape(-1).to(torch.int64).cpu()
+    elif phase.data_fraction < 1:
         keep = max(int(labels.unique().numel()), round(n * phase.data_fraction))
         base = stratified_subset(labels, keep, seed=seed * 100_003 + epoch)
     else:
@@ -89,9 +122,24 @@ def epoch_indices(labels: torch.Tensor, phase: Phase, *, seed: int, epoch: int) 
 
 
 def shard_indices(indices: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
-    """This rank's share; padded by wrapping so every rank runs the same number of steps."""
+    """This rank's share, dealt round-robin: every entry lands on exactly one rank and the
+    shares differ by at most one (no padding, no gaps). Only an order shorter than the
+    number of ranks is repeated, so that every rank holds at least one sample."""
     if world_size == 1:
         return indices
-    per_rank = math.ceil(indices.numel() / world_size)
-    padded = torch.cat([indices, indices[: per_rank * world_size - indices.numel()]])
-    return padded[rank::world_size]
+    if indices.numel() < world_size:
+        indices = indices.repeat(math.ceil(world_size / max(1, indices.numel())))[:world_size]
+    return indices[rank::world_size]
+
+
+def step_bounds(n_local: int, n_min: int, batch_size: int) -> list[tuple[int, int]]:
+    """(start, stop) of each step's batch within a rank's share of `n_local` samples.
+
+    DDP needs every rank to take the same number of steps: each takes
+    ceil(n_min / batch_size), where `n_min` is the smallest share; a larger share's
+    extra sample joins its last batch. With one rank this is plain batching.
+    """
+    steps = max(1, math.ceil(n_min / batch_size))
+    bounds = [(i * batch_size, min((i + 1) * batch_size, n_local)) for i in range(steps)]
+    bounds[-1] = (bounds[-1][0], n_local)
+    return bounds

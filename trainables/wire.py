@@ -21,10 +21,13 @@ __all__ = [
     "HANDSHAKE_S",
     "LAG_EPOCHS",
     "MODE",
+    "PRUNED_FRACTION",
     "RATE_RATIO",
     "REPLAYED",
     "ROTATION_MEAN",
     "ROTATION_PREFIX",
+    "SAMPLES",
+    "SAMPLES_TOTAL",
     "STAT_KEYS",
     "SWITCH_EPOCH",
     "Directive",
@@ -45,6 +48,9 @@ HANDSHAKE_S = "cp/handshake_s"  # time spent talking to the scheduler since the 
 MODE = "cp/mode"  # control mode the trial ran with
 LAG_EPOCHS = "cp/lag_epochs"  # epochs the switch landed after the first possible one
 REPLAYED = "cp/replayed"  # a report resent from a checkpoint after a resume
+SAMPLES = "samples"  # training samples processed this epoch (all ranks, repeats counted)
+SAMPLES_TOTAL = "samples_total"  # the same, summed over the epochs so far
+PRUNED_FRACTION = "recipe/pruned_fraction"  # share of the data loss-aware pruning left out
 
 STAT_KEYS = {"paper": ANGLE, "relative": RATE_RATIO}
 

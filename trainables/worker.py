@@ -42,6 +42,7 @@ from trainables.checkpoints import (
 from trainables.config import TrainConfig, train_dict_for
 from trainables.energy import EnergyMeter
 from trainables.engine import NonFiniteLossError, TrainingRun
+from trainables.user_loop import run_user_loop
 from trainables.wire import ROTATION_MEAN, SWITCH_EPOCH, control_actor_name
 
 __all__ = [
@@ -168,6 +169,9 @@ def run_loop(config: dict[str, Any], session: _TrainSession | _InlineSession) ->
     rank, world, device = session.rank, session.world, session.device
     cfg = TrainConfig.model_validate(config["train"])
     torch.set_num_threads(int(config.get("threads_per_worker", 1)))
+    if cfg.loop is not None:
+        _run_user_loop(config, session, cfg)
+        return
     run = TrainingRun(cfg, device=device, rank=rank, world_size=world)
     reports = load_checkpoint(run, session.checkpoint())  # filled on rank 0 only
     if session.replay_after is not None:  # results Tune may not have kept: resend them
@@ -216,6 +220,33 @@ def run_loop(config: dict[str, Any], session: _TrainSession | _InlineSession) ->
         _maybe_inject_fault(config, m["epoch"], rank)
         run.period.after_report()  # sync mode: the scheduler's verdict on this epoch
     meter.stop()
+
+
+def _run_user_loop(
+    config: dict[str, Any], session: _TrainSession | _InlineSession, cfg: TrainConfig
+) -> None:
+    """`train.loop`: the user's fit(ctx) with the same channel, checkpoints and reports."""
+    ckpt = session.checkpoint()
+    if session.replay_after is not None and ckpt is not None:
+        replay(checkpointed_reports(ckpt), session.replay_after, None, session.report)
+    channel = ControlChannel(
+        config["trial_id"], config.get("control_actor"), config["mode"], session.rank
+    )
+    meter = EnergyMeter(
+        enabled=bool(config.get("measure_energy", True)), use_gpu=session.device.type == "cuda"
+    )
+    meter.start()
+    try:
+        run_user_loop(
+            cfg,
+            session,
+            checkpoint=ckpt,
+            channel=channel,
+            meter=meter,
+            import_paths=config.get("import_paths", ()),
+        )
+    finally:
+        meter.stop()
 
 
 # -- the Tune trial -----------------------------------------------------------------------
@@ -321,6 +352,7 @@ def trial_main(config: dict[str, Any]) -> None:
         "error_file": str(Path(opts["storage_path"]) / f"train-{trial_id}" / "cpsweep_error.txt"),
         "fault_kill_epoch": opts.get("fault_kill_epoch"),
         "fault_marker": opts.get("fault_marker"),
+        "import_paths": list(opts.get("import_paths", ())),  # where train.loop's module lies
         "rendezvous": opts.get("rendezvous"),
     }
     error_file = Path(loop_config["error_file"])

@@ -15,17 +15,6 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    from service.sweep import init_ray
-
-    init_ray(None)
-    yield
-    ray.shutdown()
-
-
 def _spec(tmp: Path, **changes: Any):
     from service.spec import SweepSpec
 

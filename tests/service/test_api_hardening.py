@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.integration.test_cluster_jobs import Api
 from tests.servers import VENV_BIN, Processes, base_env, free_port, wait_http
 
 pytestmark = pytest.mark.integration
@@ -56,15 +57,9 @@ class HungDashboard:
 
 
 @dataclass
-class Server:
-    url: str
-    token: str
+class Server(Api):  # url, token and the bearer header, plus what these tests inspect
     log: Path
     port: int
-
-    @property
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
 
 
 @pytest.fixture(scope="module")
@@ -332,3 +327,5 @@ def test_factories_from_callers_are_refused(server: Server) -> None:
     assert d["loc"] == ["train", "data", "factory"] and "CPSWEEP_FACTORY_MODULES" in d["msg"]
     arm = SPEC + "arms: {a: {model.name: null, model.factory: 'os:system'}}\n"
     assert post(server, arm).json()["detail"][0]["loc"] == ["arms", "a", "model.factory"]
+    loop = SPEC.replace("epochs: 2,", "epochs: 2, loop: 'os:system',")
+    assert post(server, loop).json()["detail"][0]["loc"] == ["train", "loop"]

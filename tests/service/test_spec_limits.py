@@ -12,7 +12,8 @@ from pydantic import ValidationError
 
 from service.api_guards import HeavyGate, RayGate
 from service.jobs import RayToken, RayUnreachable
-from service.spec import LIMITS_CONTEXT, SERVER_LIMITS, SpecLimits, SweepSpec, count_trials
+from service.limits import LIMITS_CONTEXT, SERVER_LIMITS, SpecLimits
+from service.spec import SweepSpec, count_trials
 
 BASE = {"name": "lim", "train": {"epochs": 2, "data": {"name": "digits"}}}
 

@@ -254,7 +254,7 @@ def test_cpsweep_train_finds_the_example_modules_beside_its_spec(
     spec = Path(__file__).resolve().parents[2] / "examples" / "vit" / "spec.yaml"
     out = tmp_path / "out"
     sets = ["train.epochs=6", "train.data.train_subset=300", "train.data.workers=0"]
-    sets += ["train.model.kwargs.dim=16"]
+    sets += ["train.model.kwargs.dim=16", "train.num_threads=1"]
     args = ["train", str(spec), "--output-dir", str(out)]
     assert main([*args, *(a for kv in sets for a in ("--set", kv))]) == 0
     summary = json.loads((out / "summary.json").read_text())

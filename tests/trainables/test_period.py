@@ -13,7 +13,8 @@ from torch import nn
 from tests.reference import reference_paper_end
 from trainables.config import ConfigError
 from trainables.criteria import end_epoch
-from trainables.period import CriticalPeriod, ruling, switch_epoch_for
+from trainables.decide import ruling, switch_epoch_for
+from trainables.period import CriticalPeriod
 from trainables.wire import (
     ANGLE,
     END_EPOCH,

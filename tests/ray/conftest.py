@@ -1,0 +1,16 @@
+"""One local Ray instance per test module (start-up costs ~15 s on 2 cores)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    from service.sweep import init_ray
+
+    init_ray(None)
+    yield
+    ray.shutdown()
