@@ -66,7 +66,12 @@ class JobsBackend(Protocol):
 
     def ping(self) -> None: ...
     def submit(
-        self, spec: SweepSpec, *, mlflow_uri: str | None, output_root: str, python: str
+        self,
+        spec: SweepSpec,
+        *,
+        mlflow_uri: str | None,
+        output_root: str | None,
+        python: str | None,
     ) -> str: ...
     def list(self) -> list[JobInfo]: ...
     def info(self, job_id: str) -> JobInfo: ...
@@ -245,9 +250,10 @@ def create_app(
     @v1.get("/sweeps/{sweep_id}", response_model=SweepDetail)
     async def get_sweep(sweep_id: SweepId) -> SweepDetail:
         info = await ray.call(jobs.info, sweep_id)
-        parent = await parent_run(sweep_id) if settings.mlflow_uri else None
+        uri = info.mlflow_uri or settings.mlflow_uri  # the job's own store, from its metadata
+        parent = await parent_run(sweep_id) if uri else None
         found, note = await anyio.to_thread.run_sync(
-            lambda: trials(settings.mlflow_uri, sweep_id, parent), limiter=mlflow_threads
+            lambda: trials(uri, sweep_id, parent), limiter=mlflow_threads
         )
         return SweepDetail(**info.model_dump(), trials=found, trials_note=note)
 

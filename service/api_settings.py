@@ -45,8 +45,10 @@ class ApiSettings(BaseModel):
     insecure_no_auth: bool = Field(False, description="Allow no token; loopback hosts only.")
     ray_address: str = Field(default_factory=default_address, description="Ray dashboard URL.")
     mlflow_uri: str | None = Field(None, description="Sweeps log here; trials are read here.")
-    output_root: str = Field("/tmp/cpsweep", description="Job output dirs, on the cluster.")
-    job_python: str = Field("python", description="Python on the cluster for the job entry.")
+    output_root: str | None = Field(
+        None, description="Results dirs on the head node; None: the cluster's default."
+    )
+    job_python: str | None = Field(None, description="Python on the cluster; None: found.")
     max_body_bytes: int = Field(128 * 1024, ge=1024, description="Larger bodies get 413.")
     body_timeout_s: float = Field(15.0, gt=0, description="Whole body within this, else 408.")
     header_timeout_s: float = Field(10.0, gt=0, description="Request headers within this.")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -79,6 +80,12 @@ def sweep_trials(
         return None, "no MLflow tracking URI configured (--mlflow-uri or MLFLOW_TRACKING_URI)"
     if not re.fullmatch(JOB_ID_PATTERN, job_id):
         return None, "invalid job id"
+    db = mlflow_uri[len("sqlite:///") :] if mlflow_uri.startswith("sqlite:///") else None
+    if db is not None and not Path(db).is_file():  # opening it would create an empty one
+        return None, (
+            f"no MLflow database {db} on this machine: it is on the node that ran the job "
+            "(results_host); read it there, or pass a --mlflow-uri this machine reaches"
+        )
     try:
         if mlflow_uri.startswith(("http://", "https://")):
             _probe_http(mlflow_uri, timeout_s)  # MLflow itself retries for minutes

@@ -2,10 +2,13 @@
 
 `cpsweep submit SPEC.yaml --address http://HEAD:8265` validates the spec here, then
 submits a Ray Job whose working dir is this project (so `service` and `trainables`
-import on every node) and whose entrypoint is `python -m service.job_entry`. The validated
+import on every node) and whose entrypoint is `<python> -m service.job_entry`. The validated
 spec travels inline, base64 in the job's env var `CPSWEEP_SPEC_B64` (Ray expands
 `$VAR` inside runtime_env env vars, so plain YAML there could be altered); the entry
 writes it to `<dir>/submitted_spec.yaml` and runs `cpsweep run` on it, `--output-dir <dir>`.
+Before that, a short preflight job on the same cluster finds the Python that has Ray and
+checks that the results dir and MLflow store last and answer (service.job_driver); the sweep
+is submitted with what it found, recorded in the job's metadata, or refused with the reason.
 
 Token auth (Ray >= 2.52, on by default for `ray start --head` in 2.60 once a token
 exists): the dashboard wants `Authorization: Bearer <token>`. The Jobs SDK only sends
@@ -17,22 +20,28 @@ Ray's order (`RAY_AUTH_TOKEN`, then the file `RAY_AUTH_TOKEN_PATH`, then
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import re
-import shlex
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, Field
 
+from service.job_driver import JOB_ID_ENV, SPEC_ENV
+from service.job_errors import (
+    JobNotFound,
+    JobsError,
+    RayAuthError,
+    RayUnreachable,
+    SpecTooLarge,
+    SubmissionRefused,
+)
+from service.job_submit import build_submission, new_submission_id, project_root, run_preflight
 from service.spec import SweepSpec
 
 __all__ = [
@@ -48,9 +57,11 @@ __all__ = [
     "RayToken",
     "RayUnreachable",
     "SpecTooLarge",
+    "SubmissionRefused",
     "build_submission",
     "default_address",
     "new_submission_id",
+    "project_root",
     "resolve_ray_token",
 ]
 
@@ -59,35 +70,7 @@ log = logging.getLogger(__name__)
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 # Submission ids travel into Ray URL paths and MLflow filter strings: no '/', quotes, '..'.
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$"
-SPEC_ENV = "CPSWEEP_SPEC_B64"  # read by service.job_entry
-JOB_ID_ENV = "CPSWEEP_JOB_ID"
-_MAX_SPEC_ENV_BYTES = 96 * 1024  # stays under Linux's 128 KiB per env string
 _TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
-_EXCLUDES = [
-    ".venv", ".git", "runs", "mlruns", "mlartifacts", "*.db", "bench/results",
-    ".mypy_cache", ".ruff_cache", ".pytest_cache", ".hypothesis", "__pycache__", "*.egg-info",
-    "build",
-]  # fmt: skip
-
-
-class JobsError(RuntimeError):
-    """A Ray Jobs call failed; the message says what to change."""
-
-
-class RayUnreachable(JobsError):
-    """The Ray Jobs API (dashboard) did not answer."""
-
-
-class RayAuthError(JobsError):
-    """The cluster wants a token we do not have, or rejected ours."""
-
-
-class JobNotFound(JobsError):
-    """No cpsweep job with this id on the cluster."""
-
-
-class SpecTooLarge(JobsError):
-    """The validated spec does not fit in the job's environment (the API answers 413)."""
 
 
 class JobInfo(BaseModel):
@@ -101,6 +84,11 @@ class JobInfo(BaseModel):
     start_time: float | None = None
     end_time: float | None = None
     driver_exit_code: int | None = None
+    results_dir: str | None = Field(
+        None, description="On results_host: summary.json, the submitted spec, Tune's state."
+    )
+    results_host: str | None = Field(None, description="The node the driver writes on.")
+    mlflow_uri: str | None = Field(None, description="Where the sweep logs; None: not tracked.")
 
 
 # -- addresses, tokens, submission payload (pure) -------------------------------------------
@@ -148,63 +136,6 @@ def resolve_ray_token(env: Mapping[str, str] | None = None, home: Path | None = 
     return RayToken(None, "none")
 
 
-def new_submission_id(sweep: str) -> str:
-    return f"cpsweep-{sweep[:40]}-{uuid.uuid4().hex[:8]}"
-
-
-def project_root() -> Path:
-    for parent in Path(__file__).resolve().parents:
-        if (parent / "pyproject.toml").is_file() and (parent / "service").is_dir():
-            return parent
-    raise JobsError(
-        "cpsweep submit ships the project directory as the job's working_dir, but no "
-        "pyproject.toml was found above service/; run from a source checkout (pip install -e .)"
-    )
-
-
-def build_submission(
-    spec: SweepSpec,
-    *,
-    submission_id: str,
-    mlflow_uri: str | None,
-    output_dir: str | None = None,
-    output_root: str = "/tmp/cpsweep",
-    python: str = "python",
-    user_code: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Keyword arguments for JobSubmissionClient.submit_job (no network).
-
-    `user_code` (service.usercode.runtime_env_for) ships the spec's own factory modules."""
-    dumped = yaml.safe_dump(spec.model_dump(mode="json", exclude_unset=True), sort_keys=False)
-    encoded = base64.b64encode(dumped.encode()).decode()
-    if len(encoded) > _MAX_SPEC_ENV_BYTES:
-        raise SpecTooLarge(
-            f"spec is {len(encoded)} bytes encoded, over the {_MAX_SPEC_ENV_BYTES} that fit "
-            "in the job's environment; shorten search_space/arms"
-        )
-    env_vars = {SPEC_ENV: encoded, JOB_ID_ENV: submission_id}
-    # Ray sets no such variable for a submitted job's driver; tracking reads either name.
-    env_vars["RAY_JOB_SUBMISSION_ID"] = submission_id
-    if mlflow_uri:
-        env_vars["MLFLOW_TRACKING_URI"] = mlflow_uri
-    out = output_dir or f"{output_root.rstrip('/')}/{submission_id}"
-    if user_code:
-        env_vars.update(user_code.get("env_vars", {}))
-    runtime_env: dict[str, Any] = {
-        "working_dir": str(project_root()),
-        "excludes": list(_EXCLUDES),
-        "env_vars": env_vars,
-    }
-    if user_code and user_code.get("py_modules"):
-        runtime_env["py_modules"] = list(user_code["py_modules"])
-    return {
-        "entrypoint": f"{shlex.quote(python)} -m service.job_entry --output-dir {shlex.quote(out)}",
-        "submission_id": submission_id,
-        "runtime_env": runtime_env,
-        "metadata": {"cpsweep": "1", "sweep": spec.name},
-    }
-
-
 def _job_info(details: Any) -> JobInfo:
     meta = details.metadata or {}
 
@@ -220,6 +151,9 @@ def _job_info(details: Any) -> JobInfo:
         start_time=secs(details.start_time),
         end_time=secs(details.end_time),
         driver_exit_code=details.driver_exit_code,
+        results_dir=meta.get("results_dir") or None,
+        results_host=meta.get("results_host") or None,
+        mlflow_uri=meta.get("mlflow_uri") or None,
     )
 
 
@@ -331,22 +265,34 @@ class JobsClient:
         *,
         mlflow_uri: str | None = None,
         output_dir: str | None = None,
-        output_root: str = "/tmp/cpsweep",
-        python: str = "python",
+        output_root: str | None = None,
+        python: str | None = None,
+        preflight_timeout_s: float = 120.0,
         user_code: dict[str, Any] | None = None,
     ) -> str:
-        """Submit; the job writes to output_dir, default <output_root>/<job id>."""
+        """Preflight (service.job_driver), then submit with what it found, or raise."""
         sid = new_submission_id(spec.name)
-        kwargs = build_submission(
+        client = self._client()
+        probe = build_submission(
             spec,
             submission_id=sid,
             mlflow_uri=mlflow_uri,
             output_dir=output_dir,
             output_root=output_root,
             python=python,
+            check=True,
             user_code=user_code,
         )
-        client = self._client()
+        found = run_preflight(self._call, client, probe, preflight_timeout_s)
+        kwargs = build_submission(
+            spec,
+            submission_id=sid,
+            mlflow_uri=found["mlflow_uri"],
+            output_dir=found["results_dir"],
+            python=found["python"],
+            results_host=found["host"],
+            user_code=user_code,
+        )
         job_id = str(self._call(client.submit_job, **kwargs))
         log.info("submitted sweep %s as Ray job %s to %s", spec.name, job_id, self.address)
         return job_id

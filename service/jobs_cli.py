@@ -56,11 +56,6 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     preflight(spec)  # the spec's factories import here, so they will on the cluster too
     user_code = runtime_env_for(spec, project_root())
     uri = args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if spec.tracking.enabled and not spec.tracking.uri and not uri:
-        log.warning(
-            "no --mlflow-uri, MLFLOW_TRACKING_URI or tracking.uri: the runs will land in a "
-            "sqlite file on the node that runs the job driver"
-        )
     if not args.verbose:  # Ray logs every .gitignore it honours while packaging
         logging.getLogger("ray._private.runtime_env").setLevel(logging.ERROR)
         logging.getLogger("ray.dashboard.modules.dashboard_sdk").setLevel(logging.WARNING)
@@ -74,6 +69,8 @@ def _cmd_submit(args: argparse.Namespace) -> int:
             user_code=user_code,
         )
         print(job_id)
+        results = _results_lines(client.info(job_id))
+        print(results, file=sys.stderr)
         where = f" --address {client.address}"
         if args.no_wait:
             print(f"follow it: cpsweep logs {job_id} --follow{where}", file=sys.stderr)
@@ -84,7 +81,22 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     except JobsError as exc:
         return _print_error("submit", exc)
     print(f"{job_id}: {info.status} {info.message or ''}".rstrip(), file=sys.stderr)
+    print(results, file=sys.stderr)
     return 0 if info.status == "SUCCEEDED" else 1
+
+
+def _results_lines(info: JobInfo) -> str:
+    """Where a job's results are, and how to open them."""
+    on = f" on {info.results_host}" if info.results_host else ""
+    lines = [f"results: {info.results_dir}{on} (summary.json, submitted_spec.yaml)"]
+    uri = info.mlflow_uri
+    if uri and uri.startswith("sqlite:///"):
+        lines.append(f"MLflow:  {uri}{on}; there: mlflow ui --backend-store-uri {uri}")
+    elif uri:
+        lines.append(f"MLflow:  {uri}")
+    else:
+        lines.append("MLflow:  off (tracking.enabled: false)")
+    return "\n".join(lines)
 
 
 def _cmd_jobs(args: argparse.Namespace) -> int:
@@ -110,7 +122,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         return _print_error("status", exc)
     out = info.model_dump()
     if args.trials:
-        uri = args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        uri = args.mlflow_uri or info.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
         trials, note = sweep_trials(uri, args.id)
         out["trials"] = None if trials is None else [t.model_dump() for t in trials]
         out["trials_note"] = note
@@ -166,8 +178,16 @@ def register_cli(sub: Any) -> None:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a spec field"
     )
     s.add_argument("--no-wait", action="store_true", help="print the job id and return")
-    s.add_argument("--output-dir", help="on the cluster; default /tmp/cpsweep/<job id>")
-    s.add_argument("--python", default="python", help="python on the cluster (default python)")
+    s.add_argument(
+        "--output-dir",
+        help="results dir on the head node (default $CPSWEEP_RESULTS_DIR/<job id> there, "
+        "else ~/cpsweep-results/<job id>)",
+    )
+    s.add_argument(
+        "--python",
+        help="Python on the head node that has Ray (default: found by a preflight job: "
+        "$CPSWEEP_PYTHON there, this interpreter's path, Ray's own, python3, python)",
+    )
     s.set_defaults(func=_cmd_submit)
 
     j = sub.add_parser("jobs", help="list cpsweep jobs on a Ray cluster")
@@ -179,7 +199,7 @@ def register_cli(sub: Any) -> None:
     st.add_argument("id")
     _address_arg(st)
     st.add_argument("--trials", action="store_true", help="add each trial's results from MLflow")
-    st.add_argument("--mlflow-uri", help="default $MLFLOW_TRACKING_URI")
+    st.add_argument("--mlflow-uri", help="default: the job's, else $MLFLOW_TRACKING_URI")
     st.set_defaults(func=_cmd_status)
 
     lg = sub.add_parser("logs", help="print (or --follow) a job's driver log")
@@ -205,7 +225,10 @@ def register_cli(sub: Any) -> None:
     )
     sv.add_argument("--ray-address", help=f"Ray dashboard URL (default {DEFAULT_ADDRESS})")
     sv.add_argument("--mlflow-uri", help="where sweeps log and trials are read from")
-    sv.add_argument("--output-root", default="/tmp/cpsweep", help="job output dirs, on the cluster")
+    sv.add_argument(
+        "--output-root",
+        help="results dirs on the head node (default $CPSWEEP_RESULTS_DIR or ~/cpsweep-results)",
+    )
     sv.add_argument("--max-trials", type=int, help="largest sweep accepted (default 1000)")
     sv.add_argument("--max-workers", type=int, help="scaling.num_workers limit (default 32)")
     sv.add_argument("--max-cpus-per-trial", type=int, help="CPUs per trial limit (default 256)")

@@ -166,7 +166,13 @@ def _cuda_on_workers(gpus: float) -> bool:
 
         return bool(torch.cuda.is_available())
 
-    seen = bool(ray.get(probe.remote(), timeout=300))
+    ref = probe.remote()
+    try:
+        seen = bool(ray.get(ref, timeout=300))
+    except ray.exceptions.GetTimeoutError:  # every GPU busy: assume real ones (NCCL)
+        ray.cancel(ref, force=True)
+        log.warning("scaling.use_gpu: no GPU free for 300 s to probe CUDA; assuming NCCL")
+        return True
     if not seen:
         log.warning(
             "scaling.use_gpu: Ray gave a GPU but the process sees no CUDA device; "

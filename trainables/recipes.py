@@ -24,7 +24,14 @@ from trainables.config import PhaseConfig, PruneConfig, RecipeConfig
 from trainables.data import stratified_subset
 from trainables.infobatch import anneal_epoch as prune_anneal_epoch
 
-__all__ = ["Phase", "anneal_epoch", "epoch_indices", "phase_for_epoch", "shard_indices"]
+__all__ = [
+    "Phase",
+    "anneal_epoch",
+    "epoch_indices",
+    "phase_for_epoch",
+    "shard_indices",
+    "step_bounds",
+]
 
 
 @dataclass(frozen=True)
@@ -115,9 +122,24 @@ def epoch_indices(
 
 
 def shard_indices(indices: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
-    """This rank's share; padded by wrapping so every rank runs the same number of steps."""
+    """This rank's share, dealt round-robin: every entry lands on exactly one rank and the
+    shares differ by at most one (no padding, no gaps). Only an order shorter than the
+    number of ranks is repeated, so that every rank holds at least one sample."""
     if world_size == 1:
         return indices
-    per_rank = math.ceil(indices.numel() / world_size)
-    padded = torch.cat([indices, indices[: per_rank * world_size - indices.numel()]])
-    return padded[rank::world_size]
+    if indices.numel() < world_size:
+        indices = indices.repeat(math.ceil(world_size / max(1, indices.numel())))[:world_size]
+    return indices[rank::world_size]
+
+
+def step_bounds(n_local: int, n_min: int, batch_size: int) -> list[tuple[int, int]]:
+    """(start, stop) of each step's batch within a rank's share of `n_local` samples.
+
+    DDP needs every rank to take the same number of steps: each takes
+    ceil(n_min / batch_size), where `n_min` is the smallest share; a larger share's
+    extra sample joins its last batch. With one rank this is plain batching.
+    """
+    steps = max(1, math.ceil(n_min / batch_size))
+    bounds = [(i * batch_size, min((i + 1) * batch_size, n_local)) for i in range(steps)]
+    bounds[-1] = (bounds[-1][0], n_local)
+    return bounds

@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler, Subset, TensorDataset
 from torch.utils.data import Dataset as TorchDataset
 
-from trainables.recipes import Phase, epoch_indices, shard_indices
+from trainables.recipes import Phase, epoch_indices, shard_indices, step_bounds
 
 __all__ = [
     "LoaderBatches",
@@ -45,9 +45,9 @@ class RecipeSampler(Sampler[int]):
     """This rank's sample order for one epoch and phase; `set_epoch` before iterating.
 
     The order is `shard_indices(epoch_indices(labels, phase, seed, epoch), rank, world)`:
-    every sample of the epoch's global order lands on exactly one rank; when the
-    order does not divide by `world_size`, the first `world_size - 1` entries at most
-    are repeated as padding so that every rank runs the same number of steps.
+    every entry of the epoch's global order lands on exactly one rank, no padding. Ranks
+    take the same number of steps (`bounds`, from `step_bounds`): a share one longer
+    than the smallest puts its extra sample in its last batch.
     """
 
     def __init__(self, labels: torch.Tensor, *, seed: int, rank: int = 0, world_size: int = 1):
@@ -61,11 +61,16 @@ class RecipeSampler(Sampler[int]):
         """`keep`: the loss-aware pruning's decision (global sample indices), same on all ranks."""
         order = epoch_indices(self.labels, phase, seed=self.seed, epoch=epoch, base=keep)
         self._order = shard_indices(order, self.rank, self.world_size)
+        self._n_min = max(order.numel(), self.world_size) // self.world_size
 
     def indices(self) -> torch.Tensor:
         if self._order is None:
             raise RuntimeError("RecipeSampler: call set_epoch(epoch, phase) before iterating")
         return self._order
+
+    def bounds(self, batch_size: int) -> list[tuple[int, int]]:
+        """(start, stop) of each step's batch in `indices()`; the same count on every rank."""
+        return step_bounds(len(self), self._n_min, batch_size)
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices().tolist())
@@ -136,13 +141,29 @@ class TensorBatches:
 
     def train_batches(self, sampler: RecipeSampler, batch_size: int) -> Iterator[_Batch]:
         order = sampler.indices().to(self.data_device)
-        for start in range(0, order.numel(), batch_size):
-            idx = order[start : start + batch_size]
+        for start, stop in sampler.bounds(batch_size):
+            idx = order[start:stop]
             yield self._x[idx], self._y[idx]
 
     def val_batches(self, batch_size: int) -> Iterator[_Batch]:
         for start in range(0, self.num_val, batch_size):
             yield self._vx[start : start + batch_size], self._vy[start : start + batch_size]
+
+
+class _StepBatches:
+    """The sampler's batches as index lists, for a DataLoader's `batch_sampler`; read at
+    iteration time in this process, so persistent workers see each epoch's order."""
+
+    def __init__(self, sampler: RecipeSampler, batch_size: int) -> None:
+        self.sampler, self.batch_size = sampler, batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = self.sampler.indices()
+        for start, stop in self.sampler.bounds(self.batch_size):
+            yield order[start:stop].tolist()
+
+    def __len__(self) -> int:
+        return len(self.sampler.bounds(self.batch_size))
 
 
 class LoaderBatches:
@@ -166,7 +187,8 @@ class LoaderBatches:
         opts: dict[str, Any] = {"num_workers": workers, "pin_memory": pin_memory}
         if workers > 0:  # workers stay up across epochs; the sampler runs in this process
             opts.update(persistent_workers=True, prefetch_factor=prefetch)
-        self._train = DataLoader(data.train, batch_size=batch_size, sampler=sampler, **opts)
+        steps = _StepBatches(sampler, batch_size)
+        self._train = DataLoader(data.train, batch_sampler=steps, **opts)
         mine = list(range(rank, int(data.val_y.numel()), world_size))
         self._val = DataLoader(Subset(data.val, mine), batch_size=val_batch_size, **opts)
         self.num_val = len(mine)

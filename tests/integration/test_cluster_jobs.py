@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -102,14 +104,14 @@ def api(ray_cluster: RayCluster, mlflow_server: str) -> Iterator[Api]:
 
 @pytest.fixture(scope="module")
 def sweeps(ray_cluster: RayCluster, api: Api, mlflow_server: str) -> dict[str, str]:
-    """Submit one sweep through the CLI and one through the API; both run meanwhile."""
+    """Submit one sweep through the CLI (no --mlflow-uri: it logs beside its results) and
+    one through the API (to the MLflow server); both run meanwhile."""
     spec = ray_cluster.root / "it-cli.yaml"  # outside the repo: shipped inline
     spec.write_text(tiny_spec("it-cli"))
     r = cpsweep(
         "submit",
         str(spec),
         f"--address={ray_cluster.dashboard}",
-        f"--mlflow-uri={mlflow_server}",
         f"--output-dir={ray_cluster.root / 'out' / 'cli'}",
         "--no-wait",
         env=ray_cluster.env,
@@ -242,19 +244,22 @@ def _wait_cli(job_id: str, ray_cluster: RayCluster, timeout_s: float) -> dict[st
 
 
 def test_cli_sweep_finishes_and_is_in_mlflow(
-    sweeps: dict[str, str], ray_cluster: RayCluster, mlflow_server: str
+    sweeps: dict[str, str], ray_cluster: RayCluster
 ) -> None:
     job_id = sweeps["cli"]
     info = _wait_cli(job_id, ray_cluster, 300)
     logs = cpsweep("logs", job_id, f"--address={ray_cluster.dashboard}", env=ray_cluster.env)
     assert info["status"] == "SUCCEEDED", logs.stdout[-3000:]
     assert info["sweep"] == "it-cli"
+    results = ray_cluster.root / "out" / "cli"
+    assert info["results_dir"] == str(results)  # where the job wrote, from its metadata
+    assert info["mlflow_uri"] == f"sqlite:///{results}/mlflow.db"  # no --mlflow-uri anywhere
     assert "TERMINATED" in logs.stdout  # the summary table of `cpsweep run`
     table = cpsweep("jobs", f"--address={ray_cluster.dashboard}", env=ray_cluster.env).stdout
     assert any(line.startswith(job_id) and "SUCCEEDED" in line for line in table.splitlines())
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=mlflow_server)
+    client = MlflowClient(tracking_uri=info["mlflow_uri"])
     exps = [e.experiment_id for e in client.search_experiments()]
     parents = client.search_runs(exps, filter_string=f"tags.`cpsweep.job_id` = '{job_id}'")
     assert len(parents) == 1
@@ -311,7 +316,9 @@ def test_cli_follow_streams_a_running_job_until_stop_ends_it(ray_cluster: RayClu
     assert again.returncode == 0 and "already finished; STOPPED" in again.stdout
 
 
-def test_api_sweep_finishes_with_trials(api: Api, sweeps: dict[str, str]) -> None:
+def test_api_sweep_finishes_with_trials(
+    api: Api, sweeps: dict[str, str], mlflow_server: str
+) -> None:
     job_id = sweeps["api"]
     deadline = time.monotonic() + 300
     while True:
@@ -324,6 +331,7 @@ def test_api_sweep_finishes_with_trials(api: Api, sweeps: dict[str, str]) -> Non
     logs = httpx.get(f"{api.url}/v1/sweeps/{job_id}/logs", headers=api.auth, timeout=30).json()
     assert detail["status"] == "SUCCEEDED", logs["logs"][-3000:]
     assert detail["sweep"] == "it-api"
+    assert detail["mlflow_uri"] == mlflow_server  # the service's --mlflow-uri, in the metadata
     assert detail["trials_note"] is None
     assert len(detail["trials"]) == 2
     assert all(t["val_acc"] is not None for t in detail["trials"])
@@ -337,7 +345,9 @@ def test_api_shows_only_the_runs_the_job_created(
     from mlflow.tracking import MlflowClient
 
     job_id = sweeps["api"]
-    test_api_sweep_finishes_with_trials(api, sweeps)  # the genuine trials first (idempotent)
+    test_api_sweep_finishes_with_trials(
+        api, sweeps, mlflow_server
+    )  # the genuine trials first (idempotent)
     client = MlflowClient(tracking_uri=mlflow_server)
     exp = client.create_experiment(f"forged-{job_id}")
     forged = client.create_run(
@@ -386,6 +396,66 @@ def test_api_stop_and_unknown_id(api: Api) -> None:
     assert status == "STOPPED"
     missing = httpx.get(f"{api.url}/v1/sweeps/cpsweep-nope-00000000", headers=api.auth)
     assert missing.status_code == 404
+
+
+def test_submit_is_refused_before_it_starts_without_python_or_a_lasting_store(
+    ray_cluster: RayCluster, tmp_path: Path
+) -> None:
+    """The preflight refuses, naming the reason; no sweep job is left on the cluster."""
+    addr = f"--address={ray_cluster.dashboard}"
+    spec = tmp_path / "it-refused.yaml"
+    spec.write_text(tiny_spec("it-refused"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    r = cpsweep("submit", str(spec), addr, f"--mlflow-uri={dead}", env=ray_cluster.env)
+    assert r.returncode == 1
+    assert f"not started: MLflow at {dead} does not answer from the head node" in r.stderr
+    relative = tmp_path / "it-relative.yaml"
+    relative.write_text(tiny_spec("it-refused") + "tracking: {uri: 'sqlite:///mlflow.db'}\n")
+    r = cpsweep("submit", str(relative), addr, env=ray_cluster.env)
+    assert r.returncode == 1
+    assert "sqlite:///mlflow.db: path mlflow.db is a relative path" in r.stderr
+    r = cpsweep("submit", str(spec), addr, "--python=/usr/bin/python3", env=ray_cluster.env)
+    assert r.returncode == 1
+    assert "no Python on the head node can run the sweep's driver" in r.stderr
+    assert re.search(r"/usr/bin/python3[.0-9]*: lacks ray", r.stderr), r.stderr
+    assert "CPSWEEP_PYTHON" in r.stderr and "--python" in r.stderr
+    table = cpsweep("jobs", addr, env=ray_cluster.env).stdout
+    assert "it-refused" not in table
+
+
+def test_results_outlive_the_working_dir(
+    sweeps: dict[str, str], ray_cluster: RayCluster, api: Api
+) -> None:
+    """The CLI's sweep, submitted without --mlflow-uri: after Ray's working_dir copies are
+    gone, every trial is still read back from where `cpsweep status` says they are (and the
+    API reads them there too). tests/integration/test_readme_cluster.py does the same with
+    README's commands and the default ~/cpsweep-results."""
+    job_id = sweeps["cli"]
+    info = _wait_cli(job_id, ray_cluster, 300)
+    assert info["status"] == "SUCCEEDED", info
+    results = Path(info["results_dir"])
+    assert results == ray_cluster.root / "out" / "cli"
+    assert info["results_host"] == socket.gethostname()
+    assert info["mlflow_uri"] == f"sqlite:///{results}/mlflow.db"
+    # Every job here has finished: remove the working_dir copies Ray made for them.
+    packages = [p for p in ray_cluster.root.rglob("_ray_pkg_*") if p.is_dir()]
+    assert packages
+    for p in packages:
+        shutil.rmtree(p)
+    r = cpsweep(
+        "status", job_id, "--trials", f"--address={ray_cluster.dashboard}", env=ray_cluster.env
+    )
+    assert r.returncode == 0, r.stderr
+    trials = json.loads(r.stdout)["trials"]
+    summary = json.loads((results / "summary.json").read_text())
+    assert len(trials) == 2 and all(0.0 <= t["val_acc"] <= 1.0 for t in trials)
+    assert {t["run_id"] for t in trials} == {t["mlflow_run_id"] for t in summary["trials"]}
+    assert (results / "submitted_spec.yaml").is_file()
+    detail = httpx.get(f"{api.url}/v1/sweeps/{job_id}", headers=api.auth, timeout=30).json()
+    assert detail["results_dir"] == str(results) and detail["trials_note"] is None
+    assert {t["run_id"] for t in detail["trials"]} == {t["run_id"] for t in trials}
 
 
 def _yaml(text: str) -> dict[str, Any]:

@@ -57,7 +57,12 @@ class FakeJobs:
         self._check()
 
     def submit(
-        self, spec: SweepSpec, *, mlflow_uri: str | None, output_root: str, python: str
+        self,
+        spec: SweepSpec,
+        *,
+        mlflow_uri: str | None,
+        output_root: str | None,
+        python: str | None,
     ) -> str:
         self._check()
         job_id = f"cpsweep-{spec.name}-{len(self.submitted):08x}"
@@ -383,14 +388,23 @@ def test_build_submission_ships_the_validated_spec_inline() -> None:
     raw = yaml.safe_load(SPEC_YAML)
     raw["description"] = "cost ${HOME} $PATH"  # Ray expands $VARS in env vars: base64 protects
     spec = SweepSpec.model_validate(raw)
+    out = "/srv/results/cpsweep-unit-abcdef12"
     sub = build_submission(
-        spec, submission_id="cpsweep-unit-abcdef12", mlflow_uri="http://m:5000", python="py3"
+        spec,
+        submission_id="cpsweep-unit-abcdef12",
+        mlflow_uri="http://m:5000",
+        output_dir=out,
+        python="/opt/py3",
+        results_host="head",
     )
-    assert (
-        sub["entrypoint"]
-        == "py3 -m service.job_entry --output-dir /tmp/cpsweep/cpsweep-unit-abcdef12"
-    )
-    assert sub["metadata"] == {"cpsweep": "1", "sweep": "unit"}
+    assert sub["entrypoint"] == f"/opt/py3 -m service.job_entry --output-dir {out}"
+    assert sub["metadata"] == {
+        "cpsweep": "1",
+        "sweep": "unit",
+        "results_dir": out,
+        "results_host": "head",
+        "mlflow_uri": "",  # SPEC_YAML has tracking disabled
+    }
     env = sub["runtime_env"]["env_vars"]
     assert env["MLFLOW_TRACKING_URI"] == "http://m:5000"
     assert env["CPSWEEP_JOB_ID"] == "cpsweep-unit-abcdef12"

@@ -5,7 +5,13 @@ from __future__ import annotations
 import torch
 
 from trainables.config import PhaseConfig, RecipeConfig
-from trainables.recipes import anneal_epoch, epoch_indices, phase_for_epoch, shard_indices
+from trainables.recipes import (
+    anneal_epoch,
+    epoch_indices,
+    phase_for_epoch,
+    shard_indices,
+    step_bounds,
+)
 
 
 def test_phases_follow_the_switch_epoch():
@@ -45,8 +51,18 @@ def test_epoch_indices_repeat_and_prune():
     assert torch.equal(torch.bincount(labels[sub], minlength=5), torch.full((5,), 8))
 
 
-def test_shards_are_equal_and_cover_everything():
+def test_shards_deal_everything_once_and_take_equal_steps():
     idx = torch.randperm(103)
     shards = [shard_indices(idx, r, 4) for r in range(4)]
-    assert {s.numel() for s in shards} == {26}
-    assert set(torch.cat(shards).tolist()) == set(range(103))
+    assert sorted(s.numel() for s in shards) == [25, 26, 26, 26]
+    assert sorted(torch.cat(shards).tolist()) == list(range(103))  # no duplicates, no gaps
+    # 25 // 8: four steps on every rank; the 26-sample shares carry one extra in the last.
+    assert step_bounds(25, 25, 8) == [(0, 8), (8, 16), (16, 24), (24, 25)]
+    assert step_bounds(26, 25, 8) == [(0, 8), (8, 16), (16, 24), (24, 26)]
+    assert step_bounds(25, 24, 8) == [(0, 8), (8, 16), (16, 25)]  # 24 divides: 3 steps
+    assert step_bounds(10, 10, 4) == [(0, 4), (4, 8), (8, 10)]  # one rank: plain batching
+    assert [s.tolist() for s in (shard_indices(torch.tensor([7]), r, 3) for r in range(3))] == [
+        [7],
+        [7],
+        [7],
+    ]  # fewer samples than ranks: repeated so that every rank steps

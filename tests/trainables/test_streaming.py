@@ -59,22 +59,25 @@ def _recipe() -> RecipeConfig:
     )
 
 
-def test_shards_cover_the_epoch_without_gaps_and_pad_only_to_equal_length() -> None:
+def test_ddp_shards_have_no_duplicates_or_gaps_and_equal_steps() -> None:
     labels = torch.arange(10) % 3
     phase = phase_for_epoch(_recipe(), 1, None, 10)
     order = epoch_indices(labels, phase, seed=7, epoch=1)  # 30 = 10 x repeats 3
     for world in (1, 2, 4, 7):
-        shards = []
-        for rank in range(world):
-            s = RecipeSampler(labels, seed=7, rank=rank, world_size=world)
-            s.set_epoch(1, phase)
-            shards.append(list(s))
-        assert len({len(s) for s in shards}) == 1  # same number of steps on every rank
-        dealt = Counter(i for s in shards for i in s)
-        pad = sum(len(s) for s in shards) - order.numel()
-        assert 0 <= pad < world
-        # Every entry of the global order is dealt exactly once, plus the first `pad` again.
-        assert dealt == Counter(order.tolist()) + Counter(order[:pad].tolist())
+        for batch_size in (1, 3, 4):
+            shards, steps = [], set()
+            for rank in range(world):
+                s = RecipeSampler(labels, seed=7, rank=rank, world_size=world)
+                s.set_epoch(1, phase)
+                batches = [list(s)[a:b] for a, b in s.bounds(batch_size)]
+                assert [i for b in batches for i in b] == list(s)  # batches tile the share
+                assert all(0 < len(b) <= batch_size + 1 for b in batches)
+                shards.append(list(s))
+                steps.add(len(batches))
+            assert len(steps) == 1  # every rank takes the same number of steps
+            # The epoch's global order, dealt: each entry exactly once over all ranks.
+            assert Counter(i for s in shards for i in s) == Counter(order.tolist())
+            assert sum(len(s) for s in shards) == order.numel()
 
 
 def test_sampler_is_deterministic_per_seed_epoch_and_rank() -> None:
@@ -214,3 +217,43 @@ def test_image_tree_over_the_memory_limit_streams_the_same_images(tmp_path: Path
     for _ in range(2):
         ma, mb = a.run_epoch(), b.run_epoch()
         assert ma["train/loss"] == pytest.approx(mb["train/loss"], abs=1e-6)
+
+
+def _ddp_rank(rank: int, init: str, out: str, stream: str) -> None:
+    import torch.distributed as dist
+
+    from trainables.engine import TrainingRun
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    try:
+        # 101 samples: shares of 51 and 50, five steps of 10 each; rank 0's last batch has 11.
+        cfg = TrainConfig.model_validate(
+            {
+                "epochs": 2,
+                "batch_size": 20,
+                "data": {"name": "digits", "train_subset": 101, "stream": stream, "workers": 0},
+                "model": {"name": "small_cnn", "width": 4},
+                "recipe": {"critical": {"repeats": 1}},
+                "num_threads": 1,
+            }
+        )
+        run = TrainingRun(cfg, rank=rank, world_size=2)
+        rows = [run.run_epoch() for _ in range(2)]
+        seen = list(run.sampler)
+        Path(out, f"{stream}{rank}.json").write_text(json.dumps({"rows": rows, "seen": seen}))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.integration
+def test_two_rank_ddp_epoch_deals_every_sample_once(tmp_path: Path) -> None:
+    import torch.multiprocessing as mp
+
+    stream = "always"  # the loader's batch sampler; memory uses the same step bounds
+
+    mp.spawn(_ddp_rank, args=(f"file://{tmp_path / 'pg'}", str(tmp_path), stream), nprocs=2)
+    r0, r1 = (json.loads((tmp_path / f"{stream}{r}.json").read_text()) for r in (0, 1))
+    assert sorted(r0["seen"] + r1["seen"]) == list(range(101))  # no duplicates, no gaps
+    assert [m["samples"] for m in r0["rows"]] == [101, 101]  # counted over both ranks
+    for key in ("train/loss", "rotation/mean"):  # all-reduced / replicas kept equal
+        assert [m[key] for m in r0["rows"]] == pytest.approx([m[key] for m in r1["rows"]])
