@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -107,6 +108,50 @@ def long_arms(ratio: float, patience: int) -> dict[str, dict[str, Any]]:
     out["relative+infobatch"] = {**rel, "recipe.after.prune": INFOBATCH}
     order = [a for a in ARM_ORDER if a in out]
     return {a: out[a] for a in order}
+
+
+# Expected training passes over the data per arm at E = 100, for the cost estimate: the
+# rules end the period near epoch 12 (3 x 12 + 88); InfoBatch leaves out ~35% of the data
+# until epoch 88 (its quick run: 0.2-0.45); random pruning halves epochs 13-78 of 100.
+LONG_PASSES = {
+    "repeats3": 300.0,
+    "repeats1": 100.0,
+    "paper": 124.0,
+    "relative": 124.0,
+    "infobatch": 3 * (1 + 87 * 0.65 + 12),
+    "paper+infobatch": 36 + 76 * 0.65 + 12,
+    "relative+infobatch": 36 + 76 * 0.65 + 12,
+    "paper+prune": 36 + 66 * 0.5 + 22,
+}
+
+
+def estimate_long(seeds: int) -> dict[str, Any]:
+    """Time one repeats-1 epoch and one evaluation of the long setup in this process and
+    scale them to the whole long run (two trials at a time, as the sweep runs them)."""
+    from trainables.config import TrainConfig
+    from trainables.engine import TrainingRun
+
+    train = long_train(quick=False)
+    train["recipe"]["critical"]["repeats"] = 1
+    run = TrainingRun(TrainConfig.model_validate(train))
+    m = run.run_epoch()  # one pass over the training subset, rotation included
+    t1 = time.perf_counter()
+    run.evaluate()
+    pass_s, eval_s = m["time/train_s"] + m["time/rotation_s"], time.perf_counter() - t1
+    evals = train["epochs"] // train["eval_every"]
+    per_trial = {a: p * pass_s + evals * eval_s for a, p in LONG_PASSES.items()}
+    total = seeds * sum(per_trial.values()) / 2  # max_concurrent_trials = 2
+    return {
+        "train_samples_per_pass": m["samples"],
+        "pass_s": round(pass_s, 2),
+        "eval_s": round(eval_s, 2),
+        "passes_per_arm": LONG_PASSES,
+        "trial_s_per_arm": {a: round(v, 1) for a, v in per_trial.items()},
+        "seeds": seeds,
+        "estimated_sweep_s": round(total, 0),
+        "estimated_sweep_h": round(total / 3600, 2),
+        "loadavg": list(os.getloadavg()),
+    }
 
 
 def arms(ratio: float, patience: int) -> dict[str, dict[str, Any]]:
@@ -314,6 +359,11 @@ def main() -> None:
         help="the paper's budget: E = 100 on 5k images with the InfoBatch arms "
         "(with --quick: 12 epochs on 400 images, width 4, about a minute)",
     )
+    ap.add_argument(
+        "--estimate",
+        action="store_true",
+        help="with --long: time one epoch and one evaluation, estimate the full run, exit",
+    )
     ap.add_argument("--seeds", type=int, help="number of seeds (default 3, quick 1)")
     ap.add_argument("--out", default=str(RESULTS), help="results directory")
     ap.add_argument("--ratio", type=float, default=RELATIVE_RATIO, help="relative: ratio")
@@ -323,6 +373,12 @@ def main() -> None:
     seeds = list(range(args.seeds or (1 if args.quick else 3)))
     out = Path(args.out).resolve()
     stem = _stem(args.quick, args.long)
+    if args.estimate:
+        est = {"command": command_line(), "date": now_iso(), "machine": machine_info()}
+        est.update(estimate_long(len(seeds)))
+        write_json(Path(args.out).resolve() / "paper_repro_long_estimate.json", est)
+        log.info("long run estimate: %s", {k: v for k, v in est.items() if k != "machine"})
+        return
     work = out / "tmp" / stem
     if work.exists():  # a fresh sweep every time: run_sweep refuses an existing experiment
         shutil.rmtree(work)
@@ -359,7 +415,7 @@ def main() -> None:
         "date": started,
         "finished": now_iso(),
         "machine": machine,
-        "loadavg_at_end": list(__import__("os").getloadavg()),
+        "loadavg_at_end": list(os.getloadavg()),
         "note": "2-core machine shared with other agents running tests: wall times are noisy; "
         "samples are exact and train_s is per-trial process time on the training loop",
         "sweep_wall_s": round(sweep_wall, 1),

@@ -10,8 +10,8 @@ From the annealing point (`anneal_epoch`) the full data are used again.
 `LossTable` keeps the last loss of every sample index across epochs. Under DDP each
 rank records the losses of its shard of the epoch's order (the forward pass the step
 already does, reduction='none'); at the end of the epoch the shards are gathered
-(one all_gather, every rank holds the same order length) so every rank holds the
-same table and takes the same decision.
+(their lengths, then the (index, loss) pairs padded to the longest share) so every
+rank holds the same table and takes the same decision.
 """
 
 from __future__ import annotations
@@ -72,12 +72,20 @@ Gather = Callable[[torch.Tensor], torch.Tensor]
 
 
 def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
-    """`t` of every rank concatenated in rank order (equal shapes on all ranks)."""
+    """1-D `t` of every rank concatenated in rank order; the ranks' lengths may differ
+    (shares of an epoch differ by one): padded to the longest for the all_gather."""
     import torch.distributed as dist
 
-    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, t.contiguous())
-    return torch.cat(parts)
+    world = dist.get_world_size()
+    size = torch.tensor([t.numel()], device=t.device)
+    sizes = [torch.empty_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    counts = [int(s) for s in sizes]
+    padded = torch.zeros(max(counts), dtype=t.dtype, device=t.device)
+    padded[: t.numel()] = t
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[:c] for p, c in zip(parts, counts, strict=True)])
 
 
 class LossTable:
@@ -91,12 +99,13 @@ class LossTable:
     ) -> None:
         """Record one epoch: `losses[j]` is the loss of sample `order[j]` on this rank.
 
-        `gather` concatenates a tensor over ranks (DDP); a sample seen several times in the
-        epoch (repeats, padding) gets the mean of its losses.
+        `gather` concatenates a 1-D tensor over ranks (DDP); a sample seen several times in
+        the epoch (repeats) gets the mean of its losses.
         """
         idx, val = order.to(self.losses.device), losses.to(self.losses.device).float()
-        if gather is not None:
-            idx, val = gather(idx), gather(val)
+        if gather is not None:  # one gather: indices are exact in float64
+            both = gather(torch.cat([idx.double(), val.double()]).reshape(2, -1).T.reshape(-1))
+            idx, val = both[0::2].long(), both[1::2].float()
         n = self.losses.numel()
         sums = torch.zeros(n, device=val.device).index_add_(0, idx, val)
         counts = torch.zeros(n, device=val.device).index_add_(0, idx, torch.ones_like(val))

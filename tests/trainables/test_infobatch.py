@@ -176,11 +176,10 @@ def test_ddp_ranks_gather_one_table_and_take_one_decision(tmp_path: Path) -> Non
         assert a["table"] == b["table"]  # every rank holds every sample's loss
         assert not any(math.isnan(v) for v in a["table"])
         assert a["pruned"] == b["pruned"] and a["samples"] == b["samples"]
-        assert len(a["order"]) == len(b["order"])
-    # The decision of epoch 2 comes from epoch 1's gathered table: both shards together
-    # are exactly the kept set (padding repeats at most one entry).
+        assert abs(len(a["order"]) - len(b["order"])) <= 1  # shares differ by one at most
+    # The decision of epoch 2 comes from epoch 1's gathered table: the two shards
+    # together are exactly the kept set.
     plan = prune_plan(torch.tensor(r0[0]["table"]), ratio=0.5, seed=5, epoch=2)
-    dealt = set(r0[1]["order"]) | set(r1[1]["order"])
-    assert dealt == set(plan.keep.tolist()) and r0[1]["pruned"] == pytest.approx(
-        plan.pruned_fraction
-    )
+    dealt = sorted(r0[1]["order"] + r1[1]["order"])
+    assert dealt == plan.keep.tolist() and r0[1]["pruned"] == pytest.approx(plan.pruned_fraction)
+    assert len(r0[1]["order"]) != len(r1[1]["order"]) or plan.keep.numel() % 2 == 0
