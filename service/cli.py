@@ -164,10 +164,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         log.warning("trial %s failed: %s", t["trial_id"], t.get("error"))
     tracking = summary.get("mlflow")
     if tracking:
-        uri = tracking["tracking_uri"]
-        ui = f"mlflow ui --backend-store-uri {uri}" if not uri.startswith("http") else f"open {uri}"
+        from service.mlflow_schema import runs_view_url
+
+        uri, exp_id = tracking["tracking_uri"], tracking["experiment_id"]
+        server = uri if uri.startswith("http") else "http://127.0.0.1:5000"
+        start = "" if uri.startswith("http") else f"mlflow ui --backend-store-uri {uri}, then "
+        link = runs_view_url(server, exp_id, charts=True) if exp_id else server
         print(
-            f"\nCompare the trials in MLflow:  {ui}\n"
+            f"\nCompare the trials in MLflow:  {start}open\n    {link}\n"
             f"HTML report:                   cpsweep report {spec.tracking.experiment or spec.name}"
             + (f" --tracking-uri {uri}" if uri != "sqlite:///mlflow.db" else "")
         )

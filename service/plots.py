@@ -68,7 +68,9 @@ def log_trial_plots(client: Any, run_id: str, history: list[dict[str, Any]]) -> 
             path = Path(tmp) / name
             fig.savefig(path)
             plt.close(fig)
-            client.log_artifact(run_id, str(path), "plots")
+            # At the run's artifact root: MLflow's compare page puts the root files that
+            # every selected run has side by side (it does not look into folders).
+            client.log_artifact(run_id, str(path))
 
 
 def history_from_mlflow(client: Any, run_id: str) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ from typing import Any
 
 from ray.tune import Callback
 
+from service.mlflow_schema import trial_run_name
 from trainables.progress import progress_line
 from trainables.wire import END_EPOCH, REPLAYED, SWITCH_EPOCH
 
@@ -105,7 +106,7 @@ def format_table(summary: dict[str, Any]) -> str:
     """Plain-text table of every trial in a sweep summary."""
     head = (
         "trial",
-        "arm/params",
+        "run name",
         "status",
         "epochs",
         "cp_end",
@@ -117,18 +118,12 @@ def format_table(summary: dict[str, Any]) -> str:
     )
     rows = [head]
     for t in summary["trials"]:
-        label = (
-            t.get("arm")
-            or ",".join(
-                f"{k.split('.')[-1]}={_fmt(v, '.3g') if isinstance(v, float) else v}"
-                for k, v in (t.get("params") or {}).items()
-            )
-            or "-"
-        )
+        seed = (t.get("config") or {}).get("seed")
+        label = trial_run_name(t, seed=seed)  # the trial's MLflow run name
         rows.append(
             (
                 t["trial_id"],
-                label[:40],
+                label[:48],
                 t["status"],
                 _fmt(t["epochs"]),
                 _fmt(t["cp_end_epoch"]),

@@ -129,6 +129,11 @@ def _short(value: str) -> str:
         return value
 
 
+def _scaled(metrics: dict[str, float], key: str, scale: float, legacy: str) -> float | None:
+    """A metric in the report's unit (kWh, kg) from MLflow's (Wh, g), or an older run's key."""
+    return metrics[key] * scale if key in metrics else metrics.get(legacy)
+
+
 def _pcts(metrics: dict[str, float], prefix: str) -> dict[str, float]:
     return {k: metrics[f"{prefix}/{k}_pct"] for k in SAVINGS_KEYS if f"{prefix}/{k}_pct" in metrics}
 
@@ -138,10 +143,12 @@ def trial_row(run: RunData) -> TrialRow:
     t, m = run.tags, run.metrics
     arm = t.get("cpsweep.arm")
     arm = None if arm in (None, "", "None") else arm
-    searched = sorted((k[7:], v) for k, v in run.params.items() if k.startswith("search."))
-    label = " ".join(
-        ([arm] if arm else []) + [f"{k.split('.')[-1]}={_short(v)}" for k, v in searched]
-    )
+    label = t.get("mlflow.runName", "")  # service.mlflow_schema.trial_run_name
+    if not label:  # runs logged before trials were named for what varies
+        searched = sorted((k[7:], v) for k, v in run.params.items() if k.startswith("search."))
+        label = " ".join(
+            ([arm] if arm else []) + [f"{k.split('.')[-1]}={_short(v)}" for k, v in searched]
+        )
     return TrialRow(
         trial_id=t.get("cpsweep.trial_id", run.run_id[:8]),
         run_id=run.run_id,
@@ -155,8 +162,8 @@ def trial_row(run: RunData) -> TrialRow:
         final_acc=m.get("val/acc"),
         best_acc=max(run.val_acc_history) if run.val_acc_history else m.get("val/acc"),
         time_s=m.get("time/cum_s"),
-        kwh=m.get("energy/kwh"),
-        co2_kg=m.get("co2/kg"),
+        kwh=_scaled(m, "energy/Wh", 1e-3, "energy/kwh"),
+        co2_kg=_scaled(m, "co2/g", 1e-3, "co2/kg"),
         usd=m.get("cost/usd"),
         energy_method=t.get("energy.method"),
         savings_est=_pcts(m, "savings"),
@@ -340,10 +347,20 @@ def build_report(data: SweepData, out_dir: str | Path) -> Path:
     from service.report_charts import write_charts
     from service.report_html import render_html
 
-    charts = write_charts(rows, out, _int(data.parent.params.get("train.epochs")))
+    params = data.parent.params
+    charts = write_charts(rows, out, _int(params.get("epochs", params.get("train.epochs"))))
+    # Images inline as data: URIs: MLflow's artifact viewer shows the page without the
+    # files beside it, so relative <img> paths would break there.
+    inline = {name: _data_uri(out / name) for name, _ in charts}
     page = out / "index.html"
-    page.write_text(render_html(data, rows, charts), encoding="utf-8")
+    page.write_text(render_html(data, rows, charts, inline), encoding="utf-8")
     return page
+
+
+def _data_uri(png: Path) -> str:
+    import base64
+
+    return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
 
 
 # -- CLI -----------------------------------------------------------------------------------

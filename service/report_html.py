@@ -1,13 +1,13 @@
-"""The HTML page of `cpsweep report`: self-contained (inline CSS and JS), sortable tables.
+"""The HTML page of `cpsweep report`: self-contained (inline CSS, JS and images), sortable tables.
 
-Pure: it turns the rows and per-arm summaries of `service.report` into one page that
-refers to the PNG charts written next to it.
+Pure: it turns the rows and per-arm summaries of `service.report` into one page, with
+the PNG charts inline as data: URIs so it renders inside MLflow's artifact viewer too.
 """
 
 from __future__ import annotations
 
 import html
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -25,13 +25,15 @@ from service.report import (
 __all__ = ["render_html"]
 
 _CSS = """
-body{font:14px/1.45 system-ui,sans-serif;margin:2rem;color:#222;max-width:1500px}
+body{font:14px/1.45 system-ui,sans-serif;margin:1rem;color:#222;max-width:1500px}
 h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #ddd}
 dl{display:grid;grid-template-columns:max-content auto;gap:.2rem 1rem}dt{color:#666}dd{margin:0}
 code{background:#f4f4f4;padding:0 .25rem;border-radius:3px}
 table{border-collapse:collapse;font-variant-numeric:tabular-nums}
-th,td{padding:.3rem .55rem;border-bottom:1px solid #e4e4e4;text-align:right;white-space:nowrap}
-th{background:#f3f5f8;cursor:pointer;user-select:none;position:sticky;top:0}
+table{font-size:12.5px}
+th,td{padding:.25rem .4rem;border-bottom:1px solid #e4e4e4;text-align:right;white-space:nowrap}
+th{background:#f3f5f8;cursor:pointer;user-select:none;position:sticky;top:0;white-space:normal;vertical-align:bottom}
+td:nth-child(2){white-space:normal;min-width:9em}
 th::after{content:" \\2195";color:#aaa}td:nth-child(-n+3),th:nth-child(-n+3){text-align:left}
 tr.baseline td{background:#f6f6f6;font-style:italic}tbody tr:hover td{background:#eef4ff}
 .scroll{overflow-x:auto}.charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(480px,1fr));gap:1rem}
@@ -72,16 +74,21 @@ def _run_ref(data: SweepData, run_id: str) -> str:
 
 
 def render_html(
-    data: SweepData, rows: Sequence[TrialRow], charts: Sequence[tuple[str, str]]
+    data: SweepData,
+    rows: Sequence[TrialRow],
+    charts: Sequence[tuple[str, str]],
+    images: Mapping[str, str] | None = None,
 ) -> str:
-    """The self-contained page: inline CSS, <img> tags for the PNGs written next to it."""
+    """The page: inline CSS and JS; each chart (file name, caption) shown from
+    `images[name]` (a data: URI, so the page stands alone) or else the file beside it."""
+    srcs = images or {}
     methods = sorted({r.energy_method for r in rows if r.energy_method})
     energy = "; ".join(f"<code>{_e(m)}</code>: {_e(ENERGY_NOTES.get(m, m))}" for m in methods)
     sweep = data.parent.tags.get("cpsweep.sweep", data.parent.tags.get("mlflow.runName", "?"))
     trials = _table(TRIAL_COLUMNS, rows, lambda r: "baseline" if r.baseline else "")
     arms = _table(ARM_COLUMNS, arm_summaries(rows), lambda a: "")
     figs = "".join(
-        f'<figure class="{"wide" if n == "savings.png" else ""}"><img src="{_e(n)}" alt="{_e(c)}">'
+        f'<figure class="{"wide" if n == "savings.png" else ""}"><img src="{_e(srcs.get(n, n))}" alt="{_e(c)}">'
         f"<figcaption>{_e(c)}</figcaption></figure>"
         for n, c in charts
     )

@@ -251,6 +251,9 @@ class TrackingSpec(_Strict):
         "the rest stays in the tracking log for `cpsweep sync`.",
     )
     plots: bool = Field(True, description="Log each trial's rotation and accuracy charts.")
+    writer_threads: int = Field(
+        8, ge=1, le=64, description="Runs written to an MLflow server side by side."
+    )
     wal_max_mb: int = Field(
         4096,
         ge=1,

@@ -1,9 +1,11 @@
 """The sweep's own MLflow run: totals as metrics, the summary and the report as artifacts.
 
 The child runs hold each trial's curves; the parent run is where a user landing on the
-experiment sees the sweep as a whole: `sweep/*` metrics (totals over the trials, so
-sweeps of one experiment compare in the runs table), `summary.json`, and the
-`cpsweep report` page with its charts under `report/` (the MLflow UI previews both).
+experiment sees the sweep as a whole: its totals under the trials' own keys
+(`energy/Wh`, `co2/g`, `cost/usd`, `time/cum_s`: its row fills the same columns),
+`total/kWh` and `total/co2_kg`, `sweep/*` counts, `summary.json`, and the
+`cpsweep report` page (one self-contained `report/index.html`, which the MLflow UI
+previews).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import logging
 import tempfile
 import time
 from typing import Any
+
+from service.mlflow_schema import EXPERIMENT_TAGS, SHARED_VIEW_TAG, parent_totals, shared_view
 
 __all__ = ["log_sweep_results", "sweep_totals"]
 
@@ -31,11 +35,10 @@ def sweep_totals(summary: dict[str, Any]) -> dict[str, float]:
     accs = [t["final_val_acc"] for t in trials if t.get("final_val_acc") is not None]
     if accs:
         out["sweep/best_val_acc"] = max(accs)
-    for key in ("samples", "energy_kwh", "co2_kg", "cost_usd"):
-        values = [t[key] for t in trials if t.get(key) is not None]
-        if values:
-            out[f"sweep/{key}"] = float(sum(values))
-    return out
+    samples = [t["samples"] for t in trials if t.get("samples") is not None]
+    if samples:
+        out["sweep/samples"] = float(sum(samples))
+    return out | parent_totals(trials)
 
 
 def log_sweep_results(
@@ -52,6 +55,7 @@ def log_sweep_results(
         now = int(time.time() * 1000)
         metrics = [Metric(k, v, now, step) for k, v in sweep_totals(summary).items()]
         client.log_batch(parent_id, metrics=metrics)
+        _tag_experiment(client, summary, parent_id)
         client.log_text(parent_id, json.dumps(summary, indent=2, default=str), "summary.json")
         from service.report import build_report, load_sweep
 
@@ -62,3 +66,13 @@ def log_sweep_results(
         if strict:
             raise
         log.warning("MLflow: could not log the sweep's results to run %s: %s", parent_id, exc)
+
+
+def _tag_experiment(client: Any, summary: dict[str, Any], parent_id: str) -> None:
+    """Say what the experiment holds (model training) and store the runs view that the
+    link `cpsweep run` prints opens (service.mlflow_schema.runs_view_url)."""
+    exp_id = summary["mlflow"].get("experiment_id") or client.get_run(parent_id).info.experiment_id
+    searched = sorted({p for t in summary["trials"] for p in (t.get("params") or {})})
+    view = json.dumps(shared_view(searched))
+    for key, value in {**EXPERIMENT_TAGS, SHARED_VIEW_TAG: view}.items():
+        client.set_experiment_tag(exp_id, key, value)

@@ -13,8 +13,8 @@ the last logged epoch is kept per run in that log.
 
 from __future__ import annotations
 
+import json
 import logging
-import math
 import os
 import time
 import uuid
@@ -24,21 +24,14 @@ from typing import Any
 from ray.tune import Callback
 
 from service import accounting
+from service import mlflow_schema as schema
 from service.progress import TrialTracker
 from service.spec import SweepSpec
 from service.tracking_wal import WAL_NAME, WriteAheadLog, log_report
 from service.tracking_writer import TrackingWriter, configure_client
 from service.usage import TrialUsage
 from trainables.config import train_dict_for
-from trainables.wire import (
-    ANGLE,
-    END_EPOCH,
-    HANDSHAKE_S,
-    LAG_EPOCHS,
-    MODE,
-    RATE_RATIO,
-    SWITCH_EPOCH,
-)
+from trainables.wire import END_EPOCH, MODE, SWITCH_EPOCH
 
 __all__ = [
     "MLflowSweepCallback",
@@ -46,28 +39,11 @@ __all__ = [
     "log_final",
     "prepare_store",
     "resolve_tracking_uri",
+    "writer_threads",
 ]
 
 log = logging.getLogger(__name__)
 
-_SKIP = {
-    "epoch",
-    "phase",
-    "trial_id",
-    "date",
-    "hostname",
-    "node_ip",
-    "pid",
-    "done",
-    "training_iteration",
-    "timestamp",
-    "time_since_restore",
-    "iterations_since_restore",
-    "checkpoint_dir_name",
-    "checkpoint_path",
-    "config",
-    "should_checkpoint",
-}
 _TAG_KEYS = {"energy/method": "energy.method", "device/name": "device.name", MODE: "cp.mode"}
 
 
@@ -95,15 +71,8 @@ def _artifact_location(uri: str) -> str | None:
     return None  # a tracking server decides where artifacts go
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    out: dict[str, str] = {}
-    for k, v in tree.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = str(v)[:6000]
-    return out
+def _criterion(config: dict[str, Any]) -> str:
+    return str(train_dict_for(config)["criterion"]["name"])
 
 
 def _full_recipe_throughout(arm: str | None, criterion: str | None) -> bool:
@@ -128,6 +97,7 @@ class MLflowSweepCallback(Callback):
         self.uri = resolve_tracking_uri(spec.tracking.uri)
         self.tracker = tracker or TrialTracker()
         self.usage: dict[str, TrialUsage] = {}
+        self._full: dict[str, bool] = {}  # trial id -> runs the full recipe throughout
         self._report: dict[str, Any] = {}
         self._prices = accounting.load_price_table()
         a = spec.accounting
@@ -136,7 +106,9 @@ class MLflowSweepCallback(Callback):
         )
         configure_client(spec.tracking.request_timeout_s)
         self.wal = WriteAheadLog(out_dir / WAL_NAME, max_bytes=spec.tracking.wal_max_mb * 2**20)
-        self.writer = TrackingWriter(self.wal, self.uri, final=log_final)
+        self.writer = TrackingWriter(
+            self.wal, self.uri, final=log_final, threads=writer_threads(spec, self.uri)
+        )
         if self.uri.startswith("sqlite:"):
             # A local file: create and migrate it before any trial starts (cheap, and
             # nothing else may race its first migration); a server's store is its own.
@@ -168,7 +140,8 @@ class MLflowSweepCallback(Callback):
         if sweep is not None and sweep.created:
             if self.resume:  # a resumed sweep continues its parent run and child runs
                 self.wal.append({"op": "status", "ref": "sweep", "status": "RUNNING"})
-                log.info("MLflow: resuming the sweep's runs (%s)", self.wal.path)
+                if sweep.run_id:  # service/job_trials.py finds a job's run by this line
+                    log.info("MLflow: resuming parent run %s (%s)", sweep.run_id, self.wal.path)
             return
         name = self.spec.tracking.experiment or self.spec.name
         tags = {
@@ -181,20 +154,7 @@ class MLflowSweepCallback(Callback):
         }
         if os.environ.get("RAY_JOB_SUBMISSION_ID"):
             tags["cpsweep.job_id"] = os.environ["RAY_JOB_SUBMISSION_ID"]
-        params = {f"train.{k}": v for k, v in _flatten(self.spec.train.model_dump()).items()}
-        params.update(
-            {
-                f"search.{k}": str(v.model_dump(exclude_none=True))
-                for k, v in self.spec.search_space.items()
-            }
-        )
-        params.update(
-            {
-                "num_samples": str(self.spec.num_samples),
-                "scheduler.scope": self.spec.scheduler.scope,
-                "scheduler.mode": self.spec.scheduler.mode,
-            }
-        )
+        params = schema.parent_params(self.spec)
         self.state.uid = uuid.uuid4().hex[:12]
         self._run_op(
             "sweep",
@@ -224,18 +184,14 @@ class MLflowSweepCallback(Callback):
         tid = trial.trial_id
         train = train_dict_for(trial.config)
         arm = trial.config.get("arm")
-        label = arm or ",".join(
-            f"{k.split('.')[-1]}={v}" for k, v in trial.config.get("params", {}).items()
-        )
         tags = {
-            "mlflow.runName": f"{tid} {label}".strip(),
+            "mlflow.runName": schema.trial_run_name(trial.config, seed=train.get("seed")),
             "cpsweep.kind": "trial",
             "cpsweep.trial_id": tid,
             "cpsweep.arm": str(arm),
             "cp.criterion": train["criterion"]["name"],
         }
-        params = _flatten(train)
-        params.update({f"search.{k}": str(v) for k, v in trial.config.get("params", {}).items()})
+        params = schema.trial_params(train)
         self._run_op(ref, tags, params, parent="sweep")
         return ref
 
@@ -279,8 +235,11 @@ class MLflowSweepCallback(Callback):
         usage = self._usage(trial)
         if epoch <= max(usage.last_epoch, self.state.ref(ref).last_step):
             return  # replayed after a retry or a resume: already logged
-        cum = usage.add_epoch(result)
-        metrics, tags = epoch_record(result, cum, usage)
+        usage.add_epoch(result)
+        if trial.trial_id not in self._full:  # the config is fixed: resolve it once
+            arm, rule = trial.config.get("arm"), _criterion(trial.config)
+            self._full[trial.trial_id] = _full_recipe_throughout(arm, rule)
+        metrics, tags = epoch_record(result, usage, estimate=not self._full[trial.trial_id])
         ts = int(time.time() * 1000)
         self.wal.append(
             {
@@ -291,6 +250,8 @@ class MLflowSweepCallback(Callback):
                 "ts": ts,
                 "m": metrics,
                 "t": tags,
+                # The accounting state, for a restarted driver (the log's, not MLflow's).
+                "usage": json.dumps(usage.state()),
             }
         )
         self.state.ref(ref).last_step = epoch
@@ -305,15 +266,10 @@ class MLflowSweepCallback(Callback):
         self.tracker.conclude(trial.trial_id)
         ref = self._child(trial)
         usage = self._usage(trial)
-        metrics: dict[str, float] = {}
+        metrics: dict[str, float] = {}  # the estimate and savings went with every epoch
         tags: dict[str, str] = {}
-        saving = usage.estimated_savings()
-        never = _full_recipe_throughout(
-            trial.config.get("arm"), train_dict_for(trial.config)["criterion"]["name"]
-        )
-        if saving and not never:  # the full recipe throughout saves nothing by definition
-            metrics = {f"savings/{k}_pct": v for k, v in saving.items()}
-            metrics.update({f"baseline_est/{k}": v for k, v in usage.baseline_estimate().items()})
+        never = _full_recipe_throughout(trial.config.get("arm"), _criterion(trial.config))
+        if usage.estimated_savings() and not never:  # the full recipe saves nothing
             tags = {"savings.kind": "estimated"}
         self.wal.append(
             {
@@ -420,23 +376,22 @@ class MLflowSweepCallback(Callback):
         )
 
 
+def writer_threads(spec: SweepSpec, uri: str) -> int:
+    """Connections the writer uses side by side: a server takes several, a sqlite file one."""
+    return 1 if uri.startswith("sqlite:") else spec.tracking.writer_threads
+
+
 def epoch_record(
-    result: dict[str, Any], cum: dict[str, float], usage: TrialUsage
+    result: dict[str, Any], usage: TrialUsage, estimate: bool = True
 ) -> tuple[dict[str, float], dict[str, str]]:
-    """The metrics and tags one reported epoch logs to its trial's run."""
-    metrics = {
-        k: float(v)
-        for k, v in result.items()
-        if k not in _SKIP
-        and isinstance(v, int | float)
-        and not isinstance(v, bool)
-        and math.isfinite(float(v))
-        and not k.startswith("cp/")
-    }
-    stat = (ANGLE, RATE_RATIO, HANDSHAKE_S, LAG_EPOCHS)
-    metrics.update({k: float(result[k]) for k in stat if k in result})
-    metrics.update(cum)
-    tags = {"cpsweep.last_epoch": str(result["epoch"]), "cpsweep.usage": usage.state_tag()}
+    """The metrics and tags one reported epoch logs to its trial's run
+    (`service.mlflow_schema` names and scales them)."""
+    metrics = schema.epoch_metrics(result) | schema.state_metrics(usage.state())
+    if estimate:
+        metrics |= schema.estimate_metrics(usage.baseline_estimate(), usage.estimated_savings())
+    tags = {schema.LAST_EPOCH_TAG: str(result["epoch"])}
+    if usage.acc.device:
+        tags[schema.PRICE_DEVICE_TAG] = usage.acc.device
     tags.update({t: str(result[k]) for k, t in _TAG_KEYS.items() if k in result})
     if result.get(END_EPOCH) is not None:
         tags["cp.end_epoch"] = str(result[END_EPOCH])

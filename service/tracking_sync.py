@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from service.tracking import log_final, resolve_tracking_uri
+from service.tracking import log_final, resolve_tracking_uri, writer_threads
 from service.tracking_wal import WAL_NAME, WriteAheadLog, log_report
 from service.tracking_writer import TrackingWriter, configure_client
 from trainables.config import ConfigError
@@ -37,7 +37,7 @@ def sync_output_dir(
     uri = uri or resolve_tracking_uri(spec.tracking.uri)
     configure_client(spec.tracking.request_timeout_s)
     wal = WriteAheadLog(wal_file)
-    writer = TrackingWriter(wal, uri, final=log_final)
+    writer = TrackingWriter(wal, uri, final=log_final, threads=writer_threads(spec, uri))
     writer.start()
     writer.drain(timeout_s)
     writer.stop()

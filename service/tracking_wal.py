@@ -77,7 +77,7 @@ class RefState:
     run_id: str | None = None
     experiment_id: str | None = None
     last_step: int = 0  # the highest epoch logged: a replayed result at or below it is dropped
-    usage: str | None = None  # the last `cpsweep.usage` tag: cumulative energy/cost state
+    usage: str | None = None  # the last record's accounting state (JSON): energy/cost so far
     status: str | None = None  # the last status op: KILLED, FINISHED, ...
     created: bool = False  # a `run` op exists
 
@@ -121,7 +121,8 @@ class WalState:
         elif op == "log" and rec.get("step") is not None:
             r = self.ref(rec["ref"])
             r.last_step = max(r.last_step, int(rec["step"]))
-            r.usage = rec.get("t", {}).get("cpsweep.usage", r.usage)
+            # The accounting state rides in the record (older logs: in the usage tag).
+            r.usage = rec.get("usage") or rec.get("t", {}).get("cpsweep.usage", r.usage)
             if rec["ref"].startswith("trial:") and rec.get("epoch"):
                 self.results += 1
         elif op in ("status", "close"):

@@ -70,6 +70,7 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, MlflowException) and exc.error_code in _TRANSIENT_CODES
 
 
+_PLOTS = threading.Lock()
 _SET_BY_US: dict[str, str] = {}  # what configure_client set (a later sweep may change it)
 
 
@@ -97,8 +98,10 @@ class TrackingWriter:
         final: Callable[[Any, dict[str, Any], dict[str, str]], None] | None = None,
         flush_s: float = 0.2,
         max_backoff_s: float = 5.0,
+        threads: int = 1,
     ) -> None:
         self.wal, self.uri = wal, uri
+        self.threads = threads  # runs written side by side (one sqlite file takes one writer)
         self._final = final  # logs the sweep's totals/report: (client, summary, run ids)
         self.flush_s, self.max_backoff_s = flush_s, max_backoff_s
         self.state: WalState = wal.state  # mapping and acks, shared with the callback
@@ -108,7 +111,9 @@ class TrackingWriter:
         self._done = threading.Condition()
         self._offset = 0
         self.client: Any = None
-        self._uncertain: set[str] = set()  # refs whose create_run may have happened unseen
+        # Refs whose create_run may have happened unseen: a driver killed after MLflow
+        # created a run but before its `mapped` record; looked up before creating again.
+        self._uncertain = {r for r, st in self.state.refs.items() if st.created and not st.run_id}
         self._history: dict[str, dict[int, dict[str, Any]]] = {}  # plot keys per ref and step
         self._thread: threading.Thread | None = None
 
@@ -236,23 +241,53 @@ class TrackingWriter:
         return self.client
 
     def _apply(self, ops: list[dict[str, Any]]) -> None:
+        """Send a batch: the sweep's run first, then each run's ops in order, runs side by
+        side on `threads` connections; a `final` op waits for everything before it."""
         client = self._mlflow()
-        pending: dict[str, list[dict[str, Any]]] = {}
+        segment: list[dict[str, Any]] = []
         for op in ops:
-            kind, ref = op["op"], op.get("ref", "")
-            if kind == "run":
-                self._ensure_run(client, op)
-            elif kind == "log":
-                pending.setdefault(ref, []).append(op)
-            elif kind == "final":
-                for r in list(pending):
-                    self._send_logs(client, r, pending.pop(r))
+            if op["op"] == "final":
+                self._apply_runs(client, segment)
+                segment = []
                 self._send_final(client, op)
+            else:
+                segment.append(op)
+        self._apply_runs(client, segment)
+
+    def _apply_runs(self, client: Any, ops: list[dict[str, Any]]) -> None:
+        by_ref: dict[str, list[dict[str, Any]]] = {}
+        for op in ops:
+            by_ref.setdefault(op["ref"], []).append(op)
+        sweep = by_ref.pop("sweep", [])
+        if sweep and sweep[0]["op"] == "run":  # trial runs name it as their parent
+            self._ensure_run(client, sweep.pop(0))
+        if sweep:
+            by_ref["sweep"] = sweep
+        if self.threads <= 1 or len(by_ref) <= 1:
+            for ref, group in by_ref.items():
+                self._apply_run(client, ref, group)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="mlflow-writer") as pool:
+            futures = [pool.submit(self._apply_run, client, r, g) for r, g in by_ref.items()]
+        errors = [e for f in futures if (e := f.exception()) is not None]
+        if errors:
+            raise errors[0]  # the batch is retried whole: every op in it is idempotent
+
+    def _apply_run(self, client: Any, ref: str, ops: list[dict[str, Any]]) -> None:
+        """One run's ops in order; its consecutive results go out together."""
+        logs: list[dict[str, Any]] = []
+        for op in ops:
+            if op["op"] == "run":
+                self._ensure_run(client, op)
+            elif op["op"] == "log":
+                logs.append(op)
             else:  # status or close: this run's earlier results go first
-                self._send_logs(client, ref, pending.pop(ref, []))
+                self._send_logs(client, ref, logs)
+                logs = []
                 self._send_status(client, op)
-        for ref, group in pending.items():
-            self._send_logs(client, ref, group)
+        self._send_logs(client, ref, logs)
 
     def _run_id(self, ref: str) -> str | None:
         st = self.state.refs.get(ref)
@@ -387,4 +422,5 @@ class TrackingWriter:
         end = next((r[END_EPOCH] for r in reversed(rows) if r.get(END_EPOCH)), None)
         for r in rows:
             r.setdefault(END_EPOCH, end)
-        self._call(f"plots of {ref}", log_trial_plots, client, run_id, rows)
+        with _PLOTS:  # pyplot is not thread-safe
+            self._call(f"plots of {ref}", log_trial_plots, client, run_id, rows)

@@ -1,9 +1,10 @@
 """Per-trial consumption: cumulative energy, CO2 and cost, and savings against baselines.
 
-`TrialUsage` turns each reported epoch into cumulative `energy/kwh`, `co2/kg`,
-`cost/usd` (service.accounting formulas) and keeps what the critical period
+`TrialUsage` turns each reported epoch into cumulative energy (kWh), CO2 (kg)
+and cost (USD) (service.accounting formulas) and keeps what the critical period
 cost per sample, from which the cost of the full recipe over the same epochs is
-estimated (`estimate_full_recipe`). Measured savings compare a trial with its
+estimated (`estimate_full_recipe`). `service.mlflow_schema` names and scales
+them for MLflow. Measured savings compare a trial with its
 real baseline arm (same params, criterion `never`).
 """
 
@@ -16,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from service import accounting
+from service.mlflow_schema import state_from_run
 
 __all__ = ["TrialUsage", "attach_measured_baselines", "device_for_price"]
 
@@ -72,8 +74,8 @@ class TrialUsage:
     def last_epoch(self) -> int:
         return self.acc.last_epoch
 
-    def add_epoch(self, r: dict[str, Any]) -> dict[str, float]:
-        """Account one reported epoch; returns the cumulative metrics to log."""
+    def add_epoch(self, r: dict[str, Any]) -> None:
+        """Account one reported epoch (`state()` holds the cumulative values)."""
         a = self.acc
         wall = float(r.get("time_this_iter_s") or r.get("time/epoch_s") or 0.0)
         kwh = float(r.get("energy/epoch_kwh") or 0.0)
@@ -108,19 +110,18 @@ class TrialUsage:
             a.crit_kwh += kwh * share
             a.crit_co2 += co2 * share
             a.crit_cost += cost * share
-        return {
-            "energy/kwh": a.energy_kwh,
-            "co2/kg": a.co2_kg,
-            "cost/usd": a.cost_usd,
-            "time/cum_s": a.seconds,
-        }
 
-    def state_tag(self) -> str:
-        return json.dumps(asdict(self.acc))
+    def state(self) -> dict[str, Any]:
+        """The cumulative accumulators in SI units (kWh, kg, USD, seconds)."""
+        return asdict(self.acc)
 
     def restore(self, metrics: dict[str, float], tags: dict[str, str]) -> None:
-        if "cpsweep.usage" in tags:
-            self.acc = _Acc(**json.loads(tags["cpsweep.usage"]))
+        """Continue from a run's latest state metrics (`mlflow_schema.state_metrics`)."""
+        state = state_from_run(metrics, tags)
+        if not state and "cpsweep.usage" in tags:  # runs logged before the state metrics
+            state = json.loads(tags["cpsweep.usage"])
+        if state:
+            self.acc = _Acc(**state)
 
     def actual(self) -> accounting.Usage:
         a = self.acc

@@ -68,14 +68,18 @@ def test_an_explicit_directory_holding_a_sweep_is_refused(tmp_path):
 def test_sweep_totals_sum_resources_and_count_outcomes():
     from service.sweep_run import sweep_totals
 
+    # fmt: off
     summary = {
         "wall_s": 12.5,
         "trials": [
-            {"status": "TERMINATED", "final_val_acc": 0.9, "energy_kwh": 1e-3, "cost_usd": 0.5},
-            {"status": "ERROR", "final_val_acc": None, "energy_kwh": 2e-3, "cost_usd": 0.25},
+            {"status": "TERMINATED", "final_val_acc": 0.9, "energy_kwh": 1e-3, "cost_usd": 0.5,
+             "co2_kg": 4e-4, "billed_s": 30.0},
+            {"status": "ERROR", "final_val_acc": None, "energy_kwh": 2e-3, "cost_usd": 0.25,
+             "co2_kg": 2e-4, "billed_s": 12.0},
             {"status": "INTERRUPTED", "final_val_acc": 0.95, "energy_kwh": None},
         ],
     }
+    # fmt: on
     assert sweep_totals(summary) == pytest.approx(
         {
             "sweep/trials": 3,
@@ -83,7 +87,12 @@ def test_sweep_totals_sum_resources_and_count_outcomes():
             "sweep/failed": 1,
             "sweep/wall_s": 12.5,
             "sweep/best_val_acc": 0.95,
-            "sweep/energy_kwh": 3e-3,
-            "sweep/cost_usd": 0.75,
+            # The trials' own keys and units, so the parent's row fills the same columns.
+            "energy/Wh": 3.0,
+            "co2/g": 0.6,
+            "cost/usd": 0.75,
+            "time/cum_s": 42.0,
+            "total/kWh": 3e-3,
+            "total/co2_kg": 6e-4,
         }
     )

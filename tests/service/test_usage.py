@@ -34,12 +34,12 @@ def _epoch(
 
 def test_cumulative_energy_co2_cost():
     u = TrialUsage(intensity_g_per_kwh=500.0, prices=PRICES, cpus_per_worker=2)
-    cum = u.add_epoch(_epoch(1, "critical", 300))
+    u.add_epoch(_epoch(1, "critical", 300))
     # 2 workers x 2 CPUs = 4 cores x 10 s x 3.6 $/h = 0.04 $; 0.002 kWh x 500 g = 1 g.
-    assert cum["cost/usd"] == pytest.approx(0.04)
-    assert cum["co2/kg"] == pytest.approx(0.001)
-    cum = u.add_epoch(_epoch(2, "after", 100))
-    assert cum["energy/kwh"] == pytest.approx(0.004) and cum["time/cum_s"] == 20
+    assert u.state()["cost_usd"] == pytest.approx(0.04)
+    assert u.state()["co2_kg"] == pytest.approx(0.001)
+    u.add_epoch(_epoch(2, "after", 100))
+    assert u.state()["energy_kwh"] == pytest.approx(0.004) and u.state()["seconds"] == 20
     assert u.last_epoch == 2
 
 
@@ -57,11 +57,25 @@ def test_estimate_extrapolates_the_critical_period_per_sample():
 
 
 def test_state_survives_a_driver_restart():
+    """From the run's latest metrics and tags (what MLflow keeps), not a JSON tag."""
+    from service.mlflow_schema import LAST_EPOCH_TAG, PRICE_DEVICE_TAG, state_metrics
+
     u = TrialUsage(intensity_g_per_kwh=500.0, prices=PRICES)
-    u.add_epoch(_epoch(1, "critical", 300))
+    u.add_epoch(_epoch(1, "critical", 300, kwh=0.0021234567))
+    u.add_epoch(_epoch(2, "after", 100))
+    tags = {LAST_EPOCH_TAG: "2", PRICE_DEVICE_TAG: "cpu-core"}
     v = TrialUsage(intensity_g_per_kwh=500.0, prices=PRICES)
-    v.restore({}, {"cpsweep.usage": u.state_tag()})
-    assert v.totals() == u.totals() and v.last_epoch == 1
+    v.restore(state_metrics(u.state()), tags)
+    assert v.last_epoch == 2 and v.totals()["price_device"] == "cpu-core"
+    # Shown totals keep 4 significant digits; the critical period's costs are exact.
+    assert v.totals()["energy_kwh"] == pytest.approx(u.totals()["energy_kwh"], rel=5e-4)
+    assert v.baseline_estimate() == pytest.approx(u.baseline_estimate(), rel=5e-4)
+    # A run logged before the state metrics still resumes from its JSON tag.
+    import json
+
+    w = TrialUsage(intensity_g_per_kwh=500.0, prices=PRICES)
+    w.restore({}, {"cpsweep.usage": json.dumps(u.state())})
+    assert w.totals() == u.totals()
 
 
 def test_device_prices():

@@ -32,8 +32,9 @@ PER_EPOCH = (
     "train/loss",
     "time/cum_s",
     "cost/usd",
-    "energy/kwh",
-    "co2/kg",
+    "energy/Wh",
+    "co2/g",
+    "cp/critical",
 )
 CORE_TABLES = {
     "experiments",
@@ -72,8 +73,8 @@ def _check_sweep(client: Any, summary: dict[str, Any], n_trials: int) -> list[An
         for key in PER_EPOCH:
             steps = [m.step for m in client.get_metric_history(rid, key)]
             assert steps == list(range(1, EPOCHS + 1)), (key, steps)
-        plots = {a.path for a in client.list_artifacts(rid, "plots")}
-        assert plots == {"plots/rotation.png", "plots/accuracy_vs_cost.png"}
+        plots = {a.path for a in client.list_artifacts(rid)}
+        assert plots == {"rotation.png", "accuracy_vs_cost.png"}
     return children
 
 
@@ -108,7 +109,7 @@ def test_concurrent_trials_share_a_fresh_sqlite_file(finished_sweep) -> None:
     methods = {c.data.tags["energy.method"] for c in children}
     assert methods <= {"measured", "estimated-tdp"}, methods
     for c in children:
-        assert client.get_metric_history(c.info.run_id, "energy/kwh")[-1].value > 0
+        assert client.get_metric_history(c.info.run_id, "energy/Wh")[-1].value > 0
     # An estimated saving means nothing for the arm that runs the full recipe throughout.
     by_arm = {t["arm"]: t for t in finished_sweep.summary["trials"]}
     assert by_arm["baseline"]["savings_pct"] == {}
@@ -124,15 +125,19 @@ def test_the_sweep_run_holds_totals_the_summary_and_the_report(finished_sweep) -
     m, trials = parent.data.metrics, summary["trials"]
     assert m["sweep/trials"] == len(trials) == m["sweep/finished"] and m["sweep/failed"] == 0
     assert m["sweep/best_val_acc"] == max(t["final_val_acc"] for t in trials)
-    for key in ("energy_kwh", "cost_usd", "samples"):
-        assert (
-            m[f"sweep/{key}"] == pytest.approx(sum(t[key] for t in trials))
-            and m[f"sweep/{key}"] > 0
-        )
+    # Totals under the trials' own keys and units (4 significant digits), so the parent's
+    # row fills the same columns of the runs table.
+    for key, src, scale in (("energy/Wh", "energy_kwh", 1e3), ("cost/usd", "cost_usd", 1)):
+        total = sum(t[src] for t in trials) * scale
+        assert m[key] == pytest.approx(total, rel=1e-3) and m[key] > 0
+    assert m["total/kWh"] == pytest.approx(m["energy/Wh"] / 1e3, rel=1e-3)
+    assert m["sweep/samples"] == sum(t["samples"] for t in trials)
     arts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"spec.json", "summary.json", "report"} <= arts
     report = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     assert "report/index.html" in report and len([r for r in report if r.endswith(".png")]) == 8
+    page = Path(client.download_artifacts(parent.info.run_id, "report/index.html")).read_text()
+    assert page.count('src="data:image/png;base64,') == 8  # stands alone in MLflow's viewer
     logged = json.loads(
         Path(client.download_artifacts(parent.info.run_id, "summary.json")).read_text()
     )
@@ -169,13 +174,10 @@ def test_sweep_logs_through_an_mlflow_server(ray_local, start_mlflow_server, tmp
         con.close()
     # Artifacts were proxied by the server into its --artifacts-destination.
     assert child.info.artifact_uri.startswith("mlflow-artifacts:")
-    assert {a.path for a in client.list_artifacts(rid, "plots")} == {
-        "plots/rotation.png",
-        "plots/accuracy_vs_cost.png",
-    }
+    assert {a.path for a in client.list_artifacts(rid)} == {"rotation.png", "accuracy_vs_cost.png"}
     stored = {p.name for p in server.artifacts.rglob("*")}
     assert {"rotation.png", "summary.json", "index.html"} <= stored  # trial and sweep run
-    local = client.download_artifacts(rid, "plots/rotation.png", str(tmp_path))
+    local = client.download_artifacts(rid, "rotation.png", str(tmp_path))
     assert Path(local).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

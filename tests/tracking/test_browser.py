@@ -7,6 +7,7 @@ A screenshot of the experiment's chart view is kept in tests/tracking/artifacts/
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +31,7 @@ FLAGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-METRICS = ("val/acc", "rotation/mean")
+METRICS = ("rotation/mean", "cp/critical", "val/acc")
 CARD = "[data-testid='experiment-view-compare-runs-card']"
 WAIT_S = 120  # the SPA and its API calls are slow on a loaded 2-core machine
 
@@ -129,20 +130,81 @@ def _charts(driver: Any) -> dict[str, dict[str, Any]]:
 
 
 def _check_curves(driver: Any, names: list[str], where: str) -> None:
-    """Both metrics charted, one marker per epoch for every trial, each trial in the legend."""
-    _search_charts(driver, "|".join(METRICS))
+    """The metrics charted, one marker per epoch for every trial, each trial in the legend
+    (two charts at a time: the UI draws only the charts within the window)."""
+    _check_some(driver, names, where, METRICS[:2])
+    _check_some(driver, names, where, METRICS[2:])
+
+
+def _check_some(driver: Any, names: list[str], where: str, metrics: tuple[str, ...]) -> None:
+    _search_charts(driver, "|".join(metrics))
     want = EPOCHS * len(names)
 
     def complete(d: Any) -> dict[str, dict[str, Any]] | None:
         cards = _charts(d)
-        return cards if all(cards.get(m, {}).get("points") == want for m in METRICS) else None
+        return cards if all(cards.get(m, {}).get("points") == want for m in metrics) else None
 
     cards = _wait(
-        driver, f"{' and '.join(METRICS)} charts, {want} points each, on the {where}", complete
+        driver, f"{' and '.join(metrics)} charts, {want} points each, on the {where}", complete
     )
-    for metric in METRICS:
+    for metric in metrics:
         for name in names:
             assert f"{name} ({metric})" in cards[metric]["legend"], (metric, name, cards[metric])
+
+
+_ROWS_JS = """
+// Runs table (ag-grid): row index -> run name (pinned column) and the asked columns' text.
+const rows = {};
+for (const cell of document.querySelectorAll(".ag-row [col-id]")) {
+  const i = cell.closest(".ag-row").getAttribute("row-index");
+  rows[i] = rows[i] || {};
+  rows[i][cell.getAttribute("col-id")] = cell.textContent.trim();
+}
+return Object.values(rows);
+"""
+USAGE_COLUMNS = ("energy/Wh", "co2/g", "cost/usd")
+
+
+def _table_rows(driver: Any) -> list[dict[str, str]]:
+    rows = list(driver.execute_script(_ROWS_JS))
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    SCREENSHOT.with_name("runs_table.json").write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+def _usage_cells(rows: list[dict[str, str]], names: list[str]) -> dict[str, dict[str, str]] | None:
+    """Trial name -> {energy/Wh, co2/g, cost/usd: shown text}, once every trial row has them."""
+    out: dict[str, dict[str, str]] = {}
+    for row in rows:
+        name = next((n for n in names for v in row.values() if v.endswith(n)), None)
+        cells = {m: row.get(f"metrics.`{m}`", "") for m in USAGE_COLUMNS}
+        if name and all(cells.values()):
+            out[name] = cells
+    return out if set(out) == set(names) else None
+
+
+def _expand_parent(driver: Any, parent_id: str, trials: dict[str, str]) -> None:
+    from selenium.webdriver.common.by import By
+
+    parent = _wait(
+        driver, "parent run row", lambda d: d.find_element(By.CSS_SELECTOR, _run_link(parent_id))
+    )
+    _close_assistant(driver)
+    if not driver.find_elements(By.CSS_SELECTOR, _run_link(next(iter(trials)))):
+        # The expand (+) button sits in the same run-name cell as the parent's link.
+        parent.find_element(
+            By.XPATH, "./ancestor::div[contains(@class,'ag-cell')][1]//button"
+        ).click()
+    _wait(
+        driver,
+        "trial rows under the parent",
+        lambda d: all(d.find_elements(By.CSS_SELECTOR, _run_link(r)) for r in trials),
+    )
+
+
+def _shot(driver: Any, name: str) -> None:
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    assert driver.save_screenshot(str(SCREENSHOT.with_name(name)))
 
 
 def test_mlflow_ui_shows_sweep_trials_and_their_curves(
@@ -150,6 +212,8 @@ def test_mlflow_ui_shows_sweep_trials_and_their_curves(
 ) -> None:
     from mlflow.tracking import MlflowClient
     from selenium.webdriver.common.by import By
+
+    from service.mlflow_schema import EXPERIMENT_TAGS, runs_view_url, trial_run_name
 
     summary = finished_sweep.summary
     exp_id, parent_id = summary["mlflow"]["experiment_id"], summary["mlflow"]["parent_run_id"]
@@ -159,46 +223,89 @@ def test_mlflow_ui_shows_sweep_trials_and_their_curves(
         for t in summary["trials"]
     }
     names = sorted(trials.values())
+    # Named for what varies: the arm spelled out, the searched learning rate, the seed.
+    assert names == sorted(
+        trial_run_name({"arm": t["arm"], "params": t["params"]}, seed=0) for t in summary["trials"]
+    )
+    assert "critical-period lr=0.05 s0" in names and "baseline (full recipe) lr=0.05 s0" in names
+    assert EXPERIMENT_TAGS.items() <= client.get_experiment(exp_id).tags.items()
     server = start_mlflow_server(finished_sweep.uri)  # the sweep's own sqlite store
     ui = f"{server.url}/#/experiments/{exp_id}"
 
+    # The link cpsweep prints lands on the training runs (not the GenAI overview), in a
+    # fresh browser profile, with the usage columns of cpsweep's shared view.
+    browser.get(runs_view_url(server.url, exp_id))
+    _expand_parent(browser, parent_id, trials)
+    assert "/runs" in browser.current_url and "/overview" not in browser.current_url
+    cells = _wait(
+        browser,
+        "energy, CO2 and cost cells of every trial",
+        lambda d: _usage_cells(_table_rows(d), names),
+    )
+    _shot(browser, "mlflow_runs_table.png")
+    for metric in USAGE_COLUMNS:
+        shown = [cells[n][metric] for n in names]
+        # Legible numbers (no cut-off 0.0000...), non-zero and telling the trials apart.
+        assert all(float(v) > 0 and len(v) <= 10 for v in shown), (metric, shown)
+        assert len(set(shown)) == len(names), (metric, shown)
+
     # The parent run's page names the sweep and links every trial as a child run.
-    browser.get(f"{ui}/runs/{parent_id}")
+    browser.get(f"{ui}/runs/{parent_id}?workflowType=machine_learning")
+    # (A hash change keeps the old page's DOM for a moment: wait for this page's text.)
     _wait(
         browser,
         "child run links",
-        lambda d: all(d.find_elements(By.CSS_SELECTOR, _run_link(r)) for r in trials),
+        lambda d: (
+            "Child runs" in _text(d)
+            and all(d.find_elements(By.CSS_SELECTOR, _run_link(r)) for r in trials)
+        ),
     )
-    page = _text(browser)
-    assert "Child runs" in page and all(n in page for n in names)
-    assert "cpsweep.kind" in page
-
-    # The experiment's runs in chart view: the parent row, expanded to its trials.
-    browser.get(f"{ui}/runs?compareRunsMode=CHART&workflowType=machine_learning")
-    parent = _wait(
-        browser, "parent run row", lambda d: d.find_element(By.CSS_SELECTOR, _run_link(parent_id))
-    )
-    _close_assistant(browser)
-    if not browser.find_elements(By.CSS_SELECTOR, _run_link(next(iter(trials)))):
-        # The expand (+) button sits in the same run-name cell as the parent's link.
-        parent.find_element(
-            By.XPATH, "./ancestor::div[contains(@class,'ag-cell')][1]//button"
-        ).click()
-    _wait(
+    page = _wait(
         browser,
-        "trial rows under the parent",
-        lambda d: all(d.find_elements(By.CSS_SELECTOR, _run_link(r)) for r in trials),
+        "trial names",
+        lambda d: (lambda t: t if all(n in t for n in names) else None)(_text(d)),
     )
-    _check_curves(browser, names, "experiment chart view")
-    SCREENSHOT.parent.mkdir(exist_ok=True)
-    assert browser.save_screenshot(str(SCREENSHOT))
+    assert "cpsweep.kind" in page and "cpsweep.usage" not in page
 
-    # One trial's own metrics page charts the same two curves for that trial alone.
+    # The chart view: rotation, accuracy and the end of the period, a line per trial.
+    browser.get(runs_view_url(server.url, exp_id, charts=True))
+    _expand_parent(browser, parent_id, trials)
+    _check_curves(browser, names, "experiment chart view")
+    _shot(browser, "mlflow_ui.png")
+
+    # One trial's own metrics page charts the same curves for that trial alone.
     run_id, name = next(iter(trials.items()))
-    browser.get(f"{ui}/runs/{run_id}/model-metrics")
+    browser.get(f"{ui}/runs/{run_id}/model-metrics?workflowType=machine_learning")
     _wait(browser, "trial run page", lambda d: name in _text(d))
     _close_assistant(browser)
     _check_curves(browser, [name], "trial's model-metrics page")
+
+    # The sweep's report inside MLflow's artifact viewer: every image decoded, the whole
+    # trial table within the page's width.
+    browser.get(f"{ui}/runs/{parent_id}/artifacts/report/index.html?workflowType=machine_learning")
+    frame = _wait(browser, "report frame", lambda d: d.find_element(By.CSS_SELECTOR, "iframe"))
+    _close_assistant(browser)
+    browser.switch_to.frame(frame)
+    try:
+        images = _wait(
+            browser,
+            "the report's 8 decoded images",
+            lambda d: (lambda i: i if len(i) == 8 and all(x["w"] > 100 for x in i) else None)(
+                d.execute_script(_IMAGES_JS)
+            ),
+        )
+        assert all(i["src"].startswith("data:image/png") for i in images)
+        fits = browser.execute_script(_FITS_JS)
+        assert fits["right"] <= fits["width"] + 1, fits
+    finally:
+        browser.switch_to.default_content()
+    _shot(browser, "mlflow_report.png")
+
+
+_FITS_JS = """
+const t = document.querySelector("table.sortable");
+return {right: t.getBoundingClientRect().right, width: document.documentElement.clientWidth};
+"""
 
 
 _IMAGES_JS = """

@@ -124,8 +124,8 @@ def check_exactly_once(url: str, summary: dict[str, Any]) -> None:
         for key in KEYS:
             steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
             assert steps == list(range(1, EPOCHS + 1)), (run.data.tags["cpsweep.trial_id"], key)
-        plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
-        assert plots == {"plots/rotation.png", "plots/accuracy_vs_cost.png"}
+        plots = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert plots == {"rotation.png", "accuracy_vs_cost.png"}
 
 
 def test_a_server_killed_mid_sweep_and_restarted_loses_nothing(ray_local, server, tmp_path):
