@@ -308,7 +308,7 @@ def shared_view(searched: list[str]) -> dict[str, Any]:
         "selectedColumns": columns,
         "chartsSearchFilter": f"{ROTATION_MEAN}|{CRITICAL}|val/acc",
         "hideEmptyCharts": True,
-        # Wide enough for names such as `critical-period adam lr=0.05 s0`.
+        # Asked for; MLflow 3.17.2 keeps its own width in a shared view (names get cut).
         "columnWidths": {"attributes.`Run Name`": 300},
     }
 

@@ -281,7 +281,8 @@ def test_cli_follow_streams_a_running_job_until_stop_ends_it(ray_cluster: RayClu
         )
     )
     addr = f"--address={ray_cluster.dashboard}"
-    r = cpsweep("submit", str(spec), addr, "--no-wait", env=ray_cluster.env)
+    out = f"--output-dir={ray_cluster.root / 'out' / 'follow'}"  # not the default, under ~
+    r = cpsweep("submit", str(spec), addr, out, "--no-wait", env=ray_cluster.env)
     assert r.returncode == 0, r.stderr
     job_id = r.stdout.strip().splitlines()[-1]
     follow = subprocess.Popen(
