@@ -82,7 +82,7 @@ class TrialRow:
     trial_id: str
     run_id: str
     arm: str | None
-    label: str  # arm and searched params, e.g. "cp lr=0.05"
+    label: str  # the run name: arm and searched params, e.g. "critical-period lr=0.05"
     baseline: bool  # the full recipe throughout (criterion never)
     status: str
     epochs: int | None

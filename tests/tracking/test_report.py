@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from pathlib import Path
 
@@ -217,11 +218,14 @@ def test_report_of_a_real_sweep_with_a_baseline_arm(finished_sweep, tmp_path, ca
     }
     assert methods and all(f"<code>{m}</code>" in page for m in methods)
     assert "(meas " in page  # the cp arm has savings measured against its baseline arm
-    assert "cp lr=0.05" in page and '<tr class="baseline">' in page
-    images = re.findall(r'<img src="([^"]+)"', page)
-    assert len(images) == 8 and "accuracy_vs_cost.png" in images
-    for name in images:
-        assert (out / name).read_bytes()[:8] == PNG
+    assert "critical-period lr=0.05" in page and '<tr class="baseline">' in page
+    # The charts are embedded (the page renders inside MLflow's artifact viewer) and also
+    # written beside it.
+    images = re.findall(r'<img src="data:image/png;base64,([^"]+)"', page)
+    assert len(images) == 8 and (out / "accuracy_vs_cost.png").read_bytes()[:8] == PNG
+    for data in images:
+        assert base64.b64decode(data)[:8] == PNG
+    assert len(list(out.glob("*.png"))) == 8
     # --parent picks the same sweep explicitly; a run of another kind is refused.
     assert (
         main([*argv, "--out", str(tmp_path / "p"), "--parent", summary["mlflow"]["parent_run_id"]])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 
@@ -49,24 +50,29 @@ def _train(cp: CriticalPeriod, ddp: nn.Module, opt: torch.optim.Optimizer) -> li
     return rows
 
 
+def _scenario(rank: int, scenario: str) -> dict:
+    torch.manual_seed(0)
+    ddp = nn.parallel.DistributedDataParallel(nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 1)))
+    opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
+    if scenario == "push":
+        # Rank 0 would end at epoch 2 (fixed rule), rank 1 never: rank 0's decision holds.
+        rule = "fixed" if rank == 0 else "never"
+        cp = CriticalPeriod(ddp, rule, budget=_EPOCHS, fraction=2 / _EPOCHS)
+    else:
+        cp = CriticalPeriod(ddp, "never", control=_SyncControl(rank))
+    return {"rows": _train(cp, ddp, opt), "end": cp.end_epoch}
+
+
 def _rank_main(rank: int, init: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
     try:
-        result = {}
-        for scenario in ("push", "sync"):
-            torch.manual_seed(0)
-            ddp = nn.parallel.DistributedDataParallel(
-                nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 1))
-            )
-            opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
-            if scenario == "push":
-                # Rank 0 would end at epoch 2 (fixed rule), rank 1 never: rank 0's decision holds.
-                rule = "fixed" if rank == 0 else "never"
-                cp = CriticalPeriod(ddp, rule, budget=_EPOCHS, fraction=2 / _EPOCHS)
-            else:
-                cp = CriticalPeriod(ddp, "never", control=_SyncControl(rank))
-            result[scenario] = {"rows": _train(cp, ddp, opt), "end": cp.end_epoch}
+        result = {scenario: _scenario(rank, scenario) for scenario in ("push", "sync")}
         Path(out, f"rank{rank}.json").write_text(json.dumps(result))
+        # DDP's reducers must be gone, and both ranks past their last collective, before
+        # gloo is torn down: a reducer outliving its process group aborts the process
+        # ("terminate called without an active exception") in about 1 run in 15.
+        gc.collect()
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
