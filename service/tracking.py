@@ -28,7 +28,7 @@ from service import mlflow_schema as schema
 from service.progress import TrialTracker
 from service.spec import SweepSpec
 from service.tracking_wal import WAL_NAME, WriteAheadLog, log_report
-from service.tracking_writer import TrackingWriter, configure_client
+from service.tracking_writer import TrackingWriter, configure_client, prepare_store
 from service.usage import TrialUsage
 from trainables.config import train_dict_for
 from trainables.wire import END_EPOCH, MODE, SWITCH_EPOCH
@@ -51,17 +51,6 @@ def resolve_tracking_uri(uri: str | None) -> str:
     """Explicit URI, else $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db (absolute)."""
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
     return uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-
-
-def prepare_store(uri: str) -> Any:
-    """Create and migrate the store once, before any trial starts (sqlite migrations race)."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    mlflow.set_tracking_uri(uri)
-    client = MlflowClient(tracking_uri=uri)
-    client.search_experiments(max_results=1)  # creates + migrates a fresh database
-    return client
 
 
 def _artifact_location(uri: str) -> str | None:

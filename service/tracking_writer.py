@@ -22,7 +22,7 @@ from typing import Any
 from service.tracking_wal import WalState, WriteAheadLog, read_records
 from trainables.wire import END_EPOCH, ROTATION_PREFIX
 
-__all__ = ["TrackingWriter", "WriterStats", "configure_client", "is_transient"]
+__all__ = ["TrackingWriter", "WriterStats", "configure_client", "is_transient", "prepare_store"]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,17 @@ _SET_BY_US: dict[str, str] = {}  # what configure_client set (a later sweep may 
 
 class _Transient(Exception):
     pass
+
+
+def prepare_store(uri: str) -> Any:
+    """Create and migrate the store once, before any trial starts (sqlite migrations race)."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(tracking_uri=uri)
+    client.search_experiments(max_results=1)  # creates + migrates a fresh database
+    return client
 
 
 @dataclass
@@ -235,8 +246,6 @@ class TrackingWriter:
 
     def _mlflow(self) -> Any:
         if self.client is None:
-            from service.tracking import prepare_store
-
             self.client = self._call("opening the store", prepare_store, self.uri)
         return self.client
 
