@@ -15,7 +15,7 @@ recipe of bench/_common.py. Arms (a grid over arms x seeds):
   until the annealing point (r = 0.75).
 
 `--long` is the paper's budget (issue 15): E = 100 epochs (LR steps at 50% and 75%),
-a 5k training subset, and loss-aware pruning arms (InfoBatch, ratio 0.5, full data
+a 2.5k training subset, and loss-aware pruning arms (InfoBatch, ratio 0.5, full data
 from 87.5% of the budget) instead of fixed12.5:
 
 - infobatch: repeats 3 throughout (the baseline's recipe) with InfoBatch throughout.
@@ -87,11 +87,11 @@ CURVE_KEYS = [
 
 
 def long_train(*, quick: bool) -> dict[str, Any]:
-    """The long budget: E = 100 on 5k images, width 16 (quick: a CI-sized smoke test)."""
+    """The long budget: E = 100 on 2.5k images, width 16 (quick: a CI-sized smoke test)."""
     train = base_train(quick=False)
     train["epochs"] = 12 if quick else 100
     train["data"].update(
-        {"train_subset": 400 if quick else 5000, "val_subset": 300 if quick else None}
+        {"train_subset": 400 if quick else 2500, "val_subset": 300 if quick else None}
     )
     train["model"]["width"] = 4 if quick else 16
     train["eval_every"] = 6 if quick else 10
@@ -356,7 +356,7 @@ def main() -> None:
     ap.add_argument(
         "--long",
         action="store_true",
-        help="the paper's budget: E = 100 on 5k images with the InfoBatch arms "
+        help="the paper's budget: E = 100 on 2.5k images with the InfoBatch arms "
         "(with --quick: 12 epochs on 400 images, width 4, about a minute)",
     )
     ap.add_argument(
