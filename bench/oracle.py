@@ -205,7 +205,7 @@ def main() -> None:
     spec = build_spec(quick=args.quick, seeds=seeds, switches=switches, tracking_uri=uri)
     machine = machine_info()
     machine["RAY_worker_niceness"] = ray_worker_priority()
-    from service.sweep import run_sweep
+    from service.sweeps.run import run_sweep
 
     started = now_iso()
     t0 = time.perf_counter()

@@ -1,6 +1,6 @@
 """Reproduce the paper's claim at CPU scale, through the product, against honest baselines.
 
-Runs one sweep with `service.sweep.run_sweep` (local Ray, MLflow in a sqlite
+Runs one sweep with `service.sweeps.run.run_sweep` (local Ray, MLflow in a sqlite
 file under bench/results/tmp) on real Fashion-MNIST with the scaled paper
 recipe of bench/_common.py. Arms (a grid over arms x seeds):
 
@@ -402,7 +402,7 @@ def main() -> None:
         (len(spec.arms) + 1) * len(seeds),
         uri,
     )
-    from service.sweep import run_sweep
+    from service.sweeps.run import run_sweep
 
     started = now_iso()
     t0 = time.perf_counter()
