@@ -41,6 +41,7 @@ from _common import (
     RESULTS,
     base_train,
     command_line,
+    long_train,
     machine_info,
     mean_std,
     mlflow_curves,
@@ -84,18 +85,6 @@ CURVE_KEYS = [
     "energy/epoch_kwh",
     "cp/handshake_s",
 ]
-
-
-def long_train(*, quick: bool) -> dict[str, Any]:
-    """The long budget: E = 100 on 2.5k images, width 16 (quick: a CI-sized smoke test)."""
-    train = base_train(quick=False)
-    train["epochs"] = 12 if quick else 100
-    train["data"].update(
-        {"train_subset": 400 if quick else 2500, "val_subset": 300 if quick else None}
-    )
-    train["model"]["width"] = 4 if quick else 16
-    train["eval_every"] = 6 if quick else 10
-    return train
 
 
 def long_arms(ratio: float, patience: int) -> dict[str, dict[str, Any]]:
