@@ -32,7 +32,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from service.sweeps.control import get_or_create_control
 from trainables.config import COHORT_KEYS, ConfigError, CriterionConfig, train_dict_for
-from trainables.decide import PeriodRule, criterion_config
+from trainables.decide import PeriodRule, criterion_config, switch_epoch_for
 from trainables.wire import (
     CONTROL_MODES,
     END_EPOCH,
@@ -256,7 +256,8 @@ class CriticalPeriodScheduler(FIFOScheduler):
         cohort.ends.append(end)
         if len(cohort.ends) < self.cohort_min_trials:
             return
-        cohort.switch_epoch = int(statistics.median_low(cohort.ends)) + 1
+        median = int(statistics.median_low(cohort.ends))
+        cohort.switch_epoch = switch_epoch_for(median, end=median)
         log.info(
             "cohort %s: first %d ends %s -> remaining trials switch at epoch %d",
             key,
