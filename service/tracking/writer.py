@@ -113,7 +113,7 @@ class TrackingWriter:
     ) -> None:
         self.wal, self.uri = wal, uri
         self.threads = threads  # runs written side by side (one sqlite file takes one writer)
-        self._final = final  # logs the sweep's totals/report: (client, summary, run ids)
+        self._final = final  # logs the sweep's totals and summary: (client, summary, run ids)
         self.flush_s, self.max_backoff_s = flush_s, max_backoff_s
         self.state: WalState = wal.state  # mapping and acks, shared with the callback
         self.stats = WriterStats()
@@ -408,7 +408,7 @@ class TrackingWriter:
         if self._final is None:
             return
         runs = {ref: st.run_id for ref, st in self.state.refs.items() if st.run_id}
-        self._call("the sweep's totals and report", self._final, client, op["summary"], runs)
+        self._call("the sweep's totals and summary", self._final, client, op["summary"], runs)
 
     # -- plots -----------------------------------------------------------------------------------
 
