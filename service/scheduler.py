@@ -198,6 +198,7 @@ class CriticalPeriodScheduler(FIFOScheduler):
         return TrialScheduler.CONTINUE
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> None:
+        self._release(trial)
         if self.inner is not None:
             self.inner.on_trial_complete(tune_controller, trial, result)
 
@@ -206,6 +207,7 @@ class CriticalPeriodScheduler(FIFOScheduler):
             self.inner.on_trial_error(tune_controller, trial)
 
     def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+        self._release(trial)
         if self.inner is not None:
             self.inner.on_trial_remove(tune_controller, trial)
 
@@ -298,6 +300,10 @@ class CriticalPeriodScheduler(FIFOScheduler):
             name = self._control_name or control_actor_name(trial.experiment_dir_name)
             self._control = get_or_create_control(name)
         return self._control
+
+    def _release(self, trial: Any) -> None:
+        if self._control is not None:  # frees the ended trial's pending watch at the actor
+            self._control.release.remote(trial.trial_id)
 
     # Decisions go to an append-only journal (one JSON line per decision): O(1) per
     # decision however many trials a sweep has; the last line of a trial wins on reload.
