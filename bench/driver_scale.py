@@ -210,9 +210,9 @@ def drive_driver(uri: str, work: Path, n_trials: int, epochs: int, control: str)
     """One simulated sweep through the scheduler and both callbacks; timings per hook."""
     import random
 
-    from service.progress import ProgressCallback, TrialTracker
-    from service.scheduler import CriticalPeriodScheduler
-    from service.tracking import MLflowSweepCallback
+    from service.sweeps.progress import ProgressCallback, TrialTracker
+    from service.sweeps.scheduler import CriticalPeriodScheduler
+    from service.tracking.callback import MLflowSweepCallback
 
     spec = sim_spec("driver-scale", uri, epochs, plots=False)
     trials = sim_trials(spec, n_trials)
@@ -288,7 +288,7 @@ def control_reads(name: str, n_trials: int, seconds: float) -> dict[str, Any]:
     then how long a switch takes to reach all of them, and the old round-trip read's rate."""
     import ray
 
-    from service.control import get_or_create_control
+    from service.sweeps.control import get_or_create_control
     from trainables.channel import ControlChannel
 
     actor = get_or_create_control(name)
@@ -426,7 +426,7 @@ def _kill_at_epoch_4() -> Any:
 def outage(work: Path, restart_after_s: float = 10.0) -> dict[str, Any]:
     """Issue 18's scenario, undisturbed and with a kill-and-restart of the server."""
     from service.spec import load_spec
-    from service.sweep import init_ray, run_sweep
+    from service.sweeps.run import init_ray, run_sweep
 
     init_ray(None)
     out: dict[str, Any] = {"restart_after_s": restart_after_s}

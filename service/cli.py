@@ -67,8 +67,8 @@ def _pick_key(column: str, available: list[str], where: str) -> str:
 
 
 def _mlflow_curve(run_id: str, column: str, tracking_uri: str | None) -> list[float]:
-    from service.report import check_store
-    from service.tracking import resolve_tracking_uri
+    from service.reporting.report import check_store
+    from service.tracking.callback import resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
     check_store(uri)
@@ -141,7 +141,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from service.spec import load_spec
-    from service.sweep import run_sweep
+    from service.sweeps.run import run_sweep
     from service.usercode import add_import_dir, preflight
 
     add_import_dir(Path(args.spec).parent)  # before Ray starts: local trials inherit it
@@ -164,7 +164,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         log.warning("trial %s failed: %s", t["trial_id"], t.get("error"))
     tracking = summary.get("mlflow")
     if tracking:
-        from service.mlflow_schema import runs_view_url
+        from service.tracking.schema import runs_view_url
 
         uri, exp_id = tracking["tracking_uri"], tracking["experiment_id"]
         server = uri if uri.startswith("http") else "http://127.0.0.1:5000"
@@ -185,7 +185,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_sync(args: argparse.Namespace) -> int:
-    from service.tracking_sync import sync_output_dir
+    from service.tracking.sync import sync_output_dir
 
     report = sync_output_dir(Path(args.output_dir), args.tracking_uri, args.timeout)
     print(json.dumps(report, indent=2))
@@ -268,8 +268,8 @@ def _parser() -> argparse.ArgumentParser:
     y.set_defaults(func=_cmd_sync)
 
     # Each subsystem adds its own subcommands (imported when the parser is built).
-    from service.jobs_cli import register_cli as register_jobs
-    from service.report import register_cli as register_report
+    from service.jobs.cli import register_cli as register_jobs
+    from service.reporting.report import register_cli as register_report
 
     register_report(sub)
     register_jobs(sub)

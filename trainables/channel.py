@@ -5,7 +5,7 @@ one asks it for the scheduler's directive at every epoch boundary (cohort
 switches, verdicts in sync/async mode) and, in sync mode, waits after each
 report for the scheduler's verdict on it. A read is local: the channel keeps one
 `watch` call pending at the actor, which answers when this trial's directive changes.
-The actor lives in service/control.py; names and the directive's fields in
+The actor lives in service/sweeps/control.py; names and the directive's fields in
 trainables/wire.py.
 """
 

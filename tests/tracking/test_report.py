@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from service.report import (
+from service.reporting.charts import write_charts
+from service.reporting.html import render_html
+from service.reporting.report import (
     ARM_COLUMNS,
     TRIAL_COLUMNS,
     ReportError,
@@ -21,8 +23,6 @@ from service.report import (
     trial_row,
     trial_rows,
 )
-from service.report_charts import write_charts
-from service.report_html import render_html
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -2,10 +2,10 @@
 
 A parent run per sweep (spec as artifact and params) and a child run per trial
 (tag `mlflow.parentRunId`). Every reported epoch is logged with `step=epoch`,
-together with cumulative energy, CO2 and cost computed by `service.accounting`.
+together with cumulative energy, CO2 and cost computed by `service.tracking.accounting`.
 
-HOW it reaches MLflow is `service.tracking_writer`: the callback only appends each
-write to the sweep's tracking log (`service.tracking_wal`, under the output
+HOW it reaches MLflow is `service.tracking.writer`: the callback only appends each
+write to the sweep's tracking log (`service.tracking.wal`, under the output
 directory); a background thread sends the log to MLflow in large batches, retries
 through outages and replays after a crash. A retried trial never logs an epoch twice:
 the last logged epoch is kept per run in that log.
@@ -23,13 +23,12 @@ from typing import Any
 
 from ray.tune import Callback
 
-from service import accounting
-from service import mlflow_schema as schema
-from service.progress import TrialTracker
 from service.spec import SweepSpec
-from service.tracking_wal import WAL_NAME, WriteAheadLog, log_report
-from service.tracking_writer import TrackingWriter, configure_client, prepare_store
-from service.usage import TrialUsage
+from service.sweeps.progress import TrialTracker
+from service.tracking import accounting, schema
+from service.tracking.usage import TrialUsage
+from service.tracking.wal import WAL_NAME, WriteAheadLog, log_report
+from service.tracking.writer import TrackingWriter, configure_client, prepare_store
 from trainables.config import train_dict_for
 from trainables.wire import END_EPOCH, MODE, SWITCH_EPOCH
 
@@ -129,7 +128,7 @@ class MLflowSweepCallback(Callback):
         if sweep is not None and sweep.created:
             if self.resume:  # a resumed sweep continues its parent run and child runs
                 self.wal.append({"op": "status", "ref": "sweep", "status": "RUNNING"})
-                if sweep.run_id:  # service/job_trials.py finds a job's run by this line
+                if sweep.run_id:  # service/jobs/trials.py finds a job's run by this line
                     log.info("MLflow: resuming parent run %s (%s)", sweep.run_id, self.wal.path)
             return
         name = self.spec.tracking.experiment or self.spec.name
@@ -294,7 +293,7 @@ class MLflowSweepCallback(Callback):
     def finish(self, summary: dict[str, Any]) -> dict[str, Any]:
         """Add MLflow ids, totals and savings to the sweep summary (and measured baselines),
         queue the sweep's totals and report for its run, and say what reached MLflow."""
-        from service.usage import attach_measured_baselines
+        from service.tracking.usage import attach_measured_baselines
 
         deadline = time.monotonic() + self.spec.tracking.drain_timeout_s
         self.flush(deadline - time.monotonic())
@@ -374,7 +373,7 @@ def epoch_record(
     result: dict[str, Any], usage: TrialUsage, estimate: bool = True
 ) -> tuple[dict[str, float], dict[str, str]]:
     """The metrics and tags one reported epoch logs to its trial's run
-    (`service.mlflow_schema` names and scales them)."""
+    (`service.tracking.schema` names and scales them)."""
     metrics = schema.epoch_metrics(result) | schema.state_metrics(usage.state())
     if estimate:
         metrics |= schema.estimate_metrics(usage.baseline_estimate(), usage.estimated_savings())
@@ -391,7 +390,7 @@ def epoch_record(
 
 def log_final(client: Any, summary: dict[str, Any], runs: dict[str, str]) -> None:
     """The writer's last op: the sweep's totals, summary and report on its parent run."""
-    from service.sweep_run import log_sweep_results
+    from service.tracking.parent_run import log_sweep_results
 
     summary["mlflow"]["parent_run_id"] = runs.get("sweep")
     for t in summary["trials"]:

@@ -1,7 +1,7 @@
 """What a sweep looks like in MLflow: run names, params, metric keys and units, experiment tags.
 
 Pure functions over plain data (a spec, a trial's config, one reported result); the
-writer in `service.tracking` only sends what they return. Choices follow what the
+writer in `service.tracking.callback` only sends what they return. Choices follow what the
 MLflow 3.17 UI does with them (checked in a real browser, tests/tracking/test_browser.py):
 
 - The runs table prints a metric's raw value and cuts it at the column's width, so

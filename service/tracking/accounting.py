@@ -2,7 +2,7 @@
 
 Pure functions over plain numbers; the driver feeds them the energy each trial's
 `trainables.energy.EnergyMeter` measured. Prices and grid carbon intensities are
-versioned JSON tables under `service/prices/`, each naming its source and date,
+versioned JSON tables under `service/tracking/prices/`, each naming its source and date,
 so a report says which numbers it used.
 
 The baseline follows the paper's comparison (Fukase et al., arXiv 2506.15954):

@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from service.jobs import JOB_ID_PATTERN
+from service.jobs.client import JOB_ID_PATTERN
 
 __all__ = ["SweepTrial", "parent_run_from_logs", "sweep_trials"]
 
@@ -46,7 +46,7 @@ def _as_int(value: Any) -> int | None:
         return None
 
 
-# service.tracking_writer logs "MLflow: parent run <32 hex> in experiment <id>" once it
+# service.tracking.writer logs "MLflow: parent run <32 hex> in experiment <id>" once it
 # has created the sweep's run (older versions: "MLflow: experiment 'x', parent run ...").
 _PARENT_LINE = re.compile(r"MLflow: (?:experiment .*, )?(?:resuming )?parent run ([0-9a-f]{32})\b")
 

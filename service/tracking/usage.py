@@ -1,9 +1,9 @@
 """Per-trial consumption: cumulative energy, CO2 and cost, and savings against baselines.
 
 `TrialUsage` turns each reported epoch into cumulative energy (kWh), CO2 (kg)
-and cost (USD) (service.accounting formulas) and keeps what the critical period
+and cost (USD) (service.tracking.accounting formulas) and keeps what the critical period
 cost per sample, from which the cost of the full recipe over the same epochs is
-estimated (`estimate_full_recipe`). `service.mlflow_schema` names and scales
+estimated (`estimate_full_recipe`). `service.tracking.schema` names and scales
 them for MLflow. Measured savings compare a trial with its
 real baseline arm (same params, criterion `never`).
 """
@@ -16,8 +16,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from service import accounting
-from service.mlflow_schema import state_from_run
+from service.tracking import accounting
+from service.tracking.schema import state_from_run
 
 __all__ = ["TrialUsage", "attach_measured_baselines", "device_for_price"]
 
@@ -116,7 +116,7 @@ class TrialUsage:
         return asdict(self.acc)
 
     def restore(self, metrics: dict[str, float], tags: dict[str, str]) -> None:
-        """Continue from a run's latest state metrics (`mlflow_schema.state_metrics`)."""
+        """Continue from a run's latest state metrics (`service.tracking.schema.state_metrics`)."""
         state = state_from_run(metrics, tags)
         if not state and "cpsweep.usage" in tags:  # runs logged before the state metrics
             state = json.loads(tags["cpsweep.usage"])

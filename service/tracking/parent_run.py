@@ -16,7 +16,7 @@ import tempfile
 import time
 from typing import Any
 
-from service.mlflow_schema import EXPERIMENT_TAGS, SHARED_VIEW_TAG, parent_totals, shared_view
+from service.tracking.schema import EXPERIMENT_TAGS, SHARED_VIEW_TAG, parent_totals, shared_view
 
 __all__ = ["log_sweep_results", "sweep_totals"]
 
@@ -57,7 +57,7 @@ def log_sweep_results(
         client.log_batch(parent_id, metrics=metrics)
         _tag_experiment(client, summary, parent_id)
         client.log_text(parent_id, json.dumps(summary, indent=2, default=str), "summary.json")
-        from service.report import build_report, load_sweep
+        from service.reporting.report import build_report, load_sweep
 
         with tempfile.TemporaryDirectory(prefix="cpsweep-report-") as tmp:
             build_report(load_sweep(experiment, uri, parent_id), tmp)
@@ -70,7 +70,7 @@ def log_sweep_results(
 
 def _tag_experiment(client: Any, summary: dict[str, Any], parent_id: str) -> None:
     """Say what the experiment holds (model training) and store the runs view that the
-    link `cpsweep run` prints opens (service.mlflow_schema.runs_view_url)."""
+    link `cpsweep run` prints opens (service.tracking.schema.runs_view_url)."""
     exp_id = summary["mlflow"].get("experiment_id") or client.get_run(parent_id).info.experiment_id
     searched = sorted({p for t in summary["trials"] for p in (t.get("params") or {})})
     view = json.dumps(shared_view(searched))

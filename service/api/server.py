@@ -4,7 +4,7 @@ uvicorn closes idle keep-alive connections, but a client that opens a connection
 sends its request headers slowly (or never) is held open indefinitely. The protocol
 below closes any connection whose request headers are not complete within
 `header_timeout_s` of its opening (or of the previous response); request bodies
-have their own deadline in service.api_bodies.read_body, and `limit_concurrency`
+have their own deadline in service.api.bodies.read_body, and `limit_concurrency`
 answers 503 beyond a number of open connections.
 """
 

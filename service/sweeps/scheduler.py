@@ -30,7 +30,7 @@ from typing import Any
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from service.control import get_or_create_control
+from service.sweeps.control import get_or_create_control
 from trainables.config import COHORT_KEYS, ConfigError, CriterionConfig, train_dict_for
 from trainables.decide import PeriodRule, criterion_config
 from trainables.wire import (

@@ -19,9 +19,9 @@ from typing import Any
 import ray
 from ray import tune
 
-from service.progress import ProgressCallback, TrialTracker, format_table
-from service.scheduler import CriticalPeriodScheduler
 from service.spec import ScalingSpec, SweepSpec, build_param_space
+from service.sweeps.progress import ProgressCallback, TrialTracker, format_table
+from service.sweeps.scheduler import CriticalPeriodScheduler
 from service.usercode import runtime_env_for
 from trainables.config import ConfigError, train_dict_for
 from trainables.imports import import_dirs
@@ -227,7 +227,7 @@ def _tracking_callbacks(
 ) -> list[Any]:
     if not spec.tracking.enabled:
         return []
-    from service.tracking import MLflowSweepCallback
+    from service.tracking.callback import MLflowSweepCallback
 
     return [MLflowSweepCallback(spec, out, resume=resume, tracker=tracker)]
 

@@ -7,7 +7,7 @@ spec travels inline, base64 in the job's env var `CPSWEEP_SPEC_B64` (Ray expands
 `$VAR` inside runtime_env env vars, so plain YAML there could be altered); the entry
 writes it to `<dir>/submitted_spec.yaml` and runs `cpsweep run` on it, `--output-dir <dir>`.
 Before that, a short preflight job on the same cluster finds the Python that has Ray and
-checks that the results dir and MLflow store last and answer (service.job_driver); the sweep
+checks that the results dir and MLflow store last and answer (service.jobs.driver); the sweep
 is submitted with what it found, recorded in the job's metadata, or refused with the reason.
 
 Token auth (Ray >= 2.52, on by default for `ray start --head` in 2.60 once a token
@@ -32,8 +32,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from service.job_driver import JOB_ID_ENV, SPEC_ENV
-from service.job_errors import (
+from service.jobs.driver import JOB_ID_ENV, SPEC_ENV
+from service.jobs.errors import (
     JobNotFound,
     JobsError,
     RayAuthError,
@@ -41,7 +41,7 @@ from service.job_errors import (
     SpecTooLarge,
     SubmissionRefused,
 )
-from service.job_submit import build_submission, new_submission_id, project_root, run_preflight
+from service.jobs.submit import build_submission, new_submission_id, project_root, run_preflight
 from service.spec import SweepSpec
 
 __all__ = [
@@ -270,7 +270,7 @@ class JobsClient:
         preflight_timeout_s: float = 120.0,
         user_code: dict[str, Any] | None = None,
     ) -> str:
-        """Preflight (service.job_driver), then submit with what it found, or raise."""
+        """Preflight (service.jobs.driver), then submit with what it found, or raise."""
         sid = new_submission_id(spec.name)
         client = self._client()
         probe = build_submission(

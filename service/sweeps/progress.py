@@ -8,7 +8,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from service.mlflow_schema import trial_run_name
+from service.tracking.schema import trial_run_name
 from trainables.progress import progress_line
 from trainables.wire import END_EPOCH, REPLAYED, SWITCH_EPOCH
 

@@ -1,6 +1,6 @@
 """A submitted sweep's driver on the cluster: which Python runs it and where its results last.
 
-Shared by the submitting side (service.jobs) and the cluster side (service.job_entry), so it
+Shared by the submitting side (service.jobs.client) and the cluster side (service.job_entry), so it
 imports the standard library only: it must run, and explain itself, on an interpreter that
 lacks the project's dependencies.
 

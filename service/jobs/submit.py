@@ -1,7 +1,7 @@
 """What `cpsweep submit` sends to Ray: the preflight job, then the sweep's job.
 
 build_submission is pure (no network): the keyword arguments of JobSubmissionClient.submit_job.
-run_preflight runs the preflight job that service.job_driver describes and returns what it
+run_preflight runs the preflight job that service.jobs.driver describes and returns what it
 found on the cluster (the interpreter, the results dir and host, the MLflow URI), which the
 sweep's job is then built with; or raises SubmissionRefused with the reason.
 """
@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from service.job_driver import JOB_ID_ENV, REFUSED_EXIT, SPEC_ENV, entrypoint, read_preflight
-from service.job_errors import JobsError, SpecTooLarge, SubmissionRefused
+from service.jobs.driver import JOB_ID_ENV, REFUSED_EXIT, SPEC_ENV, entrypoint, read_preflight
+from service.jobs.errors import JobsError, SpecTooLarge, SubmissionRefused
 from service.spec import SweepSpec
 
 __all__ = ["build_submission", "new_submission_id", "project_root", "run_preflight"]
@@ -62,7 +62,7 @@ def build_submission(
 ) -> dict[str, Any]:
     """Keyword arguments for JobSubmissionClient.submit_job (no network).
 
-    `check` builds the preflight job (service.job_driver); python=None lets the entrypoint
+    `check` builds the preflight job (service.jobs.driver); python=None lets the entrypoint
     pick the interpreter on the cluster. The results' place goes into the metadata.
     `user_code` (service.usercode.runtime_env_for) ships the spec's own factory modules.
     """

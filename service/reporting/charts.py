@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from service.report import (
+from service.reporting.report import (
     SAVINGS_KEYS,
     TrialRow,
 )

@@ -1,6 +1,6 @@
 """The background MLflow writer of a sweep: the tracking log's ops, sent in large batches.
 
-One thread reads `service.tracking_wal`'s file from where it stopped, coalesces the
+One thread reads `service.tracking.wal`'s file from where it stopped, coalesces the
 per-epoch results of every trial into one `log_batch` per run (up to MLflow's limits),
 creates runs, closes them, and appends an `ack` when a batch is in MLflow. A transport
 failure (server down, slow, hanging, 5xx) keeps the batch and retries it with backoff
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.tracking_wal import WalState, WriteAheadLog, read_records
+from service.tracking.wal import WalState, WriteAheadLog, read_records
 from trainables.wire import END_EPOCH, ROTATION_PREFIX
 
 __all__ = ["TrackingWriter", "WriterStats", "configure_client", "is_transient", "prepare_store"]
@@ -371,7 +371,7 @@ class TrackingWriter:
         self.wal.note({"op": "mapped", "ref": ref, "run_id": run_id, "experiment_id": exp_id})
         st = self.state.ref(ref)
         st.run_id, st.experiment_id = run_id, exp_id
-        if ref == "sweep":  # the API finds the job's run by this line (service/job_trials.py)
+        if ref == "sweep":  # the API finds the job's run by this line (service/jobs/trials.py)
             log.info("MLflow: parent run %s in experiment %s", run_id, exp_id)
 
     def _experiment(self, client: Any, name: str, artifact_location: str | None) -> str:
@@ -473,7 +473,7 @@ class TrackingWriter:
         self._history.setdefault(op["ref"], {})[int(op["step"])] = {"epoch": int(op["step"]), **row}
 
     def _plots(self, client: Any, ref: str, run_id: str) -> None:
-        from service.plots import history_from_mlflow, log_trial_plots
+        from service.tracking.plots import history_from_mlflow, log_trial_plots
 
         by_step = self._history.pop(ref, {})
         rows = [by_step[s] for s in sorted(by_step)]

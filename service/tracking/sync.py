@@ -1,7 +1,7 @@
 """`cpsweep sync`: send what a sweep's tracking log still holds to MLflow.
 
 After an outage that outlasted the sweep, or a driver that was killed, the log
-(`service.tracking_wal`) under the sweep's output directory holds every write MLflow
+(`service.tracking.wal`) under the sweep's output directory holds every write MLflow
 has not acknowledged; the same writer as during the sweep sends them, in order.
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from service.tracking import log_final, resolve_tracking_uri, writer_threads
-from service.tracking_wal import WAL_NAME, WriteAheadLog, log_report
-from service.tracking_writer import TrackingWriter, configure_client
+from service.tracking.callback import log_final, resolve_tracking_uri, writer_threads
+from service.tracking.wal import WAL_NAME, WriteAheadLog, log_report
+from service.tracking.writer import TrackingWriter, configure_client
 from trainables.config import ConfigError
 
 __all__ = ["sync_output_dir"]

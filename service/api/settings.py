@@ -12,8 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr
 
-from service.allowlists import allowed_factory_modules, allowed_tracking_uris
-from service.jobs import default_address
+from service.api.allowlists import allowed_factory_modules, allowed_tracking_uris
+from service.jobs.client import default_address
 from service.limits import SERVER_LIMITS, SpecLimits
 from trainables.config import ConfigError
 from trainables.dataroots import allowed_roots

@@ -2,7 +2,7 @@
 
 Tune's event loop only appends one JSON line per write to `<output_dir>/mlflow-wal.jsonl`
 (a `write` + `flush`, so a killed driver loses nothing the OS has; `fsync` runs in
-batches on the writer thread). The writer thread (`service.tracking_writer`) reads the
+batches on the writer thread). The writer thread (`service.tracking.writer`) reads the
 file from where it stopped, sends the writes to MLflow and appends its own records:
 `mapped` (a run it created) and `ack` (every op up to a sequence number is in MLflow).
 The file is the queue: memory stays bounded however long MLflow is away, and after a

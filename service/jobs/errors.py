@@ -1,4 +1,4 @@
-"""Errors of the Ray Jobs side (service.jobs, service.job_submit); each message says what to change."""
+"""Errors of the Ray Jobs side (service.jobs.client, service.jobs.submit); each message says what to change."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ The sweep is read back from its MLflow experiment (the latest parent run tagged
 `cpsweep.kind=sweep`, or a given one) and its child trial runs. Everything
 between MLflow and the page is pure: `RunData` (plain tags, params and metrics)
 -> `TrialRow` -> table cells, per-arm means and charts. Only `load_sweep` talks
-to MLflow; `service.report_html` renders the page, `service.report_charts` the PNGs.
+to MLflow; `service.reporting.html` renders the page, `service.reporting.charts` the PNGs.
 """
 
 from __future__ import annotations
@@ -139,11 +139,11 @@ def _pcts(metrics: dict[str, float], prefix: str) -> dict[str, float]:
 
 
 def trial_row(run: RunData) -> TrialRow:
-    """One trial's row from its child run (tags and metrics written by service.tracking)."""
+    """One trial's row from its child run (tags and metrics written by service.tracking.callback)."""
     t, m = run.tags, run.metrics
     arm = t.get("cpsweep.arm")
     arm = None if arm in (None, "", "None") else arm
-    label = t.get("mlflow.runName", "")  # service.mlflow_schema.trial_run_name
+    label = t.get("mlflow.runName", "")  # service.tracking.schema.trial_run_name
     if not label:  # runs logged before trials were named for what varies
         searched = sorted((k[7:], v) for k, v in run.params.items() if k.startswith("search."))
         label = " ".join(
@@ -344,8 +344,8 @@ def build_report(data: SweepData, out_dir: str | Path) -> Path:
     """Write index.html and its PNGs into out_dir; returns the page's path."""
     out = Path(out_dir)
     rows = trial_rows(data.trials)
-    from service.report_charts import write_charts
-    from service.report_html import render_html
+    from service.reporting.charts import write_charts
+    from service.reporting.html import render_html
 
     params = data.parent.params
     charts = write_charts(rows, out, _int(params.get("epochs", params.get("train.epochs"))))
@@ -367,7 +367,7 @@ def _data_uri(png: Path) -> str:
 
 
 def _cmd_report(args: Any) -> int:
-    from service.tracking import resolve_tracking_uri
+    from service.tracking.callback import resolve_tracking_uri
 
     data = load_sweep(args.experiment, resolve_tracking_uri(args.tracking_uri), args.parent)
     out = args.out or Path("reports") / re.sub(r"[^A-Za-z0-9_.-]", "_", args.experiment)

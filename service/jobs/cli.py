@@ -1,4 +1,4 @@
-"""`cpsweep submit | jobs | status | logs | stop | serve`: the command line of service.jobs."""
+"""`cpsweep submit | jobs | status | logs | stop | serve`: the command line of service.jobs.client."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from service.job_trials import sweep_trials
-from service.jobs import (
+from service.jobs.client import (
     DEFAULT_ADDRESS,
     JobInfo,
     JobsClient,
     JobsError,
 )
+from service.jobs.trials import sweep_trials
 
 __all__ = ["register_cli"]
 
@@ -47,7 +47,7 @@ def _follow(client: JobsClient, job_id: str) -> None:
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
-    from service.jobs import project_root
+    from service.jobs.client import project_root
     from service.spec import load_spec
     from service.usercode import add_import_dir, preflight, runtime_env_for
 
@@ -155,7 +155,7 @@ def _cmd_stop(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from service.api import serve, settings_from_args
+    from service.api.app import serve, settings_from_args
 
     serve(settings_from_args(args))  # ConfigError (no token, bad bind) exits 2 via main
     return 0

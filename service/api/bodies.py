@@ -2,7 +2,7 @@
 
 Every failure is an HTTPException whose detail names the problem in FastAPI's
 error shape (`loc`, `msg`, `type`), so a client sees what to fix. Parsing and
-validation are CPU work: `service.api` runs them in a worker thread, a few at a time.
+validation are CPU work: `service.api.app` runs them in a worker thread, a few at a time.
 """
 
 import json
@@ -16,7 +16,7 @@ from fastapi import HTTPException, Request
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
-from service.allowlists import data_root_problems, factory_problems, tracking_uri_problem
+from service.api.allowlists import data_root_problems, factory_problems, tracking_uri_problem
 from service.limits import LIMITS_CONTEXT, SpecLimits
 from service.spec import SweepSpec
 

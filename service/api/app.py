@@ -1,11 +1,11 @@
-"""REST API over service.jobs: submit, list, inspect and stop sweeps (`cpsweep serve`).
+"""REST API over service.jobs.client: submit, list, inspect and stop sweeps (`cpsweep serve`).
 
 Every route but /healthz (and the published OpenAPI document) wants
 `Authorization: Bearer <CPSWEEP_API_TOKEN>`. The app is built by `create_app(settings)`;
 nothing happens at import time. Tests inject a fake jobs backend through the factory.
 
 Nothing slow runs on the event loop: spec parsing/validation and every Ray or MLflow
-call run in worker threads behind bounded gates (service.api_guards), so /healthz
+call run in worker threads behind bounded gates (service.api.guards), so /healthz
 answers while the cluster hangs or large specs are being validated.
 """
 
@@ -23,9 +23,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.requests import ClientDisconnect
 
-from service.api_bodies import client_gone, parse_spec, read_body, validate_spec
-from service.api_guards import RETRY_AFTER_S, HeavyGate, RayGate
-from service.api_settings import (
+from service.api.bodies import client_gone, parse_spec, read_body, validate_spec
+from service.api.guards import RETRY_AFTER_S, HeavyGate, RayGate
+from service.api.settings import (
     TOKEN_ENV,
     TOKEN_HOWTO,
     ApiSettings,
@@ -33,8 +33,7 @@ from service.api_settings import (
     settings_from_args,
     weak_token_problem,
 )
-from service.job_trials import SweepTrial, parent_run_from_logs, sweep_trials
-from service.jobs import (
+from service.jobs.client import (
     JOB_ID_PATTERN,
     JobInfo,
     JobNotFound,
@@ -45,6 +44,7 @@ from service.jobs import (
     SpecTooLarge,
     resolve_ray_token,
 )
+from service.jobs.trials import SweepTrial, parent_run_from_logs, sweep_trials
 from service.spec import SweepSpec
 from trainables.config import ConfigError
 
@@ -62,7 +62,7 @@ log = logging.getLogger(__name__)
 
 
 class JobsBackend(Protocol):
-    """What the API needs from a cluster; `service.jobs.JobsClient` in production."""
+    """What the API needs from a cluster; `service.jobs.client.JobsClient` in production."""
 
     def ping(self) -> None: ...
     def submit(
@@ -294,7 +294,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
 
 def serve(settings: ApiSettings) -> None:
     """Run the API with uvicorn until interrupted (entry point of `cpsweep serve`)."""
-    from service.api_server import run_uvicorn
+    from service.api.server import run_uvicorn
 
     # MLflow's client retries an unreachable server for minutes; a status page must not.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")

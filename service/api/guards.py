@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import anyio
 from fastapi import HTTPException
 
-from service.jobs import JobsError, RayUnreachable
+from service.jobs.client import JobsError, RayUnreachable
 
 __all__ = ["RETRY_AFTER_S", "HeavyGate", "RayGate", "busy"]
 
