@@ -281,6 +281,44 @@ def drive_driver(uri: str, work: Path, n_trials: int, epochs: int, control: str)
     }
 
 
+def tune_state(n_trials: int, epochs: int, work: Path) -> dict[str, Any]:
+    """What Tune's own loop does per result and per experiment-state snapshot with
+    `n_trials` trials of ResNet-sized results, on real `ray.tune.experiment.Trial`s:
+    `update_last_result` (Tune keeps max/min/avg/last-5/last-10 of every metric per
+    trial) and the snapshot's serialisation of every trial that reported since the
+    last one (`TuneController.save_to_dir`: each trial's JSON state, one file)."""
+    import json
+    import random
+
+    from ray.tune.experiment import Trial
+    from ray.tune.utils.serialization import TuneFunctionEncoder
+
+    spec = sim_spec("tune-state", "sqlite:///unused.db", epochs)
+    sims = sim_trials(spec, n_trials)
+    trials = [Trial("trial_main", config=t.config, trial_id=t.trial_id, stub=True) for t in sims]
+    rng = random.Random(0)
+    per: list[float] = []
+    for epoch in (1, 2):
+        for sim, trial in zip(sims, trials):
+            r = make_result(sim, epoch, epochs, rng)
+            a = time.perf_counter()
+            trial.update_last_result(r)
+            per.append(time.perf_counter() - a)
+    a = time.perf_counter()
+    data = [t.get_json_state() for t in trials]
+    path = work / "experiment_state.json"
+    with open(path, "w") as f:
+        json.dump({"trial_data": data}, f, cls=TuneFunctionEncoder)
+    snapshot_s = time.perf_counter() - a
+    return {
+        "trials": n_trials,
+        "update_last_result_ms": round(statistics.median(per) * 1e3, 3),
+        "snapshot_s": round(snapshot_s, 2),
+        "snapshot_mb": round(path.stat().st_size / 2**20, 1),
+        "per_trial_state_kb": round(path.stat().st_size / n_trials / 1024, 1),
+    }
+
+
 def control_reads(name: str, n_trials: int, seconds: float) -> dict[str, Any]:
     """Directive reads/s through the trials' own `ControlChannel`s, with `n_trials` trials
     registered and a verdict posted to every trial once per second (sync/async mode with
@@ -529,6 +567,7 @@ def main() -> None:
             log.info("%s: %s", backend, res)
             write_json(path, result)
         result["control_actor"] = control_reads(control, n_trials, 3.0 if args.quick else 10.0)
+        result["tune_state"] = tune_state(n_trials, epochs, work)
     finally:
         ray.shutdown()
     result["loadavg_at_end"] = list(os.getloadavg())

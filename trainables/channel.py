@@ -102,6 +102,7 @@ class ControlChannel:
 
     def _take(self, d: Directive) -> Directive:
         """Keep `d` and watch for the next change after it."""
+        assert self.actor is not None  # only rank 0 with an actor reads
         self._last = d
         self._watch = self.actor.watch.remote(self.trial_id, d.version).future()
         return d

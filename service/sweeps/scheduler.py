@@ -108,6 +108,14 @@ class CriticalPeriodScheduler(FIFOScheduler):
         use_control: False runs without an actor (decisions are only recorded).
     """
 
+    # Every result must reach on_trial_result as it is reported: in sync mode the trial
+    # waits for the verdict on it, and a buffered result (TUNE_RESULT_BUFFER_LENGTH > 1)
+    # would hold that verdict until the buffer's time runs out (up to 100 s with 1,000
+    # trials); Tune then forces the buffer length to 1. Tune's public property
+    # `supports_buffered_results` reads this class attribute, which its HyperBand sets
+    # the same way (ray/tune/schedulers/trial_scheduler.py, hyperband.py).
+    _supports_buffered_results = False
+
     def __init__(
         self,
         *,
