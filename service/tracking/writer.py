@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 # MLflow's log_batch limits: 1000 entities in all, of which at most 100 params, 100 tags.
 _MAX_ENTITIES = 1000
+_MIN_ENTITIES = 125
 _MAX_TAGS = 100
 _MAX_PARAMS = 100
 # One batch reads at most this much of the log (~6,000 ResNet-sized results). Results of
@@ -86,6 +87,10 @@ _SET_BY_US: dict[str, str] = {}  # what configure_client set (a later sweep may 
 
 class _Transient(Exception):
     pass
+
+
+def _group_key(ref: str, group: list[dict[str, Any]]) -> tuple[str, int, int]:
+    return ref, int(group[0].get("s", 0)), int(group[-1].get("s", 0))
 
 
 def _log_batch(client: Any, run_id: str, metrics: list, params: list, tags: list) -> bool:
@@ -158,6 +163,10 @@ class TrackingWriter:
         # created a run but before its `mapped` record; looked up before creating again.
         self._uncertain = {r for r, st in self.state.refs.items() if st.created and not st.run_id}
         self._history: dict[str, dict[int, dict[str, Any]]] = {}  # plot keys per ref and step
+        self._sent: set[tuple[str, int, int]] = set()  # run groups of the current batch sent
+        # Entities per log_batch: halved after a failed batch (a slow server timing out on
+        # 1,000 metrics still takes 250), doubled back after each acknowledged one.
+        self._entities = _MAX_ENTITIES
         self._thread: threading.Thread | None = None
 
     # -- control (any thread) ----------------------------------------------------------------
@@ -236,8 +245,11 @@ class TrackingWriter:
                 self._apply(ops)
             except _Transient:
                 self.stats.delayed.update(int(o["s"]) for o in ops if o.get("epoch"))
+                self._entities = max(_MIN_ENTITIES, self._entities // 2)
                 raise
             upto = int(ops[-1]["s"])
+            self._sent.clear()
+            self._entities = min(_MAX_ENTITIES, self._entities * 2)
             self.wal.note({"op": "ack", "upto": upto})
             with self._done:
                 self.state.acked = max(self.state.acked, upto)
@@ -309,17 +321,34 @@ class TrackingWriter:
             self._send_logs(client, "sweep", [], run)
         if sweep:
             by_ref["sweep"] = sweep
-        if self.threads <= 1 or len(by_ref) <= 1:
-            for ref, group in by_ref.items():
+        # A retried batch skips the runs whose ops all went through in an earlier attempt
+        # (a timeout in one of 1,000 runs must not resend the other 999); a run that failed
+        # half-way is sent again whole: every op is idempotent.
+        todo = [(r, g) for r, g in by_ref.items() if _group_key(r, g) not in self._sent]
+        if self.threads <= 1 or len(todo) <= 1:
+            for ref, group in todo:
                 self._apply_run(client, ref, group)
+                self._sent.add(_group_key(ref, group))
             return
         from concurrent.futures import ThreadPoolExecutor
 
+        failed = threading.Event()  # MLflow is away: the runs not started yet wait for the retry
+
+        def one(ref: str, group: list[dict[str, Any]]) -> None:
+            if failed.is_set():
+                raise _Transient("an earlier run of this batch failed")
+            try:
+                self._apply_run(client, ref, group)
+            except _Transient:
+                failed.set()
+                raise
+            self._sent.add(_group_key(ref, group))
+
         with ThreadPoolExecutor(self.threads, thread_name_prefix="mlflow-writer") as pool:
-            futures = [pool.submit(self._apply_run, client, r, g) for r, g in by_ref.items()]
+            futures = [pool.submit(one, r, g) for r, g in todo]
         errors = [e for f in futures if (e := f.exception()) is not None]
         if errors:
-            raise errors[0]  # the batch is retried whole: every op in it is idempotent
+            raise errors[0]  # retried: the runs that went through are skipped
 
     def _apply_run(self, client: Any, ref: str, ops: list[dict[str, Any]]) -> None:
         """One run's ops in order; its consecutive results go out together, in as few
@@ -429,7 +458,7 @@ class TrackingWriter:
             while params or tags or metrics:
                 p, params = params[:_MAX_PARAMS], params[_MAX_PARAMS:]
                 t, tags = tags[:_MAX_TAGS], tags[_MAX_TAGS:]
-                room = _MAX_ENTITIES - len(p) - len(t)
+                room = self._entities - len(p) - len(t)
                 m, metrics = metrics[:room], metrics[room:]
                 sent = self._call(f"results of {ref}", _log_batch, client, run_id, m, p, t)
                 if sent is None and p and (m or t):  # a param MLflow refuses: keep the results
