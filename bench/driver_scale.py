@@ -210,9 +210,10 @@ def drive_driver(uri: str, work: Path, n_trials: int, epochs: int, control: str)
     """One simulated sweep through the scheduler and both callbacks; timings per hook."""
     import random
 
-    from service.sweeps.progress import ProgressCallback, TrialTracker
+    from service.sweeps.progress import ProgressCallback
     from service.sweeps.scheduler import CriticalPeriodScheduler
     from service.tracking.callback import MLflowSweepCallback
+    from service.tracking.lifecycle import TrialTracker
 
     spec = sim_spec("driver-scale", uri, epochs, plots=False)
     trials = sim_trials(spec, n_trials)

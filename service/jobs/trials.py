@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from service.jobs.client import JOB_ID_PATTERN
+from service.tracking.reader import child_runs, job_sweep_runs, open_client, probe_http
 
 __all__ = ["SweepTrial", "parent_run_from_logs", "sweep_trials"]
 
@@ -57,13 +58,6 @@ def parent_run_from_logs(text: str) -> str | None:
     return m.group(1) if m else None
 
 
-def _probe_http(uri: str, timeout_s: float) -> None:
-    import urllib.request
-
-    with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as r:
-        r.read(64)
-
-
 def sweep_trials(
     mlflow_uri: str | None,
     job_id: str,
@@ -88,32 +82,20 @@ def sweep_trials(
         )
     try:
         if mlflow_uri.startswith(("http://", "https://")):
-            _probe_http(mlflow_uri, timeout_s)  # MLflow itself retries for minutes
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(tracking_uri=mlflow_uri)
-        if parent_run_id is not None:
-            parent = client.get_run(parent_run_id)
-            if parent.data.tags.get("cpsweep.job_id") != job_id:
-                return None, f"the run {parent_run_id} named by the job's log is not this job's"
-        else:
-            exp_ids = [e.experiment_id for e in client.search_experiments(max_results=1000)]
-            parents = client.search_runs(
-                exp_ids, filter_string=f"tags.`cpsweep.job_id` = '{job_id}'", max_results=5
+            probe_http(mlflow_uri, timeout_s)  # MLflow itself retries for minutes
+        client = open_client(mlflow_uri)
+        parents = job_sweep_runs(client, job_id, parent_run_id)
+        if parent_run_id is not None and not parents:
+            return None, f"the run {parent_run_id} named by the job's log is not this job's"
+        if not parents:
+            return [], f"no MLflow run tagged cpsweep.job_id={job_id} yet"
+        if len(parents) > 1:
+            return None, (
+                f"{len(parents)} MLflow runs carry cpsweep.job_id={job_id}; showing none "
+                "(the API reads the job's own run from its log)"
             )
-            if not parents:
-                return [], f"no MLflow run tagged cpsweep.job_id={job_id} yet"
-            if len(parents) > 1:
-                return None, (
-                    f"{len(parents)} MLflow runs carry cpsweep.job_id={job_id}; showing none "
-                    "(the API reads the job's own run from its log)"
-                )
-            parent = parents[0]
-        children = client.search_runs(
-            [parent.info.experiment_id],
-            filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
-            max_results=1000,
-        )
+        parent = parents[0]
+        children = child_runs(client, parent.info.experiment_id, parent.info.run_id, 1000)
     except Exception as exc:  # a status page must survive any tracking failure
         log.warning("MLflow at %s: %s", mlflow_uri, exc)
         return None, f"MLflow at {mlflow_uri} unreachable or failed: {type(exc).__name__}"

@@ -7,10 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from service.reporting.report import (
-    SAVINGS_KEYS,
-    TrialRow,
-)
+from service.reporting.rows import SAVINGS_KEYS, TrialRow
 
 __all__ = ["write_charts"]
 

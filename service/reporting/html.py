@@ -1,6 +1,6 @@
 """The HTML page of `cpsweep report`: self-contained (inline CSS, JS and images), sortable tables.
 
-Pure: it turns the rows and per-arm summaries of `service.reporting.report` into one page, with
+Pure: it turns the rows and per-arm summaries of `service.reporting.rows` into one page, with
 the PNG charts inline as data: URIs so it renders inside MLflow's artifact viewer too.
 """
 
@@ -11,16 +11,16 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from service.reporting.report import (
+from service.reporting.rows import (
     ARM_COLUMNS,
     ENERGY_NOTES,
     TRIAL_COLUMNS,
     Column,
-    SweepData,
     TrialRow,
     arm_summaries,
     table_cells,
 )
+from service.tracking.reader import SweepData
 
 __all__ = ["render_html"]
 

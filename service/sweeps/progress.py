@@ -8,43 +8,14 @@ from typing import Any
 
 from ray.tune import Callback
 
+from service.tracking.lifecycle import TrialTracker
 from service.tracking.schema import trial_run_name
 from trainables.progress import progress_line
 from trainables.wire import END_EPOCH, REPLAYED, SWITCH_EPOCH
 
-__all__ = ["ProgressCallback", "TrialTracker", "format_table", "unfinished_trials"]
+__all__ = ["ProgressCallback", "format_table", "tracking_footer"]
 
 log = logging.getLogger("cpsweep.progress")
-
-
-def unfinished_trials(trials: list[Any], started: set[str], concluded: set[str]) -> list[str]:
-    """Trials a sweep left unfinished. After Ctrl-C Tune's clean-up marks running trials
-    TERMINATED without calling on_trial_complete, so status alone does not tell: a trial is
-    unfinished if it never left PENDING/PAUSED/RUNNING, or started here and never concluded."""
-    return [
-        t.trial_id
-        for t in trials
-        if t.status not in ("TERMINATED", "ERROR")
-        or (t.trial_id in started and t.trial_id not in concluded)
-    ]
-
-
-class TrialTracker:
-    """Which trials this session started or heard from, and which it saw conclude: one
-    record shared by the sweep's callbacks (progress and MLflow)."""
-
-    def __init__(self) -> None:
-        self.started: set[str] = set()
-        self.concluded: set[str] = set()
-
-    def start(self, trial_id: str) -> None:
-        self.started.add(trial_id)
-
-    def conclude(self, trial_id: str) -> None:
-        self.concluded.add(trial_id)
-
-    def unfinished(self, trials: list[Any]) -> list[str]:
-        return unfinished_trials(trials, self.started, self.concluded)
 
 
 class ProgressCallback(Callback):

@@ -19,10 +19,12 @@ from typing import Any
 import ray
 from ray import tune
 
+from service.reporting.report import upload_report
 from service.spec import ScalingSpec, SweepSpec, build_param_space
 from service.sweeps.load import DriverLoad, load_meters
-from service.sweeps.progress import ProgressCallback, TrialTracker, format_table
+from service.sweeps.progress import ProgressCallback, format_table
 from service.sweeps.scheduler import CriticalPeriodScheduler
+from service.tracking.lifecycle import TrialTracker
 from service.usercode import runtime_env_for
 from trainables.config import ConfigError, train_dict_for
 from trainables.imports import import_dirs
@@ -383,10 +385,19 @@ def run_sweep(
     summary["output_dir"] = str(out)
     for cb in tracking:
         summary = cb.finish(summary)
+    _upload_report(summary)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     print(format_table(summary))
     log.info("summary: %s", out / "summary.json")
     return summary
+
+
+def _upload_report(summary: dict[str, Any]) -> None:
+    """The report on the sweep's own run, built from what MLflow holds once tracking has
+    finished; while MLflow still lacks writes, `cpsweep sync` uploads it after them."""
+    m, t = summary.get("mlflow"), summary.get("tracking")
+    if m and t and t["all_in_mlflow"] and m.get("parent_run_id"):
+        upload_report(m["tracking_uri"], m["experiment"], m["parent_run_id"])
 
 
 @contextlib.contextmanager

@@ -23,10 +23,12 @@ from typing import Any
 
 from ray.tune import Callback
 
-from service.spec import SweepSpec
-from service.sweeps.progress import TrialTracker
+from service.spec import SweepSpec, runs_full_recipe
 from service.tracking import accounting, schema
-from service.tracking.usage import TrialUsage
+from service.tracking.lifecycle import TrialTracker
+from service.tracking.parent_run import log_sweep_results
+from service.tracking.reader import resolve_tracking_uri
+from service.tracking.usage import TrialUsage, attach_measured_baselines
 from service.tracking.wal import WAL_NAME, WriteAheadLog, log_report
 from service.tracking.writer import TrackingWriter, configure_client, prepare_store
 from trainables.config import train_dict_for
@@ -37,19 +39,12 @@ __all__ = [
     "epoch_record",
     "log_final",
     "prepare_store",
-    "resolve_tracking_uri",
     "writer_threads",
 ]
 
 log = logging.getLogger(__name__)
 
 _TAG_KEYS = {"energy/method": "energy.method", "device/name": "device.name", MODE: "cp.mode"}
-
-
-def resolve_tracking_uri(uri: str | None) -> str:
-    """Explicit URI, else $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db (absolute)."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
-    return uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
 def _artifact_location(uri: str) -> str | None:
@@ -61,11 +56,6 @@ def _artifact_location(uri: str) -> str | None:
 
 def _criterion(config: dict[str, Any]) -> str:
     return str(train_dict_for(config)["criterion"]["name"])
-
-
-def _full_recipe_throughout(arm: str | None, criterion: str | None) -> bool:
-    """A baseline arm or a `never` trial: an estimated saving has no meaning (n/a)."""
-    return arm == "baseline" or criterion == "never"
 
 
 class MLflowSweepCallback(Callback):
@@ -230,7 +220,7 @@ class MLflowSweepCallback(Callback):
         usage.add_epoch(result)
         if trial.trial_id not in self._full:  # the config is fixed: resolve it once
             arm, rule = trial.config.get("arm"), _criterion(trial.config)
-            self._full[trial.trial_id] = _full_recipe_throughout(arm, rule)
+            self._full[trial.trial_id] = runs_full_recipe(arm, rule)
         metrics, tags = epoch_record(result, usage, estimate=not self._full[trial.trial_id])
         ts = int(time.time() * 1000)
         self.wal.append(
@@ -260,7 +250,7 @@ class MLflowSweepCallback(Callback):
         usage = self._usage(trial)
         metrics: dict[str, float] = {}  # the estimate and savings went with every epoch
         tags: dict[str, str] = {}
-        never = _full_recipe_throughout(trial.config.get("arm"), _criterion(trial.config))
+        never = runs_full_recipe(trial.config.get("arm"), _criterion(trial.config))
         if usage.estimated_savings() and not never:  # the full recipe saves nothing
             tags = {"savings.kind": "estimated"}
         self.wal.append(
@@ -296,9 +286,7 @@ class MLflowSweepCallback(Callback):
 
     def finish(self, summary: dict[str, Any]) -> dict[str, Any]:
         """Add MLflow ids, totals and savings to the sweep summary (and measured baselines),
-        queue the sweep's totals and report for its run, and say what reached MLflow."""
-        from service.tracking.usage import attach_measured_baselines
-
+        queue the sweep's totals and summary for its run, and say what reached MLflow."""
         deadline = time.monotonic() + self.spec.tracking.drain_timeout_s
         self.flush(deadline - time.monotonic())
         refs = self.state.refs
@@ -316,7 +304,7 @@ class MLflowSweepCallback(Callback):
                 u = self._recover_usage(t["trial_id"])
             t.update(u.totals() if u else {})
             criterion = (t.get("config") or {}).get("criterion", {}).get("name")
-            never = _full_recipe_throughout(t.get("arm"), criterion)
+            never = runs_full_recipe(t.get("arm"), criterion)
             t["savings_pct"] = u.estimated_savings() if u and not never else {}
         attach_measured_baselines(summary)
         ts = int(time.time() * 1000)
@@ -393,14 +381,9 @@ def epoch_record(
 
 
 def log_final(client: Any, summary: dict[str, Any], runs: dict[str, str]) -> None:
-    """The writer's last op: the sweep's totals, summary and report on its parent run."""
-    from service.tracking.parent_run import log_sweep_results
-
+    """The writer's last op: the sweep's totals and summary on its parent run."""
     summary["mlflow"]["parent_run_id"] = runs.get("sweep")
     for t in summary["trials"]:
         t["mlflow_run_id"] = runs.get(f"trial:{t['trial_id']}")
     if summary["mlflow"]["parent_run_id"]:
-        mlflow_ = summary["mlflow"]
-        log_sweep_results(
-            client, summary, mlflow_["experiment"], mlflow_["tracking_uri"], strict=True
-        )
+        log_sweep_results(client, summary, strict=True)

@@ -1,18 +1,17 @@
-"""The sweep's own MLflow run: totals as metrics, the summary and the report as artifacts.
+"""The sweep's own MLflow run: totals as metrics, the summary as an artifact.
 
 The child runs hold each trial's curves; the parent run is where a user landing on the
 experiment sees the sweep as a whole: its totals under the trials' own keys
 (`energy/Wh`, `co2/g`, `cost/usd`, `time/cum_s`: its row fills the same columns),
-`total/kWh` and `total/co2_kg`, `sweep/*` counts, `summary.json`, and the
-`cpsweep report` page (one self-contained `report/index.html`, which the MLflow UI
-previews).
+`total/kWh` and `total/co2_kg`, `sweep/*` counts and `summary.json`. The
+`cpsweep report` page (`report/index.html`) joins them once tracking has finished
+(service.reporting.report.upload_report, called by the sweep and by `cpsweep sync`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import tempfile
 import time
 from typing import Any
 
@@ -41,10 +40,8 @@ def sweep_totals(summary: dict[str, Any]) -> dict[str, float]:
     return out | parent_totals(trials)
 
 
-def log_sweep_results(
-    client: Any, summary: dict[str, Any], experiment: str, uri: str, strict: bool = False
-) -> None:
-    """Log totals, summary.json and the report to the parent run; never raises (the sweep's
+def log_sweep_results(client: Any, summary: dict[str, Any], strict: bool = False) -> None:
+    """Log totals and summary.json to the parent run; never raises (the sweep's
     results are already on disk and in the trial runs) unless `strict` (the tracking
     writer retries it when MLflow answers again)."""
     parent_id = summary["mlflow"]["parent_run_id"]
@@ -57,11 +54,6 @@ def log_sweep_results(
         client.log_batch(parent_id, metrics=metrics)
         _tag_experiment(client, summary, parent_id)
         client.log_text(parent_id, json.dumps(summary, indent=2, default=str), "summary.json")
-        from service.reporting.report import build_report, load_sweep
-
-        with tempfile.TemporaryDirectory(prefix="cpsweep-report-") as tmp:
-            build_report(load_sweep(experiment, uri, parent_id), tmp)
-            client.log_artifacts(parent_id, tmp, "report")
     except Exception as exc:
         if strict:
             raise

@@ -8,7 +8,7 @@ from typing import Any
 
 from trainables.wire import END_EPOCH, ROTATION_MEAN, ROTATION_PREFIX
 
-__all__ = ["accuracy_cost_figure", "history_from_mlflow", "log_trial_plots", "rotation_figure"]
+__all__ = ["accuracy_cost_figure", "log_trial_plots", "rotation_figure"]
 
 
 def _plt() -> Any:
@@ -71,18 +71,3 @@ def log_trial_plots(client: Any, run_id: str, history: list[dict[str, Any]]) -> 
             # At the run's artifact root: MLflow's compare page puts the root files that
             # every selected run has side by side (it does not look into folders).
             client.log_artifact(run_id, str(path))
-
-
-def history_from_mlflow(client: Any, run_id: str) -> list[dict[str, Any]]:
-    """Rebuild per-epoch rows from a run's metric histories (used after a driver restart)."""
-    run = client.get_run(run_id)
-    rows: dict[int, dict[str, Any]] = {}
-    for key in run.data.metrics:
-        if key.startswith((ROTATION_PREFIX, "val/acc", "cost/usd")):
-            for m in client.get_metric_history(run_id, key):
-                rows.setdefault(m.step, {"epoch": m.step})[key] = m.value
-    end = run.data.tags.get("cp.end_epoch")
-    out = [rows[e] for e in sorted(rows)]
-    for r in out:
-        r[END_EPOCH] = int(end) if end else None
-    return out

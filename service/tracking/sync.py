@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from service.tracking.callback import log_final, resolve_tracking_uri, writer_threads
-from service.tracking.wal import WAL_NAME, WriteAheadLog, log_report
+from service.tracking.callback import log_final, writer_threads
+from service.tracking.reader import resolve_tracking_uri
+from service.tracking.wal import WAL_NAME, WriteAheadLog, fold_file, log_report
 from service.tracking.writer import TrackingWriter, configure_client
 from trainables.config import ConfigError
 
@@ -23,7 +24,7 @@ def sync_output_dir(
 ) -> dict[str, Any]:
     """Send what a sweep's tracking log still holds to MLflow (after an outage or a crash).
 
-    `uri` defaults to the one the sweep used; returns `log_report`'s counts."""
+    `uri` defaults to the one the sweep used; returns `log_report`'s counts, the URI, the experiment and the sweep's run id."""
     from service.spec import SweepSpec
 
     wal_file = out_dir / WAL_NAME
@@ -42,5 +43,9 @@ def sync_output_dir(
     writer.drain(timeout_s)
     writer.stop()
     report = log_report(wal, delayed=len(writer.stats.delayed))
+    sweep = fold_file(wal.path).refs.get("sweep")  # the run ids the writer just learnt
+    report["tracking_uri"] = uri
+    report["experiment"] = spec.tracking.experiment or spec.name
+    report["parent_run_id"] = sweep.run_id if sweep is not None else None
     wal.close()
     return report

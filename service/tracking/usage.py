@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from service.spec import BASELINE_ARM
 from service.tracking import accounting
 from service.tracking.schema import state_from_run
 
@@ -167,12 +167,24 @@ class TrialUsage:
         }
 
 
-def attach_measured_baselines(summary: dict[str, Any], client: Any = None) -> None:
-    """Pair each trial with its `baseline` arm (same params) and add measured savings."""
+def _summary_usage(t: dict[str, Any]) -> accounting.Usage:
+    """What a trial of the sweep summary consumed (TrialUsage.totals, samples)."""
+    return accounting.Usage(
+        t.get("billed_s") or 0.0,
+        t["samples"],
+        t.get("energy_kwh") or 0.0,
+        t.get("co2_kg") or 0.0,
+        t.get("cost_usd") or 0.0,
+    )
+
+
+def attach_measured_baselines(summary: dict[str, Any]) -> None:
+    """Pair each trial with its `baseline` arm (same params) and add measured savings
+    (the tracking callback logs them to the trial runs)."""
     baselines = {
         json.dumps(t.get("params", {}), sort_keys=True): t
         for t in summary["trials"]
-        if t.get("arm") == "baseline" and t["status"] != "ERROR"
+        if t.get("arm") == BASELINE_ARM and t["status"] != "ERROR"
     }
     if not baselines:
         return
@@ -180,35 +192,8 @@ def attach_measured_baselines(summary: dict[str, Any], client: Any = None) -> No
         b = baselines.get(json.dumps(t.get("params", {}), sort_keys=True))
         if b is None or b is t or t["status"] == "ERROR":
             continue
-        actual = accounting.Usage(
-            t.get("billed_s") or 0.0,
-            t["samples"],
-            t.get("energy_kwh") or 0.0,
-            t.get("co2_kg") or 0.0,
-            t.get("cost_usd") or 0.0,
-        )
-        base = accounting.Usage(
-            b.get("billed_s") or 0.0,
-            b["samples"],
-            b.get("energy_kwh") or 0.0,
-            b.get("co2_kg") or 0.0,
-            b.get("cost_usd") or 0.0,
-        )
-        measured = accounting.savings_pct(actual, base)
+        measured = accounting.savings_pct(_summary_usage(t), _summary_usage(b))
         t["baseline_trial_id"] = b["trial_id"]
         t["savings_measured_pct"] = measured
         if t.get("final_val_acc") is not None and b.get("final_val_acc") is not None:
             t["acc_delta_vs_baseline"] = t["final_val_acc"] - b["final_val_acc"]
-        if client is not None and t.get("mlflow_run_id"):
-            from mlflow.entities import Metric, RunTag
-
-            step = int(t.get("epochs") or 0)
-            now_ms = int(time.time() * 1000)
-            client.log_batch(
-                t["mlflow_run_id"],
-                metrics=[
-                    Metric(f"savings_measured/{k}_pct", v, now_ms, step)
-                    for k, v in measured.items()
-                ],
-                tags=[RunTag("cpsweep.baseline_run_id", str(b.get("mlflow_run_id")))],
-            )

@@ -502,12 +502,13 @@ class TrackingWriter:
         self._history.setdefault(op["ref"], {})[int(op["step"])] = {"epoch": int(op["step"]), **row}
 
     def _plots(self, client: Any, ref: str, run_id: str) -> None:
-        from service.tracking.plots import history_from_mlflow, log_trial_plots
+        from service.tracking.plots import log_trial_plots
+        from service.tracking.reader import epoch_rows
 
         by_step = self._history.pop(ref, {})
         rows = [by_step[s] for s in sorted(by_step)]
         if not rows or rows[0]["epoch"] != 1 or len(rows) != rows[-1]["epoch"]:
-            rows = self._call(f"history of {ref}", history_from_mlflow, client, run_id) or []
+            rows = self._call(f"history of {ref}", epoch_rows, client, run_id, _PLOT_KEYS) or []
         end = next((r[END_EPOCH] for r in reversed(rows) if r.get(END_EPOCH)), None)
         for r in rows:
             r.setdefault(END_EPOCH, end)

@@ -323,7 +323,9 @@ def test_report_page_shows_every_trial_its_charts_and_sorts(
     """`cpsweep report` output opened from disk: tables, every chart decoded, sorting works."""
     from selenium.webdriver.common.by import By
 
-    from service.reporting.report import TRIAL_COLUMNS, build_report, load_sweep
+    from service.reporting.report import build_report
+    from service.reporting.rows import TRIAL_COLUMNS
+    from service.tracking.reader import load_sweep
 
     page = build_report(load_sweep(finished_sweep.experiment, finished_sweep.uri), tmp_path)
     browser.get(page.resolve().as_uri())
