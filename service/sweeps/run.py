@@ -20,6 +20,7 @@ from ray import tune
 
 from service.reporting.report import upload_report
 from service.spec import ScalingSpec, SweepSpec, build_param_space
+from service.sweeps.load import DriverLoad, load_meters
 from service.sweeps.progress import ProgressCallback
 from service.sweeps.scheduler import CriticalPeriodScheduler
 from service.sweeps.summary import summarize_results
@@ -297,7 +298,11 @@ def run_sweep(
     tracker = TrialTracker()
     tracking = _tracking_callbacks(spec, out, resume, tracker)
     progress = ProgressCallback(spec.train.epochs, tracker)
-    all_callbacks = [progress, *tracking, *callbacks]
+    # Warns once, with numbers, when results or Tune's own steps approach the loop's
+    # ceiling or MLflow falls behind (service/sweeps/load.py); first and last in the list.
+    backlog = tracking[0].backlog if tracking else (lambda: None)
+    begin, end = load_meters(DriverLoad(), backlog)
+    all_callbacks = [begin, progress, *tracking, *callbacks, end]
     trainable = tune.with_resources(trial_main, _trial_resources(spec))
     space = build_param_space(spec, _trial_opts(spec, out, control_name, trial_options))
     if resume:
@@ -375,7 +380,14 @@ def _new_tuner(
         storage_path=str(out / "ray"),
         callbacks=callbacks,
         failure_config=tune.FailureConfig(max_failures=_trial_retries(spec)),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),  # inline trials' checkpoints
+        # Inline trials checkpoint every epoch; 2 kept bounds the disk. Tune then forces an
+        # experiment-state snapshot whenever a trial has checkpointed twice since the last
+        # one, and a snapshot serialises every trial that reported: ~83 KB of metric
+        # statistics per trial with ResNet-sized results (bench/driver_scale.py
+        # `tune_state`, BENCHMARKS.md section 6). Its periodic snapshot stays on "auto"
+        # (TUNE_GLOBAL_CHECKPOINT_S: Tune keeps it under 5% of the loop); the forced ones
+        # are what `DriverLoad` reports as stalls at a thousand trials.
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         verbose=0,
     )
     return tune.Tuner(
