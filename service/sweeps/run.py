@@ -21,6 +21,7 @@ from ray import tune
 from service.reporting.report import upload_report
 from service.spec import ScalingSpec, SweepSpec, build_param_space
 from service.sweeps.load import DriverLoad, load_meters
+from service.sweeps.moved import alias_moved_modules
 from service.sweeps.progress import ProgressCallback
 from service.sweeps.scheduler import CriticalPeriodScheduler
 from service.sweeps.summary import summarize_results
@@ -415,6 +416,7 @@ def _restored_tuner(
 ) -> tune.Tuner:
     """The interrupted sweep in `exp_dir`, with this session's callbacks and scheduler."""
     log.info("resuming %s: finished trials are kept, unfinished ones continue", exp_dir)
+    alias_moved_modules()  # tuner.pkl of a sweep begun before service/ moved: old names
     tuner = tune.Tuner.restore(
         str(exp_dir), trainable, resume_unfinished=True, resume_errored=True, param_space=space
     )
