@@ -308,6 +308,7 @@ def run_sweep(
         "use_gpu": spec.scaling.use_gpu,
         "gpus_per_worker": spec.scaling.gpus,
         "executor": spec.scaling.resolved_executor,
+        "worker_pool": spec.scaling.worker_pool,
         "worker_failures": spec.failures.worker_failures,
         "mode": spec.scheduler.mode,
         "control_actor": control_name,
