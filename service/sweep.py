@@ -25,6 +25,7 @@ from service.spec import ScalingSpec, SweepSpec, build_param_space
 from service.usercode import runtime_env_for
 from trainables.config import ConfigError, train_dict_for
 from trainables.imports import import_dirs
+from trainables.pool import pool_key, remove_sweep_groups
 from trainables.wire import END_EPOCH, SWITCH_EPOCH, control_actor_name
 from trainables.worker import TRIAL_RESOURCE, trial_main
 
@@ -366,6 +367,8 @@ def run_sweep(
         for cb in tracking:
             cb.close(timeout_s=5.0)
         raise
+    finally:  # the train executor's rank groups: Ray keeps their resources until removed
+        remove_sweep_groups(pool_key(control_name))
     summary = summarize_results(
         spec, grid, scheduler, time.perf_counter() - t0, unfinished=progress.unfinished
     )

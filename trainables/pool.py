@@ -11,10 +11,13 @@ trial (BENCHMARKS.md). Here a trial's driver (the Tune trial process) keeps one
 
 Tune reuses trial drivers (`reuse_actors`), so a sweep holds at most
 `max_concurrent_trials` groups, one per running driver; the concurrency plan counts
-their CPUs and GPUs like a TorchTrainer's workers. A group belongs to its driver
-process: Ray ends the rank actors and removes the placement group when the driver
-ends (the sweep finishes, Tune drops a failed trial's driver, Ctrl-C), so nothing
-outlives the sweep. Each trial builds model, optimizer and state afresh on the ranks
+their CPUs and GPUs like a TorchTrainer's workers. The rank actors belong to their
+driver process and die with it, but a placement group belongs to the job, not to the
+actor that made it (measured: it stays CREATED after its creator is killed). So a
+failing trial ends its group before it fails, each group's placement group is named
+after its sweep and driver, a trial waiting for resources removes those of its sweep
+whose driver is dead, and the sweep removes all of its own when it ends
+(`remove_sweep_groups`). Each trial builds model, optimizer and state afresh on the ranks
 (seeded as in a fresh process); only the processes, the process group and the
 datasets carry over.
 
@@ -26,6 +29,7 @@ and the group is replaced (other ranks may be waiting in a collective).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -57,7 +61,9 @@ __all__ = [
     "WorkerFailed",
     "gpu_or_cpu",
     "pack_dir",
+    "pool_key",
     "release_group",
+    "remove_sweep_groups",
     "run_on_group",
     "unpack_dir",
 ]
@@ -66,6 +72,8 @@ log = logging.getLogger(__name__)
 
 _END = ("end",)  # rank 0's last event of a run
 _PG_WAIT_LOG_S = 60.0  # how often a trial waiting for its group's resources says so
+_PG_RECLAIM_S = 5.0  # waited this long: look for groups of dead drivers of the sweep
+_PG_PREFIX = "cpsweep-ranks"
 _PROCESS_GROUP_TIMEOUT_S = 1800  # as Ray Train's TorchConfig.timeout_s
 _DATASETS_KEPT = 2  # per rank: a sweep over two datasets alternates without reloading
 
@@ -113,6 +121,7 @@ class GroupSpec:
     gpus_per_worker: float  # 0 without use_gpu
     backend: str  # "gloo" or "nccl" (the same choice the TorchTrainer path makes)
     strategy: str = "PACK"  # Ray Train's default placement
+    sweep: str = "sweep"  # names the placement groups, so the sweep can remove its own
 
     @property
     def use_gpu(self) -> bool:
@@ -271,14 +280,21 @@ class RankGroup:
         if spec.use_gpu:
             bundle["GPU"] = spec.gpus_per_worker
         t0 = time.perf_counter()
-        self.pg = placement_group([dict(bundle)] * spec.num_workers, strategy=spec.strategy)
-        while not self.pg.wait(timeout_seconds=_PG_WAIT_LOG_S):
-            log.warning(
-                "waiting %.0f s for %d x %s for this trial's ranks",
-                time.perf_counter() - t0,
-                spec.num_workers,
-                bundle,
-            )
+        owner = ray.get_runtime_context().get_actor_id() or "driver"
+        self.pg = placement_group(
+            [dict(bundle)] * spec.num_workers,
+            strategy=spec.strategy,
+            name=f"{_pg_prefix(spec.sweep)}{owner}",
+        )
+        if not self.pg.wait(timeout_seconds=_PG_RECLAIM_S):
+            _remove_orphans(spec.sweep)
+            while not self.pg.wait(timeout_seconds=_PG_WAIT_LOG_S):
+                log.warning(
+                    "waiting %.0f s for %d x %s for this trial's ranks",
+                    time.perf_counter() - t0,
+                    spec.num_workers,
+                    bundle,
+                )
         actor: Any = ray.remote(_Rank)
         self.ranks: list[Any] = [
             actor.options(
@@ -353,6 +369,59 @@ class RankGroup:
         for r in self.ranks if hasattr(self, "ranks") else ():
             ray.kill(r, no_restart=True)
         remove_placement_group(self.pg)
+
+
+def pool_key(sweep_name: str) -> str:
+    """A short name for a sweep's rank groups (from a unique per-sweep name)."""
+    return hashlib.sha1(sweep_name.encode()).hexdigest()[:12]
+
+
+def _pg_prefix(sweep: str) -> str:
+    return f"{_PG_PREFIX}-{sweep}-"
+
+
+def _sweep_groups(sweep: str) -> list[tuple[str, str]]:
+    """(placement group name, owner actor id) of this sweep's live groups."""
+    from ray.util import placement_group_table
+
+    prefix = _pg_prefix(sweep)
+    return [
+        (pg["name"], pg["name"][len(prefix) :])
+        for pg in placement_group_table().values()
+        if pg.get("name", "").startswith(prefix) and pg.get("state") != "REMOVED"
+    ]
+
+
+def _remove(name: str) -> None:
+    from ray.util import get_placement_group
+
+    try:
+        remove_placement_group(get_placement_group(name))
+    except Exception as exc:  # removed meanwhile
+        log.debug("removing placement group %s: %s", name, exc)
+
+
+def _remove_orphans(sweep: str) -> None:
+    """Remove this sweep's groups whose trial driver has died (Ray keeps them)."""
+    from ray.util.state import get_actor
+
+    for name, owner in _sweep_groups(sweep):
+        try:
+            state = get_actor(owner)
+        except Exception as exc:  # no dashboard to ask: keep it
+            log.debug("cannot look up %s: %s", owner, exc)
+            continue
+        if state is None or state.state == "DEAD":
+            log.warning("removing placement group %s: its trial driver is gone", name)
+            _remove(name)
+
+
+def remove_sweep_groups(sweep: str) -> int:
+    """Remove every rank group's placement group of `sweep` (at its end); returns how many."""
+    groups = _sweep_groups(sweep)
+    for name, _ in groups:
+        _remove(name)
+    return len(groups)
 
 
 _held: RankGroup | None = None  # this trial driver's group, kept for its next trial

@@ -50,6 +50,8 @@ from trainables.pool import (
     RankSession,
     gpu_or_cpu,
     pack_dir,
+    pool_key,
+    release_group,
     run_on_group,
     unpack_dir,
 )
@@ -360,7 +362,9 @@ def trial_main(config: dict[str, Any]) -> None:
         "mode": opts.get("mode", "push"),
         "use_gpu": use_gpu,
         "threads_per_worker": threads,
-        "rank_log_dir": str(Path(ctx.get_trial_dir()) / "ranks"),
+        # In the trial's storage directory: a reused trial process's working directory
+        # (get_trial_dir) is not synced there after its first trial.
+        "rank_log_dir": str(Path(trial_storage_dir() or ctx.get_trial_dir()) / "ranks"),
         "measure_energy": bool(opts.get("measure_energy", True)),
         "error_file": str(Path(opts["storage_path"]) / f"train-{trial_id}" / "cpsweep_error.txt"),
         "fault_kill_epoch": opts.get("fault_kill_epoch"),
@@ -376,6 +380,7 @@ def trial_main(config: dict[str, Any]) -> None:
     elif opts.get("worker_pool", True):
         error = _run_on_pool(loop_config, opts)
         if error:
+            release_group()  # Tune ends a failed trial's process; Ray would keep its group
             raise TrialFailed(error)
     else:
         from ray.util.queue import Queue
@@ -438,6 +443,7 @@ def _run_on_pool(loop_config: dict[str, Any], opts: dict[str, Any]) -> str | Non
         cpus_per_worker=int(opts.get("cpus_per_worker", 1)),
         gpus_per_worker=float(opts.get("gpus_per_worker", 1)) if use_gpu else 0.0,
         backend=_backend(opts),
+        sweep=pool_key(str(opts.get("control_actor", ""))),
     )
     run_on_group(
         _rank_loop,
