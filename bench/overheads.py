@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import logging
 import math
@@ -400,12 +401,12 @@ def bench_ray(quick: bool, repeats: int = 1) -> dict[str, Any]:
     # Plain loop: the same trial configs, 1 torch thread each (a Ray worker gets
     # cpus_per_worker=1 thread), 2 processes at a time (what run_sweep picks on 2 CPUs).
     configs = []
-    for name in spec.search_space["optim.name"].grid or []:
-        for lr in spec.search_space["optim.lr"].grid or []:
-            cfg = {"train": spec.train.model_dump(), "params": {"optim.name": name, "optim.lr": lr}}
-            train = train_dict_for(cfg)
-            train["num_threads"] = 1
-            configs.append(train)
+    paths = list(spec.search_space)  # every grid point, as Tune's grid search makes them
+    for values in itertools.product(*(spec.search_space[p].grid or [] for p in paths)):
+        cfg = {"train": spec.train.model_dump(), "params": dict(zip(paths, values))}
+        train = train_dict_for(cfg)
+        train["num_threads"] = 1
+        configs.append(train)
     t0 = time.perf_counter()
     init_ray(None)
     out["ray_start_s"] = time.perf_counter() - t0
@@ -459,7 +460,7 @@ def bench_ray(quick: bool, repeats: int = 1) -> dict[str, Any]:
         # time not spent inside epochs, per trial slot (2 trials run at a time)
         out[k]["outside_epochs_s"] = out[k]["wall_s"] - out[k]["epoch_s_sum"] / 2
     plain = out["plain_loop"]["wall_s"]
-    for k in _RAY_VARIANTS[1:]:
+    for k in list(_RAY_VARIANTS)[1:]:
         out[k]["executor"] = _RAY_VARIANTS[k]
         out[k]["overhead_vs_plain_pct"] = 100 * (out[k]["wall_s"] / plain - 1)
         out[k]["overhead_incl_ray_start_pct"] = 100 * (
