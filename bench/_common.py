@@ -73,6 +73,18 @@ def base_train(*, quick: bool = False) -> dict[str, Any]:
     }
 
 
+def long_train(*, quick: bool) -> dict[str, Any]:
+    """The long budget: E = 100 on 2.5k images, width 16 (quick: a CI-sized smoke test)."""
+    train = base_train(quick=False)
+    train["epochs"] = 12 if quick else 100
+    train["data"].update(
+        {"train_subset": 400 if quick else 2500, "val_subset": 300 if quick else None}
+    )
+    train["model"]["width"] = 4 if quick else 16
+    train["eval_every"] = 6 if quick else 10
+    return train
+
+
 def ray_worker_priority() -> str:
     """Run Ray workers at the driver's priority unless the caller chose otherwise.
 

@@ -152,9 +152,10 @@ def drive_driver(uri: str, work: Path, n_trials: int, epochs: int, control: str)
     """One simulated sweep through the scheduler and both callbacks; timings per hook."""
     import random
 
-    from service.progress import ProgressCallback, TrialTracker
-    from service.scheduler import CriticalPeriodScheduler
-    from service.tracking import MLflowSweepCallback
+    from service.sweeps.progress import ProgressCallback
+    from service.sweeps.scheduler import CriticalPeriodScheduler
+    from service.tracking.callback import MLflowSweepCallback
+    from service.tracking.lifecycle import TrialTracker
 
     spec = sim_spec("driver-scale", uri, epochs, plots=False)
     trials = sim_trials(spec, n_trials)
@@ -225,7 +226,7 @@ def control_reads(name: str, n_trials: int, seconds: float) -> dict[str, Any]:
     """Directive reads/s of the control actor with `n_trials` rules registered."""
     import ray
 
-    from service.control import get_or_create_control
+    from service.sweeps.control import get_or_create_control
 
     actor = get_or_create_control(name)
     ids = [f"sim_{i:05d}" for i in range(n_trials)]
@@ -309,7 +310,7 @@ def _kill_at_epoch_4() -> Any:
 def outage(work: Path, restart_after_s: float = 10.0) -> dict[str, Any]:
     """Issue 18's scenario, undisturbed and with a kill-and-restart of the server."""
     from service.spec import load_spec
-    from service.sweep import init_ray, run_sweep
+    from service.sweeps.run import init_ray, run_sweep
 
     init_ray(None)
     out: dict[str, Any] = {"restart_after_s": restart_after_s}

@@ -150,7 +150,7 @@ class _Recorder:
 
 def _sweep(quick: bool, data: str, seeds: int, share: float, work: Path) -> dict[str, Any]:
     from service.spec import SweepSpec
-    from service.sweep import run_sweep
+    from service.sweeps.run import run_sweep
 
     spec = SweepSpec.model_validate(
         {
@@ -209,7 +209,7 @@ def _start_ray(cuda: bool) -> bool:
     """A local cluster; without CUDA it declares one logical GPU. True if logical."""
     import ray
 
-    from service.sweep import init_ray
+    from service.sweeps.run import init_ray
     from trainables.worker import TRIAL_RESOURCE
 
     if cuda:

@@ -10,7 +10,12 @@ the trials of bench/results/paper_repro.json (where each rule actually switched)
 and `trainables.criteria.end_epoch` applied to that run's repeats3 rotation
 curves (where each rule would fire on the full-recipe curve).
 
+`--long` runs the long budget of `paper_repro.py --long` (E = 100, 2.5k images) at the
+switch epochs given with `--switches` (a few on either side of the rules' ends: each
+trial costs about as much as a paper-rule trial) and merges paper_repro_long.json.
+
     .venv/bin/python bench/oracle.py [--quick] [--seeds 1]
+    .venv/bin/python bench/oracle.py --long --seeds 3 --switches 6,20
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from _common import (
     RESULTS,
     base_train,
     command_line,
+    long_train,
     machine_info,
     mean_std,
     mlflow_curves,
@@ -41,10 +47,22 @@ log = logging.getLogger("bench.oracle")
 SWITCHES = {False: [1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 20, 25], True: [1, 2, 3, 4, 6, 8, 11, 14]}
 
 
-def build_spec(*, quick: bool, seeds: list[int], switches: list[int], tracking_uri: str) -> Any:
+RULE_ARMS = (
+    "paper",
+    "relative",
+    "fixed12.5",
+    "paper+prune",
+    "paper+infobatch",
+    "relative+infobatch",
+)
+
+
+def build_spec(
+    *, quick: bool, seeds: list[int], switches: list[int], tracking_uri: str, long: bool = False
+) -> Any:
     from service.spec import SweepSpec
 
-    train = base_train(quick=quick)
+    train = long_train(quick=quick) if long else base_train(quick=quick)
     epochs = train["epochs"]
     # fixed ends the period after ceil(fraction * E) epochs: (k - 0.5) / E gives exactly k.
     arms = {
@@ -53,7 +71,7 @@ def build_spec(*, quick: bool, seeds: list[int], switches: list[int], tracking_u
     }
     return SweepSpec.model_validate(
         {
-            "name": "oracle-quick" if quick else "oracle",
+            "name": _stem(quick, long).replace("_", "-"),
             "description": "accuracy against a fixed switch epoch (repeats 3 -> 1)",
             "train": train,
             "search_space": {"seed": {"grid": seeds}},
@@ -87,7 +105,7 @@ def criterion_ends(repro: dict[str, Any]) -> dict[str, Any]:
     rel = repro["relative"]
     applied: dict[str, list[int | None]] = {}
     for t in repro["trials"]:
-        if t["arm"] in ("paper", "relative", "fixed12.5", "paper+prune"):
+        if t["arm"] in RULE_ARMS:
             applied.setdefault(t["arm"], []).append(t["cp_end_epoch"])
     on_curves: dict[str, dict[str, int | None]] = {"paper": {}, "relative": {}, "fixed12.5": {}}
     for t in repro["trials"]:
@@ -182,6 +200,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="quick setup, 8 switch points, 1 seed")
     ap.add_argument("--seeds", type=int, default=1, help="number of seeds (0, 1, ...)")
+    ap.add_argument("--long", action="store_true", help="the long budget of paper_repro --long")
+    ap.add_argument("--switches", help="comma-separated switch epochs (default: the 30-epoch set)")
     ap.add_argument("--out", default=str(RESULTS), help="results directory")
     ap.add_argument(
         "--merge-only",
@@ -191,21 +211,29 @@ def main() -> None:
     args = ap.parse_args()
     setup_logging()
     out = Path(args.out).resolve()
-    stem = "oracle_quick" if args.quick else "oracle"
+    stem = _stem(args.quick, args.long)
     if args.merge_only:
-        merge_only(out, stem, args.quick)
+        merge_only(out, stem, args.quick, args.long)
         return
+    if args.long and not args.switches:
+        ap.error("--long needs --switches (a few epochs on either side of the rules' ends)")
     seeds = list(range(args.seeds))
     work = out / "tmp" / stem
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
     uri = f"sqlite:///{work / 'mlflow.db'}"
-    switches = SWITCHES[args.quick]
-    spec = build_spec(quick=args.quick, seeds=seeds, switches=switches, tracking_uri=uri)
+    switches = (
+        sorted({int(k) for k in args.switches.split(",")})
+        if args.switches
+        else SWITCHES[args.quick]
+    )
+    spec = build_spec(
+        quick=args.quick, seeds=seeds, switches=switches, tracking_uri=uri, long=args.long
+    )
     machine = machine_info()
     machine["RAY_worker_niceness"] = ray_worker_priority()
-    from service.sweep import run_sweep
+    from service.sweeps.run import run_sweep
 
     started = now_iso()
     t0 = time.perf_counter()
@@ -236,20 +264,30 @@ def main() -> None:
         "seeds": seeds,
         "switches": switches,
     }
-    merge_and_write(out, stem, record, rows, quick=args.quick)
+    merge_and_write(out, stem, record, rows, quick=args.quick, long=args.long)
     log.info("oracle took %.0fs; wrote %s.json and %s.png", wall, out / stem, out / stem)
 
 
+def _stem(quick: bool, long: bool) -> str:
+    return "oracle" + ("_long" if long else "") + ("_quick" if quick else "")
+
+
 def merge_and_write(
-    out: Path, stem: str, record: dict[str, Any], rows: list[dict[str, Any]], *, quick: bool
+    out: Path,
+    stem: str,
+    record: dict[str, Any],
+    rows: list[dict[str, Any]],
+    *,
+    quick: bool,
+    long: bool = False,
 ) -> None:
     """Add paper_repro's k = 0 and k = E trials and the rules' ends; write the JSON and plot."""
     from trainables.config import TrainConfig
 
     train = TrainConfig.model_validate(record["spec"]["train"])
     epochs, seeds = train.epochs, record["seeds"]
-    repro = _repro(out / ("paper_repro_quick.json" if quick else "paper_repro.json"),
-                   train.model_dump(mode="json"))  # fmt: skip
+    repro_name = "paper_repro" + ("_long" if long else "") + ("_quick" if quick else "")
+    repro = _repro(out / f"{repro_name}.json", train.model_dump(mode="json"))
     rows = [r for r in rows if r["source"] == "oracle"]
     ends = None
     if repro is not None:
@@ -287,12 +325,12 @@ def merge_and_write(
         print("criterion ends:", json.dumps(ends))
 
 
-def merge_only(out: Path, stem: str, quick: bool) -> None:
+def merge_only(out: Path, stem: str, quick: bool, long: bool = False) -> None:
     """Redo the merge, the points and the plot from an existing result (no training)."""
     data = json.loads((out / f"{stem}.json").read_text())
     record = {k: v for k, v in data.items() if k not in ("points", "criterion_ends", "trials")}
     record["merged_by"] = command_line()
-    merge_and_write(out, stem, record, data["trials"], quick=quick)
+    merge_and_write(out, stem, record, data["trials"], quick=quick, long=long)
 
 
 if __name__ == "__main__":

@@ -163,7 +163,7 @@ def _curve(rng: random.Random, epochs: int) -> list[float]:
 
 
 def bench_scheduler(quick: bool) -> dict[str, Any]:
-    from service.scheduler import CriticalPeriodScheduler
+    from service.sweeps.scheduler import CriticalPeriodScheduler
 
     n_trials = 1000
     epochs = 30
@@ -331,7 +331,7 @@ def _sweep_breakdown(rec: Any, wall_s: float) -> dict[str, Any]:
 
 
 def _run_spec(spec: Any, out_dir: Path) -> dict[str, Any]:
-    from service.sweep import run_sweep
+    from service.sweeps.run import run_sweep
 
     if out_dir.exists():
         shutil.rmtree(out_dir)
@@ -386,7 +386,7 @@ def _plain_loop(configs: list[dict[str, Any]], work: Path) -> dict[str, Any]:
 
 def bench_ray(quick: bool, repeats: int = 1) -> dict[str, Any]:
     from service.spec import load_spec
-    from service.sweep import init_ray
+    from service.sweeps.run import init_ray
     from trainables.config import train_dict_for
 
     work = RESULTS / "tmp" / "overheads"
@@ -414,7 +414,7 @@ def bench_ray(quick: bool, repeats: int = 1) -> dict[str, Any]:
     def shipped(i: int) -> Any:
         # A fresh sqlite file per repeat: MLflow caches its store per URI in this process,
         # so deleting and re-creating the same file under it fails with "readonly database".
-        from service.tracking import prepare_store
+        from service.tracking.callback import prepare_store
 
         db = work / f"quickstart-mlflow-{i}.db"
         db.unlink(missing_ok=True)
@@ -487,7 +487,7 @@ def bench_ray(quick: bool, repeats: int = 1) -> dict[str, Any]:
 
 def bench_handshake(quick: bool) -> dict[str, Any]:
     from service.spec import SweepSpec
-    from service.sweep import init_ray
+    from service.sweeps.run import init_ray
 
     init_ray(None)
     work = RESULTS / "tmp" / "overheads"

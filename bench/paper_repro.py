@@ -1,6 +1,6 @@
 """Reproduce the paper's claim at CPU scale, through the product, against honest baselines.
 
-Runs one sweep with `service.sweep.run_sweep` (local Ray, MLflow in a sqlite
+Runs one sweep with `service.sweeps.run.run_sweep` (local Ray, MLflow in a sqlite
 file under bench/results/tmp) on real Fashion-MNIST with the scaled paper
 recipe of bench/_common.py. Arms (a grid over arms x seeds):
 
@@ -41,6 +41,7 @@ from _common import (
     RESULTS,
     base_train,
     command_line,
+    long_train,
     machine_info,
     mean_std,
     mlflow_curves,
@@ -84,18 +85,6 @@ CURVE_KEYS = [
     "energy/epoch_kwh",
     "cp/handshake_s",
 ]
-
-
-def long_train(*, quick: bool) -> dict[str, Any]:
-    """The long budget: E = 100 on 2.5k images, width 16 (quick: a CI-sized smoke test)."""
-    train = base_train(quick=False)
-    train["epochs"] = 12 if quick else 100
-    train["data"].update(
-        {"train_subset": 400 if quick else 2500, "val_subset": 300 if quick else None}
-    )
-    train["model"]["width"] = 4 if quick else 16
-    train["eval_every"] = 6 if quick else 10
-    return train
 
 
 def long_arms(ratio: float, patience: int) -> dict[str, dict[str, Any]]:
@@ -402,7 +391,7 @@ def main() -> None:
         (len(spec.arms) + 1) * len(seeds),
         uri,
     )
-    from service.sweep import run_sweep
+    from service.sweeps.run import run_sweep
 
     started = now_iso()
     t0 = time.perf_counter()

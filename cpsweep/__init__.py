@@ -37,11 +37,11 @@ _HOMES = {
     "ControlChannel": "trainables.channel",
     "tune_channel": "trainables.channel",
     "LoopContext": "trainables.user_loop",
-    "CriticalPeriodScheduler": "service.scheduler",
+    "CriticalPeriodScheduler": "service.sweeps.scheduler",
 }
 
 if TYPE_CHECKING:
-    from service.scheduler import CriticalPeriodScheduler
+    from service.sweeps.scheduler import CriticalPeriodScheduler
     from trainables.channel import ControlChannel, tune_channel
     from trainables.config import CriterionConfig, TrainConfig
     from trainables.period import CriticalPeriod, Decision

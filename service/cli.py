@@ -67,22 +67,18 @@ def _pick_key(column: str, available: list[str], where: str) -> str:
 
 
 def _mlflow_curve(run_id: str, column: str, tracking_uri: str | None) -> list[float]:
-    from service.report import check_store
-    from service.tracking import resolve_tracking_uri
+    from mlflow.exceptions import MlflowException
+
+    from service.tracking.reader import client_for, metric_by_step, resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
-    check_store(uri)
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(uri)
+    client = client_for(uri)
     try:
         metrics = client.get_run(run_id).data.metrics
     except MlflowException as exc:
         raise ConfigError(f"mlflow:{run_id}: no such run at {uri} ({exc.error_code})") from exc
     key = _pick_key(column, list(metrics), f"mlflow:{run_id}")
-    by_step = {m.step: m.value for m in client.get_metric_history(run_id, key)}  # last wins
-    return [by_step[k] for k in sorted(by_step)]
+    return metric_by_step(client, run_id, key)
 
 
 def _read_curve(source: str, column: str, tracking_uri: str | None = None) -> list[float]:
@@ -141,7 +137,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from service.spec import load_spec
-    from service.sweep import run_sweep
+    from service.sweeps.run import run_sweep
     from service.usercode import add_import_dir, preflight
 
     add_import_dir(Path(args.spec).parent)  # before Ray starts: local trials inherit it
@@ -164,7 +160,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         log.warning("trial %s failed: %s", t["trial_id"], t.get("error"))
     tracking = summary.get("mlflow")
     if tracking:
-        from service.mlflow_schema import runs_view_url
+        from service.tracking.schema import runs_view_url
 
         uri, exp_id = tracking["tracking_uri"], tracking["experiment_id"]
         server = uri if uri.startswith("http") else "http://127.0.0.1:5000"
@@ -185,10 +181,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_sync(args: argparse.Namespace) -> int:
-    from service.tracking_sync import sync_output_dir
+    from service.reporting.report import upload_report
+    from service.tracking.sync import sync_output_dir
 
     report = sync_output_dir(Path(args.output_dir), args.tracking_uri, args.timeout)
     print(json.dumps(report, indent=2))
+    if report["all_in_mlflow"] and report.get("parent_run_id"):  # the sweep's run is complete
+        upload_report(report["tracking_uri"], report["experiment"], report["parent_run_id"])
     if not report["all_in_mlflow"]:
         print(
             f"cpsweep sync: MLflow did not take everything within {args.timeout:.0f} s; "
@@ -268,11 +267,13 @@ def _parser() -> argparse.ArgumentParser:
     y.set_defaults(func=_cmd_sync)
 
     # Each subsystem adds its own subcommands (imported when the parser is built).
-    from service.jobs_cli import register_cli as register_jobs
-    from service.report import register_cli as register_report
+    from service.api.cli import register_cli as register_api
+    from service.jobs.cli import register_cli as register_jobs
+    from service.reporting.report import register_cli as register_report
 
     register_report(sub)
     register_jobs(sub)
+    register_api(sub)
     return p
 
 

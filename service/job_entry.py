@@ -1,9 +1,9 @@
 """The entrypoint of a submitted sweep on the cluster: `python -m service.job_entry`.
 
 `cpsweep submit` puts the validated spec, base64-encoded, in the job's env var
-`CPSWEEP_SPEC_B64` (see service.jobs). This checks that the interpreter has the driver's
+`CPSWEEP_SPEC_B64` (see service.jobs.client). This checks that the interpreter has the driver's
 modules (exit 10 otherwise, so the entrypoint can try the next one), resolves and checks
-where the results go (service.job_driver; exit 3 with the reason if they would not last),
+where the results go (service.jobs.driver; exit 3 with the reason if they would not last),
 then decodes the spec next to the results and runs `cpsweep run` on it. `--check` stops after
 the checks and prints one JSON line for the submitting side. Imports stay in the standard
 library until the interpreter is known to have the rest.
@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from service.job_driver import (
+from service.jobs.driver import (
     JOB_ID_ENV,
     LACKS_EXIT,
     REFUSED_EXIT,

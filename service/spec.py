@@ -41,6 +41,7 @@ from trainables.config import (
 )
 
 __all__ = [
+    "BASELINE_ARM",
     "NAME_PATTERN",
     "Dimension",
     "SweepSpec",
@@ -48,6 +49,7 @@ __all__ = [
     "build_param_space",
     "count_trials",
     "load_spec",
+    "runs_full_recipe",
 ]
 
 # Letters, digits, '_', '.', '-', starting with a letter or digit: no '.', '..' or hidden
@@ -380,13 +382,22 @@ def _check_train(base: dict[str, Any], overrides: dict[str, Any], where: str) ->
         raise ValueError(f"{where}: {format_validation_error(exc, 'train')}") from None
 
 
+BASELINE_ARM = "baseline"  # the arm `baseline_arm: true` adds; measured savings compare to it
+
+
 def arms_of(spec: SweepSpec) -> dict[str, dict[str, Any]]:
     """The spec's arms, plus `baseline` (criterion never) when `baseline_arm` is set."""
     arms = dict(spec.arms)
     if spec.baseline_arm:
         arms = arms or {"cp": {}}
-        arms["baseline"] = {"criterion.name": "never"}
+        arms[BASELINE_ARM] = {"criterion.name": "never"}
     return arms
+
+
+def runs_full_recipe(arm: str | None, criterion: str | None) -> bool:
+    """Whether a trial runs the full recipe throughout: the baseline arm, or any trial whose
+    rule is `never`. Its estimated saving means nothing (n/a); the report lists it last."""
+    return arm == BASELINE_ARM or criterion == "never"
 
 
 def build_param_space(spec: SweepSpec, opts: dict[str, Any]) -> dict[str, Any]:

@@ -4,7 +4,7 @@
 one asks it for the scheduler's directive at every epoch boundary (cohort
 switches, verdicts in sync/async mode) and, in sync mode, waits after each
 report for the scheduler's verdict on it. The actor lives in
-service/control.py; names and the directive's fields in trainables/wire.py.
+service/sweeps/control.py; names and the directive's fields in trainables/wire.py.
 """
 
 from __future__ import annotations

@@ -28,6 +28,14 @@ import torch
 from trainables.cifar_pickle import load_cifar_pickle
 from trainables.dataroots import check_data_root
 from trainables.registry import DATASETS as _REGISTRY
+from trainables.splits import (
+    SPLIT_SEED,
+    DatasetError,
+    Split,
+    dataset_error,
+    fixed_split,
+    stratified_subset,
+)
 
 __all__ = [
     "DATASETS",
@@ -51,44 +59,8 @@ DEFAULT_ROOTS: dict[str, str | None] = {
 }
 _GENERATED = frozenset({"digits", "mnist1d"})  # need no root
 
-# (train_x, train_y, val_x, val_y, num_classes), what every loader returns
-_Split = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]
-
 DEFAULT_IMAGE_SIZE = {"eurosat": 64, "tiny-imagenet": 64, "imagenet30": 64}  # resizable
 _FIXED_IMAGE_SIZE = {"digits": 8, "fashion-mnist": 28, "cifar10": 32, "cifar100": 32}
-_IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff"})
-_SPLIT_SEED = 0  # fixed: validation sets never change between trials
-_PROGRESS_EVERY = 5000
-_LAYOUTS = {
-    "fashion-mnist": "IDX files train-images-idx3-ubyte, train-labels-idx1-ubyte, "
-    "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (each plain or .gz) in <root> or <root>/raw",
-    "cifar10": "the CIFAR-10 python pickles data_batch_1 ... data_batch_5 and test_batch "
-    "(dicts with b'data' uint8 [N, 3072] and b'labels') in <root> or <root>/cifar-10-batches-py",
-    "cifar100": "the CIFAR-100 python pickles train and test (dicts with b'data' uint8 "
-    "[N, 3072] and b'fine_labels') in <root> or <root>/cifar-100-python",
-    "eurosat": "the RGB EuroSAT release as one folder per class, <root>/<ClassName>/*.jpg|png|tif "
-    "(<root>/2750 and <root>/EuroSAT_RGB are accepted too)",
-    "tiny-imagenet": "the tiny-imagenet-200 layout: <root>/wnids.txt, "
-    "<root>/train/<wnid>/images/*.JPEG, <root>/val/images/*.JPEG and "
-    "<root>/val/val_annotations.txt (tab-separated: filename, wnid, bbox); "
-    "<root>/tiny-imagenet-200 is accepted too",
-    "imagenet30": "class-per-folder trees <root>/train/<class>/**/*.JPEG|jpg|png and "
-    "<root>/test/<class>/... (or val/ instead of test/)",
-}
-
-
-class DatasetError(ValueError):
-    """A dataset is missing or malformed; the message names the path, the layout and the fix."""
-
-
-def _error(name: str, path: Path | str, problem: str) -> DatasetError:
-    fix = (
-        "install Debian package dataset-fashion-mnist or set data.root"
-        if name == "fashion-mnist"
-        else "set data.root to the extracted dataset directory"
-    )
-    layout = _LAYOUTS.get(name, "a dataset generated locally")
-    return DatasetError(f"{name}: {path} {problem}; expected {layout} ({fix})")
 
 
 @dataclass(frozen=True)
@@ -133,66 +105,23 @@ class Dataset:
         return (xf - mean) / std
 
 
-def stratified_subset(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
-    """Sorted int64 indices of a class-stratified random subset of `n` samples.
-
-    Each class gets its proportional share (largest remainder), at least one
-    sample whenever `n` >= the number of classes. Deterministic for `seed`;
-    `n` >= len(labels) returns every index.
-    """
-    if n < 1:
-        raise ValueError(f"stratified_subset: n={n} must be >= 1")
-    labels = labels.reshape(-1).cpu()
-    total = labels.numel()
-    if n >= total:
-        return torch.arange(total, dtype=torch.int64)
-    classes, counts_t = torch.unique(labels, sorted=True, return_counts=True)
-    counts = counts_t.to(torch.float64).numpy()
-    exact = n * counts / total
-    alloc = np.floor(exact).astype(np.int64)
-    if n >= len(classes):
-        alloc = np.maximum(alloc, 1)
-    # Settle the rounding: add where the remainder is largest, take where the
-    # allocation overshoots most (argmax: ties go to the lower class).
-    while alloc.sum() < n:
-        gap = np.where(alloc < counts, exact - alloc, -np.inf)
-        alloc[int(np.argmax(gap))] += 1
-    while alloc.sum() > n:
-        over = np.where(alloc > 1, alloc - exact, -np.inf)
-        alloc[int(np.argmax(over))] -= 1
-    gen = torch.Generator().manual_seed(seed)
-    picked = []
-    for cls, k in zip(classes.tolist(), alloc.tolist(), strict=True):
-        members = torch.nonzero(labels == cls).flatten()
-        picked.append(members[torch.randperm(len(members), generator=gen)[:k]])
-    return torch.sort(torch.cat(picked)).values.to(torch.int64)
-
-
-def _fixed_split(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stratified 80/20 (train, val) indices with the fixed seed, for datasets without a split."""
-    val = stratified_subset(y, max(1, round(0.2 * len(y))), _SPLIT_SEED)
-    keep = torch.ones(len(y), dtype=torch.bool)
-    keep[val] = False
-    return torch.nonzero(keep).flatten(), val
-
-
 # --- generated datasets ---------------------------------------------------------------------
 
 
-def load_digits(_root: Path | None, _image_size: int | None = None) -> _Split:
+def load_digits(_root: Path | None, _image_size: int | None = None) -> Split:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     # Values are 0..16: rescale to the uint8 range every other image dataset uses.
     x = torch.from_numpy(np.rint(bunch.images * 255.0 / 16.0).astype(np.uint8)).unsqueeze(1)
     y = torch.from_numpy(bunch.target.astype(np.int64))
-    train, val = _fixed_split(y)
+    train, val = fixed_split(y)
     return x[train], y[train], x[val], y[val], 10
 
 
 def load_mnist1d(
     root: Path | None, _image_size: int | None = None, num_samples: int = 5000
-) -> _Split:
+) -> Split:
     """Generate MNIST-1D with the package's own generator (never its downloading `get_dataset`).
 
     The arrays are cached as `<root>/mnist1d-<hash of the generator args>.npz`.
@@ -247,16 +176,16 @@ def _read_idx(name: str, path: Path, magic: int) -> np.ndarray:
         with opener(path, "rb") as fh:
             raw = fh.read()
     except (OSError, EOFError) as exc:
-        raise _error(name, path, f"is not readable ({exc})") from exc
+        raise dataset_error(name, path, f"is not readable ({exc})") from exc
     found = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
     if found != magic:
         shown = "none" if found is None else f"0x{found:08x}"
-        raise _error(name, path, f"has IDX magic {shown}, not 0x{magic:08x}")
+        raise dataset_error(name, path, f"has IDX magic {shown}, not 0x{magic:08x}")
     ndim = magic & 0xFF
     dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     start = 4 + 4 * ndim
     if len(raw) - start != int(np.prod(dims)):
-        raise _error(name, path, f"holds {len(raw) - start} data bytes, header says {dims}")
+        raise dataset_error(name, path, f"holds {len(raw) - start} data bytes, header says {dims}")
     return np.frombuffer(raw, dtype=np.uint8, offset=start).reshape(dims).copy()
 
 
@@ -265,10 +194,10 @@ def _find_idx(name: str, root: Path, stem: str) -> Path:
         for fname in (f"{stem}.gz", stem):
             if (folder / fname).is_file():
                 return folder / fname
-    raise _error(name, root, f"has no {stem}(.gz)")
+    raise dataset_error(name, root, f"has no {stem}(.gz)")
 
 
-def load_fashion_mnist(root: Path | None, _image_size: int | None = None) -> _Split:
+def load_fashion_mnist(root: Path | None, _image_size: int | None = None) -> Split:
     name = "fashion-mnist"
     assert root is not None
     out = []
@@ -276,7 +205,9 @@ def load_fashion_mnist(root: Path | None, _image_size: int | None = None) -> _Sp
         images = _read_idx(name, _find_idx(name, root, f"{split}-images-idx3-ubyte"), 0x803)
         labels = _read_idx(name, _find_idx(name, root, f"{split}-labels-idx1-ubyte"), 0x801)
         if len(images) != len(labels):
-            raise _error(name, root, f"has {len(images)} {split} images but {len(labels)} labels")
+            raise dataset_error(
+                name, root, f"has {len(images)} {split} images but {len(labels)} labels"
+            )
         out += [torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))]
     return out[0], out[1], out[2], out[3], 10
 
@@ -285,25 +216,27 @@ def _read_cifar_pickle(name: str, path: Path, label_key: str) -> tuple[torch.Ten
     # The official batches are Python 2 pickles of dicts with bytes keys, read by an
     # unpickler that admits only numpy arrays, bytes, lists and ints (no code runs).
     if not path.is_file():
-        raise _error(name, path.parent, f"has no {path.name}")
+        raise dataset_error(name, path.parent, f"has no {path.name}")
     try:
         with path.open("rb") as fh:
             entry = load_cifar_pickle(fh)
         entry = {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}
         data, labels = entry["data"], entry[label_key]
     except (pickle.UnpicklingError, EOFError, AttributeError, KeyError, ValueError) as exc:
-        raise _error(
+        raise dataset_error(
             name, path, f"is not a CIFAR pickle dict with b'data' and b'{label_key}' ({exc!r})"
         ) from exc
     data = np.asarray(data, dtype=np.uint8)
     if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
-        raise _error(name, path, f"has data {data.shape} for {len(labels)} labels, not [N, 3072]")
+        raise dataset_error(
+            name, path, f"has data {data.shape} for {len(labels)} labels, not [N, 3072]"
+        )
     # Each row is the R, G, B planes of a 32x32 image, row-major.
     x = torch.from_numpy(data.reshape(-1, 3, 32, 32).copy())
     return x, torch.as_tensor(np.asarray(labels, dtype=np.int64))
 
 
-def _cifar(name: str, root: Path | None, subdir: str, train: Sequence[str], test: str) -> _Split:
+def _cifar(name: str, root: Path | None, subdir: str, train: Sequence[str], test: str) -> Split:
     assert root is not None
     folder = root / subdir if (root / subdir).is_dir() else root
     label_key, num_classes = ("labels", 10) if name == "cifar10" else ("fine_labels", 100)
@@ -313,12 +246,12 @@ def _cifar(name: str, root: Path | None, subdir: str, train: Sequence[str], test
     return tx, ty, vx, vy, num_classes
 
 
-def load_cifar10(root: Path | None, _image_size: int | None = None) -> _Split:
+def load_cifar10(root: Path | None, _image_size: int | None = None) -> Split:
     batches = [f"data_batch_{i}" for i in range(1, 6)]
     return _cifar("cifar10", root, "cifar-10-batches-py", batches, "test_batch")
 
 
-def load_cifar100(root: Path | None, _image_size: int | None = None) -> _Split:
+def load_cifar100(root: Path | None, _image_size: int | None = None) -> Split:
     return _cifar("cifar100", root, "cifar-100-python", ["train"], "test")
 
 
@@ -351,9 +284,9 @@ def dataset_root(name: str, root: str | None) -> Path | None:
         path = Path(root_str).expanduser()
     if name not in _GENERATED:
         if path is None:
-            raise _error(name, "data.root", "is not set")
+            raise dataset_error(name, "data.root", "is not set")
         if not path.is_dir():
-            raise _error(name, path, "does not exist or is not a directory")
+            raise dataset_error(name, path, "does not exist or is not a directory")
     return path
 
 
@@ -394,13 +327,15 @@ def load_dataset(
     train_x, train_y, val_x, val_y, num_classes = loader(path, size)
     for labels in (train_y, val_y):
         if len(labels) == 0 or int(labels.min()) < 0 or int(labels.max()) >= num_classes:
-            raise _error(name, path or name, f"has labels outside 0..{num_classes - 1} or none")
+            raise dataset_error(
+                name, path or name, f"has labels outside 0..{num_classes - 1} or none"
+            )
 
     if train_subset is not None:
         keep = stratified_subset(train_y, train_subset, seed)
         train_x, train_y = train_x[keep], train_y[keep]
     if val_subset is not None:
-        keep = stratified_subset(val_y, val_subset, _SPLIT_SEED)
+        keep = stratified_subset(val_y, val_subset, SPLIT_SEED)
         val_x, val_y = val_x[keep], val_y[keep]
     mean, std = channel_stats(train_x)
     stats = [round(v, 4) for v in mean + std]

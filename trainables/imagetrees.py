@@ -1,6 +1,7 @@
 """Class-per-folder image trees (EuroSAT, Tiny ImageNet, ImageNet-30), decoded in threads.
 
-Split from trainables/data.py; `load_dataset` imports this module only for these datasets.
+Split from trainables/data.py; `load_dataset` imports this module (through the dataset
+registry) only for these datasets. What both share is in trainables/splits.py.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset as TorchDataset
 
-from trainables.data import _IMAGE_EXTS, _PROGRESS_EVERY, _error, _fixed_split, _Split, logger
+from trainables.splits import IMAGE_EXTS, PROGRESS_EVERY, Split, dataset_error, fixed_split, logger
 
 __all__ = [
     "TREE_ITEMS",
@@ -28,19 +29,19 @@ __all__ = [
 
 def _images_in(folder: Path, recursive: bool) -> list[Path]:
     found = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in found if p.suffix.lower() in _IMAGE_EXTS and p.is_file())
+    return sorted(p for p in found if p.suffix.lower() in IMAGE_EXTS and p.is_file())
 
 
 def _class_tree(name: str, folder: Path, recursive: bool) -> dict[str, list[Path]]:
     """Map each class sub-folder of `folder` (sorted) to its image files."""
     if not folder.is_dir():
-        raise _error(name, folder, "is not a directory")
+        raise dataset_error(name, folder, "is not a directory")
     tree = {d.name: _images_in(d, recursive) for d in sorted(folder.iterdir()) if d.is_dir()}
     if not tree:
-        raise _error(name, folder, "has no class folders")
+        raise dataset_error(name, folder, "has no class folders")
     for cls, files in tree.items():
         if not files:
-            raise _error(name, folder / cls, "is a class folder with no images")
+            raise dataset_error(name, folder / cls, "is a class folder with no images")
     return tree
 
 
@@ -52,7 +53,7 @@ def _read_one(name: str, path: Path, size: int) -> np.ndarray:
         with Image.open(path) as img:
             rgb = img.convert("RGB")
     except (OSError, ValueError) as exc:
-        raise _error(name, path, f"is not a readable image ({exc})") from exc
+        raise dataset_error(name, path, f"is not a readable image ({exc})") from exc
     if rgb.size != (size, size):
         rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
     return np.array(rgb, dtype=np.uint8).transpose(2, 0, 1)  # HWC -> CHW, a writable copy
@@ -68,7 +69,7 @@ def read_images(
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         for i, arr in enumerate(pool.map(lambda p: _read_one(name, p, size), paths)):
             out[i] = arr
-            if (i + 1) % _PROGRESS_EVERY == 0:
+            if (i + 1) % PROGRESS_EVERY == 0:
                 logger.info("%s: decoded %d / %d images", name, i + 1, len(paths))
     return torch.from_numpy(out), torch.tensor([y for _, y in items], dtype=torch.int64)
 
@@ -105,7 +106,7 @@ def _eurosat_items(root: Path) -> _TreeSplit:
     folder = next((root / d for d in ("2750", "EuroSAT_RGB") if (root / d).is_dir()), root)
     tree = _class_tree("eurosat", folder, recursive=False)
     items = _flatten(tree, list(tree))
-    train, val = _fixed_split(torch.tensor([y for _, y in items], dtype=torch.int64))
+    train, val = fixed_split(torch.tensor([y for _, y in items], dtype=torch.int64))
     return [items[i] for i in train.tolist()], [items[i] for i in val.tolist()], len(tree)
 
 
@@ -116,15 +117,15 @@ def _tiny_imagenet_items(root: Path) -> _TreeSplit:
     wnids_file, ann_file = root / "wnids.txt", root / "val" / "val_annotations.txt"
     for required in (wnids_file, ann_file):
         if not required.is_file():
-            raise _error(name, root, f"has no {required.relative_to(root)}")
+            raise dataset_error(name, root, f"has no {required.relative_to(root)}")
     # Classes sorted by wnid, the order torchvision's ImageFolder gives train/.
     wnids = sorted(set(wnids_file.read_text().split()))
     if not wnids:
-        raise _error(name, wnids_file, "lists no wnids")
+        raise dataset_error(name, wnids_file, "lists no wnids")
     tree = {w: _images_in(root / "train" / w / "images", recursive=False) for w in wnids}
     for w, files in tree.items():
         if not files:
-            raise _error(name, root / "train" / w / "images", "has no images")
+            raise dataset_error(name, root / "train" / w / "images", "has no images")
     index = {w: i for i, w in enumerate(wnids)}
     val: _Items = []
     for lineno, line in enumerate(ann_file.read_text().splitlines(), 1):
@@ -133,10 +134,10 @@ def _tiny_imagenet_items(root: Path) -> _TreeSplit:
             continue
         if len(fields) < 2 or fields[1] not in index:
             problem = f"line {lineno} is not 'filename<TAB>wnid<TAB>bbox' with a listed wnid"
-            raise _error(name, ann_file, f"{problem}: {line!r}")
+            raise dataset_error(name, ann_file, f"{problem}: {line!r}")
         val.append((root / "val" / "images" / fields[0], index[fields[1]]))
     if not val:
-        raise _error(name, ann_file, "lists no validation images")
+        raise dataset_error(name, ann_file, "lists no validation images")
     return _flatten(tree, wnids), val, len(wnids)
 
 
@@ -147,7 +148,7 @@ def _imagenet30_items(root: Path) -> _TreeSplit:
     test_tree = _class_tree(name, test_dir, recursive=True)
     unknown = sorted(set(test_tree) - set(train_tree))
     if unknown:
-        raise _error(name, test_dir, f"has classes not in train/: {unknown}")
+        raise dataset_error(name, test_dir, f"has classes not in train/: {unknown}")
     classes = list(train_tree)
     return _flatten(train_tree, classes), _flatten(test_tree, classes), len(classes)
 
@@ -159,19 +160,19 @@ TREE_ITEMS: dict[str, Callable[[Path], _TreeSplit]] = {
 }
 
 
-def _decoded(name: str, root: Path | None, size: int | None) -> _Split:
+def _decoded(name: str, root: Path | None, size: int | None) -> Split:
     assert root is not None and size is not None  # load_dataset checks and defaults them
     train, val, classes = TREE_ITEMS[name](root)
     return (*read_images(name, train, size), *read_images(name, val, size), classes)
 
 
-def load_eurosat(root: Path | None, size: int | None) -> _Split:
+def load_eurosat(root: Path | None, size: int | None) -> Split:
     return _decoded("eurosat", root, size)
 
 
-def load_tiny_imagenet(root: Path | None, size: int | None) -> _Split:
+def load_tiny_imagenet(root: Path | None, size: int | None) -> Split:
     return _decoded("tiny-imagenet", root, size)
 
 
-def load_imagenet30(root: Path | None, size: int | None) -> _Split:
+def load_imagenet30(root: Path | None, size: int | None) -> Split:
     return _decoded("imagenet30", root, size)

@@ -361,7 +361,7 @@ def test_api_shows_only_the_runs_the_job_created(
     assert len(detail["trials"]) == 2
     assert child.info.run_id not in {t["run_id"] for t in detail["trials"]}
     # Without the job's log (the CLI's path) two claimants mean nothing is shown.
-    from service.job_trials import sweep_trials
+    from service.jobs.trials import sweep_trials
 
     found, note = sweep_trials(mlflow_server, job_id)
     assert found is None and "2 MLflow runs carry" in str(note)
@@ -526,7 +526,7 @@ def test_schemathesis_post_finds_no_server_errors() -> None:
     from schemathesis.checks import not_a_server_error
     from schemathesis.generation import GenerationMode
 
-    from service.api import ApiSettings, create_app
+    from service.api.app import ApiSettings, create_app
     from tests.service.test_api_unit import AUTH, TOKEN, FakeJobs
 
     fake = FakeJobs()

@@ -9,7 +9,7 @@ import pytest
 def ray_local():
     import ray
 
-    from service.sweep import init_ray
+    from service.sweeps.run import init_ray
 
     init_ray(None)
     yield

@@ -70,11 +70,11 @@ def _met(meet: Path) -> list[dict[str, Any]]:
 def test_four_quarter_gpu_trials_share_one_gpu_and_fall_back_to_the_cpu(
     ray_one_logical_gpu, tmp_path, caplog
 ):
-    from service.sweep import run_sweep
+    from service.sweeps.run import run_sweep
 
     meet = tmp_path / "meet"
     spec = _spec(tmp_path, 4, gpus_per_worker=0.25, executor="inline")
-    with caplog.at_level(logging.INFO, logger="service.sweep"):
+    with caplog.at_level(logging.INFO, logger="service.sweeps.run"):
         summary = run_sweep(
             spec,
             output_dir=tmp_path / "out",
@@ -95,7 +95,7 @@ def test_four_quarter_gpu_trials_share_one_gpu_and_fall_back_to_the_cpu(
 def test_train_executor_workers_take_gpu_shares_and_use_gloo_without_cuda(
     ray_one_logical_gpu, tmp_path
 ):
-    from service.sweep import run_sweep
+    from service.sweeps.run import run_sweep
 
     meet = tmp_path / "meet"
     spec = _spec(tmp_path, 2, gpus_per_worker=0.5, executor="train")

@@ -38,7 +38,7 @@ def test_a_users_loop_runs_in_a_sweep_and_switches_after_its_end(
     from mlflow.tracking import MlflowClient
 
     from service.spec import SweepSpec
-    from service.sweep import run_sweep
+    from service.sweeps.run import run_sweep
 
     monkeypatch.setenv("CPSWEEP_IMPORT_PATH", str(REPO / "examples"))  # the spec's directory
     workers = 2 if executor == "train" else 1
@@ -87,7 +87,7 @@ def test_a_users_own_tuner_with_the_scheduler_from_the_readme(ray_local, tmp_pat
     import ray.cloudpickle
     from ray import tune
 
-    from service.scheduler import CriticalPeriodScheduler
+    from service.sweeps.scheduler import CriticalPeriodScheduler
 
     code = _readme_block("### Your own Tune trainable")
     assert len([ln for ln in code.splitlines() if ln.strip()]) < 30

@@ -50,7 +50,7 @@ def _mlflow_steps(tmp: Path, run_id: str, key: str) -> list[int]:
 def test_every_trial_switches_one_epoch_after_its_end(ray_local, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from service.sweep import run_sweep
+    from service.sweeps.run import run_sweep
     from trainables.criteria import end_epoch
 
     spec = _spec(
@@ -97,7 +97,7 @@ def test_killed_worker_resumes_from_its_checkpoint(ray_local, tmp_path, executor
     train: Ray Train restarts the worker group; inline: the trial's process is the
     worker, and Tune restarts the trial from its last checkpoint.
     """
-    from service.sweep import run_sweep
+    from service.sweeps.run import run_sweep
 
     marker = tmp_path / "killed"
     spec = _spec(
@@ -129,7 +129,7 @@ def test_killed_worker_resumes_from_its_checkpoint(ray_local, tmp_path, executor
 
 def test_a_reused_trial_process_gives_the_same_run_as_a_fresh_one(ray_local, tmp_path):
     """Inline trials run one after another in one reused process: no state carries over."""
-    from service.sweep import run_sweep
+    from service.sweeps.run import run_sweep
 
     spec = _spec(tmp_path, num_samples=2, max_concurrent_trials=1)
     summary = run_sweep(spec, output_dir=tmp_path / "out")
@@ -147,7 +147,7 @@ def test_a_reused_trial_process_gives_the_same_run_as_a_fresh_one(ray_local, tmp
 
 @pytest.mark.parametrize("executor", ["inline", "train"])
 def test_nan_trial_fails_with_reason_while_others_finish(ray_local, tmp_path, executor):
-    from service.sweep import run_sweep
+    from service.sweeps.run import run_sweep
 
     train = {
         "epochs": 3,
@@ -171,7 +171,7 @@ def test_nan_trial_fails_with_reason_while_others_finish(ray_local, tmp_path, ex
 
 
 def test_two_workers_switch_at_the_same_epoch(ray_local, tmp_path):
-    from service.sweep import run_sweep
+    from service.sweeps.run import run_sweep
 
     spec = _spec(tmp_path, scaling={"num_workers": 2, "cpus_per_worker": 1})
     summary = run_sweep(spec, output_dir=tmp_path / "out")
@@ -197,7 +197,7 @@ def test_two_workers_switch_at_the_same_epoch(ray_local, tmp_path):
     ("mode", "executor"), [("sync", "inline"), ("sync", "train"), ("async", "inline")]
 )
 def test_sync_mode_has_zero_lag_and_async_records_its_lag(ray_local, tmp_path, mode, executor):
-    from service.sweep import run_sweep
+    from service.sweeps.run import run_sweep
 
     spec = _spec(tmp_path, scheduler={"mode": mode}, scaling={"executor": executor})
     summary = run_sweep(spec, output_dir=tmp_path / "out")

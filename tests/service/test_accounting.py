@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from service.accounting import (
+from service.tracking.accounting import (
     DEFAULT_CARBON_TABLE,
     DEFAULT_PRICE_TABLE,
     PriceTable,

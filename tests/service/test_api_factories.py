@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from service.jobs import build_submission
+from service.jobs.client import build_submission
 from tests.service.test_api_unit import AUTH, FakeJobs, _client, _post_yaml
 from trainables.imports import IMPORT_PATH_ENV
 

@@ -284,7 +284,7 @@ def test_client_disconnect_is_logged_at_info(server: Server) -> None:
         time.sleep(0.2)
     text = server.log.read_text()
     line = next(x for x in text.splitlines() if "client disconnected" in x)
-    assert " I service.api_bodies: POST /v1/sweeps: client disconnected" in line  # INFO
+    assert " I service.api.bodies: POST /v1/sweeps: client disconnected" in line  # INFO
     assert "Traceback" not in text and "Exception in ASGI application" not in text
 
 

@@ -13,9 +13,8 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
-from service.api import ApiSettings, check_settings, create_app
-from service.job_trials import SweepTrial, sweep_trials
-from service.jobs import (
+from service.api.app import ApiSettings, check_settings, create_app
+from service.jobs.client import (
     JobInfo,
     JobNotFound,
     JobsError,
@@ -25,6 +24,7 @@ from service.jobs import (
     default_address,
     resolve_ray_token,
 )
+from service.jobs.trials import SweepTrial, sweep_trials
 from service.spec import SweepSpec
 from trainables.config import ConfigError
 
@@ -340,7 +340,7 @@ def test_insecure_loopback_app_needs_no_header(fake: FakeJobs) -> None:
 def test_serve_cli_refuses_and_reads_token_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from service.api import settings_from_args
+    from service.api.app import settings_from_args
     from service.cli import _parser, main
 
     monkeypatch.delenv("CPSWEEP_API_TOKEN", raising=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from service.spec import ScalingSpec, SweepSpec, load_spec
-from service.sweep import _trial_resources, concurrency_plan
+from service.sweeps.run import _trial_resources, concurrency_plan
 from trainables.config import ConfigError
 
 

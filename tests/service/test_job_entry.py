@@ -1,5 +1,5 @@
 """The entrypoint of submitted jobs: the interpreter it runs on, where the results go and
-whether that place lasts (service.job_driver), then the spec decoded next to the results."""
+whether that place lasts (service.jobs.driver), then the spec decoded next to the results."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from service.job_driver import (
+from service.job_entry import job_entry
+from service.jobs.driver import (
     LACKS_EXIT,
     PREFLIGHT_MARK,
     REFUSED_EXIT,
@@ -23,7 +24,6 @@ from service.job_driver import (
     plan_driver,
     read_preflight,
 )
-from service.job_entry import job_entry
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = b"name: t\ntrain: {epochs: 3}\n"
@@ -70,7 +70,7 @@ def test_default_place_is_under_home_with_sqlite_beside_it() -> None:
 
 
 def _plan(results: Path | str, uri: str | None, explicit: bool = True):  # type: ignore[no-untyped-def]
-    from service.job_driver import DriverPlan
+    from service.jobs.driver import DriverPlan
 
     return DriverPlan(str(results), uri, explicit)
 

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from service.mlflow_schema import (
+from service.spec import SweepSpec
+from service.tracking.schema import (
     SHARED_VIEW_KEY,
     STATE_KEYS,
     epoch_metrics,
@@ -22,7 +23,6 @@ from service.mlflow_schema import (
     trial_params,
     trial_run_name,
 )
-from service.spec import SweepSpec
 
 
 def test_run_names_say_what_varies_names_first() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from ray.tune.schedulers import TrialScheduler
 
-from service.scheduler import CriticalPeriodScheduler
+from service.sweeps.scheduler import CriticalPeriodScheduler
 from trainables.config import TrainConfig
 from trainables.criteria import end_epoch
 

@@ -7,7 +7,7 @@ import signal
 
 
 def test_sigterm_is_handed_to_the_sigint_handler_while_the_sweep_runs() -> None:
-    from service.sweep import _sigterm_as_sigint
+    from service.sweeps.run import _sigterm_as_sigint
 
     seen: list[int] = []
     old_int = signal.signal(signal.SIGINT, lambda signum, frame: seen.append(signum))

@@ -10,8 +10,8 @@ import pytest
 from fastapi import HTTPException
 from pydantic import ValidationError
 
-from service.api_guards import HeavyGate, RayGate
-from service.jobs import RayToken, RayUnreachable
+from service.api.guards import HeavyGate, RayGate
+from service.jobs.client import RayToken, RayUnreachable
 from service.limits import LIMITS_CONTEXT, SERVER_LIMITS, SpecLimits
 from service.spec import SweepSpec, count_trials
 

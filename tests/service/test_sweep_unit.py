@@ -1,11 +1,11 @@
-"""Pure parts of service.sweep: retries and resources per executor."""
+"""Pure parts of service.sweeps.run: retries and resources per executor."""
 
 from __future__ import annotations
 
 import pytest
 
 from service.spec import SweepSpec
-from service.sweep import _trial_resources, _trial_retries
+from service.sweeps.run import _trial_resources, _trial_retries
 
 
 def _spec(scaling: dict, failures: dict | None = None) -> SweepSpec:
@@ -35,7 +35,7 @@ def test_inline_trials_hold_their_workers_resources():
 
 def test_a_fresh_sweep_never_writes_into_an_earlier_one(tmp_path, monkeypatch):
     """`make run` twice: the second run gets runs/<name>-2; --resume continues the latest."""
-    from service.sweep import resolve_output_dir
+    from service.sweeps.run import resolve_output_dir
 
     monkeypatch.chdir(tmp_path)
     runs = tmp_path / "runs"
@@ -57,7 +57,7 @@ def test_a_fresh_sweep_never_writes_into_an_earlier_one(tmp_path, monkeypatch):
 
 
 def test_an_explicit_directory_holding_a_sweep_is_refused(tmp_path):
-    from service.sweep import run_sweep
+    from service.sweeps.run import run_sweep
     from trainables.config import ConfigError
 
     (tmp_path / "ray" / "x").mkdir(parents=True)
@@ -66,7 +66,7 @@ def test_an_explicit_directory_holding_a_sweep_is_refused(tmp_path):
 
 
 def test_sweep_totals_sum_resources_and_count_outcomes():
-    from service.sweep_run import sweep_totals
+    from service.tracking.parent_run import sweep_totals
 
     # fmt: off
     summary = {

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from service.accounting import PriceTable
-from service.usage import TrialUsage, attach_measured_baselines, device_for_price
+from service.tracking.accounting import PriceTable
+from service.tracking.usage import TrialUsage, attach_measured_baselines, device_for_price
 
 PRICES = PriceTable("t", "test", "2026-11-01", {"cpu-core": 3.6, "nvidia-h100": 36.0}, None)
 
@@ -58,7 +58,7 @@ def test_estimate_extrapolates_the_critical_period_per_sample():
 
 def test_state_survives_a_driver_restart():
     """From the run's latest metrics and tags (what MLflow keeps), not a JSON tag."""
-    from service.mlflow_schema import LAST_EPOCH_TAG, PRICE_DEVICE_TAG, state_metrics
+    from service.tracking.schema import LAST_EPOCH_TAG, PRICE_DEVICE_TAG, state_metrics
 
     u = TrialUsage(intensity_g_per_kwh=500.0, prices=PRICES)
     u.add_epoch(_epoch(1, "critical", 300, kwh=0.0021234567))

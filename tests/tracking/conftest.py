@@ -87,7 +87,7 @@ def chdir(path: Path) -> Iterator[None]:
 def ray_local() -> Iterator[None]:
     import ray
 
-    from service.sweep import init_ray
+    from service.sweeps.run import init_ray
 
     init_ray(None)
     yield
@@ -152,7 +152,7 @@ def finished_sweep(ray_local: None, tmp_path_factory: pytest.TempPathFactory) ->
 
     Energy is measured (CodeCarbon), so the report has a real `energy.method`.
     """
-    from service.sweep import run_sweep
+    from service.sweeps.run import run_sweep
 
     root = tmp_path_factory.mktemp("sweep")
     db = root / "mlflow.db"

@@ -25,7 +25,7 @@ from tests.tracking.conftest import (
 # A hung sweep fails in minutes, not at the global 15-minute timeout.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
-# What a trial logs every epoch (service.tracking); each must have one point per epoch.
+# What a trial logs every epoch (service.tracking.callback); each must have one point per epoch.
 PER_EPOCH = (
     "rotation/mean",
     "val/acc",
@@ -82,7 +82,7 @@ def _check_sweep(client: Any, summary: dict[str, Any], n_trials: int) -> list[An
 
 
 def test_prepare_store_creates_and_migrates_a_fresh_sqlite_file(tmp_path: Path) -> None:
-    from service.tracking import prepare_store
+    from service.tracking.callback import prepare_store
 
     db = tmp_path / "sub" / "fresh.db"
     assert not db.exists()
@@ -150,7 +150,7 @@ def test_the_sweep_run_holds_totals_the_summary_and_the_report(finished_sweep) -
 def test_sweep_logs_through_an_mlflow_server(ray_local, start_mlflow_server, tmp_path) -> None:
     from mlflow.tracking import MlflowClient
 
-    from service.sweep import run_sweep
+    from service.sweeps.run import run_sweep
 
     db = tmp_path / "server.db"
     server = start_mlflow_server(f"sqlite:///{db}")
@@ -196,7 +196,7 @@ def test_sweep_logs_into_postgresql(ray_local, start_mlflow_server, postgres_uri
     import psycopg2
     from mlflow.tracking import MlflowClient
 
-    from service.sweep import run_sweep
+    from service.sweeps.run import run_sweep
 
     server = start_mlflow_server(sqlalchemy_uri(postgres_uri))
     summary = run_sweep(tiny_spec("pg", server.url), output_dir=tmp_path / "out")

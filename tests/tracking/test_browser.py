@@ -213,7 +213,7 @@ def test_mlflow_ui_shows_sweep_trials_and_their_curves(
     from mlflow.tracking import MlflowClient
     from selenium.webdriver.common.by import By
 
-    from service.mlflow_schema import EXPERIMENT_TAGS, runs_view_url, trial_run_name
+    from service.tracking.schema import EXPERIMENT_TAGS, runs_view_url, trial_run_name
 
     summary = finished_sweep.summary
     exp_id, parent_id = summary["mlflow"]["experiment_id"], summary["mlflow"]["parent_run_id"]
@@ -323,7 +323,9 @@ def test_report_page_shows_every_trial_its_charts_and_sorts(
     """`cpsweep report` output opened from disk: tables, every chart decoded, sorting works."""
     from selenium.webdriver.common.by import By
 
-    from service.report import TRIAL_COLUMNS, build_report, load_sweep
+    from service.reporting.report import build_report
+    from service.reporting.rows import TRIAL_COLUMNS
+    from service.tracking.reader import load_sweep
 
     page = build_report(load_sweep(finished_sweep.experiment, finished_sweep.uri), tmp_path)
     browser.get(page.resolve().as_uri())

@@ -129,7 +129,7 @@ def check_exactly_once(url: str, summary: dict[str, Any]) -> None:
 
 
 def test_a_server_killed_mid_sweep_and_restarted_loses_nothing(ray_local, server, tmp_path):
-    from service.sweep import run_sweep
+    from service.sweeps.run import run_sweep
 
     restarted: list[threading.Thread] = []
 
@@ -152,7 +152,7 @@ def test_a_server_killed_mid_sweep_and_restarted_loses_nothing(ray_local, server
 
 
 def test_a_server_that_hangs_does_not_stall_the_sweep(ray_local, server, tmp_path):
-    from service.sweep import run_sweep
+    from service.sweeps.run import run_sweep
 
     hang: list[_Hang] = []
     back: list[threading.Thread] = []
@@ -186,7 +186,7 @@ def test_a_server_down_until_the_end_is_synced_later(ray_local, server, tmp_path
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True)))
     out = tmp_path / "out"
-    from service import sweep
+    from service.sweeps import run as sweep
 
     real_run = sweep.run_sweep
 

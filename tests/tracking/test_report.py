@@ -8,21 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from service.report import (
+from service.reporting.charts import write_charts
+from service.reporting.html import render_html
+from service.reporting.report import build_report
+from service.reporting.rows import (
     ARM_COLUMNS,
     TRIAL_COLUMNS,
-    ReportError,
-    RunData,
-    SweepData,
     arm_summaries,
-    build_report,
-    load_sweep,
     table_cells,
     trial_row,
     trial_rows,
 )
-from service.report_charts import write_charts
-from service.report_html import render_html
+from service.tracking.reader import RunData, StoreError, SweepData, load_sweep
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -166,7 +163,7 @@ def test_write_charts_makes_valid_pngs(tmp_path: Path) -> None:
 
 def test_missing_sqlite_file_is_a_clear_error(tmp_path: Path) -> None:
     db = tmp_path / "none.db"
-    with pytest.raises(ReportError, match=re.escape(f"sqlite:///{db}")):
+    with pytest.raises(StoreError, match=re.escape(f"sqlite:///{db}")):
         load_sweep("anything", f"sqlite:///{db}")
     assert not db.exists()  # the report never creates a store
 
@@ -179,7 +176,7 @@ def test_unknown_experiment_names_uri_and_available_ones(tmp_path: Path, capsys)
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     client = MlflowClient(uri)
     client.create_experiment("other-sweep")
-    with pytest.raises(ReportError) as err:
+    with pytest.raises(StoreError) as err:
         load_sweep("nope", uri)
     msg = str(err.value)
     assert "'nope'" in msg and uri in msg and "'other-sweep'" in msg and "'Default'" in msg
@@ -191,7 +188,7 @@ def test_unknown_experiment_names_uri_and_available_ones(tmp_path: Path, capsys)
 def test_unreachable_server_fails_fast() -> None:
     from tests.servers import free_port
 
-    with pytest.raises(ReportError, match="unreachable"):
+    with pytest.raises(StoreError, match="unreachable"):
         load_sweep("x", f"http://127.0.0.1:{free_port()}")
 
 

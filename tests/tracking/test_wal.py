@@ -6,7 +6,7 @@ import json
 import logging
 from pathlib import Path
 
-from service.tracking_wal import WriteAheadLog, fold_file, log_report, read_records
+from service.tracking.wal import WriteAheadLog, fold_file, log_report, read_records
 
 
 def _log(wal: WriteAheadLog, ref: str, epoch: int) -> int:

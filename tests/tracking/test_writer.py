@@ -41,7 +41,7 @@ def mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
 
 
 def _callback(spec: Any, out: Path, resume: bool = False) -> Any:
-    from service.tracking import MLflowSweepCallback
+    from service.tracking.callback import MLflowSweepCallback
 
     return MLflowSweepCallback(spec, out, resume=resume)
 
@@ -122,7 +122,7 @@ _DRIVER = """
 import random, sys, time
 from pathlib import Path
 from bench.driver_sim import drive, sim_spec, sim_trials
-from service.tracking import MLflowSweepCallback
+from service.tracking.callback import MLflowSweepCallback
 url, out, seed = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
 spec = sim_spec(f"kill-{seed}", url, 8, plots=False)
 cb = MLflowSweepCallback(spec, out)

@@ -227,7 +227,7 @@ def test_stream_setting_picks_the_path(tmp_path: Path, monkeypatch: pytest.Monke
 def test_submission_ships_modules_outside_the_project(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from service.jobs import build_submission
+    from service.jobs.client import build_submission
 
     mod = _module(tmp_path, monkeypatch)
     spec = SweepSpec.model_validate(

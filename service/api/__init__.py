@@ -1,0 +1,1 @@
+"""The REST API of `cpsweep serve`: routes, request bodies, guards, settings, allowlists."""

@@ -1,0 +1,326 @@
+"""REST API over service.jobs.client: submit, list, inspect and stop sweeps (`cpsweep serve`).
+
+Every route but /healthz (and the published OpenAPI document) wants
+`Authorization: Bearer <CPSWEEP_API_TOKEN>`. The app is built by `create_app(settings)`;
+nothing happens at import time. Tests inject a fake jobs backend through the factory.
+
+Nothing slow runs on the event loop: spec parsing/validation and every Ray or MLflow
+call run in worker threads behind bounded gates (service.api.guards), so /healthz
+answers while the cluster hangs or large specs are being validated.
+"""
+
+import hmac
+import logging
+import os
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, Protocol
+
+import anyio
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Security
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+from starlette.requests import ClientDisconnect
+
+from service.api.bodies import client_gone, parse_spec, read_body, validate_spec
+from service.api.guards import RETRY_AFTER_S, HeavyGate, RayGate
+from service.api.settings import (
+    TOKEN_ENV,
+    TOKEN_HOWTO,
+    ApiSettings,
+    check_settings,
+    settings_from_args,
+    weak_token_problem,
+)
+from service.jobs.client import (
+    JOB_ID_PATTERN,
+    JobInfo,
+    JobNotFound,
+    JobsClient,
+    JobsError,
+    RayAuthError,
+    RayUnreachable,
+    SpecTooLarge,
+    resolve_ray_token,
+)
+from service.jobs.trials import SweepTrial, parent_run_from_logs, sweep_trials
+from service.spec import SweepSpec
+from trainables.config import ConfigError
+
+__all__ = [
+    "ApiSettings",
+    "JobsBackend",
+    "check_settings",
+    "create_app",
+    "serve",
+    "settings_from_args",
+    "weak_token_problem",
+]
+
+log = logging.getLogger(__name__)
+
+
+class JobsBackend(Protocol):
+    """What the API needs from a cluster; `service.jobs.client.JobsClient` in production."""
+
+    def ping(self) -> None: ...
+    def submit(
+        self,
+        spec: SweepSpec,
+        *,
+        mlflow_uri: str | None,
+        output_root: str | None,
+        python: str | None,
+    ) -> str: ...
+    def list(self) -> list[JobInfo]: ...
+    def info(self, job_id: str) -> JobInfo: ...
+    def logs(self, job_id: str) -> str: ...
+    def stop(self, job_id: str) -> bool: ...
+
+
+# (MLflow URI, job id, the job's parent run id or None) -> (trials, note)
+TrialsFn = Callable[[str | None, str, str | None], tuple[list[SweepTrial] | None, str | None]]
+
+
+# -- responses -------------------------------------------------------------------------------
+
+
+class SweepCreated(BaseModel):
+    id: str
+    status: str
+    sweep: str
+
+
+class SweepList(BaseModel):
+    sweeps: list[JobInfo]
+
+
+class SweepDetail(JobInfo):
+    trials: list[SweepTrial] | None = Field(None, description="None when MLflow can't be read.")
+    trials_note: str | None = None
+
+
+class SweepLogs(BaseModel):
+    id: str
+    logs: str
+
+
+class SweepStopped(BaseModel):
+    id: str
+    stopped: bool = Field(description="False when the job had already ended.")
+    status: str
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    ray_jobs_api: Literal["reachable", "unreachable"]
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or wrong bearer token."},
+    404: {"description": "No cpsweep job with this id."},
+    503: {
+        "description": "The Ray Jobs API is unreachable, hung or refused the service's token, "
+        "or the server is busy; retry after the Retry-After header's seconds."
+    },
+}
+
+
+# -- the app ---------------------------------------------------------------------------------
+
+
+def create_app(
+    settings: ApiSettings,
+    *,
+    backend: JobsBackend | None = None,
+    trials: TrialsFn = sweep_trials,
+) -> FastAPI:
+    check_settings(settings)
+    jobs: JobsBackend = backend or JobsClient(
+        settings.ray_address, read_timeout_s=settings.ray_timeout_s
+    )
+    ray = RayGate(jobs.ping, max_calls=settings.max_ray_calls)
+    specs = HeavyGate(settings.max_parallel_specs, "spec validations")
+    mlflow_threads = anyio.CapacityLimiter(settings.max_ray_calls)
+    parents: dict[str, str] = {}  # job id -> its MLflow parent run, read from its own log
+    expected = settings.token.get_secret_value().encode() if settings.token else None
+    bearer = HTTPBearer(auto_error=False, description=f"The server's {TOKEN_ENV}.")
+
+    def require_token(
+        cred: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+    ) -> None:
+        if expected is None:  # loopback with --insecure-no-auth, checked above
+            return
+        given = cred.credentials.encode() if cred is not None else b""
+        if not hmac.compare_digest(given, expected):
+            raise HTTPException(
+                401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
+            )
+
+    app = FastAPI(title="cpsweep", version="0.1.0", summary="Critical-period sweeps on Ray.")
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_token)], responses=_ERRORS)
+    SweepId = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="Ray submission id.")]
+
+    @app.exception_handler(JobNotFound)
+    async def _not_found(request: Request, exc: JobNotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(SpecTooLarge)
+    async def _too_large(request: Request, exc: SpecTooLarge) -> JSONResponse:
+        detail = [{"loc": ["body"], "msg": str(exc), "type": "body"}]
+        return JSONResponse({"detail": detail}, status_code=413)
+
+    @app.exception_handler(JobsError)
+    async def _ray_down(request: Request, exc: JobsError) -> JSONResponse:
+        if not isinstance(exc, RayUnreachable | RayAuthError):
+            log.warning("Ray Jobs API error: %s", exc)
+        headers = {"Retry-After": str(RETRY_AFTER_S)}
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers=headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, exc: ClientDisconnect) -> Response:
+        client_gone(request, exc)
+        return Response(status_code=400)
+
+    @app.get("/healthz", response_model=Health, tags=["ops"])
+    async def healthz() -> Health:
+        ok = await ray.check() is None
+        return Health(
+            status="ok" if ok else "degraded",
+            ray_jobs_api="reachable" if ok else "unreachable",
+        )
+
+    body_doc = {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/SweepSpec"}},
+                "application/x-yaml": {"schema": {"type": "string"}},
+                "text/yaml": {"schema": {"type": "string"}},
+            },
+        }
+    }
+
+    @v1.post("/sweeps", status_code=201, response_model=SweepCreated, openapi_extra=body_doc)
+    async def create_sweep(request: Request) -> JSONResponse:
+        body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
+        ctype = request.headers.get("content-type", "")
+
+        def parse_and_validate() -> SweepSpec:
+            return validate_spec(
+                parse_spec(body, ctype),
+                settings.mlflow_uri,
+                limits=settings.limits,
+                tracking_uris=settings.tracking_uris,
+                data_roots=settings.data_roots,
+                factory_modules=settings.factory_modules,
+            )
+
+        spec = await specs.run(parse_and_validate)
+        job_id = await ray.call(
+            lambda: jobs.submit(
+                spec,
+                mlflow_uri=settings.mlflow_uri,
+                output_root=settings.output_root,
+                python=settings.job_python,
+            )
+        )
+        log.info("POST /v1/sweeps: %s submitted as %s", spec.name, job_id)
+        created = SweepCreated(id=job_id, status="PENDING", sweep=spec.name)
+        return JSONResponse(
+            created.model_dump(), status_code=201, headers={"Location": f"/v1/sweeps/{job_id}"}
+        )
+
+    @v1.get("/sweeps", response_model=SweepList)
+    async def list_sweeps() -> SweepList:
+        return SweepList(sweeps=await ray.call(jobs.list))
+
+    async def parent_run(job_id: str) -> str | None:
+        """The job's MLflow parent run as its own driver log names it (not a tag search)."""
+        if job_id not in parents:
+            found = parent_run_from_logs(await ray.call(jobs.logs, job_id))
+            if found is None:
+                return None
+            if len(parents) > 10_000:
+                parents.clear()
+            parents[job_id] = found
+        return parents[job_id]
+
+    @v1.get("/sweeps/{sweep_id}", response_model=SweepDetail)
+    async def get_sweep(sweep_id: SweepId) -> SweepDetail:
+        info = await ray.call(jobs.info, sweep_id)
+        uri = info.mlflow_uri or settings.mlflow_uri  # the job's own store, from its metadata
+        parent = await parent_run(sweep_id) if uri else None
+        found, note = await anyio.to_thread.run_sync(
+            lambda: trials(uri, sweep_id, parent), limiter=mlflow_threads
+        )
+        return SweepDetail(**info.model_dump(), trials=found, trials_note=note)
+
+    @v1.get("/sweeps/{sweep_id}/logs", response_model=SweepLogs)
+    async def get_logs(
+        sweep_id: SweepId,
+        tail: Annotated[int | None, Query(ge=1, le=100_000, description="Last N lines.")] = None,
+    ) -> SweepLogs:
+        text = await ray.call(jobs.logs, sweep_id)
+        if tail is not None:
+            text = "".join(text.splitlines(keepends=True)[-tail:])
+        return SweepLogs(id=sweep_id, logs=text)
+
+    @v1.delete("/sweeps/{sweep_id}", status_code=202, response_model=SweepStopped)
+    async def stop_sweep(sweep_id: SweepId) -> SweepStopped:
+        stopped = await ray.call(jobs.stop, sweep_id)
+        status = (await ray.call(jobs.info, sweep_id)).status
+        return SweepStopped(id=sweep_id, stopped=stopped, status=status)
+
+    app.include_router(v1)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document plus the SweepSpec schema the POST body refers to."""
+    if app.openapi_schema is None:
+        doc = get_openapi(
+            title=app.title, version=app.version, summary=app.summary, routes=app.routes
+        )
+        spec = SweepSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+        schemas.update(spec.pop("$defs", {}))
+        schemas["SweepSpec"] = spec
+        app.openapi_schema = doc
+    return app.openapi_schema
+
+
+def serve(settings: ApiSettings) -> None:
+    """Run the API with uvicorn until interrupted (entry point of `cpsweep serve`)."""
+    from service.api.server import run_uvicorn
+
+    # MLflow's client retries an unreachable server for minutes; a status page must not.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    logging.getLogger("ray._private.runtime_env").setLevel(logging.ERROR)  # .gitignore noise
+    ray_token = resolve_ray_token()
+    weak = weak_token_problem(ray_token.value) if ray_token.value else None
+    if weak is not None:
+        raise ConfigError(
+            f"Ray auth token from {ray_token.source} refused: {weak}; give the cluster a "
+            f"random token (k8s/README.md, Secrets), {TOKEN_HOWTO}"
+        )
+    app = create_app(settings)
+    if settings.token is None:
+        log.warning("serving WITHOUT authentication on %s (loopback only)", settings.host)
+    log.info(
+        "cpsweep API on http://%s:%d (Ray %s, MLflow %s)",
+        settings.host,
+        settings.port,
+        settings.ray_address,
+        settings.mlflow_uri or "not configured",
+    )
+    run_uvicorn(
+        app,
+        host=settings.host,
+        port=settings.port,
+        header_timeout_s=settings.header_timeout_s,
+        max_connections=settings.max_connections,
+    )

@@ -1,0 +1,1 @@
+"""Jobs: sweeps submitted to a Ray cluster as Ray Jobs, followed and stopped from here."""

@@ -1,1 +1,0 @@
-"""Versioned device price tables (JSON), read by service.accounting."""

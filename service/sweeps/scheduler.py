@@ -1,0 +1,340 @@
+"""CriticalPeriodScheduler: a Ray Tune scheduler that ends each trial's critical period.
+
+Thin glue over `_TrialState` (per-trial `PeriodRule` and decision) and
+`_Cohort` (decisions shared across trials). For every reported epoch it feeds
+`rotation/mean` into the trial's rule (trainables/period.py). The same rule runs
+on the trial's rank 0 (`CriticalPeriod`), so the switch lands at the first epoch
+after the detected end; here decisions are recorded, shared across a cohort and
+audited. The scheduler pushes a rule to a trial only when the trial cannot know
+it (a scheduler-wide criterion, or a trial without a cpsweep `train` config such
+as a user's own trainable), and cohort switches when a cohort decides.
+
+scope="trial" is the paper's behaviour. scope="cohort": once the first
+`cohort_min_trials` trials of a cohort (same values at `cohort_keys`) have
+detected their end, every other trial of the cohort switches at the cohort's
+median end + 1 without waiting for its own detection.
+
+An optional `inner` scheduler (ASHA, ...) makes stop decisions, but only sees a
+trial's results once its critical period has ended.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+from service.sweeps.control import get_or_create_control
+from trainables.config import COHORT_KEYS, ConfigError, CriterionConfig, train_dict_for
+from trainables.decide import PeriodRule, criterion_config
+from trainables.wire import (
+    CONTROL_MODES,
+    END_EPOCH,
+    EPOCH,
+    ROTATION_MEAN,
+    SWITCH_EPOCH,
+    Rule,
+    control_actor_name,
+)
+
+__all__ = ["CriticalPeriodScheduler"]
+
+log = logging.getLogger(__name__)
+
+
+def _lookup(config: dict[str, Any], dotted: str) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+@dataclass
+class _TrialState:
+    """Rotation history and critical-period decision of one trial."""
+
+    trial_id: str
+    criterion: CriterionConfig
+    budget: int | None
+    cohort: str | None = None
+    rule: PeriodRule = field(init=False)
+    end_epoch: int | None = None  # detected by the rule here
+    source: str | None = None  # "rule" or "cohort"
+    forced_switch: int | None = None  # pushed by the cohort
+    reported_switch: int | None = None  # what the trial says it applied
+    mismatches: int = 0
+
+    def __post_init__(self) -> None:
+        self.rule = PeriodRule(self.criterion, self.budget)
+
+    @property
+    def ended(self) -> bool:
+        return self.end_epoch is not None or self.reported_switch is not None
+
+    def observe(self, epoch: int, rotation: float) -> int | None:
+        """Feed `rotation` of 1-based `epoch`; tolerate repeats and rewinds after a retry."""
+        return self.rule.observe(epoch, rotation).end_epoch
+
+
+@dataclass
+class _Cohort:
+    ends: list[int] = field(default_factory=list)
+    switch_epoch: int | None = None
+
+
+class CriticalPeriodScheduler(FIFOScheduler):
+    """Detects the end of each trial's critical period and makes the trial switch recipe.
+
+    Args:
+        criterion: rule for every trial (a name, CriterionConfig or dict); None uses each
+            trial's `train.criterion` (the paper rule for trials without one).
+        budget: epoch budget for trials without a cpsweep `train` config (a user's own
+            trainable); others use their `train.epochs`.
+        scope: "trial" (each trial on its own) or "cohort" (see module docstring).
+        cohort_keys: dotted `train` config paths that define a cohort.
+        cohort_min_trials: detections needed before a cohort's median applies.
+        inner: optional scheduler for stop decisions after the period.
+        mode: control mode pushed to trials: "push", "sync" or "async".
+        state_path: JSON-lines journal where decisions persist (a resumed sweep reloads it).
+        control_actor: name of the control actor; None derives it from the experiment.
+        use_control: False runs without an actor (decisions are only recorded).
+    """
+
+    def __init__(
+        self,
+        *,
+        criterion: str | CriterionConfig | dict[str, Any] | None = None,
+        budget: int | None = None,
+        scope: str = "trial",
+        cohort_keys: Sequence[str] = COHORT_KEYS,
+        cohort_min_trials: int = 2,
+        inner: TrialScheduler | None = None,
+        mode: str = "push",
+        rotation_metric: str = ROTATION_MEAN,
+        state_path: str | Path | None = None,
+        control_actor: str | None = None,
+        use_control: bool = True,
+    ) -> None:
+        super().__init__()
+        if scope not in ("trial", "cohort"):
+            raise ValueError(f"scope={scope!r} is unknown; use 'trial' or 'cohort'")
+        if cohort_min_trials < 1:
+            raise ValueError(f"cohort_min_trials={cohort_min_trials} must be >= 1")
+        if mode not in CONTROL_MODES:
+            raise ValueError(f"mode={mode!r} is unknown; use one of {CONTROL_MODES}")
+        if budget is not None and budget < 1:
+            raise ValueError(f"budget={budget} must be a positive number of epochs")
+        self._criterion = criterion_config(criterion) if criterion is not None else None
+        self.budget = budget
+        self.scope, self.mode = scope, mode
+        self.cohort_keys, self.cohort_min_trials = tuple(cohort_keys), cohort_min_trials
+        self.inner = inner
+        self.rotation_metric = rotation_metric
+        self.state_path = Path(state_path) if state_path else None
+        self._control_name, self._use_control = control_actor, use_control
+        self._control: Any = None
+        self._trials: dict[str, _TrialState] = {}
+        self._cohorts: dict[str, _Cohort] = {}
+        self._saved: dict[str, Any] = self._load()
+
+    # -- Tune hooks ------------------------------------------------------------------------
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+        if self.inner is not None and not self.inner.set_search_properties(metric, mode, **spec):
+            return False
+        return super().set_search_properties(metric, mode, **spec)
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        own = "train" in trial.config  # a cpsweep trial: its config carries rule and budget
+        train = train_dict_for(trial.config) if own else {}
+        criterion = self._criterion or CriterionConfig.model_validate(train.get("criterion", {}))
+        budget = int(train["epochs"]) if own else self.budget
+        if budget is None and criterion.name in ("paper", "fixed"):
+            raise ConfigError(
+                f"trial {trial.trial_id} has no cpsweep train config: pass "
+                f"CriticalPeriodScheduler(budget=<epochs>) for the {criterion.name} rule"
+            )
+        cohort = None
+        if self.scope == "cohort" and criterion.name != "never":  # baselines never switch
+            cohort = "|".join(str(_lookup(train, k)) for k in self.cohort_keys)
+            self._cohorts.setdefault(cohort, _Cohort())
+        state = _TrialState(trial.trial_id, criterion, budget, cohort)
+        self._trials[trial.trial_id] = state
+        self._restore_trial(state)
+        cohort_switch = self._cohorts[cohort].switch_epoch if cohort else None
+        if cohort_switch and not state.ended:  # joins a cohort that has already decided
+            state.forced_switch, state.source = cohort_switch, "cohort"
+        actor = self._actor(trial)
+        if actor is not None:
+            if self._criterion is not None or not own:  # what the trial cannot know itself
+                rule = Rule(criterion.model_dump(), budget or 0, self.mode)
+                actor.set_rule.remote(trial.trial_id, rule)
+            if state.forced_switch:
+                actor.force_switch.remote(trial.trial_id, state.forced_switch, "cohort")
+        if self.inner is not None:
+            self.inner.on_trial_add(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
+        state = self._trials.get(trial.trial_id)
+        if state is None or self.rotation_metric not in result or EPOCH not in result:
+            return TrialScheduler.CONTINUE
+        epoch = int(result[EPOCH])
+        end = state.observe(epoch, float(result[self.rotation_metric]))
+        if end is not None and state.end_epoch is None:
+            self._record(trial, state, end, epoch)
+        if self.mode != "push" and self._control is not None:
+            self._control.post_verdict.remote(trial.trial_id, epoch, end)
+        self._audit(state, result)
+        if self.inner is not None and state.ended:
+            return str(self.inner.on_trial_result(tune_controller, trial, result))
+        return TrialScheduler.CONTINUE
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> None:
+        if self.inner is not None:
+            self.inner.on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
+        if self.inner is not None:
+            self.inner.on_trial_error(tune_controller, trial)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+        if self.inner is not None:
+            self.inner.on_trial_remove(tune_controller, trial)
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Any:
+        if self.inner is not None:
+            return self.inner.choose_trial_to_run(tune_controller)
+        return super().choose_trial_to_run(tune_controller)
+
+    def debug_string(self) -> str:
+        ended = sum(s.ended for s in self._trials.values())
+        return f"CriticalPeriodScheduler: {ended}/{len(self._trials)} trials past their period"
+
+    # -- decisions -------------------------------------------------------------------------
+
+    def decisions(self) -> dict[str, dict[str, Any]]:
+        """Per trial: detected end, applied switch, source, audit mismatches."""
+        return {
+            tid: {
+                "end_epoch": s.end_epoch,
+                "source": s.source,
+                "forced_switch": s.forced_switch,
+                "reported_switch": s.reported_switch,
+                "cohort": s.cohort,
+                "mismatches": s.mismatches,
+            }
+            for tid, s in self._trials.items()
+        }
+
+    def _record(self, trial: Any, state: _TrialState, end: int, epoch: int) -> None:
+        state.end_epoch, state.source = end, "rule"
+        log.debug(
+            "trial %s: %s rule ends the period at epoch %d (seen at epoch %d, rotation %.4f, budget %d)",
+            trial.trial_id,
+            state.criterion.name,
+            end,
+            epoch,
+            state.rule.history[-1],
+            state.budget,
+        )
+        if state.cohort is not None:
+            self._update_cohort(state.cohort, end)
+        self._save(state)
+
+    def _update_cohort(self, key: str, end: int) -> None:
+        cohort = self._cohorts[key]
+        if cohort.switch_epoch is not None:
+            return
+        cohort.ends.append(end)
+        if len(cohort.ends) < self.cohort_min_trials:
+            return
+        cohort.switch_epoch = int(statistics.median_low(cohort.ends)) + 1
+        log.info(
+            "cohort %s: first %d ends %s -> remaining trials switch at epoch %d",
+            key,
+            len(cohort.ends),
+            cohort.ends,
+            cohort.switch_epoch,
+        )
+        for s in self._trials.values():
+            if s.cohort == key and not s.ended:
+                s.forced_switch, s.source = cohort.switch_epoch, "cohort"
+                if self._control is not None:
+                    self._control.force_switch.remote(s.trial_id, cohort.switch_epoch, "cohort")
+
+    def _audit(self, state: _TrialState, result: dict[str, Any]) -> None:
+        """The trial applied the same rule on the same curve: its end must equal ours."""
+        reported_end = result.get(END_EPOCH)
+        if result.get(SWITCH_EPOCH) is not None:
+            state.reported_switch = int(result[SWITCH_EPOCH])
+        if (
+            reported_end is not None
+            and state.end_epoch is not None
+            and state.source == "rule"
+            and int(reported_end) != state.end_epoch
+        ):
+            state.mismatches += 1
+            log.warning(
+                "trial %s reports the period ended at epoch %s; the scheduler found %d",
+                state.trial_id,
+                reported_end,
+                state.end_epoch,
+            )
+
+    # -- control actor and persistence -----------------------------------------------------
+
+    def _actor(self, trial: Any) -> Any:
+        if not self._use_control:
+            return None
+        if self._control is None:
+            name = self._control_name or control_actor_name(trial.experiment_dir_name)
+            self._control = get_or_create_control(name)
+        return self._control
+
+    # Decisions go to an append-only journal (one JSON line per decision): O(1) per
+    # decision however many trials a sweep has; the last line of a trial wins on reload.
+
+    def _load(self) -> dict[str, Any]:
+        saved: dict[str, Any] = {}
+        if self.state_path and self.state_path.is_file():
+            for line in self.state_path.read_text().splitlines():
+                if not line.strip():
+                    continue
+                entry = json.loads(line)
+                saved[entry["trial_id"]] = entry
+                if entry.get("cohort") is not None:
+                    self._cohorts[entry["cohort"]] = _Cohort(
+                        list(entry["cohort_ends"]), entry["cohort_switch"]
+                    )
+        return saved
+
+    def _restore_trial(self, state: _TrialState) -> None:
+        saved = self._saved.get(state.trial_id)
+        if saved:
+            state.end_epoch, state.source = saved["end_epoch"], saved["source"]
+            state.forced_switch = saved.get("forced_switch")
+
+    def _save(self, state: _TrialState) -> None:
+        if self.state_path is None:
+            return
+        cohort = self._cohorts.get(state.cohort) if state.cohort else None
+        entry = {
+            "trial_id": state.trial_id,
+            "end_epoch": state.end_epoch,
+            "source": state.source,
+            "forced_switch": state.forced_switch,
+            "cohort": state.cohort,
+            "cohort_ends": cohort.ends if cohort else None,
+            "cohort_switch": cohort.switch_epoch if cohort else None,
+        }
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.state_path.open("a") as fh:
+            fh.write(json.dumps(entry) + "\n")

@@ -1,0 +1,70 @@
+"""The sweep's own MLflow run: totals as metrics, the summary as an artifact.
+
+The child runs hold each trial's curves; the parent run is where a user landing on the
+experiment sees the sweep as a whole: its totals under the trials' own keys
+(`energy/Wh`, `co2/g`, `cost/usd`, `time/cum_s`: its row fills the same columns),
+`total/kWh` and `total/co2_kg`, `sweep/*` counts and `summary.json`. The
+`cpsweep report` page (`report/index.html`) joins them once tracking has finished
+(service.reporting.report.upload_report, called by the sweep and by `cpsweep sync`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from service.tracking.schema import EXPERIMENT_TAGS, SHARED_VIEW_TAG, parent_totals, shared_view
+
+__all__ = ["log_sweep_results", "sweep_totals"]
+
+log = logging.getLogger(__name__)
+
+
+def sweep_totals(summary: dict[str, Any]) -> dict[str, float]:
+    """Sweep-level metrics from a summary: counts, best accuracy, summed resources."""
+    trials = summary["trials"]
+    out: dict[str, float] = {
+        "sweep/trials": len(trials),
+        "sweep/finished": sum(t["status"] == "TERMINATED" for t in trials),
+        "sweep/failed": sum(t["status"] == "ERROR" for t in trials),
+        "sweep/wall_s": float(summary.get("wall_s") or 0.0),
+    }
+    accs = [t["final_val_acc"] for t in trials if t.get("final_val_acc") is not None]
+    if accs:
+        out["sweep/best_val_acc"] = max(accs)
+    samples = [t["samples"] for t in trials if t.get("samples") is not None]
+    if samples:
+        out["sweep/samples"] = float(sum(samples))
+    return out | parent_totals(trials)
+
+
+def log_sweep_results(client: Any, summary: dict[str, Any], strict: bool = False) -> None:
+    """Log totals and summary.json to the parent run; never raises (the sweep's
+    results are already on disk and in the trial runs) unless `strict` (the tracking
+    writer retries it when MLflow answers again)."""
+    parent_id = summary["mlflow"]["parent_run_id"]
+    try:
+        from mlflow.entities import Metric
+
+        step = max((int(t.get("epochs") or 0) for t in summary["trials"]), default=0)
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, v, now, step) for k, v in sweep_totals(summary).items()]
+        client.log_batch(parent_id, metrics=metrics)
+        _tag_experiment(client, summary, parent_id)
+        client.log_text(parent_id, json.dumps(summary, indent=2, default=str), "summary.json")
+    except Exception as exc:
+        if strict:
+            raise
+        log.warning("MLflow: could not log the sweep's results to run %s: %s", parent_id, exc)
+
+
+def _tag_experiment(client: Any, summary: dict[str, Any], parent_id: str) -> None:
+    """Say what the experiment holds (model training) and store the runs view that the
+    link `cpsweep run` prints opens (service.tracking.schema.runs_view_url)."""
+    exp_id = summary["mlflow"].get("experiment_id") or client.get_run(parent_id).info.experiment_id
+    searched = sorted({p for t in summary["trials"] for p in (t.get("params") or {})})
+    view = json.dumps(shared_view(searched))
+    for key, value in {**EXPERIMENT_TAGS, SHARED_VIEW_TAG: view}.items():
+        client.set_experiment_tag(exp_id, key, value)

@@ -1,0 +1,1 @@
+"""Versioned device price tables (JSON), read by service.tracking.accounting."""
