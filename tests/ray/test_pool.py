@@ -57,7 +57,7 @@ _SAME = ("rotation/mean", "train/loss", "val/acc", "recipe/repeats")
 
 
 def test_trials_on_a_reused_group_match_a_fresh_group_and_a_torchtrainer(ray_local, tmp_path):
-    from service.sweep import run_sweep
+    from service.sweeps.run import run_sweep
     from trainables.criteria import end_epoch
 
     out = tmp_path / "pool"
@@ -98,7 +98,7 @@ def test_trials_on_a_reused_group_match_a_fresh_group_and_a_torchtrainer(ray_loc
 def test_a_failing_trial_does_not_poison_the_next(ray_local, tmp_path):
     """Rank 1 raises while rank 0 waits in a collective: that trial fails with the
     rank's error; the group is replaced and the next trial trains normally."""
-    from service.sweep import run_sweep
+    from service.sweeps.run import run_sweep
 
     spec = _spec(
         tmp_path,
