@@ -60,18 +60,74 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _pg_bin(name: str) -> str:
+    import glob
+
+    found = sorted(
+        glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), key=lambda p: int(p.split("/")[4])
+    )
+    if not found:
+        raise SystemExit(f"PostgreSQL not reachable at {PG_ADMIN} and no {name} to start one")
+    return found[-1]
+
+
+class _Cluster:
+    """A throwaway PostgreSQL cluster (default durability settings) when none answers."""
+
+    def __init__(self) -> None:
+        import shutil
+        import tempfile
+
+        self.root = Path(tempfile.mkdtemp(prefix="cpsweep-bench-pg-"))  # `postgres` must enter
+        self.data, sock = self.root / "data", self.root / "sock"
+        sock.mkdir()
+        as_pg: list[str] = []
+        if os.geteuid() == 0:  # initdb and postgres refuse to run as root
+            shutil.chown(self.root, "postgres")
+            shutil.chown(sock, "postgres")
+            as_pg = ["runuser", "-u", "postgres", "--"]
+        self.as_pg, port = as_pg, _free_port()
+        subprocess.run(
+            [*as_pg, _pg_bin("initdb"), "-D", str(self.data), "-U", "cpsweep", "--auth=trust"],
+            check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+        opts = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={sock}"
+        subprocess.run(
+            [*as_pg, _pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.root / "pg.log"),
+             "-o", opts, "-w", "-t", "60", "start"],
+            check=True, capture_output=True, timeout=90, start_new_session=True,
+        )  # fmt: skip
+        self.admin = f"postgresql://cpsweep@127.0.0.1:{port}/postgres"
+
+    def close(self) -> None:
+        import shutil
+
+        stop = [*self.as_pg, _pg_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"]
+        subprocess.run(stop, capture_output=True, timeout=60)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
 class _Postgres:
-    """A fresh database on the local PostgreSQL and an `mlflow server` in front of it."""
+    """A fresh database on the local PostgreSQL (started here if none answers on
+    127.0.0.1:5432) and an `mlflow server` in front of it."""
 
     def __init__(self, work: Path) -> None:
         import psycopg2
 
+        self.cluster: _Cluster | None = None
+        admin = PG_ADMIN
+        try:
+            psycopg2.connect(admin, connect_timeout=3).close()
+        except psycopg2.OperationalError:
+            self.cluster = _Cluster()
+            admin = self.cluster.admin
+        self.admin = admin
         self.name = f"cpsweep_bench_{secrets.token_hex(4)}"
-        con = psycopg2.connect(PG_ADMIN, connect_timeout=5)
+        con = psycopg2.connect(admin, connect_timeout=5)
         con.autocommit = True
         con.cursor().execute(f"CREATE DATABASE {self.name}")
         con.close()
-        self.db_uri = f"postgresql://cpsweep:cpsweep@127.0.0.1:5432/{self.name}"
+        self.db_uri = admin.rsplit("/", 1)[0] + f"/{self.name}"
         port = _free_port()
         self.url = f"http://127.0.0.1:{port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
@@ -123,10 +179,12 @@ class _Postgres:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.log.close()
-        con = psycopg2.connect(PG_ADMIN, connect_timeout=5)
+        con = psycopg2.connect(self.admin, connect_timeout=5)
         con.autocommit = True
         con.cursor().execute(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
         con.close()
+        if self.cluster is not None:
+            self.cluster.close()
 
 
 def _sqlite_count(db: Path, key: str) -> tuple[int, int]:
@@ -217,30 +275,127 @@ def drive_driver(uri: str, work: Path, n_trials: int, epochs: int, control: str)
             "batches": mlflow_cb.writer.stats.batches,
             "failed_attempts": mlflow_cb.writer.stats.failures,
             "log_mb": round((work / "out" / "mlflow-wal.jsonl").stat().st_size / 2**20, 1),
+            "threads": mlflow_cb.writer.threads,
+            "calls": mlflow_cb.writer.stats.call_summary(),
         },
         "tracking_report": report,
     }
 
 
+def tune_state(n_trials: int, epochs: int, work: Path) -> dict[str, Any]:
+    """What Tune's own loop does per result and per experiment-state snapshot with
+    `n_trials` trials of ResNet-sized results, on real `ray.tune.experiment.Trial`s:
+    `update_last_result` (Tune keeps max/min/avg/last-5/last-10 of every metric per
+    trial) and the snapshot's serialisation of every trial that reported since the
+    last one (`TuneController.save_to_dir`: each trial's JSON state, one file)."""
+    import json
+    import random
+
+    from ray.tune.experiment import Trial
+    from ray.tune.utils.serialization import TuneFunctionEncoder
+
+    spec = sim_spec("tune-state", "sqlite:///unused.db", epochs)
+    sims = sim_trials(spec, n_trials)
+    trials = [Trial("trial_main", config=t.config, trial_id=t.trial_id, stub=True) for t in sims]
+    rng = random.Random(0)
+    per: list[float] = []
+    for epoch in (1, 2):
+        for sim, trial in zip(sims, trials):
+            r = make_result(sim, epoch, epochs, rng)
+            a = time.perf_counter()
+            trial.update_last_result(r)
+            per.append(time.perf_counter() - a)
+    a = time.perf_counter()
+    data = [t.get_json_state() for t in trials]
+    path = work / "experiment_state.json"
+    with open(path, "w") as f:
+        json.dump({"trial_data": data}, f, cls=TuneFunctionEncoder)
+    snapshot_s = time.perf_counter() - a
+    return {
+        "trials": n_trials,
+        "update_last_result_ms": round(statistics.median(per) * 1e3, 3),
+        "snapshot_s": round(snapshot_s, 2),
+        "snapshot_mb": round(path.stat().st_size / 2**20, 1),
+        "per_trial_state_kb": round(path.stat().st_size / n_trials / 1024, 1),
+    }
+
+
 def control_reads(name: str, n_trials: int, seconds: float) -> dict[str, Any]:
-    """Directive reads/s of the control actor with `n_trials` rules registered."""
+    """Directive reads/s through the trials' own `ControlChannel`s, with `n_trials` trials
+    registered and a verdict posted to every trial once per second (sync/async mode with
+    1-second epochs: each read sees a change once a second), all in this one process;
+    then how long a switch takes to reach all of them, and the old round-trip read's rate."""
     import ray
 
     from service.sweeps.control import get_or_create_control
+    from trainables.channel import ControlChannel
 
     actor = get_or_create_control(name)
     ids = [f"sim_{i:05d}" for i in range(n_trials)]
-    ray.get([actor.directive.remote(t) for t in ids[:10]])  # warm
-    reads, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
+    t0 = time.perf_counter()
+    channels = [ControlChannel(t, name) for t in ids]
+    setup_s = time.perf_counter() - t0
+    epoch = 0
+
+    def read_for(secs: float, post_every_s: float | None) -> tuple[float, int]:
+        """Reads/s over all channels round-robin; every `post_every_s` the scheduler's
+        verdict on every trial's epoch (sync/async mode) changes each directive."""
+        nonlocal epoch
+        reads, posted = 0, 0
+        t0 = next_post = time.perf_counter()
+        while (now := time.perf_counter()) - t0 < secs:
+            if post_every_s is not None and now >= next_post:
+                epoch += 1
+                for t in ids:
+                    actor.post_verdict.remote(t, epoch, None)
+                posted += n_trials
+                next_post += post_every_s
+            for ch in channels:
+                ch.directive()
+            reads += n_trials
+        return reads / (time.perf_counter() - t0), posted
+
+    unchanged_rate, _ = read_for(seconds / 2, None)  # push mode: directives rarely change
+    calls0 = time.perf_counter()
+    rate, posted = read_for(seconds / 2, 1.0)
+    changes_s = time.perf_counter() - calls0
+    # Every trial must end up with the last verdict (nothing lost on the way).
+    deadline = time.perf_counter() + 30
+    stale = n_trials
+    while stale and time.perf_counter() < deadline:
+        stale = sum(1 for ch in channels if (d := ch.directive()) and d.verdict_epoch < epoch)
+    # A cohort switch for all trials at once: time until every channel sees it.
+    t_switch = time.perf_counter()
+    for t in ids:
+        actor.force_switch.remote(t, 99, "cohort")
+    waiting = set(range(n_trials))
+    while waiting and time.perf_counter() - t_switch < 30:
+        waiting = {i for i in waiting if channels[i].directive().switch_epoch != 99}
+    switch_s = time.perf_counter() - t_switch
+    # The design before issue 16: one round trip to the actor per read.
+    rt_reads, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < min(seconds, 3.0):
         ray.get([actor.directive.remote(t) for t in ids])
-        reads += len(ids)
-    rate = reads / (time.perf_counter() - t0)
+        rt_reads += n_trials
     need = n_trials  # 1,000 trials with 1-second epochs: one read per trial per second
     return {
         "reads_per_s": round(rate, 1),
+        "reads_per_s_unchanged": round(unchanged_rate, 1),
+        "reads_per_s_note": (
+            "reads_per_s: with a verdict posted to every trial each second, this process "
+            "doing the scheduler's posts and all trials' re-armed watches (2 actor calls "
+            "per trial per second; spread over the driver and the trials in a sweep); "
+            "reads_per_s_unchanged: push mode, no directive changes (local checks only)"
+        ),
         "needed_per_s": need,
         "headroom_x": round(rate / need, 2),
+        "verdicts_posted": posted,
+        "actor_calls_per_s_with_changes": round(2 * posted / changes_s, 1),
+        "trials_missing_the_last_verdict": stale,
+        "switch_to_all_trials_s": round(switch_s, 3),
+        "trials_missing_the_switch": len(waiting),
+        "channels_setup_s": round(setup_s, 2),
+        "round_trip_reads_per_s": round(rt_reads / (time.perf_counter() - t0), 1),
     }
 
 
@@ -413,6 +568,7 @@ def main() -> None:
             log.info("%s: %s", backend, res)
             write_json(path, result)
         result["control_actor"] = control_reads(control, n_trials, 3.0 if args.quick else 10.0)
+        result["tune_state"] = tune_state(n_trials, epochs, work)
     finally:
         ray.shutdown()
     result["loadavg_at_end"] = list(os.getloadavg())

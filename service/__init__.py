@@ -1,1 +1,4 @@
-"""Control plane of cpsweep: sweep specs, the Tune scheduler, tracking, accounting, jobs, API, CLI."""
+"""Control plane of cpsweep, in layers that import only downward (README "Layout"):
+the spec layer (this package's modules), tracking/ (MLflow), reporting/ (`cpsweep report`),
+sweeps/ (Ray Tune), jobs/ (Ray Jobs), api/ (`cpsweep serve`), then the entry points
+cli.py and job_entry.py."""

@@ -9,6 +9,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from trainables.config import ConfigError
 from trainables.imports import FactoryError
@@ -137,6 +138,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from service.spec import load_spec
+    from service.sweeps.progress import format_table
     from service.sweeps.run import run_sweep
     from service.usercode import add_import_dir, preflight
 
@@ -145,6 +147,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if preflight(spec):
         log.info("model / data factories import and accept their kwargs")
     summary = run_sweep(spec, address=args.address, output_dir=args.output_dir, resume=args.resume)
+    print(format_table(summary))
     if summary.get("interrupted"):
         again = ["cpsweep run", shlex.quote(args.spec), "--resume"]
         again += ["--output-dir", shlex.quote(summary["output_dir"])]
@@ -201,14 +204,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
 # -- parser -------------------------------------------------------------------------------
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="cpsweep",
-        description="Sweeps on Ray that halt the expensive recipe at the end of the critical period.",
-    )
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = p.add_subparsers(dest="command", required=True)
-
+def _add_train(sub: Any) -> None:
     t = sub.add_parser("train", help="train one config in this process")
     t.add_argument("config", help="YAML TrainConfig (or a sweep spec: its `train` section)")
     t.add_argument(
@@ -221,6 +217,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--output-dir", help="default runs/train/<config name>")
     t.set_defaults(func=_cmd_train)
 
+
+def _add_detect(sub: Any) -> None:
     d = sub.add_parser("detect", help="apply a criterion to a logged rotation curve")
     d.add_argument(
         "curve",
@@ -242,6 +240,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--fraction", type=float, default=0.125)
     d.set_defaults(func=_cmd_detect)
 
+
+def _add_run(sub: Any) -> None:
     r = sub.add_parser("run", help="run a sweep spec on Ray (local cluster by default)")
     r.add_argument("spec", help="YAML SweepSpec, e.g. search_spaces/quickstart.yaml")
     r.add_argument(
@@ -258,6 +258,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.set_defaults(func=_cmd_run)
 
+
+def _add_sync(sub: Any) -> None:
     y = sub.add_parser(
         "sync", help="upload what a sweep could not log to MLflow (after an outage or a crash)"
     )
@@ -265,6 +267,20 @@ def _parser() -> argparse.ArgumentParser:
     y.add_argument("--tracking-uri", help="default: the URI the sweep used")
     y.add_argument("--timeout", type=float, default=300.0, help="give up after this many s")
     y.set_defaults(func=_cmd_sync)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="cpsweep",
+        description="Sweeps on Ray that halt the expensive recipe at the end of the critical period.",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    _add_train(sub)
+    _add_detect(sub)
+    _add_run(sub)
+    _add_sync(sub)
 
     # Each subsystem adds its own subcommands (imported when the parser is built).
     from service.api.cli import register_cli as register_api

@@ -3,12 +3,15 @@
 `ControlChannel` implements `trainables.period.Control`: a `CriticalPeriod` given
 one asks it for the scheduler's directive at every epoch boundary (cohort
 switches, verdicts in sync/async mode) and, in sync mode, waits after each
-report for the scheduler's verdict on it. The actor lives in
-service/sweeps/control.py; names and the directive's fields in trainables/wire.py.
+report for the scheduler's verdict on it. A read is local: the channel keeps one
+`watch` call pending at the actor, which answers when this trial's directive changes.
+The actor lives in service/sweeps/control.py; names and the directive's fields in
+trainables/wire.py.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import time
 from typing import Any
@@ -51,6 +54,8 @@ class ControlChannel:
             raise ValueError(f"control mode {mode!r} is unknown; choose one of {CONTROL_MODES}")
         self.trial_id = trial_id
         self.handshake_s = 0.0
+        self._last: Directive | None = None  # the newest directive the actor sent
+        self._watch: Any = None  # the pending `watch` call (a Future) bringing the next one
         self.actor = _lookup_actor(actor_name) if actor_name and rank == 0 else None
         first = self.directive() if self.actor is not None else None
         self.rule = first.rule if first else None
@@ -59,12 +64,21 @@ class ControlChannel:
             log.warning("no control actor: %s mode falls back to push", self.mode)
 
     def directive(self) -> Directive | None:
+        """The scheduler's directive for this trial as of now.
+
+        The first call asks the actor (one round trip); after that a pending `watch`
+        call brings every change, and a read only checks whether it has arrived (a
+        `concurrent.futures.Future`: no round trip, no call into Ray) and re-arms it
+        when it has. An actor that died raises here, as a round trip would."""
         if self.actor is None:
             return None
         t0 = time.perf_counter()
-        d = ray.get(self.actor.directive.remote(self.trial_id))
+        if self._last is None:
+            self._take(ray.get(self.actor.directive.remote(self.trial_id)))
+        elif self._watch.done():
+            self._take(self._watch.result())
         self.handshake_s += time.perf_counter() - t0
-        return d  # type: ignore[no-any-return]
+        return self._last
 
     def wait_verdict(self, epoch: int) -> Directive | None:
         """Block until the scheduler has judged `epoch` (sync mode); None after a timeout."""
@@ -72,18 +86,26 @@ class ControlChannel:
             return None
         before, t0 = self.handshake_s, time.perf_counter()
         try:
-            while True:
-                d = self.directive()
-                if d is not None and d.verdict_epoch >= epoch:
-                    return d
-                if time.perf_counter() - t0 > _SYNC_TIMEOUT_S:
+            d = self.directive()
+            while d is None or d.verdict_epoch < epoch:
+                left = _SYNC_TIMEOUT_S - (time.perf_counter() - t0)
+                try:
+                    d = self._take(self._watch.result(timeout=max(left, 0.0)))
+                except concurrent.futures.TimeoutError:
                     log.warning(
                         "no scheduler verdict for epoch %d after %.0fs", epoch, _SYNC_TIMEOUT_S
                     )
                     return None
-                time.sleep(0.02)
-        finally:  # the whole wait, sleeps included, reported with the next epoch
+            return d
+        finally:  # the whole wait reported with the next epoch
             self.handshake_s = before + time.perf_counter() - t0
+
+    def _take(self, d: Directive) -> Directive:
+        """Keep `d` and watch for the next change after it."""
+        assert self.actor is not None  # only rank 0 with an actor reads
+        self._last = d
+        self._watch = self.actor.watch.remote(self.trial_id, d.version).future()
+        return d
 
     def attach(self, period: CriticalPeriod) -> CriticalPeriod:
         """Wire `period` to the scheduler: its rule override (if any) and directives."""

@@ -290,6 +290,23 @@ def dataset_root(name: str, root: str | None) -> Path | None:
     return path
 
 
+def _check_sizes(
+    name: str, image_size: int | None, train_subset: int | None, val_subset: int | None
+) -> None:
+    """ValueError for a subset or image size that `load_dataset` cannot honour for `name`."""
+    for field, value in (("train_subset", train_subset), ("val_subset", val_subset)):
+        if value is not None and value < 1:
+            raise ValueError(f"{field}={value} must be >= 1 or None")
+    if image_size is not None and image_size < 1:
+        raise ValueError(f"image_size={image_size} must be >= 1 or None")
+    fixed = _FIXED_IMAGE_SIZE.get(name)  # None for mnist1d (not an image) and image trees
+    if image_size is not None and name not in DEFAULT_IMAGE_SIZE and image_size != fixed:
+        raise ValueError(
+            f"image_size={image_size} applies only to {', '.join(DEFAULT_IMAGE_SIZE)}; "
+            f"{name} has a fixed size ({fixed or 'not an image'}): leave image_size unset"
+        )
+
+
 def load_dataset(
     name: str,
     root: str | None = None,
@@ -310,17 +327,7 @@ def load_dataset(
         loader = _REGISTRY.load(name)
     except ValueError as exc:
         raise DatasetError(str(exc)) from None
-    for field, value in (("train_subset", train_subset), ("val_subset", val_subset)):
-        if value is not None and value < 1:
-            raise ValueError(f"{field}={value} must be >= 1 or None")
-    if image_size is not None and image_size < 1:
-        raise ValueError(f"image_size={image_size} must be >= 1 or None")
-    fixed = _FIXED_IMAGE_SIZE.get(name)  # None for mnist1d (not an image) and image trees
-    if image_size is not None and name not in DEFAULT_IMAGE_SIZE and image_size != fixed:
-        raise ValueError(
-            f"image_size={image_size} applies only to {', '.join(DEFAULT_IMAGE_SIZE)}; "
-            f"{name} has a fixed size ({fixed or 'not an image'}): leave image_size unset"
-        )
+    _check_sizes(name, image_size, train_subset, val_subset)
     path = dataset_root(name, root)
     logger.info("loading %s from %s", name, path if path is not None else "(generated)")
     size = image_size or DEFAULT_IMAGE_SIZE.get(name)

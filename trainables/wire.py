@@ -95,3 +95,4 @@ class Directive:
     switch_source: str | None = None  # who decided it ("cohort")
     verdict_epoch: int = 0  # last epoch the scheduler has judged (sync and async modes)
     verdict_end: int | None = None  # the end the scheduler found by then, if any
+    version: int = 0  # the trial's change count at the actor: a watch returns on a newer one

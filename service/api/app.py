@@ -136,14 +136,35 @@ def create_app(
     backend: JobsBackend | None = None,
     trials: TrialsFn = sweep_trials,
 ) -> FastAPI:
+    """The REST app: /healthz open, /v1/sweeps behind the bearer token."""
     check_settings(settings)
     jobs: JobsBackend = backend or JobsClient(
         settings.ray_address, read_timeout_s=settings.ray_timeout_s
     )
     ray = RayGate(jobs.ping, max_calls=settings.max_ray_calls)
-    specs = HeavyGate(settings.max_parallel_specs, "spec validations")
-    mlflow_threads = anyio.CapacityLimiter(settings.max_ray_calls)
-    parents: dict[str, str] = {}  # job id -> its MLflow parent run, read from its own log
+    app = FastAPI(title="cpsweep", version="0.1.0", summary="Critical-period sweeps on Ray.")
+    _add_error_handlers(app)
+
+    @app.get("/healthz", response_model=Health, tags=["ops"])
+    async def healthz() -> Health:
+        ok = await ray.check() is None
+        return Health(
+            status="ok" if ok else "degraded",
+            ray_jobs_api="reachable" if ok else "unreachable",
+        )
+
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(_token_check(settings))], responses=_ERRORS)
+    _add_submit(v1, settings, jobs, ray)
+    _add_inspect(v1, settings, jobs, ray, trials)
+    _add_stop(v1, jobs, ray)
+    app.include_router(v1)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _token_check(settings: ApiSettings) -> Callable[..., None]:
+    """The dependency every /v1 route has: `Authorization: Bearer <token>`, compared in
+    constant time; none with --insecure-no-auth on loopback (check_settings)."""
     expected = settings.token.get_secret_value().encode() if settings.token else None
     bearer = HTTPBearer(auto_error=False, description=f"The server's {TOKEN_ENV}.")
 
@@ -158,9 +179,11 @@ def create_app(
                 401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
             )
 
-    app = FastAPI(title="cpsweep", version="0.1.0", summary="Critical-period sweeps on Ray.")
-    v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_token)], responses=_ERRORS)
-    SweepId = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="Ray submission id.")]
+    return require_token
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Errors of the layers below as HTTP answers: 404, 413, 503 with Retry-After, 400."""
 
     @app.exception_handler(JobNotFound)
     async def _not_found(request: Request, exc: JobNotFound) -> JSONResponse:
@@ -183,26 +206,26 @@ def create_app(
         client_gone(request, exc)
         return Response(status_code=400)
 
-    @app.get("/healthz", response_model=Health, tags=["ops"])
-    async def healthz() -> Health:
-        ok = await ray.check() is None
-        return Health(
-            status="ok" if ok else "degraded",
-            ray_jobs_api="reachable" if ok else "unreachable",
-        )
 
-    body_doc = {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/SweepSpec"}},
-                "application/x-yaml": {"schema": {"type": "string"}},
-                "text/yaml": {"schema": {"type": "string"}},
-            },
-        }
+_SPEC_BODY_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/SweepSpec"}},
+            "application/x-yaml": {"schema": {"type": "string"}},
+            "text/yaml": {"schema": {"type": "string"}},
+        },
     }
+}
 
-    @v1.post("/sweeps", status_code=201, response_model=SweepCreated, openapi_extra=body_doc)
+_SweepId = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="Ray submission id.")]
+
+
+def _add_submit(v1: APIRouter, settings: ApiSettings, jobs: JobsBackend, ray: RayGate) -> None:
+    """POST /v1/sweeps: read, parse and validate the spec (bounded threads), submit it."""
+    specs = HeavyGate(settings.max_parallel_specs, "spec validations")
+
+    @v1.post("/sweeps", status_code=201, response_model=SweepCreated, openapi_extra=_SPEC_BODY_DOC)
     async def create_sweep(request: Request) -> JSONResponse:
         body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
         ctype = request.headers.get("content-type", "")
@@ -232,6 +255,14 @@ def create_app(
             created.model_dump(), status_code=201, headers={"Location": f"/v1/sweeps/{job_id}"}
         )
 
+
+def _add_inspect(
+    v1: APIRouter, settings: ApiSettings, jobs: JobsBackend, ray: RayGate, trials: TrialsFn
+) -> None:
+    """GET /v1/sweeps, /v1/sweeps/{id} (with its trials from MLflow) and its logs."""
+    mlflow_threads = anyio.CapacityLimiter(settings.max_ray_calls)
+    parents: dict[str, str] = {}  # job id -> its MLflow parent run, read from its own log
+
     @v1.get("/sweeps", response_model=SweepList)
     async def list_sweeps() -> SweepList:
         return SweepList(sweeps=await ray.call(jobs.list))
@@ -248,7 +279,7 @@ def create_app(
         return parents[job_id]
 
     @v1.get("/sweeps/{sweep_id}", response_model=SweepDetail)
-    async def get_sweep(sweep_id: SweepId) -> SweepDetail:
+    async def get_sweep(sweep_id: _SweepId) -> SweepDetail:
         info = await ray.call(jobs.info, sweep_id)
         uri = info.mlflow_uri or settings.mlflow_uri  # the job's own store, from its metadata
         parent = await parent_run(sweep_id) if uri else None
@@ -259,7 +290,7 @@ def create_app(
 
     @v1.get("/sweeps/{sweep_id}/logs", response_model=SweepLogs)
     async def get_logs(
-        sweep_id: SweepId,
+        sweep_id: _SweepId,
         tail: Annotated[int | None, Query(ge=1, le=100_000, description="Last N lines.")] = None,
     ) -> SweepLogs:
         text = await ray.call(jobs.logs, sweep_id)
@@ -267,15 +298,15 @@ def create_app(
             text = "".join(text.splitlines(keepends=True)[-tail:])
         return SweepLogs(id=sweep_id, logs=text)
 
+
+def _add_stop(v1: APIRouter, jobs: JobsBackend, ray: RayGate) -> None:
+    """DELETE /v1/sweeps/{id}: ask Ray to stop the job; 202 with its status."""
+
     @v1.delete("/sweeps/{sweep_id}", status_code=202, response_model=SweepStopped)
-    async def stop_sweep(sweep_id: SweepId) -> SweepStopped:
+    async def stop_sweep(sweep_id: _SweepId) -> SweepStopped:
         stopped = await ray.call(jobs.stop, sweep_id)
         status = (await ray.call(jobs.info, sweep_id)).status
         return SweepStopped(id=sweep_id, stopped=stopped, status=status)
-
-    app.include_router(v1)
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
-    return app
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

@@ -52,6 +52,20 @@ def _as_int(value: Any) -> int | None:
 _PARENT_LINE = re.compile(r"MLflow: (?:experiment .*, )?(?:resuming )?parent run ([0-9a-f]{32})\b")
 
 
+def _trial(run: Any) -> SweepTrial:
+    tags, metrics = run.data.tags, run.data.metrics
+    return SweepTrial(
+        run_id=run.info.run_id,
+        name=run.info.run_name,
+        status=run.info.status,
+        end_epoch=_as_int(tags.get("cp.end_epoch")),
+        switch_epoch=_as_int(tags.get("cp.switch_epoch")),
+        val_acc=metrics.get("val/acc"),
+        cost_usd=metrics.get("cost/usd"),
+        savings_cost_pct=metrics.get("savings/cost_pct"),
+    )
+
+
 def parent_run_from_logs(text: str) -> str | None:
     """The MLflow parent run id a job's driver log names first, or None."""
     m = _PARENT_LINE.search(text)
@@ -99,22 +113,7 @@ def sweep_trials(
     except Exception as exc:  # a status page must survive any tracking failure
         log.warning("MLflow at %s: %s", mlflow_uri, exc)
         return None, f"MLflow at {mlflow_uri} unreachable or failed: {type(exc).__name__}"
-    trials = []
-    for run in children:
-        if run.info.start_time < parent.info.start_time:  # made before the job's run: not its
-            continue
-        tags, metrics = run.data.tags, run.data.metrics
-        trials.append(
-            SweepTrial(
-                run_id=run.info.run_id,
-                name=run.info.run_name,
-                status=run.info.status,
-                end_epoch=_as_int(tags.get("cp.end_epoch")),
-                switch_epoch=_as_int(tags.get("cp.switch_epoch")),
-                val_acc=metrics.get("val/acc"),
-                cost_usd=metrics.get("cost/usd"),
-                savings_cost_pct=metrics.get("savings/cost_pct"),
-            )
-        )
+    # A child made before the job's run is not its (a tag anyone could have set).
+    trials = [_trial(r) for r in children if r.info.start_time >= parent.info.start_time]
     trials.sort(key=lambda t: t.name or t.run_id)
     return trials, None

@@ -7,7 +7,6 @@ import glob
 import hashlib
 import json
 import logging
-import math
 import os
 import signal
 import threading
@@ -21,14 +20,16 @@ from ray import tune
 
 from service.reporting.report import upload_report
 from service.spec import ScalingSpec, SweepSpec, build_param_space
-from service.sweeps.progress import ProgressCallback, format_table
+from service.sweeps.load import DriverLoad, load_meters
+from service.sweeps.progress import ProgressCallback
 from service.sweeps.scheduler import CriticalPeriodScheduler
+from service.sweeps.summary import summarize_results
 from service.tracking.lifecycle import TrialTracker
 from service.usercode import runtime_env_for
-from trainables.config import ConfigError, train_dict_for
+from trainables.config import ConfigError
 from trainables.imports import import_dirs
 from trainables.pool import pool_key, remove_sweep_groups
-from trainables.wire import END_EPOCH, SWITCH_EPOCH, control_actor_name
+from trainables.wire import control_actor_name
 from trainables.worker import TRIAL_RESOURCE, trial_main
 
 __all__ = [
@@ -36,7 +37,6 @@ __all__ = [
     "init_ray",
     "resolve_output_dir",
     "run_sweep",
-    "summarize_results",
 ]
 
 log = logging.getLogger(__name__)
@@ -285,16 +285,7 @@ def run_sweep(
     `fault_kill_epoch` / `fault_marker`).
     """
     out = resolve_output_dir(spec.name, output_dir, resume)
-    exp_dir = out / "ray" / spec.name
-    if resume and not exp_dir.is_dir():
-        raise ConfigError(f"--resume: nothing to resume in {exp_dir}; run without --resume first")
-    if not resume and exp_dir.is_dir():
-        raise ConfigError(
-            f"{exp_dir} already holds a sweep {spec.name}; pass --resume to continue it, or "
-            "another --output-dir (or none: runs/<name>-2, -3, ... are picked for you)"
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "spec.json").write_text(spec.model_dump_json(indent=2))
+    exp_dir = _prepare_output(spec, out, resume)
     init_ray(address, runtime_env_for(spec, _PROJECT_ROOT))
     # Inline trials checkpoint every epoch with num_to_keep=2, which makes Tune snapshot its
     # experiment state after every other checkpoint (a small local write) and warn each time.
@@ -305,63 +296,20 @@ def run_sweep(
         f"{spec.name}:{hashlib.sha1(str(out).encode()).hexdigest()[:10]}"
     )
     scheduler = _scheduler(spec, out, control_name)
-    opts = {
-        "num_workers": spec.scaling.num_workers,
-        "cpus_per_worker": spec.scaling.cpus_per_worker,
-        "use_gpu": spec.scaling.use_gpu,
-        "gpus_per_worker": spec.scaling.gpus,
-        "executor": spec.scaling.resolved_executor,
-        "worker_pool": spec.scaling.worker_pool,
-        "worker_failures": spec.failures.worker_failures,
-        "mode": spec.scheduler.mode,
-        "control_actor": control_name,
-        "storage_path": str(out / "train_runs"),
-        "measure_energy": spec.accounting.measure_energy,
-        "import_paths": import_dirs(),  # spec directory ($CPSWEEP_IMPORT_PATH), working dir
-        **(trial_options or {}),
-    }
-    if spec.scaling.use_gpu and spec.scaling.resolved_executor == "train":
-        opts["cuda_on_workers"] = _cuda_on_workers(spec.scaling.gpus)
     tracker = TrialTracker()
     tracking = _tracking_callbacks(spec, out, resume, tracker)
     progress = ProgressCallback(spec.train.epochs, tracker)
-    all_callbacks = [progress, *tracking, *callbacks]
+    # Warns once, with numbers, when results or Tune's own steps approach the loop's
+    # ceiling or MLflow falls behind (service/sweeps/load.py); first and last in the list.
+    backlog = tracking[0].backlog if tracking else (lambda: None)
+    begin, end = load_meters(DriverLoad(), backlog)
+    all_callbacks = [begin, progress, *tracking, *callbacks, end]
     trainable = tune.with_resources(trial_main, _trial_resources(spec))
-    space = build_param_space(spec, opts)
-    run_config = tune.RunConfig(
-        name=spec.name,
-        storage_path=str(out / "ray"),
-        callbacks=all_callbacks,
-        failure_config=tune.FailureConfig(max_failures=_trial_retries(spec)),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),  # inline trials' checkpoints
-        verbose=0,
-    )
+    space = build_param_space(spec, _trial_opts(spec, out, control_name, trial_options))
     if resume:
-        log.info("resuming %s: finished trials are kept, unfinished ones continue", exp_dir)
-        tuner = tune.Tuner.restore(
-            str(exp_dir), trainable, resume_unfinished=True, resume_errored=True, param_space=space
-        )
-        # tuner.pkl holds the old callbacks and scheduler (whose state Tune does not save):
-        # put in fresh ones; the scheduler reloads its decisions from cp_decisions.jsonl.
-        internal = tuner._local_tuner
-        assert internal is not None
-        internal._run_config.callbacks = all_callbacks
-        internal._tune_config.scheduler = scheduler
+        tuner = _restored_tuner(exp_dir, trainable, space, all_callbacks, scheduler)
     else:
-        tuner = tune.Tuner(
-            trainable,
-            param_space=space,
-            tune_config=tune.TuneConfig(
-                scheduler=scheduler,
-                num_samples=spec.num_samples,
-                max_concurrent_trials=_max_concurrent(spec),
-                # A trial's process stays warm for the next one (torch imported, threads
-                # set): inline trials train in it; Train trials' drivers skip a ~5-7 s
-                # process start per trial on 2 loaded cores (bench/overheads.py).
-                reuse_actors=True,
-            ),
-            run_config=run_config,
-        )
+        tuner = _new_tuner(spec, out, trainable, space, all_callbacks, scheduler)
     try:
         with _sigterm_as_sigint():
             grid = tuner.fit()
@@ -379,9 +327,112 @@ def run_sweep(
         summary = cb.finish(summary)
     _upload_report(summary)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    print(format_table(summary))
     log.info("summary: %s", out / "summary.json")
     return summary
+
+
+def _prepare_output(spec: SweepSpec, out: Path, resume: bool) -> Path:
+    """Check that `out` holds a sweep to resume (or none to overwrite), create it and write
+    spec.json; returns Tune's experiment directory under it."""
+    exp_dir = out / "ray" / spec.name
+    if resume and not exp_dir.is_dir():
+        raise ConfigError(f"--resume: nothing to resume in {exp_dir}; run without --resume first")
+    if not resume and exp_dir.is_dir():
+        raise ConfigError(
+            f"{exp_dir} already holds a sweep {spec.name}; pass --resume to continue it, or "
+            "another --output-dir (or none: runs/<name>-2, -3, ... are picked for you)"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "spec.json").write_text(spec.model_dump_json(indent=2))
+    return exp_dir
+
+
+def _trial_opts(
+    spec: SweepSpec, out: Path, control_name: str, extra: dict[str, Any] | None
+) -> dict[str, Any]:
+    """What every trial's function gets besides its train config (`_cpsweep` in the space)."""
+    opts = {
+        "num_workers": spec.scaling.num_workers,
+        "cpus_per_worker": spec.scaling.cpus_per_worker,
+        "use_gpu": spec.scaling.use_gpu,
+        "gpus_per_worker": spec.scaling.gpus,
+        "executor": spec.scaling.resolved_executor,
+        "worker_pool": spec.scaling.worker_pool,
+        "worker_failures": spec.failures.worker_failures,
+        "mode": spec.scheduler.mode,
+        "control_actor": control_name,
+        "storage_path": str(out / "train_runs"),
+        "measure_energy": spec.accounting.measure_energy,
+        "import_paths": import_dirs(),  # spec directory ($CPSWEEP_IMPORT_PATH), working dir
+        **(extra or {}),
+    }
+    if spec.scaling.use_gpu and spec.scaling.resolved_executor == "train":
+        opts["cuda_on_workers"] = _cuda_on_workers(spec.scaling.gpus)
+    return opts
+
+
+def _new_tuner(
+    spec: SweepSpec,
+    out: Path,
+    trainable: Any,
+    space: dict[str, Any],
+    callbacks: list[Any],
+    scheduler: CriticalPeriodScheduler,
+) -> tune.Tuner:
+    run_config = tune.RunConfig(
+        name=spec.name,
+        storage_path=str(out / "ray"),
+        callbacks=callbacks,
+        failure_config=tune.FailureConfig(max_failures=_trial_retries(spec)),
+        # Inline trials checkpoint every epoch; 2 kept bounds the disk. Tune then forces an
+        # experiment-state snapshot whenever a trial has checkpointed twice since the last
+        # one, and a snapshot serialises every trial that reported: ~83 KB of metric
+        # statistics per trial with ResNet-sized results (bench/driver_scale.py
+        # `tune_state`, BENCHMARKS.md section 6). Its periodic snapshot stays on "auto"
+        # (TUNE_GLOBAL_CHECKPOINT_S: Tune keeps it under 5% of the loop); the forced ones
+        # are what `DriverLoad` reports as stalls at a thousand trials.
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        verbose=0,
+    )
+    return tune.Tuner(
+        trainable,
+        param_space=space,
+        tune_config=tune.TuneConfig(
+            scheduler=scheduler,
+            num_samples=spec.num_samples,
+            max_concurrent_trials=_max_concurrent(spec),
+            # A trial's process stays warm for the next one (torch imported, threads
+            # set): inline trials train in it; Train trials' drivers skip a ~5-7 s
+            # process start per trial on 2 loaded cores (bench/overheads.py).
+            reuse_actors=True,
+        ),
+        run_config=run_config,
+    )
+
+
+def _restored_tuner(
+    exp_dir: Path,
+    trainable: Any,
+    space: dict[str, Any],
+    callbacks: list[Any],
+    scheduler: CriticalPeriodScheduler,
+) -> tune.Tuner:
+    """The interrupted sweep in `exp_dir`, with this session's callbacks and scheduler."""
+    log.info("resuming %s: finished trials are kept, unfinished ones continue", exp_dir)
+    tuner = tune.Tuner.restore(
+        str(exp_dir), trainable, resume_unfinished=True, resume_errored=True, param_space=space
+    )
+    # tuner.pkl holds the old callbacks and scheduler (whose state Tune does not save):
+    # put in fresh ones; the scheduler reloads its decisions from cp_decisions.jsonl.
+    # Private attributes, on purpose: Tuner.restore (Ray 2.60, pinned <2.61 in pyproject)
+    # takes no callbacks or scheduler, and the public way that does, the legacy
+    # tune.run(resume=...), returns another result type. tests/ray/test_cluster.py's
+    # interrupt-and-resume test fails if these names change.
+    internal = tuner._local_tuner
+    assert internal is not None
+    internal._run_config.callbacks = callbacks
+    internal._tune_config.scheduler = scheduler
+    return tuner
 
 
 def _upload_report(summary: dict[str, Any]) -> None:
@@ -404,71 +455,3 @@ def _sigterm_as_sigint() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def _num(value: Any) -> float | None:
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) else f
-
-
-def _col_sum(df: Any, key: str) -> float | None:
-    return _num(df[key].sum()) if df is not None and key in df else None
-
-
-def summarize_results(
-    spec: SweepSpec,
-    grid: Any,
-    scheduler: CriticalPeriodScheduler,
-    wall_s: float,
-    unfinished: Sequence[str] = (),
-) -> dict[str, Any]:
-    """One row per trial. `unfinished`: trials Tune had not concluded when the sweep ended
-    (Ctrl-C): status INTERRUPTED, and the summary says `interrupted: true`."""
-    decisions = scheduler.decisions()
-    trials = []
-    for result in grid:
-        m = dict(result.metrics or {})
-        config = result.config or {}
-        df = result.metrics_dataframe
-        accs = df["val/acc"].dropna().tolist() if df is not None and "val/acc" in df else []
-        tid = m.get("trial_id") or (result.path or "").rsplit("_", 1)[-1]
-        epochs = int(m.get("epoch") or 0)
-        if result.error:
-            status = "ERROR"
-        elif tid in unfinished:
-            status = "INTERRUPTED"
-        else:  # fewer epochs than planned: an inner scheduler (ASHA) stopped it
-            status = "STOPPED" if epochs < spec.train.epochs else "TERMINATED"
-        t: dict[str, Any] = {
-            "trial_id": tid,
-            "arm": config.get("arm"),
-            "params": config.get("params", {}),
-            "config": train_dict_for(config) if "train" in config else {},
-            "status": status,
-            "error": str(result.error).strip().splitlines()[-1] if result.error else None,
-            "epochs": epochs,
-            "cp_end_epoch": m.get(END_EPOCH),
-            "switch_epoch": m.get(SWITCH_EPOCH),
-            "cp_source": decisions.get(tid, {}).get("source"),
-            "final_val_acc": _num(m.get("val/acc")),
-            "best_val_acc": max(accs) if accs else None,
-            "wall_s": _num(m.get("time_total_s")),
-            "train_s": _col_sum(df, "time/train_s"),
-            "eval_s": _col_sum(df, "time/eval_s"),
-            "epoch_s": _col_sum(df, "time/epoch_s"),
-            "samples": int(m.get("samples_total") or 0),
-        }
-        if t["wall_s"] is not None and t["epoch_s"] is not None:
-            # trial start-up, reporting and checkpoints: what the sweep machinery costs
-            t["outside_epochs_s"] = round(t["wall_s"] - t["epoch_s"], 3)
-        trials.append(t)
-    trials.sort(key=lambda t: (str(t["arm"]), t["trial_id"]))
-    return {
-        "sweep": spec.name,
-        "wall_s": round(wall_s, 2),
-        "interrupted": bool(unfinished),
-        "trials": trials,
-    }

@@ -32,7 +32,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from service.sweeps.control import get_or_create_control
 from trainables.config import COHORT_KEYS, ConfigError, CriterionConfig, train_dict_for
-from trainables.decide import PeriodRule, criterion_config
+from trainables.decide import PeriodRule, criterion_config, switch_epoch_for
 from trainables.wire import (
     CONTROL_MODES,
     END_EPOCH,
@@ -107,6 +107,14 @@ class CriticalPeriodScheduler(FIFOScheduler):
         control_actor: name of the control actor; None derives it from the experiment.
         use_control: False runs without an actor (decisions are only recorded).
     """
+
+    # Every result must reach on_trial_result as it is reported: in sync mode the trial
+    # waits for the verdict on it, and a buffered result (TUNE_RESULT_BUFFER_LENGTH > 1)
+    # would hold that verdict until the buffer's time runs out (up to 100 s with 1,000
+    # trials); Tune then forces the buffer length to 1. Tune's public property
+    # `supports_buffered_results` reads this class attribute, which its HyperBand sets
+    # the same way (ray/tune/schedulers/trial_scheduler.py, hyperband.py).
+    _supports_buffered_results = False
 
     def __init__(
         self,
@@ -198,6 +206,7 @@ class CriticalPeriodScheduler(FIFOScheduler):
         return TrialScheduler.CONTINUE
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> None:
+        self._release(trial)
         if self.inner is not None:
             self.inner.on_trial_complete(tune_controller, trial, result)
 
@@ -206,6 +215,7 @@ class CriticalPeriodScheduler(FIFOScheduler):
             self.inner.on_trial_error(tune_controller, trial)
 
     def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+        self._release(trial)
         if self.inner is not None:
             self.inner.on_trial_remove(tune_controller, trial)
 
@@ -256,7 +266,8 @@ class CriticalPeriodScheduler(FIFOScheduler):
         cohort.ends.append(end)
         if len(cohort.ends) < self.cohort_min_trials:
             return
-        cohort.switch_epoch = int(statistics.median_low(cohort.ends)) + 1
+        median = int(statistics.median_low(cohort.ends))
+        cohort.switch_epoch = switch_epoch_for(median, end=median)
         log.info(
             "cohort %s: first %d ends %s -> remaining trials switch at epoch %d",
             key,
@@ -298,6 +309,10 @@ class CriticalPeriodScheduler(FIFOScheduler):
             name = self._control_name or control_actor_name(trial.experiment_dir_name)
             self._control = get_or_create_control(name)
         return self._control
+
+    def _release(self, trial: Any) -> None:
+        if self._control is not None:  # frees the ended trial's pending watch at the actor
+            self._control.release.remote(trial.trial_id)
 
     # Decisions go to an append-only journal (one JSON line per decision): O(1) per
     # decision however many trials a sweep has; the last line of a trial wins on reload.

@@ -105,6 +105,10 @@ class MLflowSweepCallback(Callback):
     def state(self) -> Any:
         return self.wal.state
 
+    def backlog(self) -> int:
+        """Writes in the tracking log that MLflow has not acknowledged yet."""
+        return int(self.wal.last_seq - self.state.acked)
+
     def flush(self, timeout_s: float | None = None) -> bool:
         """Wait until every write so far is in MLflow (at most tracking.drain_timeout_s)."""
         if timeout_s is None:

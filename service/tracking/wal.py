@@ -14,7 +14,7 @@ Ops written by the sweep (`s` is the sequence number):
 - `log`: metrics `m` (with the op's `ts` and `step`) and tags `t` for `ref`;
 - `status`: set `ref`'s status (KILLED after Ctrl-C, RUNNING when resumed);
 - `close`: a trial's last metrics and tags, its plots, then its final status;
-- `final`: the sweep's summary, totals and report for the parent run.
+- `final`: the sweep's summary and totals for the parent run (the report follows it: service.sweeps.run).
 
 Every op carries its timestamp, so sending it twice writes identical metric rows, which
 MLflow's SQL store keeps once: a replay is idempotent by (run, key, step).

@@ -26,10 +26,17 @@ __all__ = ["TrackingWriter", "WriterStats", "configure_client", "is_transient", 
 
 log = logging.getLogger(__name__)
 
-_MAX_METRICS = 900  # per log_batch call, leaving room for up to 100 tags (MLflow: 1000 entities)
+# MLflow's log_batch limits: 1000 entities in all, of which at most 100 params, 100 tags.
+_MAX_ENTITIES = 1000
+_MIN_ENTITIES = 125
 _MAX_TAGS = 100
 _MAX_PARAMS = 100
-_READ_BYTES = 4 * 2**20  # one batch reads at most this much of the log
+# One batch reads at most this much of the log (~6,000 ResNet-sized results). Results of
+# concurrent trials interleave in the log, so the window decides how many epochs of one
+# run share a log_batch: a 4 MB window gave 1,000 trials one call per run per epoch, and
+# a call's fixed cost (run lookup, latest-metric rows: ~80 ms on a loaded server) is
+# most of what 121 metrics cost (issue 16).
+_READ_BYTES = 32 * 2**20
 _PLOT_KEYS = (ROTATION_PREFIX, "val/acc", "cost/usd")
 # MLflow error codes a retry can heal (the server's own or its database's trouble); any
 # other MLflow error (a bad value, a deleted run) will not heal: that op is reported, skipped.
@@ -44,7 +51,7 @@ _TRANSIENT_CODES = {
 
 
 def configure_client(timeout_s: int) -> None:
-    """A service's client settings: a short per-request timeout and one quick retry.
+    """A service's client settings: a short per-request timeout, one quick retry, no URLs.
 
     MLflow's defaults (120 s timeout, 7 retries with backoff factor 2) suit an
     interactive user and made one write wait ~4 minutes; the writer retries on its own.
@@ -53,6 +60,10 @@ def configure_client(timeout_s: int) -> None:
         "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout_s),
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
         "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+        # set_terminated against a server first fetches the whole run (get_run: every
+        # latest metric, param and tag) only to print its URL on stdout: one extra
+        # request per trial and a thousand lines per 1,000 trials (issue 16).
+        "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
     }
     for key, value in wanted.items():
         if os.environ.get(key) in (None, _SET_BY_US.get(key)):
@@ -78,6 +89,16 @@ class _Transient(Exception):
     pass
 
 
+def _group_key(ref: str, group: list[dict[str, Any]]) -> tuple[str, int, int]:
+    return ref, int(group[0].get("s", 0)), int(group[-1].get("s", 0))
+
+
+def _log_batch(client: Any, run_id: str, metrics: list, params: list, tags: list) -> bool:
+    """One log_batch; True once MLflow took it (`_call` answers None when it refused)."""
+    client.log_batch(run_id, metrics=metrics, params=params, tags=tags)
+    return True
+
+
 def prepare_store(uri: str) -> Any:
     """Create and migrate the store once, before any trial starts (sqlite migrations race)."""
     import mlflow
@@ -96,6 +117,22 @@ class WriterStats:
     last_error: str | None = None
     batches: int = 0
     caught_up_at: float | None = None  # monotonic time the last op was acknowledged
+    calls: dict[str, list[float]] = field(default_factory=dict)  # MLflow call -> [n, seconds]
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def timed(self, name: str, seconds: float) -> None:
+        with self._lock:
+            entry = self.calls.setdefault(name, [0, 0.0])
+            entry[0] += 1
+            entry[1] += seconds
+
+    def call_summary(self) -> dict[str, dict[str, float]]:
+        """Per MLflow call: how many, and their mean wall time (ms; calls overlap)."""
+        with self._lock:
+            return {
+                k: {"calls": int(n), "mean_ms": round(t / n * 1e3, 1), "total_s": round(t, 1)}
+                for k, (n, t) in sorted(self.calls.items())
+            }
 
 
 class TrackingWriter:
@@ -113,7 +150,7 @@ class TrackingWriter:
     ) -> None:
         self.wal, self.uri = wal, uri
         self.threads = threads  # runs written side by side (one sqlite file takes one writer)
-        self._final = final  # logs the sweep's totals/report: (client, summary, run ids)
+        self._final = final  # logs the sweep's totals and summary: (client, summary, run ids)
         self.flush_s, self.max_backoff_s = flush_s, max_backoff_s
         self.state: WalState = wal.state  # mapping and acks, shared with the callback
         self.stats = WriterStats()
@@ -126,6 +163,10 @@ class TrackingWriter:
         # created a run but before its `mapped` record; looked up before creating again.
         self._uncertain = {r for r, st in self.state.refs.items() if st.created and not st.run_id}
         self._history: dict[str, dict[int, dict[str, Any]]] = {}  # plot keys per ref and step
+        self._sent: set[tuple[str, int, int]] = set()  # run groups of the current batch sent
+        # Entities per log_batch: halved after a failed batch (a slow server timing out on
+        # 1,000 metrics still takes 250), doubled back after each acknowledged one.
+        self._entities = _MAX_ENTITIES
         self._thread: threading.Thread | None = None
 
     # -- control (any thread) ----------------------------------------------------------------
@@ -204,8 +245,11 @@ class TrackingWriter:
                 self._apply(ops)
             except _Transient:
                 self.stats.delayed.update(int(o["s"]) for o in ops if o.get("epoch"))
+                self._entities = max(_MIN_ENTITIES, self._entities // 2)
                 raise
             upto = int(ops[-1]["s"])
+            self._sent.clear()
+            self._entities = min(_MAX_ENTITIES, self._entities * 2)
             self.wal.note({"op": "ack", "upto": upto})
             with self._done:
                 self.state.acked = max(self.state.acked, upto)
@@ -236,6 +280,7 @@ class TrackingWriter:
 
     def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """One MLflow call: transient failures abort the batch (retried), others skip the op."""
+        t0 = time.perf_counter()
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
@@ -243,6 +288,8 @@ class TrackingWriter:
                 raise _Transient(f"{what}: {type(exc).__name__}: {str(exc)[:300]}") from exc
             log.warning("MLflow: %s failed for good, skipped: %s", what, exc)
             return None
+        finally:
+            self.stats.timed(getattr(fn, "__name__", what).lstrip("_"), time.perf_counter() - t0)
 
     def _mlflow(self) -> Any:
         if self.client is None:
@@ -269,34 +316,59 @@ class TrackingWriter:
             by_ref.setdefault(op["ref"], []).append(op)
         sweep = by_ref.pop("sweep", [])
         if sweep and sweep[0]["op"] == "run":  # trial runs name it as their parent
-            self._ensure_run(client, sweep.pop(0))
+            run = sweep.pop(0)
+            self._ensure_run(client, run)
+            self._send_logs(client, "sweep", [], run)
         if sweep:
             by_ref["sweep"] = sweep
-        if self.threads <= 1 or len(by_ref) <= 1:
-            for ref, group in by_ref.items():
+        # A retried batch skips the runs whose ops all went through in an earlier attempt
+        # (a timeout in one of 1,000 runs must not resend the other 999); a run that failed
+        # half-way is sent again whole: every op is idempotent.
+        todo = [(r, g) for r, g in by_ref.items() if _group_key(r, g) not in self._sent]
+        if self.threads <= 1 or len(todo) <= 1:
+            for ref, group in todo:
                 self._apply_run(client, ref, group)
+                self._sent.add(_group_key(ref, group))
             return
         from concurrent.futures import ThreadPoolExecutor
 
+        failed = threading.Event()  # MLflow is away: the runs not started yet wait for the retry
+
+        def one(ref: str, group: list[dict[str, Any]]) -> None:
+            if failed.is_set():
+                raise _Transient("an earlier run of this batch failed")
+            try:
+                self._apply_run(client, ref, group)
+            except _Transient:
+                failed.set()
+                raise
+            self._sent.add(_group_key(ref, group))
+
         with ThreadPoolExecutor(self.threads, thread_name_prefix="mlflow-writer") as pool:
-            futures = [pool.submit(self._apply_run, client, r, g) for r, g in by_ref.items()]
+            futures = [pool.submit(one, r, g) for r, g in todo]
         errors = [e for f in futures if (e := f.exception()) is not None]
         if errors:
-            raise errors[0]  # the batch is retried whole: every op in it is idempotent
+            raise errors[0]  # retried: the runs that went through are skipped
 
     def _apply_run(self, client: Any, ref: str, ops: list[dict[str, Any]]) -> None:
-        """One run's ops in order; its consecutive results go out together."""
+        """One run's ops in order; its consecutive results go out together, in as few
+        calls as MLflow's limits allow: a new run's params and a closing trial's last
+        tags ride in the same log_batch as its results."""
         logs: list[dict[str, Any]] = []
+        created: dict[str, Any] | None = None  # the `run` op whose params are still to send
         for op in ops:
             if op["op"] == "run":
                 self._ensure_run(client, op)
+                created = op
             elif op["op"] == "log":
                 logs.append(op)
             else:  # status or close: this run's earlier results go first
-                self._send_logs(client, ref, logs)
-                logs = []
+                if op["op"] == "close" and (op.get("m") or op.get("t")):
+                    logs.append(op)
+                self._send_logs(client, ref, logs, created)
+                logs, created = [], None
                 self._send_status(client, op)
-        self._send_logs(client, ref, logs)
+        self._send_logs(client, ref, logs, created)
 
     def _run_id(self, ref: str) -> str | None:
         st = self.state.refs.get(ref)
@@ -330,15 +402,6 @@ class TrackingWriter:
         st.run_id, st.experiment_id = run_id, exp_id
         if ref == "sweep":  # the API finds the job's run by this line (service/jobs/trials.py)
             log.info("MLflow: parent run %s in experiment %s", run_id, exp_id)
-        from mlflow.entities import Param
-
-        params = [Param(k, str(v)[:6000]) for k, v in op.get("params", {}).items()]
-        for i in range(0, len(params), _MAX_PARAMS):
-            self._call(
-                f"params of {ref}", client.log_batch, run_id, params=params[i : i + _MAX_PARAMS]
-            )
-        for name, content in op.get("dicts", {}).items():
-            self._call(f"{name} of {ref}", client.log_dict, run_id, content, name)
 
     def _experiment(self, client: Any, name: str, artifact_location: str | None) -> str:
         exp = self._call("reading the experiment", client.get_experiment_by_name, name)
@@ -362,43 +425,60 @@ class TrackingWriter:
         )
         return found[0].info.run_id if found else None
 
-    def _send_logs(self, client: Any, ref: str, group: list[dict[str, Any]]) -> None:
-        if not any(op.get("m") or op.get("t") for op in group):
-            return
-        from mlflow.entities import Metric, RunTag
+    def _send_logs(
+        self,
+        client: Any,
+        ref: str,
+        group: list[dict[str, Any]],
+        created: dict[str, Any] | None = None,
+    ) -> None:
+        """`group`'s metrics and tags, and `created`'s params and dicts, in as few
+        log_batch calls as MLflow's limits allow. The params go again whenever their
+        `run` op is sent again (a retried batch, a replay): identical values are
+        idempotent, and a run whose params were lost with a failed call gets them."""
+        from mlflow.entities import Metric, Param, RunTag
 
+        params = [Param(k, str(v)[:6000]) for k, v in (created or {}).get("params", {}).items()]
+        if params or any(op.get("m") or op.get("t") for op in group):
+            run_id = self._run_id(ref)
+            if run_id is None:
+                log.warning(
+                    "MLflow: %d results of %s skipped: its run was never created", len(group), ref
+                )
+                return
+            metrics = [
+                Metric(k, float(v), int(op["ts"]), int(op.get("step") or 0))
+                for op in group
+                for k, v in op.get("m", {}).items()
+            ]
+            merged: dict[str, str] = {}
+            for op in group:
+                merged.update(op.get("t", {}))
+            tags = [RunTag(k, str(v)[:8000]) for k, v in merged.items()]
+            while params or tags or metrics:
+                p, params = params[:_MAX_PARAMS], params[_MAX_PARAMS:]
+                t, tags = tags[:_MAX_TAGS], tags[_MAX_TAGS:]
+                room = self._entities - len(p) - len(t)
+                m, metrics = metrics[:room], metrics[room:]
+                sent = self._call(f"results of {ref}", _log_batch, client, run_id, m, p, t)
+                if sent is None and p and (m or t):  # a param MLflow refuses: keep the results
+                    self._call(f"results of {ref}", _log_batch, client, run_id, m, [], t)
+        self._send_dicts(client, ref, created)
+
+    def _send_dicts(self, client: Any, ref: str, created: dict[str, Any] | None) -> None:
         run_id = self._run_id(ref)
-        if run_id is None:
-            log.warning(
-                "MLflow: %d results of %s skipped: its run was never created", len(group), ref
-            )
+        if created is None or run_id is None:
             return
-        metrics = [
-            Metric(k, float(v), int(op["ts"]), int(op.get("step") or 0))
-            for op in group
-            for k, v in op.get("m", {}).items()
-        ]
-        merged: dict[str, str] = {}
-        for op in group:
-            merged.update(op.get("t", {}))
-        tags = [RunTag(k, str(v)[:8000]) for k, v in merged.items()]
-        first = tags[:_MAX_TAGS]
-        for i in range(0, max(len(metrics), 1), _MAX_METRICS):
-            chunk = metrics[i : i + _MAX_METRICS]
-            self._call(f"results of {ref}", client.log_batch, run_id, metrics=chunk, tags=first)
-            first = []
-        for i in range(_MAX_TAGS, len(tags), _MAX_TAGS):
-            self._call(f"tags of {ref}", client.log_batch, run_id, tags=tags[i : i + _MAX_TAGS])
+        for name, content in created.get("dicts", {}).items():
+            self._call(f"{name} of {ref}", client.log_dict, run_id, content, name)
 
     def _send_status(self, client: Any, op: dict[str, Any]) -> None:
         ref, status = op["ref"], op["status"]
         run_id = self._run_id(ref)
         if run_id is None:
             return
-        if op["op"] == "close":
-            self._send_logs(client, ref, [op] if op.get("m") or op.get("t") else [])
-            if op.get("plots"):
-                self._plots(client, ref, run_id)
+        if op["op"] == "close" and op.get("plots"):  # its last tags went with its results
+            self._plots(client, ref, run_id)
         if status == "RUNNING":
             self._call(f"reopening {ref}", client.update_run, run_id, status="RUNNING")
         else:
@@ -408,7 +488,7 @@ class TrackingWriter:
         if self._final is None:
             return
         runs = {ref: st.run_id for ref, st in self.state.refs.items() if st.run_id}
-        self._call("the sweep's totals and report", self._final, client, op["summary"], runs)
+        self._call("the sweep's totals and summary", self._final, client, op["summary"], runs)
 
     # -- plots -----------------------------------------------------------------------------------
 
