@@ -72,7 +72,7 @@ log = logging.getLogger(__name__)
 
 _END = ("end",)  # rank 0's last event of a run
 _PG_WAIT_LOG_S = 60.0  # how often a trial waiting for its group's resources says so
-_PG_RECLAIM_S = 5.0  # waited this long: look for groups of dead drivers of the sweep
+_PG_RECLAIM_S = 30.0  # waited this long: look for groups of dead drivers (a slow state API call)
 _PG_PREFIX = "cpsweep-ranks"
 _PROCESS_GROUP_TIMEOUT_S = 1800  # as Ray Train's TorchConfig.timeout_s
 _DATASETS_KEPT = 2  # per rank: a sweep over two datasets alternates without reloading
