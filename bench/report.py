@@ -134,7 +134,8 @@ def overheads_tables(data: dict[str, Any]) -> str:
             "|---|---|---|---|---|",
             f"| plain loop (train_local, 2 processes) | {r['plain_loop']['wall_s']:.1f} | - | - | - |",
         ]
-        for k in ("ray_as_shipped", "ray_train_executor", "ray_no_mlflow_no_energy"):
+        variants = ("ray_as_shipped", "ray_train_pool", "ray_train_torchtrainer")
+        for k in (*variants, "ray_train_executor", "ray_no_mlflow_no_energy"):
             if k not in r:  # older result files
                 continue
             v = r[k]

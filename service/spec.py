@@ -149,6 +149,14 @@ class ScalingSpec(_Strict):
             "auto: inline for num_workers=1, train otherwise."
         ),
     )
+    worker_pool: bool = Field(
+        True,
+        description=(
+            "train executor: run each trial's ranks on warm rank actors that the trial "
+            "driver keeps for its next trial (processes, process group and datasets "
+            "reused); false: a fresh Ray Train TorchTrainer per trial."
+        ),
+    )
 
     @model_validator(mode="after")
     def _inline_is_one_worker(self) -> ScalingSpec:

@@ -1,11 +1,14 @@
 """Ray side of a trial: the Tune function trainable and the per-worker DDP loop.
 
-Ray 2.60 runs Train V2, so a trial is a Tune *function* that starts a
-`TorchTrainer`; rank 0's reports reach Tune through the trial function's own
-thread (`_ForwardReports`, `_fit_and_forward`). Single-worker trials can skip
-Ray Train and run the same loop in the trial's process (`executor: inline`,
-the default when `num_workers == 1`): no controller, worker group or placement
-group to start per trial. Every epoch ends at the `CriticalPeriod` boundary
+A trial is a Tune *function* (Ray 2.60 runs Train V2, where `Tuner(trainer)` fails).
+With the `train` executor its DDP ranks run on the trial driver's warm rank group
+(trainables/pool.py, `scaling.worker_pool: true`, the default): processes, process
+group and datasets outlive the trial, rank 0's reports and checkpoints go to Tune
+from the trial's thread. `worker_pool: false` starts a `TorchTrainer` per trial
+instead; rank 0's reports then reach Tune through the trial function's own thread
+(`_ForwardReports`, `_fit_and_forward`). Single-worker trials can skip the ranks
+and run the same loop in the trial's process (`executor: inline`, the default when
+`num_workers == 1`). Every epoch ends at the `CriticalPeriod` boundary
 (trainables/period.py): rank 0 applies the rule, reads the scheduler's directive
 through the control channel (trainables/channel.py) and broadcasts the decision
 so all ranks switch recipe at the same epoch; then it reports metrics with a
@@ -42,6 +45,16 @@ from trainables.checkpoints import (
 from trainables.config import TrainConfig, train_dict_for
 from trainables.energy import EnergyMeter
 from trainables.engine import NonFiniteLossError, TrainingRun
+from trainables.pool import (
+    GroupSpec,
+    RankSession,
+    gpu_or_cpu,
+    pack_dir,
+    pool_key,
+    release_group,
+    run_on_group,
+    unpack_dir,
+)
 from trainables.user_loop import run_user_loop
 from trainables.wire import ROTATION_MEAN, SWITCH_EPOCH, control_actor_name
 
@@ -83,24 +96,9 @@ def _log_rank(path: Path, m: dict[str, Any]) -> None:
     """Per-rank record of what this rank trained with: shows all ranks switch together."""
     row = {k: m[k] for k in _RANK_LOG_KEYS}
     row["node_id"] = ray.get_runtime_context().get_node_id()
+    row["pid"] = os.getpid()  # a pooled rank serves several trials
     with path.open("a") as fh:
         fh.write(json.dumps(row) + "\n")
-
-
-def _gpu_or_cpu(use_gpu: bool, gpu: Any) -> torch.device:
-    """`gpu()` when asked for and CUDA is visible; else the CPU. A cluster may declare
-    logical GPUs without devices (`ray start --num-gpus` on a CPU node, tests): the trial
-    still trains, on the CPU, and says so."""
-    if not use_gpu:
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        log.warning(
-            "scaling.use_gpu: Ray gave this process GPU(s) %s but it sees no CUDA device; "
-            "training on the CPU",
-            ray.get_gpu_ids(),
-        )
-        return torch.device("cpu")
-    return gpu()  # type: ignore[no-any-return]
 
 
 class _TrainSession:
@@ -111,10 +109,13 @@ class _TrainSession:
     def __init__(self, use_gpu: bool) -> None:
         ctx = ray.train.get_context()
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
-        self.device = _gpu_or_cpu(use_gpu, ray.train.torch.get_device)
+        self.device = gpu_or_cpu(use_gpu, ray.train.torch.get_device)
 
     def checkpoint(self) -> Any:
         return ray.train.get_checkpoint()
+
+    def dataset(self, cfg: TrainConfig) -> None:
+        return None  # a fresh process per trial: the loop loads it
 
     def report(self, m: dict[str, Any], directory: str | None = None) -> None:
         ckpt = ray.train.Checkpoint.from_directory(directory) if directory else None
@@ -135,36 +136,51 @@ class _InlineSession:
     def __init__(self, use_gpu: bool) -> None:
         # Ray sets CUDA_VISIBLE_DEVICES to the GPU it gave this trial (a share of it
         # under fractional packing): that GPU is cuda:0 here.
-        self.device = _gpu_or_cpu(use_gpu, lambda: torch.device("cuda", 0))
+        self.device = gpu_or_cpu(use_gpu, lambda: torch.device("cuda", 0))
 
     def checkpoint(self) -> Any:
-        """Tune's checkpoint, or a newer complete one of this trial left on local disk."""
-        ckpt = ray.tune.get_checkpoint()
-        known = (checkpoint_epoch(ckpt.path) or 0) if ckpt is not None else 0
-        trial_dir = str(Path(ckpt.path).parent) if ckpt is not None else trial_storage_dir()
-        newer = newer_checkpoints(trial_dir, known) if trial_dir else []
-        if newer:
-            log.info(
-                "restoring from %s (epoch > %d, Tune's latest was lost at Ctrl-C)", newer[0], known
-            )
-            self.replay_after = known
-            return ray.tune.Checkpoint.from_directory(str(newer[0]))
+        ckpt, self.replay_after = _tune_checkpoint()
         return ckpt
+
+    def dataset(self, cfg: TrainConfig) -> None:
+        return None
 
     def report(self, m: dict[str, Any], directory: str | None = None) -> None:
         ckpt = ray.tune.Checkpoint.from_directory(directory) if directory else None
         ray.tune.report(m, checkpoint=ckpt)
 
 
-def worker_loop(config: dict[str, Any]) -> None:
-    """Runs on every Ray Train worker (one DDP rank)."""
-    session = _TrainSession(bool(config.get("use_gpu")))
+def _tune_checkpoint() -> tuple[Any, int | None]:
+    """Tune's checkpoint of this trial, or a newer complete one left on local disk, and
+    the epoch after which results must be resent (None: Tune has them all)."""
+    ckpt = ray.tune.get_checkpoint()
+    known = (checkpoint_epoch(ckpt.path) or 0) if ckpt is not None else 0
+    trial_dir = str(Path(ckpt.path).parent) if ckpt is not None else trial_storage_dir()
+    newer = newer_checkpoints(trial_dir, known) if trial_dir else []
+    if newer:
+        log.info(
+            "restoring from %s (epoch > %d, Tune's latest was lost at Ctrl-C)", newer[0], known
+        )
+        return ray.tune.Checkpoint.from_directory(str(newer[0])), known
+    return ckpt, None
+
+
+_Session = _TrainSession | _InlineSession | RankSession
+
+
+def _rank_loop(config: dict[str, Any], session: _Session) -> None:
+    """One DDP rank of a trial, on a Train worker or a pooled rank."""
     if session.rank == 0:
         _maybe_rendezvous(config.get("rendezvous"), config["trial_id"])
     run_loop(config, session)
 
 
-def run_loop(config: dict[str, Any], session: _TrainSession | _InlineSession) -> None:
+def worker_loop(config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker (one DDP rank)."""
+    _rank_loop(config, _TrainSession(bool(config.get("use_gpu"))))
+
+
+def run_loop(config: dict[str, Any], session: _Session) -> None:
     """The training loop of one rank: train, measure, decide, report, checkpoint."""
     rank, world, device = session.rank, session.world, session.device
     cfg = TrainConfig.model_validate(config["train"])
@@ -172,7 +188,7 @@ def run_loop(config: dict[str, Any], session: _TrainSession | _InlineSession) ->
     if cfg.loop is not None:
         _run_user_loop(config, session, cfg)
         return
-    run = TrainingRun(cfg, device=device, rank=rank, world_size=world)
+    run = TrainingRun(cfg, device=device, rank=rank, world_size=world, dataset=session.dataset(cfg))
     reports = load_checkpoint(run, session.checkpoint())  # filled on rank 0 only
     if session.replay_after is not None:  # results Tune may not have kept: resend them
         replay(reports, session.replay_after, None, session.report)
@@ -222,9 +238,7 @@ def run_loop(config: dict[str, Any], session: _TrainSession | _InlineSession) ->
     meter.stop()
 
 
-def _run_user_loop(
-    config: dict[str, Any], session: _TrainSession | _InlineSession, cfg: TrainConfig
-) -> None:
+def _run_user_loop(config: dict[str, Any], session: _Session, cfg: TrainConfig) -> None:
     """`train.loop`: the user's fit(ctx) with the same channel, checkpoints and reports."""
     ckpt = session.checkpoint()
     if session.replay_after is not None and ckpt is not None:
@@ -329,10 +343,11 @@ def _fit_and_forward(trainer: Any, reports: Any) -> None:
 
 
 def trial_main(config: dict[str, Any]) -> None:
-    """Tune function trainable: one trial = one TorchTrainer run (resumes by trial id).
+    """Tune function trainable: one trial, its ranks on this driver's warm group.
 
-    With the `inline` executor (single-worker trials, the default there) the
-    loop runs in this process instead, without a TorchTrainer.
+    With the `inline` executor (single-worker trials, the default there) the loop runs
+    in this process instead; with `worker_pool: false` a TorchTrainer per trial runs it
+    (resuming by trial id).
     """
     ctx = ray.tune.get_context()
     opts = config["_cpsweep"]
@@ -347,7 +362,9 @@ def trial_main(config: dict[str, Any]) -> None:
         "mode": opts.get("mode", "push"),
         "use_gpu": use_gpu,
         "threads_per_worker": threads,
-        "rank_log_dir": str(Path(ctx.get_trial_dir()) / "ranks"),
+        # In the trial's storage directory: a reused trial process's working directory
+        # (get_trial_dir) is not synced there after its first trial.
+        "rank_log_dir": str(Path(trial_storage_dir() or ctx.get_trial_dir()) / "ranks"),
         "measure_energy": bool(opts.get("measure_energy", True)),
         "error_file": str(Path(opts["storage_path"]) / f"train-{trial_id}" / "cpsweep_error.txt"),
         "fault_kill_epoch": opts.get("fault_kill_epoch"),
@@ -360,6 +377,11 @@ def trial_main(config: dict[str, Any]) -> None:
     if opts.get("executor") == "inline":
         _maybe_rendezvous(opts.get("rendezvous"), trial_id)
         run_loop(loop_config, _InlineSession(use_gpu))
+    elif opts.get("worker_pool", True):
+        error = _run_on_pool(loop_config, opts)
+        if error:
+            release_group()  # Tune ends a failed trial's process; Ray would keep its group
+            raise TrialFailed(error)
     else:
         from ray.util.queue import Queue
 
@@ -388,6 +410,53 @@ def _maybe_rendezvous(meet: dict[str, Any] | None, trial_id: str) -> None:
         time.sleep(0.05)
 
 
+def _backend(opts: dict[str, Any]) -> str:
+    """NCCL for CUDA ranks; gloo on the CPU and for logical GPUs without a device."""
+    use_gpu = bool(opts.get("use_gpu", False))
+    return "nccl" if use_gpu and bool(opts.get("cuda_on_workers", True)) else "gloo"
+
+
+def _run_on_pool(loop_config: dict[str, Any], opts: dict[str, Any]) -> str | None:
+    """The trial's ranks on this driver's warm group (trainables/pool.py); rank 0's
+    reports and checkpoints go to Tune from here, as an inline trial's do. Returns the
+    reason a run ended early (NaN loss), if any."""
+    ckpt, replay_after = _tune_checkpoint()
+    files = None
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            files = pack_dir(d)
+    errors: list[str] = []
+
+    def forward(m: dict[str, Any], ckpt_files: dict[str, bytes] | None) -> None:
+        if "error" in m:
+            errors.append(str(m["error"]))
+        if ckpt_files is None:
+            ray.tune.report(m)
+            return
+        with tempfile.TemporaryDirectory() as d:  # Tune copies it to the trial's storage
+            unpack_dir(ckpt_files, d)
+            ray.tune.report(m, checkpoint=ray.tune.Checkpoint.from_directory(d))
+
+    use_gpu = bool(opts.get("use_gpu", False))
+    spec = GroupSpec(
+        num_workers=int(opts.get("num_workers", 1)),
+        cpus_per_worker=int(opts.get("cpus_per_worker", 1)),
+        gpus_per_worker=float(opts.get("gpus_per_worker", 1)) if use_gpu else 0.0,
+        backend=_backend(opts),
+        sweep=pool_key(str(opts.get("control_actor", ""))),
+    )
+    run_on_group(
+        _rank_loop,
+        loop_config,
+        spec,
+        forward=forward,
+        checkpoint_files=files,
+        replay_after=replay_after,
+        max_failures=int(opts.get("worker_failures", 2)),
+    )
+    return errors[-1] if errors else None
+
+
 def _trainer(loop_config: dict[str, Any], opts: dict[str, Any], reports: Any) -> Any:
     """A TorchTrainer running `worker_loop` on `num_workers` DDP ranks."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -396,7 +465,6 @@ def _trainer(loop_config: dict[str, Any], opts: dict[str, Any], reports: Any) ->
     trial_id, use_gpu = loop_config["trial_id"], loop_config["use_gpu"]
     threads = loop_config["threads_per_worker"]
     gpus = float(opts.get("gpus_per_worker", 1)) if use_gpu else 0.0
-    nccl = use_gpu and bool(opts.get("cuda_on_workers", True))  # logical GPUs: gloo
     return TorchTrainer(
         worker_loop,
         train_loop_config=loop_config,
@@ -405,7 +473,7 @@ def _trainer(loop_config: dict[str, Any], opts: dict[str, Any], reports: Any) ->
             use_gpu=use_gpu,
             resources_per_worker={"CPU": threads, **({"GPU": gpus} if use_gpu else {})},
         ),
-        torch_config=TorchConfig(backend="nccl" if nccl else "gloo"),
+        torch_config=TorchConfig(backend=_backend(opts)),
         run_config=RunConfig(
             name=f"train-{trial_id}",
             storage_path=opts["storage_path"],

@@ -29,6 +29,7 @@ from service.tracking.lifecycle import TrialTracker
 from service.usercode import runtime_env_for
 from trainables.config import ConfigError
 from trainables.imports import import_dirs
+from trainables.pool import pool_key, remove_sweep_groups
 from trainables.wire import control_actor_name
 from trainables.worker import TRIAL_RESOURCE, trial_main
 
@@ -317,6 +318,8 @@ def run_sweep(
         for cb in tracking:
             cb.close(timeout_s=5.0)
         raise
+    finally:  # the train executor's rank groups: Ray keeps their resources until removed
+        remove_sweep_groups(pool_key(control_name))
     summary = summarize_results(
         spec, grid, scheduler, time.perf_counter() - t0, unfinished=progress.unfinished
     )
@@ -355,6 +358,7 @@ def _trial_opts(
         "use_gpu": spec.scaling.use_gpu,
         "gpus_per_worker": spec.scaling.gpus,
         "executor": spec.scaling.resolved_executor,
+        "worker_pool": spec.scaling.worker_pool,
         "worker_failures": spec.failures.worker_failures,
         "mode": spec.scheduler.mode,
         "control_actor": control_name,

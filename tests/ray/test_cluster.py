@@ -85,8 +85,9 @@ def _results(out: Path) -> dict[str, list[str]]:
     }
 
 
-def test_interrupted_sweep_resumes_without_redoing_finished_trials(tmp_path):
-    spec = _write_spec(tmp_path, max_concurrent_trials=1)
+@pytest.mark.parametrize("executor", ["auto", "train"])  # train: ranks on a warm group
+def test_interrupted_sweep_resumes_without_redoing_finished_trials(tmp_path, executor):
+    spec = _write_spec(tmp_path, max_concurrent_trials=1, scaling={"executor": executor})
     out = tmp_path / "out"
     cmd = [CPSWEEP, "run", str(spec), "--output-dir", str(out)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
