@@ -71,7 +71,7 @@ def alias_moved_modules() -> None:
             if hasattr(package, "__path__") and not isinstance(
                 vars(package).get("__getattr__"), _FromMoved
             ):
-                package.__getattr__ = _FromMoved(old, new)
+                vars(package)["__getattr__"] = _FromMoved(old, new)  # PEP 562 hook
 
 
 class _MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
