@@ -123,7 +123,15 @@ class TrainingRun:
             torch.set_num_threads(cfg.num_threads)
         if cfg.batch_size < world_size:
             raise ValueError(f"batch_size={cfg.batch_size} is smaller than {world_size} workers")
-        self.data = dataset or load_training_data(cfg.data, seed=cfg.seed)
+        self._set_up_data(dataset or load_training_data(cfg.data, seed=cfg.seed))
+        self._set_up_model()
+        self.epoch = 0  # last completed epoch
+        self.samples_total = 0
+
+    def _set_up_data(self, data: Dataset | StreamData) -> None:
+        """The sampler, batch sources, loss table and normalisation of this process's data."""
+        cfg, rank, world_size = self.cfg, self.rank, self.world_size
+        self.data = data
         # One sample order for both batch sources (trainables/streaming.py).
         self.sampler = RecipeSampler(
             self.data.train_y, seed=cfg.seed, rank=rank, world_size=world_size
@@ -152,6 +160,9 @@ class TrainingRun:
         self._mean = torch.tensor(self.data.mean, device=self.device).reshape(shape)
         self._std = torch.tensor(self.data.std, device=self.device).reshape(shape)
 
+    def _set_up_model(self) -> None:
+        """The model (NHWC on CUDA, DDP, torch.compile), its critical period, optimizer, AMP."""
+        cfg = self.cfg
         torch.manual_seed(cfg.seed)  # identical init on every rank (DDP also broadcasts)
         net = build_model(
             cfg.model, input_shape=self.data.input_shape, num_classes=self.data.num_classes
@@ -176,9 +187,6 @@ class TrainingRun:
             bf16 = torch.cuda.is_bf16_supported()
             self._amp_dtype = torch.bfloat16 if bf16 else torch.float16
             self._scaler = None if bf16 else torch.amp.GradScaler("cuda")
-
-        self.epoch = 0  # last completed epoch
-        self.samples_total = 0
 
     # -- the critical period ------------------------------------------------------------
 
@@ -248,38 +256,19 @@ class TrainingRun:
         correct = torch.zeros((), device=self.device)  # float: mixed batches score lam / 1-lam
         start = 0  # position of the batch in this rank's order
         for xb, yb in self.batches.train_batches(self.sampler, local_bs):
-            x = self._prepare(xb, phase, g)
-            y = yb.to(self.device, non_blocking=True)
-            x, mix = mix_batch(x, y, phase.mixup_alpha, phase.cutmix_alpha, mix_rng, g)
-            with torch.autocast(
-                self.device.type, self._amp_dtype, enabled=self._amp_dtype is not None
-            ):
-                logits = self.model(x)
-                per: torch.Tensor | None = None
-                if weights is None or order is None:
-                    loss = mixed_cross_entropy(logits, mix)
-                else:  # kept low-loss samples count 1 / (1 - ratio): unbiased epoch gradient
-                    per = mixed_cross_entropy(logits.float(), mix, reduction="none")
-                    loss = (per * weights[order[start : start + y.numel()]]).mean()
-            if order is not None:  # each sample's loss from this forward pass (no extra pass)
-                if per is None:
-                    per = mixed_cross_entropy(logits.detach().float(), mix, reduction="none")
-                recorded.append(per.detach())
-            start += y.numel()
-            self.optimizer.zero_grad(set_to_none=True)
-            if self._scaler is not None:
-                self._scaler.scale(loss).backward()
-                self._scaler.step(self.optimizer)
-                self._scaler.update()
-            else:
-                loss.backward()
-                self.optimizer.step()
-            loss_sum += loss.detach().float() * y.numel()
-            pred = logits.detach().argmax(1)
-            hit = pred == mix.y
-            if mix.lam < 1.0:  # credit the partner's label by its share
-                hit = mix.lam * hit + (1.0 - mix.lam) * (pred == mix.y2)
-            correct += hit.sum()
+            n = yb.numel()
+            # kept low-loss samples count 1 / (1 - ratio): unbiased epoch gradient
+            sample_w = (
+                None if weights is None or order is None else weights[order[start : start + n]]
+            )
+            step_loss, step_correct, per = self._step(
+                xb, yb, phase, g, mix_rng, sample_w, record=order is not None
+            )
+            if per is not None:  # each sample's loss from this forward pass (no extra pass)
+                recorded.append(per)
+            start += n
+            loss_sum += step_loss
+            correct += step_correct
         if self.loss_table is not None and order is not None and recorded:
             gather = all_gather_cat if self.distributed else None
             self.loss_table.update(order, torch.cat(recorded), gather)
@@ -298,6 +287,47 @@ class TrainingRun:
             SAMPLES: int(total),
             PRUNED_FRACTION: 0.0 if plan is None else plan.pruned_fraction,
         }
+
+    def _step(
+        self,
+        xb: torch.Tensor,
+        yb: torch.Tensor,
+        phase: Phase,
+        g: torch.Generator,
+        mix_rng: Any,
+        sample_w: torch.Tensor | None,
+        *,
+        record: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """One optimizer step: (loss x samples, correct, per-sample losses when `record`).
+
+        Everything stays on the device: the epoch sums these without a host sync."""
+        x = self._prepare(xb, phase, g)
+        y = yb.to(self.device, non_blocking=True)
+        x, mix = mix_batch(x, y, phase.mixup_alpha, phase.cutmix_alpha, mix_rng, g)
+        with torch.autocast(self.device.type, self._amp_dtype, enabled=self._amp_dtype is not None):
+            logits = self.model(x)
+            per: torch.Tensor | None = None
+            if sample_w is None:
+                loss = mixed_cross_entropy(logits, mix)
+            else:
+                per = mixed_cross_entropy(logits.float(), mix, reduction="none")
+                loss = (per * sample_w).mean()
+        if record and per is None:
+            per = mixed_cross_entropy(logits.detach().float(), mix, reduction="none")
+        self.optimizer.zero_grad(set_to_none=True)
+        if self._scaler is not None:
+            self._scaler.scale(loss).backward()
+            self._scaler.step(self.optimizer)
+            self._scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        pred = logits.detach().argmax(1)
+        hit = pred == mix.y
+        if mix.lam < 1.0:  # credit the partner's label by its share
+            hit = mix.lam * hit + (1.0 - mix.lam) * (pred == mix.y2)
+        return loss.detach().float() * y.numel(), hit.sum(), None if per is None else per.detach()
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:

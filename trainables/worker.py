@@ -200,42 +200,48 @@ def run_loop(config: dict[str, Any], session: _Session) -> None:
     # Rank 0 talks to the scheduler at every boundary inside run_epoch (period.step).
     channel = ControlChannel(config["trial_id"], config.get("control_actor"), config["mode"], rank)
     channel.attach(run.period)
-    rank_log = (
-        Path(config["rank_log_dir"]) / f"rank{rank}.jsonl" if config.get("rank_log_dir") else None
-    )
-    if rank_log:
-        rank_log.parent.mkdir(parents=True, exist_ok=True)
-
+    rank_log = _rank_log(config, rank)
     while run.epoch < cfg.epochs:
         try:
             m = run.run_epoch()
         except NonFiniteLossError as exc:  # same on every rank: the loss is all-reduced
-            # Retrying cannot help: end the run cleanly and leave the reason for trial_main
-            # (Train's Result only carries checkpointed metrics).
-            if rank == 0 and config.get("error_file"):
-                Path(config["error_file"]).parent.mkdir(parents=True, exist_ok=True)
-                Path(config["error_file"]).write_text(str(exc))
-            session.report({"epoch": run.epoch + 1, "error": str(exc)})
+            _end_on_nonfinite_loss(config, session, run.epoch, exc)
             meter.stop()
             return
         reading = meter.read()
         (m["energy/epoch_kwh"],) = run.sum_over_ranks([reading.kwh])
-        m["energy/method"], m["device/name"], m["device/workers"] = (
-            reading.method,
-            device_name,
-            world,
-        )
+        m["energy/method"], m["device/name"] = reading.method, device_name
+        m["device/workers"] = world
         if rank == 0:
             m.update(channel.take_metrics())
+            reports.append(m)
         if rank_log:
             _log_rank(rank_log, m)
-        if rank == 0:
-            reports.append(m)
         with tempfile.TemporaryDirectory() as tmp:
             session.report(m, save_checkpoint(run, reports, tmp) if rank == 0 else None)
         _maybe_inject_fault(config, m["epoch"], rank)
         run.period.after_report()  # sync mode: the scheduler's verdict on this epoch
     meter.stop()
+
+
+def _rank_log(config: dict[str, Any], rank: int) -> Path | None:
+    """This rank's per-epoch JSONL log when `rank_log_dir` is set (tests and debugging)."""
+    if not config.get("rank_log_dir"):
+        return None
+    path = Path(config["rank_log_dir"]) / f"rank{rank}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _end_on_nonfinite_loss(
+    config: dict[str, Any], session: _Session, epoch: int, exc: NonFiniteLossError
+) -> None:
+    """Retrying cannot help: end the run cleanly and leave the reason for trial_main
+    (Train's Result only carries checkpointed metrics)."""
+    if session.rank == 0 and config.get("error_file"):
+        Path(config["error_file"]).parent.mkdir(parents=True, exist_ok=True)
+        Path(config["error_file"]).write_text(str(exc))
+    session.report({"epoch": epoch + 1, "error": str(exc)})
 
 
 def _run_user_loop(config: dict[str, Any], session: _Session, cfg: TrainConfig) -> None:

@@ -25,12 +25,13 @@ from ray.tune import Callback
 
 from service.spec import SweepSpec, runs_full_recipe
 from service.tracking import accounting, schema
+from service.tracking.client import configure_client, prepare_store
 from service.tracking.lifecycle import TrialTracker
 from service.tracking.parent_run import log_sweep_results
 from service.tracking.reader import resolve_tracking_uri
 from service.tracking.usage import TrialUsage, attach_measured_baselines
 from service.tracking.wal import WAL_NAME, WriteAheadLog, log_report
-from service.tracking.writer import TrackingWriter, configure_client, prepare_store
+from service.tracking.writer import TrackingWriter
 from trainables.config import train_dict_for
 from trainables.wire import END_EPOCH, MODE, SWITCH_EPOCH
 

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from service.tracking.callback import log_final, writer_threads
+from service.tracking.client import configure_client
 from service.tracking.reader import resolve_tracking_uri
 from service.tracking.wal import WAL_NAME, WriteAheadLog, fold_file, log_report
-from service.tracking.writer import TrackingWriter, configure_client
+from service.tracking.writer import TrackingWriter
 from trainables.config import ConfigError
 
 __all__ = ["sync_output_dir"]

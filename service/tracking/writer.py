@@ -12,17 +12,17 @@ for any of it.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from service.tracking.client import is_transient, prepare_store
 from service.tracking.wal import WalState, WriteAheadLog, read_records
 from trainables.wire import END_EPOCH, ROTATION_PREFIX
 
-__all__ = ["TrackingWriter", "WriterStats", "configure_client", "is_transient", "prepare_store"]
+__all__ = ["TrackingWriter", "WriterStats"]
 
 log = logging.getLogger(__name__)
 
@@ -38,51 +38,9 @@ _MAX_PARAMS = 100
 # most of what 121 metrics cost (issue 16).
 _READ_BYTES = 32 * 2**20
 _PLOT_KEYS = (ROTATION_PREFIX, "val/acc", "cost/usd")
-# MLflow error codes a retry can heal (the server's own or its database's trouble); any
-# other MLflow error (a bad value, a deleted run) will not heal: that op is reported, skipped.
-_TRANSIENT_CODES = {
-    "INTERNAL_ERROR",
-    "TEMPORARILY_UNAVAILABLE",
-    "REQUEST_LIMIT_EXCEEDED",
-    "DEADLINE_EXCEEDED",
-    "ABORTED",
-    "RESOURCE_EXHAUSTED",
-}
-
-
-def configure_client(timeout_s: int) -> None:
-    """A service's client settings: a short per-request timeout, one quick retry, no URLs.
-
-    MLflow's defaults (120 s timeout, 7 retries with backoff factor 2) suit an
-    interactive user and made one write wait ~4 minutes; the writer retries on its own.
-    An operator's explicit environment wins."""
-    wanted = {
-        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout_s),
-        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
-        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-        # set_terminated against a server first fetches the whole run (get_run: every
-        # latest metric, param and tag) only to print its URL on stdout: one extra
-        # request per trial and a thousand lines per 1,000 trials (issue 16).
-        "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
-    }
-    for key, value in wanted.items():
-        if os.environ.get(key) in (None, _SET_BY_US.get(key)):
-            os.environ[key] = _SET_BY_US[key] = value
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True for failures a later retry can heal (transport, timeouts, 5xx, a locked sqlite)."""
-    import requests
-    from mlflow.exceptions import MlflowException
-    from sqlalchemy.exc import OperationalError
-
-    if isinstance(exc, OSError | requests.RequestException | OperationalError | TimeoutError):
-        return True
-    return isinstance(exc, MlflowException) and exc.error_code in _TRANSIENT_CODES
 
 
 _PLOTS = threading.Lock()
-_SET_BY_US: dict[str, str] = {}  # what configure_client set (a later sweep may change it)
 
 
 class _Transient(Exception):
@@ -97,17 +55,6 @@ def _log_batch(client: Any, run_id: str, metrics: list, params: list, tags: list
     """One log_batch; True once MLflow took it (`_call` answers None when it refused)."""
     client.log_batch(run_id, metrics=metrics, params=params, tags=tags)
     return True
-
-
-def prepare_store(uri: str) -> Any:
-    """Create and migrate the store once, before any trial starts (sqlite migrations race)."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    mlflow.set_tracking_uri(uri)
-    client = MlflowClient(tracking_uri=uri)
-    client.search_experiments(max_results=1)  # creates + migrates a fresh database
-    return client
 
 
 @dataclass
