@@ -96,6 +96,28 @@ def ray_worker_priority() -> str:
     return os.environ.setdefault("RAY_worker_niceness", "0")
 
 
+def start_local_ray(cuda: bool, *, dashboard: bool = False) -> bool:
+    """A local cluster as `init_ray` starts it on CUDA; without CUDA one that declares one
+    logical GPU (the packing is real, the trials train on the CPU). True if logical."""
+    import ray
+
+    from service.sweeps.run import init_ray
+    from trainables.worker import TRIAL_RESOURCE
+
+    if cuda:
+        init_ray(None)
+        return False
+    ray_worker_priority()
+    ray.init(
+        num_cpus=max(4, os.cpu_count() or 1),  # logical: 3 packed 1-CPU trials on 2 cores
+        num_gpus=1,
+        resources={TRIAL_RESOURCE: 16},
+        include_dashboard=dashboard,
+        log_to_driver=False,
+    )
+    return True
+
+
 def setup_logging() -> None:
     import logging
 

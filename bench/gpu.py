@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import shutil
 import statistics
 import time
@@ -36,6 +35,7 @@ from _common import (
     machine_info,
     now_iso,
     setup_logging,
+    start_local_ray,
     write_json,
 )
 
@@ -205,27 +205,6 @@ def _sweep(quick: bool, data: str, seeds: int, share: float, work: Path) -> dict
     }
 
 
-def _start_ray(cuda: bool) -> bool:
-    """A local cluster; without CUDA it declares one logical GPU. True if logical."""
-    import ray
-
-    from service.sweeps.run import init_ray
-    from trainables.worker import TRIAL_RESOURCE
-
-    if cuda:
-        init_ray(None)
-        return False
-    os.environ.setdefault("RAY_worker_niceness", "0")
-    ray.init(
-        num_cpus=max(4, os.cpu_count() or 1),  # logical: 3 packed 1-CPU trials on 2 cores
-        num_gpus=1,
-        resources={TRIAL_RESOURCE: 16},
-        include_dashboard=False,
-        log_to_driver=False,
-    )
-    return True
-
-
 # -- report ----------------------------------------------------------------------------------
 
 
@@ -293,7 +272,7 @@ def main() -> None:
     }
     t0 = time.perf_counter()
     res["throughput"] = bench_throughput(args.quick, data, cuda)
-    res["logical_gpu"] = _start_ray(cuda)
+    res["logical_gpu"] = start_local_ray(cuda)
     seeds = 1 if args.quick else 3
     n = seeds * len(_ARMS)
     res["packed"] = _sweep(args.quick, data, seeds, round(1 / n, 4), work / "packed")

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 import urllib.error
@@ -35,7 +34,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: _common, overheads
 
-from _common import REPO, RESULTS, command_line, machine_info, now_iso, setup_logging, write_json
+from _common import (
+    REPO,
+    RESULTS,
+    command_line,
+    machine_info,
+    now_iso,
+    setup_logging,
+    start_local_ray,
+    write_json,
+)
 
 log = logging.getLogger("bench.device.ray_gpu")
 
@@ -50,21 +58,8 @@ def start_ray(cuda: bool) -> dict[str, Any]:
     """A local cluster with the dashboard; without CUDA, one logical GPU."""
     import ray
 
-    from service.sweeps.run import init_ray
-    from trainables.worker import TRIAL_RESOURCE
-
     t0 = time.perf_counter()
-    if cuda:
-        init_ray(None)
-    else:
-        os.environ.setdefault("RAY_worker_niceness", "0")
-        ray.init(
-            num_cpus=max(4, os.cpu_count() or 1),
-            num_gpus=1,
-            resources={TRIAL_RESOURCE: 16},
-            include_dashboard=True,
-            log_to_driver=False,
-        )
+    start_local_ray(cuda, dashboard=True)
     info: dict[str, Any] = {"ray_start_s": time.perf_counter() - t0}
     url = ray._private.worker.global_worker.node.address_info.get("webui_url")
     info["dashboard_url"] = url
