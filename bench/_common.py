@@ -102,7 +102,7 @@ def start_local_ray(cuda: bool, *, dashboard: bool = False) -> bool:
     import ray
 
     from service.sweeps.run import init_ray
-    from trainables.worker import TRIAL_RESOURCE
+    from trainables.run.worker import TRIAL_RESOURCE
 
     if cuda:
         init_ray(None)

@@ -24,7 +24,7 @@ from typing import Any
 
 from _common import RESULTS, command_line, now_iso, setup_logging, write_json
 
-from trainables.criteria import end_epoch
+from trainables.method.criteria import end_epoch
 
 log = logging.getLogger("bench.budget_dependence")
 

@@ -328,7 +328,7 @@ def control_reads(name: str, n_trials: int, seconds: float) -> dict[str, Any]:
     import ray
 
     from service.sweeps.control import get_or_create_control
-    from trainables.channel import ControlChannel
+    from trainables.run.channel import ControlChannel
 
     actor = get_or_create_control(name)
     ids = [f"sim_{i:05d}" for i in range(n_trials)]

@@ -54,7 +54,7 @@ def sim_trials(spec: Any, n: int, prefix: str = "sim") -> list[SimTrial]:
 
 
 def make_result(trial: SimTrial, epoch: int, epochs: int, rng: random.Random) -> dict[str, Any]:
-    """One epoch's report as rank 0 sends it (keys as `trainables.worker` reports them)."""
+    """One epoch's report as rank 0 sends it (keys as `trainables.run.worker` reports them)."""
     rot = [(1 - math.exp(-epoch / (2 + j % 5))) * 0.4 + rng.random() * 1e-3 for j in range(LAYERS)]
     crit = epoch <= max(1, epochs // 4)
     r: dict[str, Any] = {f"rotation/layer{j:02d}": v for j, v in enumerate(rot)}

@@ -64,7 +64,7 @@ def _dataset_name(quick: bool) -> str:
     """fashion-mnist when its files are on this machine, else digits (recorded)."""
     if quick:
         return "digits"
-    from trainables.data import load_dataset
+    from trainables.data.datasets import load_dataset
 
     try:
         load_dataset("fashion-mnist", None, train_subset=100, val_subset=100)
@@ -78,8 +78,8 @@ def _dataset_name(quick: bool) -> str:
 
 
 def bench_throughput(quick: bool, data: str, cuda: bool) -> dict[str, Any]:
-    from trainables.config import TrainConfig
-    from trainables.engine import TrainingRun
+    from trainables.core.config import TrainConfig
+    from trainables.run.engine import TrainingRun
 
     base = _train(quick, data) | {"eval_every": 1}
     models = {"small_cnn_w32": {"name": "small_cnn", "width": 32}, "resnet20": {"name": "resnet20"}}

@@ -7,7 +7,7 @@ repeats 3 up to k, repeats 1 afterwards), on the same seeds as paper_repro so
 that its repeats1 (k = 0) and repeats3 (k = E) trials complete the curve. The
 ends of the `paper`, `relative` and `fixed12.5` criteria come from two places:
 the trials of bench/results/paper_repro.json (where each rule actually switched)
-and `trainables.criteria.end_epoch` applied to that run's repeats3 rotation
+and `trainables.method.criteria.end_epoch` applied to that run's repeats3 rotation
 curves (where each rule would fire on the full-recipe curve).
 
 `--long` runs the long budget of `paper_repro.py --long` (E = 100, 2.5k images) at the
@@ -88,7 +88,7 @@ def _repro(path: Path, train: dict[str, Any]) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     data = json.loads(path.read_text())
-    from trainables.config import TrainConfig
+    from trainables.core.config import TrainConfig
 
     # Compare resolved configs: fields added later with their defaults change nothing.
     if TrainConfig.model_validate(data["spec"]["train"]).model_dump(mode="json") != train:
@@ -99,7 +99,7 @@ def _repro(path: Path, train: dict[str, Any]) -> dict[str, Any] | None:
 
 def criterion_ends(repro: dict[str, Any]) -> dict[str, Any]:
     """Where each rule ended the period in paper_repro, and where it fires on repeats3 curves."""
-    from trainables.criteria import end_epoch
+    from trainables.method.criteria import end_epoch
 
     budget = repro["spec"]["train"]["epochs"]
     rel = repro["relative"]
@@ -282,7 +282,7 @@ def merge_and_write(
     long: bool = False,
 ) -> None:
     """Add paper_repro's k = 0 and k = E trials and the rules' ends; write the JSON and plot."""
-    from trainables.config import TrainConfig
+    from trainables.core.config import TrainConfig
 
     train = TrainConfig.model_validate(record["spec"]["train"])
     epochs, seeds = train.epochs, record["seeds"]

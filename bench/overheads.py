@@ -57,7 +57,7 @@ PARTS = ("rotation", "scheduler", "augment", "ray", "handshake")
 def _synthetic_dataset(n: int, n_val: int, channels: int, size: int) -> Any:
     import torch
 
-    from trainables.data import Dataset
+    from trainables.data.datasets import Dataset
 
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (n + n_val, channels, size, size), dtype=torch.uint8, generator=g)
@@ -87,8 +87,8 @@ def _compute_median_s(run: Any, calls: int) -> float:
 def bench_rotation(quick: bool) -> dict[str, Any]:
     import torch
 
-    from trainables.config import TrainConfig
-    from trainables.engine import TrainingRun
+    from trainables.core.config import TrainConfig
+    from trainables.run.engine import TrainingRun
 
     torch.set_num_threads(1)
     out: dict[str, Any] = {}
@@ -232,8 +232,8 @@ def bench_augment(quick: bool) -> dict[str, Any]:
     import torch
     from torchvision.transforms import v2
 
-    from trainables.augment import augment_batch, make_generator
-    from trainables.config import AugmentConfig
+    from trainables.core.config import AugmentConfig
+    from trainables.method.augment import augment_batch, make_generator
 
     torch.set_num_threads(1)
     cfg = AugmentConfig(rotation_deg=15, translate=0.1, hflip=True)
@@ -351,8 +351,8 @@ def _local_init() -> None:
 
 def _local_one(job: tuple[dict[str, Any], str]) -> dict[str, Any]:
     train, out = job
-    from trainables.config import TrainConfig
-    from trainables.local import train_local
+    from trainables.core.config import TrainConfig
+    from trainables.run.local import train_local
 
     t0 = time.perf_counter()
     s = train_local(TrainConfig.model_validate(train), out)
@@ -387,7 +387,7 @@ def _plain_loop(configs: list[dict[str, Any]], work: Path) -> dict[str, Any]:
 def bench_ray(quick: bool, repeats: int = 1) -> dict[str, Any]:
     from service.spec import load_spec
     from service.sweeps.run import init_ray
-    from trainables.config import train_dict_for
+    from trainables.core.config import train_dict_for
 
     work = RESULTS / "tmp" / "overheads"
     spec = load_spec(REPO / "search_spaces" / "quickstart.yaml")

@@ -117,8 +117,8 @@ LONG_PASSES = {
 def estimate_long(seeds: int) -> dict[str, Any]:
     """Time one repeats-1 epoch and one evaluation of the long setup in this process and
     scale them to the whole long run (two trials at a time, as the sweep runs them)."""
-    from trainables.config import TrainConfig
-    from trainables.engine import TrainingRun
+    from trainables.core.config import TrainConfig
+    from trainables.run.engine import TrainingRun
 
     train = long_train(quick=False)
     train["recipe"]["critical"]["repeats"] = 1

@@ -1,4 +1,4 @@
-"""Streaming vs in-memory training throughput on the same data (trainables/streaming.py).
+"""Streaming vs in-memory training throughput on the same data (trainables/data/streaming.py).
 
 Fashion-MNIST, a stratified 10k training subset, the small CNN at width 16, batch 128,
 augmentation on, repeats 1, one torch thread: the in-memory path (tensors sliced by
@@ -30,7 +30,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
 
 
 def _train_config(data: dict[str, Any], epochs: int) -> Any:
-    from trainables.config import TrainConfig
+    from trainables.core.config import TrainConfig
 
     return TrainConfig.model_validate(
         {
@@ -48,7 +48,7 @@ def _train_config(data: dict[str, Any], epochs: int) -> Any:
 
 
 def _measure(name: str, epochs: int) -> dict[str, Any]:
-    from trainables.engine import TrainingRun
+    from trainables.run.engine import TrainingRun
 
     t0 = time.perf_counter()
     run = TrainingRun(_train_config(CONFIGS[name], epochs))

@@ -53,8 +53,8 @@ def _variants(train: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def _one(job: tuple[str, int, dict[str, Any], str]) -> dict[str, Any]:
     name, seed, train, out = job
     setup_logging()
-    from trainables.config import TrainConfig
-    from trainables.local import train_local
+    from trainables.core.config import TrainConfig
+    from trainables.run.local import train_local
 
     cfg = TrainConfig.model_validate(train)
     done = Path(out) / "summary.json"
@@ -87,8 +87,8 @@ def main() -> None:
     )
     args = ap.parse_args()
     setup_logging()
-    from trainables.config import TrainConfig, set_dotted
-    from trainables.criteria import paper_end, relative_end
+    from trainables.core.config import TrainConfig, set_dotted
+    from trainables.method.criteria import paper_end, relative_end
 
     base = TrainConfig.model_validate(base_train(quick=args.quick)).model_dump()
     out = Path(args.out)

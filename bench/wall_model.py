@@ -45,8 +45,8 @@ log = logging.getLogger("bench.wall_model")
 
 def _epoch_cost(train: dict[str, Any], prune: dict[str, Any] | None) -> dict[str, float]:
     """Seconds per training sample of one epoch (after a warm-up epoch) and one evaluation."""
-    from trainables.config import TrainConfig
-    from trainables.engine import TrainingRun
+    from trainables.core.config import TrainConfig
+    from trainables.run.engine import TrainingRun
 
     cfg = json.loads(json.dumps(train))
     cfg["recipe"]["critical"].update({"repeats": 1, "prune": prune})

@@ -28,25 +28,25 @@ __all__ = [
 
 # public name -> module that defines it; a new public name goes here and in __all__.
 _HOMES = {
-    "MODELS": "trainables.registry",  # MODELS.register("mine", build): a name, not a factory
-    "DATASETS": "trainables.registry",
-    "CriticalPeriod": "trainables.period",
-    "Decision": "trainables.period",
-    "CriterionConfig": "trainables.config",
-    "TrainConfig": "trainables.config",
-    "ControlChannel": "trainables.channel",
-    "tune_channel": "trainables.channel",
-    "LoopContext": "trainables.user_loop",
+    "MODELS": "trainables.core.registry",  # MODELS.register("mine", build): a name, not a factory
+    "DATASETS": "trainables.core.registry",
+    "CriticalPeriod": "trainables.method.period",
+    "Decision": "trainables.method.period",
+    "CriterionConfig": "trainables.core.config",
+    "TrainConfig": "trainables.core.config",
+    "ControlChannel": "trainables.run.channel",
+    "tune_channel": "trainables.run.channel",
+    "LoopContext": "trainables.run.user_loop",
     "CriticalPeriodScheduler": "service.sweeps.scheduler",
 }
 
 if TYPE_CHECKING:
     from service.sweeps.scheduler import CriticalPeriodScheduler
-    from trainables.channel import ControlChannel, tune_channel
-    from trainables.config import CriterionConfig, TrainConfig
-    from trainables.period import CriticalPeriod, Decision
-    from trainables.registry import DATASETS, MODELS
-    from trainables.user_loop import LoopContext
+    from trainables.core.config import CriterionConfig, TrainConfig
+    from trainables.core.registry import DATASETS, MODELS
+    from trainables.method.period import CriticalPeriod, Decision
+    from trainables.run.channel import ControlChannel, tune_channel
+    from trainables.run.user_loop import LoopContext
 
 
 def __getattr__(name: str) -> Any:

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from trainables.config import ConfigError
-from trainables.imports import FactoryError
-from trainables.wire import ROTATION_MEAN
+from trainables.core.config import ConfigError
+from trainables.core.imports import FactoryError
+from trainables.core.wire import ROTATION_MEAN
 
 __all__ = ["main"]
 
@@ -40,8 +40,8 @@ def _setup_logging(verbose: bool) -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     from service.configio import load_model, read_yaml
     from service.usercode import add_import_dir
-    from trainables.config import TrainConfig
-    from trainables.local import train_local
+    from trainables.core.config import TrainConfig
+    from trainables.run.local import train_local
 
     add_import_dir(Path(args.config).parent)  # the config's own model / data modules
     raw = read_yaml(args.config)
@@ -116,7 +116,7 @@ def _read_curve(source: str, column: str, tracking_uri: str | None = None) -> li
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
-    from trainables.criteria import end_epoch
+    from trainables.method.criteria import end_epoch
 
     curve = _read_curve(args.curve, args.column, args.tracking_uri)
     try:
@@ -302,14 +302,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cpsweep {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except RuntimeError as exc:
-        from trainables.engine import NonFiniteLossError
+        from trainables.run.engine import NonFiniteLossError
 
         if not isinstance(exc, NonFiniteLossError):
             raise
         print(f"cpsweep {args.command}: training diverged: {exc}", file=sys.stderr)
         return 1
     except ValueError as exc:
-        from trainables.data import DatasetError
+        from trainables.data.datasets import DatasetError
 
         if not isinstance(exc, DatasetError):
             raise

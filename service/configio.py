@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from trainables.config import ConfigError, apply_overrides, format_validation_error
+from trainables.core.config import ConfigError, apply_overrides, format_validation_error
 
 __all__ = ["load_model", "read_yaml"]
 

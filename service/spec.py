@@ -2,7 +2,7 @@
 
 ```yaml
 name: quickstart
-train: {epochs: 15, data: {name: digits}, ...}     # trainables.config.TrainConfig
+train: {epochs: 15, data: {name: digits}, ...}     # trainables.core.config.TrainConfig
 search_space:                                       # any dotted path into `train`
   optim.name: {grid: [sgd, adam]}
   optim.lr: {loguniform: [0.001, 0.1]}
@@ -31,7 +31,7 @@ from pydantic import (
 )
 
 from service.limits import LIMITS_CONTEXT, SpecLimits, check_limits, non_finite
-from trainables.config import (
+from trainables.core.config import (
     COHORT_KEYS,
     ConfigError,
     CriterionConfig,

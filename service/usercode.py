@@ -1,7 +1,7 @@
 """A spec's own code (model and data factories, train.loop): checked on the driver, shipped.
 
 The REST server never calls anything here: it validates factory strings as text
-(trainables.config) and leaves importing to the job. `cpsweep run` / `cpsweep train`
+(trainables.core.config) and leaves importing to the job. `cpsweep run` / `cpsweep train`
 add the spec's directory to the import path, then `preflight` imports every factory
 the sweep can reach and checks that its signature accepts the configured keyword
 arguments, so a typo fails before Ray starts instead of in every trial. The data
@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from service.spec import SweepSpec, arms_of
-from trainables.config import TrainConfig, set_dotted
-from trainables.imports import IMPORT_PATH_ENV, FactoryError, module_origin, resolve
-from trainables.user_loop import load_loop
+from trainables.core.config import TrainConfig, set_dotted
+from trainables.core.imports import IMPORT_PATH_ENV, FactoryError, module_origin, resolve
+from trainables.run.user_loop import load_loop
 
 __all__ = ["add_import_dir", "factory_configs", "preflight", "runtime_env_for"]
 

@@ -178,3 +178,60 @@ def test_a_circle_through_a_function_local_import_is_found(tmp_path: Path) -> No
     assert cycles(import_graph(tmp_path, ("pkg",))) == [
         ["pkg.a", "pkg.sub.b", "pkg.sub.c", "pkg.a"]
     ]
+
+
+# trainables/ from the bottom up (trainables/__init__.py): the method sits on core alone,
+# data and models on the method, the trial runtime on top. data and models share a floor
+# and do not import each other.
+TRAINABLES_LAYERS = {"core": 0, "method": 1, "data": 2, "models": 2, "run": 3}
+# Third-party packages a layer must not import (the method is pure: no Ray, no I/O stacks).
+FORBIDDEN = {"method": ("ray", "mlflow", "codecarbon", "service")}
+
+
+def _trainables_layer(module: str) -> str:
+    parts = module.split(".")
+    assert parts[0] == "trainables"
+    if len(parts) == 1:
+        return "core"  # the package docstring only
+    assert parts[1] in TRAINABLES_LAYERS, f"{module}: not in a layer {sorted(TRAINABLES_LAYERS)}"
+    return parts[1]
+
+
+def test_every_trainables_module_is_in_a_layer() -> None:
+    stray = sorted(
+        str(f.relative_to(ROOT))
+        for f in (ROOT / "trainables").glob("*.py")
+        if f.name != "__init__.py"
+    )
+    assert not stray, f"modules outside trainables' layer folders: {stray}"
+
+
+def test_trainables_imports_only_downward() -> None:
+    graph = import_graph(ROOT, ("trainables",))
+    wrong = []
+    for m, deps in sorted(graph.items()):
+        here = _trainables_layer(m)
+        for d in sorted(deps):
+            there = _trainables_layer(d)
+            lower = TRAINABLES_LAYERS[there] < TRAINABLES_LAYERS[here]
+            if there != here and not lower:
+                wrong.append(f"{m} ({here}) -> {d} ({there})")
+    assert not wrong, "imports against trainables' layering:\n" + "\n".join(wrong)
+
+
+def _top_level_imports(f: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(f.read_text(), str(f))):
+        if isinstance(node, ast.Import):
+            found.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_the_method_imports_no_ray_or_tracking() -> None:
+    wrong = {
+        str(f.relative_to(ROOT)): sorted(_top_level_imports(f) & set(FORBIDDEN["method"]))
+        for f in sorted((ROOT / "trainables" / "method").glob("*.py"))
+    }
+    assert not {k: v for k, v in wrong.items() if v}, wrong

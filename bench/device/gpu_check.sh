@@ -6,7 +6,7 @@
 #   OUT=... bash bench/device/gpu_check.sh --quick   # CPU rehearsal (bench/device/rehearse.sh)
 #
 # Installs .whl/*.whl into $SITE (no index, no deps), puts Fashion-MNIST where
-# trainables/data.py looks for it, then runs, each under its own timeout within one
+# trainables/data/datasets.py looks for it, then runs, each under its own timeout within one
 # budget (CHECK_BUDGET_S, default 530 s; with the clean-up under the run's 580): nvidia-smi, an import
 # check, bench/gpu.py (full; --quick with --quick), bench/device/ray_gpu.py (the
 # quickstart with use_gpu through the inline, rank-pool and TorchTrainer executors) with
@@ -127,7 +127,7 @@ main() {
   export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}" PATH="$SITE/bin:$PATH"
   export RAY_USAGE_STATS_ENABLED=0 PYTHONUNBUFFERED=1
 
-  # 2. Fashion-MNIST where trainables/data.py's default root is (we are root there)
+  # 2. Fashion-MNIST where trainables/data/datasets.py's default root is (we are root there)
   local fm=/usr/share/datasets/fashion-mnist
   if [ -f "$fm/train-images-idx3-ubyte.gz" ]; then
     say "fashion-mnist: $fm already has it"
@@ -149,12 +149,12 @@ for m in ("ray", "ray.tune", "ray.train", "ray.train.torch", "pydantic", "yaml",
           "pandas", "pyarrow", "sklearn", "aiohttp", "grpc", "torchvision"):
     mod = importlib.import_module(m)
     print(m, getattr(mod, "__version__", ""), getattr(mod, "__file__", ""))
-import service.sweeps.run, trainables.engine, trainables.pool, trainables.worker
+import service.sweeps.run, trainables.run.engine, trainables.run.pool, trainables.run.worker
 cuda = torch.cuda.is_available()
 print("torch", torch.__version__, "cuda", torch.version.cuda, "available", cuda,
       torch.cuda.get_device_name(0) if cuda else "", "nccl",
       torch.cuda.nccl.version() if cuda else "")
-from trainables.data import load_dataset
+from trainables.data.datasets import load_dataset
 try:  # what bench/gpu.py will find (it falls back to digits)
     d = load_dataset("fashion-mnist", None)
     print("fashion-mnist:", len(d.train_y), "train,", len(d.val_y), "test images")

@@ -36,7 +36,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-# trainables/data.py DEFAULT_ROOTS["fashion-mnist"] (not imported: this runs on a python3
+# trainables/data/datasets.py DEFAULT_ROOTS["fashion-mnist"] (not imported: this runs on a python3
 # without torch); gpu_check.sh copies the pack back to the same place on the device.
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 MIB = 2**20

@@ -8,7 +8,7 @@ quickstart spec (6 epochs with --quick, 4 trials) with MLflow and CodeCarbon off
 `use_gpu: true, gpus_per_worker: 0.5` (two trials at a time on the one GPU), for
 
   inline                  the loop in the Tune trial's process
-  train_pool              executor train on warm rank groups (trainables/pool.py;
+  train_pool              executor train on warm rank groups (trainables/run/pool.py;
                           backend "nccl" on CUDA: the rank sets cuda:0; one rank per
                           trial, so no process group: NCCL refuses two ranks on one GPU)
   train_torchtrainer      executor train, a Ray Train TorchTrainer per trial

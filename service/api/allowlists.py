@@ -3,7 +3,7 @@
 A spec from the API runs with the cluster's permissions, so the server accepts only
 what its operator listed: `tracking.uri` equal to the server's own MLflow URI or one
 of `CPSWEEP_TRACKING_URIS` (comma-separated; `--allowed-tracking-uri`), and dataset
-roots under `CPSWEEP_DATA_ROOTS` (trainables.dataroots; unset: no `data.root` at all).
+roots under `CPSWEEP_DATA_ROOTS` (trainables.data.dataroots; unset: no `data.root` at all).
 Factories (`model.factory`, `data.factory`: 'module:function', called with the spec's
 kwargs) and a user's `train.loop` run code on the cluster: only modules under a prefix in
 `CPSWEEP_FACTORY_MODULES` (comma-separated; unset: none) are accepted from a caller.
@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from service.spec import SweepSpec
-from trainables.dataroots import DATA_ROOTS_ENV, within
+from trainables.data.dataroots import DATA_ROOTS_ENV, within
 
 __all__ = [
     "FACTORY_MODULES_ENV",

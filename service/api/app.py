@@ -46,7 +46,7 @@ from service.jobs.client import (
 )
 from service.jobs.trials import SweepTrial, parent_run_from_logs, sweep_trials
 from service.spec import SweepSpec
-from trainables.config import ConfigError
+from trainables.core.config import ConfigError
 
 __all__ = [
     "ApiSettings",

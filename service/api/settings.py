@@ -15,8 +15,8 @@ from pydantic import BaseModel, Field, SecretStr
 from service.api.allowlists import allowed_factory_modules, allowed_tracking_uris
 from service.jobs.client import default_address
 from service.limits import SERVER_LIMITS, SpecLimits
-from trainables.config import ConfigError
-from trainables.dataroots import allowed_roots
+from trainables.core.config import ConfigError
+from trainables.data.dataroots import allowed_roots
 
 __all__ = [
     "TOKEN_ENV",

@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 SAVINGS_KEYS = ("time", "energy", "co2", "cost", "samples")
-ENERGY_NOTES = {  # trainables.energy: EnergyReading.method
+ENERGY_NOTES = {  # trainables.run.energy: EnergyReading.method
     "measured": "measured by CodeCarbon from hardware counters (RAPL / NVML)",
     "estimated-tdp": "estimated by CodeCarbon from the CPU's TDP and its load (no RAPL access)",
     "disabled": "not measured (accounting.measure_energy: false); kWh and CO2 read 0",

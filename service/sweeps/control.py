@@ -15,11 +15,11 @@ What flows through it, per trial id:
 Reads do not cost a round trip each. Every write bumps the trial's `version`; a trial
 holds one pending `watch(trial_id, version)` call that the actor answers only when
 that trial's directive changes, so an epoch boundary checks a local future
-(`trainables/channel.py`) and the actor serves one call per change, not one per
+(`trainables/run/channel.py`) and the actor serves one call per change, not one per
 epoch of every trial: a synchronous read cost ~0.3-0.5 ms of the actor's single
 thread (about 2,000-3,000 reads/s from one process on 2 cores, issue 16). The actor
 is async (one event loop, so the `asyncio.Event`s are safe) and holds no CPU.
-Names and the directive's fields live in trainables/wire.py.
+Names and the directive's fields live in trainables/core/wire.py.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 
 import ray
 
-from trainables.wire import CONTROL_NAMESPACE, Directive, Rule, control_actor_name
+from trainables.core.wire import CONTROL_NAMESPACE, Directive, Rule, control_actor_name
 
 __all__ = [
     "CONTROL_NAMESPACE",

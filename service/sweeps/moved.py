@@ -2,7 +2,7 @@
 
 Tune's tuner.pkl (written when a sweep's fit() starts) names the class of every callback
 and of the scheduler by module path; `Tuner.restore` unpickles it with Ray's cloudpickle,
-which imports those paths. The service/ restructure (commit aeda620) moved the modules,
+which imports those paths. The service/ and trainables/ restructures moved the modules,
 so `alias_moved_modules()` runs just before `Tuner.restore` and makes the old paths
 resolve to the new modules. One table, `MOVED`, lists them (`git log --diff-filter=R`).
 """
@@ -17,8 +17,11 @@ import sys
 from types import ModuleType
 from typing import Any
 
-# old module -> the module its code lives in now
+from trainables.core.moved import MOVED as TRAINABLES_MOVED
+
+# old module -> the module its code lives in now (service/ here, trainables/ in its table)
 MOVED: dict[str, str] = {
+    **TRAINABLES_MOVED,
     "service.accounting": "service.tracking.accounting",
     "service.allowlists": "service.api.allowlists",
     "service.api": "service.api.app",

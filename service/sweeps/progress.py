@@ -10,8 +10,8 @@ from ray.tune import Callback
 
 from service.tracking.lifecycle import TrialTracker
 from service.tracking.schema import trial_run_name
-from trainables.progress import progress_line
-from trainables.wire import END_EPOCH, REPLAYED, SWITCH_EPOCH
+from trainables.core.wire import END_EPOCH, REPLAYED, SWITCH_EPOCH
+from trainables.run.progress import progress_line
 
 __all__ = ["ProgressCallback", "format_table", "tracking_footer"]
 

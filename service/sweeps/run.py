@@ -27,11 +27,11 @@ from service.sweeps.scheduler import CriticalPeriodScheduler
 from service.sweeps.summary import summarize_results
 from service.tracking.lifecycle import TrialTracker
 from service.usercode import runtime_env_for
-from trainables.config import ConfigError
-from trainables.imports import import_dirs
-from trainables.pool import pool_key, remove_sweep_groups
-from trainables.wire import control_actor_name
-from trainables.worker import TRIAL_RESOURCE, trial_main
+from trainables.core.config import ConfigError
+from trainables.core.imports import import_dirs
+from trainables.core.wire import control_actor_name
+from trainables.run.pool import pool_key, remove_sweep_groups
+from trainables.run.worker import TRIAL_RESOURCE, trial_main
 
 __all__ = [
     "concurrency_plan",

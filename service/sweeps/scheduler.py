@@ -2,7 +2,7 @@
 
 Thin glue over `_TrialState` (per-trial `PeriodRule` and decision) and
 `_Cohort` (decisions shared across trials). For every reported epoch it feeds
-`rotation/mean` into the trial's rule (trainables/period.py). The same rule runs
+`rotation/mean` into the trial's rule (trainables/method/period.py). The same rule runs
 on the trial's rank 0 (`CriticalPeriod`), so the switch lands at the first epoch
 after the detected end; here decisions are recorded, shared across a cohort and
 audited. The scheduler pushes a rule to a trial only when the trial cannot know
@@ -31,9 +31,8 @@ from typing import Any
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from service.sweeps.control import get_or_create_control
-from trainables.config import COHORT_KEYS, ConfigError, CriterionConfig, train_dict_for
-from trainables.decide import PeriodRule, criterion_config, switch_epoch_for
-from trainables.wire import (
+from trainables.core.config import COHORT_KEYS, ConfigError, CriterionConfig, train_dict_for
+from trainables.core.wire import (
     CONTROL_MODES,
     END_EPOCH,
     EPOCH,
@@ -42,6 +41,7 @@ from trainables.wire import (
     Rule,
     control_actor_name,
 )
+from trainables.method.decide import PeriodRule, criterion_config, switch_epoch_for
 
 __all__ = ["CriticalPeriodScheduler"]
 

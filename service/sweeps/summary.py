@@ -8,8 +8,8 @@ from typing import Any
 
 from service.spec import SweepSpec
 from service.sweeps.scheduler import CriticalPeriodScheduler
-from trainables.config import train_dict_for
-from trainables.wire import END_EPOCH, EPOCH, REPLAYED, SWITCH_EPOCH
+from trainables.core.config import train_dict_for
+from trainables.core.wire import END_EPOCH, EPOCH, REPLAYED, SWITCH_EPOCH
 
 __all__ = ["once_per_epoch", "summarize_results"]
 

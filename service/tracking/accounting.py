@@ -1,7 +1,7 @@
 """Accounting: CO2, money, and the full-recipe baseline a halted trial is compared against.
 
 Pure functions over plain numbers; the driver feeds them the energy each trial's
-`trainables.energy.EnergyMeter` measured. Prices and grid carbon intensities are
+`trainables.run.energy.EnergyMeter` measured. Prices and grid carbon intensities are
 versioned JSON tables under `service/tracking/prices/`, each naming its source and date,
 so a report says which numbers it used.
 

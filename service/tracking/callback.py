@@ -32,8 +32,8 @@ from service.tracking.reader import resolve_tracking_uri
 from service.tracking.usage import TrialUsage, attach_measured_baselines
 from service.tracking.wal import WAL_NAME, WriteAheadLog, log_report
 from service.tracking.writer import TrackingWriter
-from trainables.config import train_dict_for
-from trainables.wire import END_EPOCH, MODE, SWITCH_EPOCH
+from trainables.core.config import train_dict_for
+from trainables.core.wire import END_EPOCH, MODE, SWITCH_EPOCH
 
 __all__ = [
     "MLflowSweepCallback",

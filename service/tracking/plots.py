@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from trainables.wire import END_EPOCH, ROTATION_MEAN, ROTATION_PREFIX
+from trainables.core.wire import END_EPOCH, ROTATION_MEAN, ROTATION_PREFIX
 
 __all__ = ["accuracy_cost_figure", "log_trial_plots", "rotation_figure"]
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainables.config import ConfigError
-from trainables.wire import END_EPOCH
+from trainables.core.config import ConfigError
+from trainables.core.wire import END_EPOCH
 
 __all__ = [
     "RunData",

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from service.spec import SweepSpec, arms_of
-from trainables.wire import ANGLE, EPOCH, HANDSHAKE_S, LAG_EPOCHS, RATE_RATIO, ROTATION_MEAN
+from trainables.core.wire import ANGLE, EPOCH, HANDSHAKE_S, LAG_EPOCHS, RATE_RATIO, ROTATION_MEAN
 
 __all__ = [
     "ARM_LABELS",

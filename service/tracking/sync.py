@@ -15,7 +15,7 @@ from service.tracking.client import configure_client
 from service.tracking.reader import resolve_tracking_uri
 from service.tracking.wal import WAL_NAME, WriteAheadLog, fold_file, log_report
 from service.tracking.writer import TrackingWriter
-from trainables.config import ConfigError
+from trainables.core.config import ConfigError
 
 __all__ = ["sync_output_dir"]
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from service.tracking.client import is_transient, prepare_store
 from service.tracking.wal import WalState, WriteAheadLog, read_records
-from trainables.wire import END_EPOCH, ROTATION_PREFIX
+from trainables.core.wire import END_EPOCH, ROTATION_PREFIX
 
 __all__ = ["TrackingWriter", "WriterStats"]
 

@@ -23,7 +23,7 @@ def ray_one_logical_gpu():
 
     import ray
 
-    from trainables.worker import TRIAL_RESOURCE
+    from trainables.run.worker import TRIAL_RESOURCE
 
     os.environ.setdefault("RAY_worker_niceness", "0")
     ray.init(

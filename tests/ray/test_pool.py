@@ -1,4 +1,4 @@
-"""The train executor's warm rank groups (trainables/pool.py) on a real local cluster.
+"""The train executor's warm rank groups (trainables/run/pool.py) on a real local cluster.
 
 CPU, gloo, two DDP ranks per trial on 2 CPUs: one trial at a time, so every trial
 after the first runs on the group the first one started.
@@ -58,7 +58,7 @@ _SAME = ("rotation/mean", "train/loss", "val/acc", "recipe/repeats")
 
 def test_trials_on_a_reused_group_match_a_fresh_group_and_a_torchtrainer(ray_local, tmp_path):
     from service.sweeps.run import run_sweep
-    from trainables.criteria import end_epoch
+    from trainables.method.criteria import end_epoch
 
     out = tmp_path / "pool"
     summary = run_sweep(_spec(tmp_path, num_samples=3), output_dir=out)

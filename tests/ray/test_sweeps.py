@@ -51,7 +51,7 @@ def test_every_trial_switches_one_epoch_after_its_end(ray_local, tmp_path):
     from mlflow.tracking import MlflowClient
 
     from service.sweeps.run import run_sweep
-    from trainables.criteria import end_epoch
+    from trainables.method.criteria import end_epoch
 
     spec = _spec(
         tmp_path,

@@ -9,7 +9,7 @@ import pytest
 
 from service.jobs.client import build_submission
 from tests.service.test_api_unit import AUTH, FakeJobs, _client, _post_yaml
-from trainables.imports import IMPORT_PATH_ENV
+from trainables.core.imports import IMPORT_PATH_ENV
 
 SIDE_EFFECT = """\
 from pathlib import Path

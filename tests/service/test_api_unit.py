@@ -26,7 +26,7 @@ from service.jobs.client import (
 )
 from service.jobs.trials import SweepTrial, sweep_trials
 from service.spec import SweepSpec
-from trainables.config import ConfigError
+from trainables.core.config import ConfigError
 
 with warnings.catch_warnings():  # starlette: "install httpx2"; httpx is what we pin
     warnings.simplefilter("ignore")

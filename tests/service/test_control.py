@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from service.sweeps.control import ControlActor
-from trainables.wire import Rule
+from trainables.core.wire import Rule
 
 
 def test_a_watch_answers_only_when_its_trial_changes():

@@ -6,7 +6,7 @@ import pytest
 
 from service.spec import ScalingSpec, SweepSpec, load_spec
 from service.sweeps.run import _trial_resources, concurrency_plan
-from trainables.config import ConfigError
+from trainables.core.config import ConfigError
 
 
 def _scaling(**kw) -> ScalingSpec:

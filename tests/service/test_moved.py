@@ -1,5 +1,6 @@
-"""A tuner.pkl written before the service/ restructure names the old module paths: after
-`alias_moved_modules()` Ray's cloudpickle loads it (service/sweeps/moved.py)."""
+"""A tuner.pkl written before the service/ or trainables/ restructure names the old module
+paths: after `alias_moved_modules()` Ray's cloudpickle loads it (service/sweeps/moved.py);
+an import path in a spec that names an old module fails naming the new one."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from service.sweeps import moved
 from service.sweeps.progress import ProgressCallback
 from service.sweeps.scheduler import CriticalPeriodScheduler
 from service.tracking.callback import MLflowSweepCallback
+from trainables.core.config import CriterionConfig
+from trainables.core.imports import FactoryError, resolve
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -118,9 +121,58 @@ def test_table_names_new_modules_that_exist_and_old_ones_that_do_not() -> None:
 
     files = {
         p.relative_to(ROOT).with_suffix("").as_posix().replace("/", ".")
-        for p in ROOT.glob("service/**/*.py")
+        for pkg in ("service", "trainables")
+        for p in ROOT.glob(f"{pkg}/**/*.py")
     }
     for old, new in moved.MOVED.items():
         assert importlib.util.find_spec(new) is not None, new
         # gone, or a package now whose submodule holds the old code
         assert old not in files or (ROOT / old.replace(".", "/") / "__init__.py").is_file(), old
+
+
+def test_trial_config_pickled_as_trainables_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A param_space pickled before trainables/ was split names trainables.config."""
+    cfg = CriterionConfig(name="relative")
+    data = _pickled_under(monkeypatch, cfg, CriterionConfig, "trainables.config")
+    _load_in_fresh_driver(
+        tmp_path,
+        data,
+        "from trainables.core.config import CriterionConfig as C\n"
+        "        assert type(obj) is C and obj.name == 'relative', obj",
+    )
+
+
+def test_dataset_function_pickled_as_trainables_data_the_package_now(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """trainables/data.py is trainables/data/datasets.py now; `trainables.data` the package."""
+    import trainables.data
+    from trainables.data.datasets import load_digits
+
+    data = _pickled_under(monkeypatch, load_digits, load_digits, "trainables.data", trainables.data)
+    _load_in_fresh_driver(
+        tmp_path,
+        data,
+        "from trainables.data.datasets import load_digits as f\n"
+        "        assert obj is f\n"
+        "        import trainables.data.splits\n"
+        "        assert not hasattr(trainables.data, 'no_such_name')",
+    )
+
+
+@pytest.mark.parametrize(
+    ("target", "new"),
+    [
+        ("trainables.rotation:LayerRotation", "trainables.method.rotation:LayerRotation"),
+        ("trainables.models:small_cnn", "trainables.models.builtin:small_cnn"),
+        ("trainables.data:load_digits", "trainables.data.datasets:load_digits"),
+    ],
+)
+def test_an_import_path_naming_a_moved_module_names_the_new_one(target: str, new: str) -> None:
+    with pytest.raises(FactoryError) as err:
+        resolve(target, field="model.factory")
+    assert f"write {new!r}" in str(err.value), err.value
+    assert str(err.value).startswith("model.factory: ")
+    assert resolve(new, field="model.factory") is not None

@@ -11,8 +11,8 @@ import pytest
 from ray.tune.schedulers import TrialScheduler
 
 from service.sweeps.scheduler import CriticalPeriodScheduler
-from trainables.config import TrainConfig
-from trainables.criteria import end_epoch
+from trainables.core.config import TrainConfig
+from trainables.method.criteria import end_epoch
 
 
 @dataclass

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from service.spec import SweepSpec, arms_of, build_param_space, load_spec
-from trainables.config import ConfigError, TrainConfig, train_dict_for
+from trainables.core.config import ConfigError, TrainConfig, train_dict_for
 
 ROOT = Path(__file__).resolve().parents[2]
 

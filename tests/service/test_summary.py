@@ -9,7 +9,7 @@ import pandas as pd
 
 from service.spec import SweepSpec
 from service.sweeps.summary import once_per_epoch, summarize_results
-from trainables.wire import REPLAYED
+from trainables.core.wire import REPLAYED
 
 
 def _rows(epochs: list[int], replayed: list[bool]) -> pd.DataFrame:

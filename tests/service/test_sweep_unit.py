@@ -58,7 +58,7 @@ def test_a_fresh_sweep_never_writes_into_an_earlier_one(tmp_path, monkeypatch):
 
 def test_an_explicit_directory_holding_a_sweep_is_refused(tmp_path):
     from service.sweeps.run import run_sweep
-    from trainables.config import ConfigError
+    from trainables.core.config import ConfigError
 
     (tmp_path / "ray" / "x").mkdir(parents=True)
     with pytest.raises(ConfigError, match=r"already holds a sweep x; pass --resume"):

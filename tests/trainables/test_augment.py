@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from trainables.augment import augment_batch, make_generator
-from trainables.config import AugmentConfig
+from trainables.core.config import AugmentConfig
+from trainables.method.augment import augment_batch, make_generator
 
 _OFF = AugmentConfig(rotation_deg=0, translate=0, hflip=False, crop_padding=0)
 

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from tests.reference import reference_paper_end
-from trainables.criteria import (
+from trainables.method.criteria import (
     CriterionState,
     end_epoch,
     fixed_end,

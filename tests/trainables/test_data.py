@@ -1,4 +1,4 @@
-"""Tests for trainables.data: tiny fixtures written in the real on-disk formats."""
+"""Tests for trainables.data.datasets: tiny fixtures written in the real on-disk formats."""
 
 from __future__ import annotations
 
@@ -13,8 +13,14 @@ import pytest
 import torch
 from PIL import Image
 
-from trainables import data
-from trainables.data import DATASETS, Dataset, DatasetError, load_dataset, stratified_subset
+from trainables.data import datasets as data
+from trainables.data.datasets import (
+    DATASETS,
+    Dataset,
+    DatasetError,
+    load_dataset,
+    stratified_subset,
+)
 
 FASHION_ROOT = Path("/usr/share/datasets/fashion-mnist")
 

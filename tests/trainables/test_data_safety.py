@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from tests.trainables.test_data import write_cifar10, write_cifar100
-from trainables.cifar_pickle import load_cifar_pickle
-from trainables.data import DatasetError, load_dataset
-from trainables.dataroots import DATA_ROOTS_ENV, DataRootNotAllowed, check_data_root
+from trainables.data.cifar_pickle import load_cifar_pickle
+from trainables.data.dataroots import DATA_ROOTS_ENV, DataRootNotAllowed, check_data_root
+from trainables.data.datasets import DatasetError, load_dataset
 
 
 class _Planted:

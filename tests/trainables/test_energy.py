@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from trainables.energy import (
+from trainables.run.energy import (
     FALLBACK_RAM_WATTS,
     FALLBACK_WATTS_PER_BUSY_CPU,
     EnergyMeter,
@@ -64,7 +64,7 @@ def test_meter_measures_busy_loop_and_reads_are_disjoint(caplog):
     assert set(meter.components) == {"cpu", "gpu", "ram"}
     if first.method == "estimated-tdp":
         assert "rapl" not in meter.components["cpu"]
-    assert not [r for r in caplog.records if r.name == "trainables.energy"]  # no fallback
+    assert not [r for r in caplog.records if r.name == "trainables.run.energy"]  # no fallback
 
 
 def test_read_before_start_raises():
@@ -85,7 +85,7 @@ def test_fallback_when_codecarbon_cannot_be_imported(monkeypatch, caplog):
     # A None entry in sys.modules makes `import codecarbon` raise ImportError.
     monkeypatch.setitem(sys.modules, "codecarbon", None)
     meter = EnergyMeter()
-    with caplog.at_level(logging.WARNING, logger="trainables.energy"):
+    with caplog.at_level(logging.WARNING, logger="trainables.run.energy"):
         meter.start()
     try:
         cpu0 = time.process_time()

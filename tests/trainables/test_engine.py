@@ -7,9 +7,9 @@ import copy
 import pytest
 import torch
 
-from trainables.config import ModelConfig, OptimConfig, TrainConfig
-from trainables.engine import NonFiniteLossError, TrainingRun, lr_factor
-from trainables.models import build_model
+from trainables.core.config import ModelConfig, OptimConfig, TrainConfig
+from trainables.models.builtin import build_model
+from trainables.run.engine import NonFiniteLossError, TrainingRun, lr_factor
 
 
 def _cfg(**kw) -> TrainConfig:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainables.config import TrainConfig
-from trainables.engine import TrainingRun, _eval_batch_size
-from trainables.models import build_model
-from trainables.rotation import LayerRotation
+from trainables.core.config import TrainConfig
+from trainables.method.rotation import LayerRotation
+from trainables.models.builtin import build_model
+from trainables.run.engine import TrainingRun, _eval_batch_size
 
 
 def _cfg(**kw) -> TrainConfig:

@@ -13,13 +13,13 @@ from torch import nn
 
 from service.spec import SweepSpec
 from service.usercode import factory_configs, preflight, runtime_env_for
-from trainables.config import ConfigError, DataConfig, ModelConfig, TrainConfig, set_dotted
-from trainables.data import Dataset
-from trainables.imports import IMPORT_PATH_ENV, FactoryError, check_target, resolve
-from trainables.models import build_model
-from trainables.registry import DATASETS, MODELS
-from trainables.sources import load_training_data
-from trainables.streaming import StreamData
+from trainables.core.config import ConfigError, DataConfig, ModelConfig, TrainConfig, set_dotted
+from trainables.core.imports import IMPORT_PATH_ENV, FactoryError, check_target, resolve
+from trainables.core.registry import DATASETS, MODELS
+from trainables.data.datasets import Dataset
+from trainables.data.sources import load_training_data
+from trainables.data.streaming import StreamData
+from trainables.models.builtin import build_model
 
 USER_CODE = """
 import torch

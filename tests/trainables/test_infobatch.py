@@ -14,13 +14,13 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from pydantic import ValidationError
 
-from trainables.config import TrainConfig, format_validation_error
-from trainables.engine import TrainingRun
-from trainables.infobatch import LossTable, anneal_epoch, prune_plan
-from trainables.recipes import phase_for_epoch
-from trainables.sources import load_training_data
-from trainables.streaming import stream_tensors
-from trainables.wire import PRUNED_FRACTION, SAMPLES
+from trainables.core.config import TrainConfig, format_validation_error
+from trainables.core.wire import PRUNED_FRACTION, SAMPLES
+from trainables.data.sources import load_training_data
+from trainables.data.streaming import stream_tensors
+from trainables.method.infobatch import LossTable, anneal_epoch, prune_plan
+from trainables.method.recipes import phase_for_epoch
+from trainables.run.engine import TrainingRun
 
 _PRUNE = {"method": "infobatch", "ratio": 0.5, "anneal": 0.75}
 

@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from tests.trainables.test_engine import _cfg
-from trainables.config import PhaseConfig, RecipeConfig
-from trainables.engine import TrainingRun
-from trainables.mixing import make_mix_rng, mix_batch, mixed_cross_entropy
-from trainables.recipes import phase_for_epoch
+from trainables.core.config import PhaseConfig, RecipeConfig
+from trainables.method.mixing import make_mix_rng, mix_batch, mixed_cross_entropy
+from trainables.method.recipes import phase_for_epoch
+from trainables.run.engine import TrainingRun
 
 
 def _batch(shape=(16, 3, 8, 8)) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,17 +11,17 @@ import torch
 from torch import nn
 
 from tests.reference import reference_paper_end
-from trainables.config import ConfigError
-from trainables.criteria import end_epoch
-from trainables.decide import ruling, switch_epoch_for
-from trainables.period import CriticalPeriod
-from trainables.wire import (
+from trainables.core.config import ConfigError
+from trainables.core.wire import (
     ANGLE,
     END_EPOCH,
     ROTATION_MEAN,
     SWITCH_EPOCH,
     Directive,
 )
+from trainables.method.criteria import end_epoch
+from trainables.method.decide import ruling, switch_epoch_for
+from trainables.method.period import CriticalPeriod
 
 
 class _Net(nn.Module):

@@ -12,8 +12,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from trainables.period import CriticalPeriod
-from trainables.wire import Directive
+from trainables.core.wire import Directive
+from trainables.method.period import CriticalPeriod
 
 _EPOCHS = 6
 

@@ -1,4 +1,4 @@
-"""trainables/pool.py without a cluster: the rank session, checkpoints across nodes, and
+"""trainables/run/pool.py without a cluster: the rank session, checkpoints across nodes, and
 the driver's retry rule (rank groups on a real cluster: tests/ray/test_pool.py)."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import torch
 
-from trainables import pool
-from trainables.config import TrainConfig
+from trainables.core.config import TrainConfig
+from trainables.run import pool
 
 
 def _session(rank: int = 0, files: dict[str, bytes] | None = None) -> tuple[Any, list[Any]]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from trainables.config import PhaseConfig, RecipeConfig
-from trainables.recipes import (
+from trainables.core.config import PhaseConfig, RecipeConfig
+from trainables.method.recipes import (
     anneal_epoch,
     epoch_indices,
     phase_for_epoch,

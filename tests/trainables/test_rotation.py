@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from trainables.config import ModelConfig
-from trainables.models import build_model
-from trainables.rotation import LayerRotation, kernel_layers
+from trainables.core.config import ModelConfig
+from trainables.method.rotation import LayerRotation, kernel_layers
+from trainables.models.builtin import build_model
 
 
 def _reference(model: nn.Module, initial: nn.Module) -> dict[str, float]:

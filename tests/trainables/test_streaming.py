@@ -10,18 +10,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainables.config import RecipeConfig, TrainConfig
-from trainables.imports import IMPORT_PATH_ENV
-from trainables.local import train_local
-from trainables.recipes import epoch_indices, phase_for_epoch
-from trainables.streaming import LoaderBatches, RecipeSampler, StreamData, TensorBatches
+from trainables.core.config import RecipeConfig, TrainConfig
+from trainables.core.imports import IMPORT_PATH_ENV
+from trainables.data.streaming import LoaderBatches, RecipeSampler, StreamData, TensorBatches
+from trainables.method.recipes import epoch_indices, phase_for_epoch
+from trainables.run.local import train_local
 
 # digits as a user would hand them over: tensors, or a Dataset (with and without `targets`).
 USER_DATA = """
 import torch
 from torch.utils.data import Dataset
 
-from trainables.data import load_dataset
+from trainables.data.datasets import load_dataset
 
 
 def _digits():
@@ -184,11 +184,11 @@ def test_tensors_and_datasets_train_identically(
 
 def test_image_tree_over_the_memory_limit_streams_the_same_images(tmp_path: Path) -> None:
     from tests.trainables.test_data import solid
-    from trainables.config import DataConfig
-    from trainables.data import load_dataset
-    from trainables.engine import TrainingRun
-    from trainables.imagetrees import TreeImages
-    from trainables.sources import load_training_data
+    from trainables.core.config import DataConfig
+    from trainables.data.datasets import load_dataset
+    from trainables.data.imagetrees import TreeImages
+    from trainables.data.sources import load_training_data
+    from trainables.run.engine import TrainingRun
 
     g = torch.Generator().manual_seed(0)
     for k, cls in enumerate(("AnnualCrop", "Forest", "River")):
@@ -222,7 +222,7 @@ def test_image_tree_over_the_memory_limit_streams_the_same_images(tmp_path: Path
 def _ddp_rank(rank: int, init: str, out: str, stream: str) -> None:
     import torch.distributed as dist
 
-    from trainables.engine import TrainingRun
+    from trainables.run.engine import TrainingRun
 
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
     try:

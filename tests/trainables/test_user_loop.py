@@ -9,10 +9,10 @@ import pytest
 from pydantic import ValidationError
 
 from tests.reference import reference_paper_end
-from trainables.config import TrainConfig
-from trainables.imports import FactoryError
-from trainables.local import train_local
-from trainables.user_loop import load_loop
+from trainables.core.config import TrainConfig
+from trainables.core.imports import FactoryError
+from trainables.run.local import train_local
+from trainables.run.user_loop import load_loop
 
 _LOOP = """
 import torch
@@ -107,8 +107,8 @@ class _Checkpoint:
 
 
 def test_a_users_loop_resumes_its_period_from_its_checkpoint(tmp_path, monkeypatch):
-    from trainables.checkpoints import checkpoint_epoch, read_reports
-    from trainables.user_loop import run_user_loop
+    from trainables.run.checkpoints import checkpoint_epoch, read_reports
+    from trainables.run.user_loop import run_user_loop
 
     (tmp_path / "resumable.py").write_text(textwrap.dedent(_RESUMABLE))
     monkeypatch.setenv("CPSWEEP_IMPORT_PATH", str(tmp_path))

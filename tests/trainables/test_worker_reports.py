@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import ray.train
 
-from trainables.checkpoints import save_checkpoint
-from trainables.config import TrainConfig
-from trainables.engine import TrainingRun
-from trainables.worker import _GapFiller
+from trainables.core.config import TrainConfig
+from trainables.run.checkpoints import save_checkpoint
+from trainables.run.engine import TrainingRun
+from trainables.run.worker import _GapFiller
 
 
 def _checkpoint(tmp_path, reports):
@@ -68,8 +68,8 @@ def test_newer_complete_checkpoints_on_disk_are_found_newest_first(tmp_path):
     """Tune lost its latest checkpoint at Ctrl-C: the trial restores from the newest one on disk."""
     import json
 
-    from trainables.checkpoints import newer_checkpoints
-    from trainables.engine import TrainingRun
+    from trainables.run.checkpoints import newer_checkpoints
+    from trainables.run.engine import TrainingRun
 
     cfg = TrainConfig.model_validate(
         {

@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trainables.config import TrainConfig
-from trainables.engine import TrainingRun, select_device
-from trainables.progress import progress_line
-from trainables.user_loop import run_user_loop
-from trainables.wire import END_EPOCH, EPOCH, ROTATION_PREFIX, SWITCH_EPOCH
+from trainables.core.config import TrainConfig
+from trainables.core.wire import END_EPOCH, EPOCH, ROTATION_PREFIX, SWITCH_EPOCH
+from trainables.run.engine import TrainingRun, select_device
+from trainables.run.progress import progress_line
+from trainables.run.user_loop import run_user_loop
 
 __all__ = ["summarize", "train_local"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from trainables.wire import EPOCH, ROTATION_MEAN, STAT_KEYS, SWITCH_EPOCH
+from trainables.core.wire import EPOCH, ROTATION_MEAN, STAT_KEYS, SWITCH_EPOCH
 
 __all__ = ["progress_line"]
 

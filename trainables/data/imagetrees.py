@@ -1,7 +1,7 @@
 """Class-per-folder image trees (EuroSAT, Tiny ImageNet, ImageNet-30), decoded in threads.
 
-Split from trainables/data.py; `load_dataset` imports this module (through the dataset
-registry) only for these datasets. What both share is in trainables/splits.py.
+Split from trainables/data/datasets.py; `load_dataset` imports this module (through the dataset
+registry) only for these datasets. What both share is in trainables/data/splits.py.
 """
 
 from __future__ import annotations
@@ -15,7 +15,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset as TorchDataset
 
-from trainables.splits import IMAGE_EXTS, PROGRESS_EVERY, Split, dataset_error, fixed_split, logger
+from trainables.data.splits import (
+    IMAGE_EXTS,
+    PROGRESS_EVERY,
+    Split,
+    dataset_error,
+    fixed_split,
+    logger,
+)
 
 __all__ = [
     "TREE_ITEMS",

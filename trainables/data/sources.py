@@ -19,8 +19,9 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from torch.utils.data import Dataset as TorchDataset
 
-from trainables.config import DataConfig
-from trainables.data import (
+from trainables.core.config import DataConfig
+from trainables.core.imports import FactoryError, call_factory, resolve
+from trainables.data.datasets import (
     DEFAULT_IMAGE_SIZE,
     Dataset,
     channel_stats,
@@ -28,16 +29,15 @@ from trainables.data import (
     load_dataset,
     stratified_subset,
 )
-from trainables.imagetrees import TREE_ITEMS, TreeImages, read_images
-from trainables.imports import FactoryError, call_factory, resolve
-from trainables.streaming import StreamData, dataset_labels, stream_tensors
+from trainables.data.imagetrees import TREE_ITEMS, TreeImages, read_images
+from trainables.data.streaming import StreamData, dataset_labels, stream_tensors
 
 __all__ = ["load_training_data"]
 
 log = logging.getLogger(__name__)
 
 _FIELD = "data.factory"
-_SPLIT_SEED = 0  # validation subsets never change between trials (as in trainables.data)
+_SPLIT_SEED = 0  # validation subsets never change between trials (as in trainables.data.datasets)
 _STATS_SAMPLE = 2000  # images decoded for a streamed tree's mean and std
 
 

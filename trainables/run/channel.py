@@ -1,12 +1,12 @@
 """A trial's end of the control channel: rank 0 reads the sweep's control actor.
 
-`ControlChannel` implements `trainables.period.Control`: a `CriticalPeriod` given
+`ControlChannel` implements `trainables.method.period.Control`: a `CriticalPeriod` given
 one asks it for the scheduler's directive at every epoch boundary (cohort
 switches, verdicts in sync/async mode) and, in sync mode, waits after each
 report for the scheduler's verdict on it. A read is local: the channel keeps one
 `watch` call pending at the actor, which answers when this trial's directive changes.
 The actor lives in service/sweeps/control.py; names and the directive's fields in
-trainables/wire.py.
+trainables/core/wire.py.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from typing import Any
 
 import ray
 
-from trainables.period import CriticalPeriod
-from trainables.wire import (
+from trainables.core.wire import (
     CONTROL_MODES,
     CONTROL_NAMESPACE,
     HANDSHAKE_S,
@@ -27,6 +26,7 @@ from trainables.wire import (
     Directive,
     control_actor_name,
 )
+from trainables.method.period import CriticalPeriod
 
 __all__ = ["ControlChannel", "tune_channel"]
 
@@ -42,7 +42,7 @@ class ControlChannel:
     Args:
         trial_id: the Tune trial id the scheduler keys its directives by.
         actor_name: the control actor's name (None: no scheduler to talk to).
-        mode: "push", "sync" or "async" (trainables/wire.py CONTROL_MODES); None takes
+        mode: "push", "sync" or "async" (trainables/core/wire.py CONTROL_MODES); None takes
             the mode the scheduler pushed, else push.
         rank: this process's rank; only rank 0 contacts the actor.
     """

@@ -19,8 +19,8 @@ from pydantic import (
     model_validator,
 )
 
-from trainables.imports import check_target
-from trainables.registry import DATASETS, MODELS, Registry
+from trainables.core.imports import check_target
+from trainables.core.registry import DATASETS, MODELS, Registry
 
 __all__ = [
     "COHORT_KEYS",
@@ -65,7 +65,9 @@ class _Strict(BaseModel):
 class _Buildable(_Strict):
     """Exactly one of a registered `name` and a user's `factory`, plus `kwargs` for it."""
 
-    name: str | None = Field(None, description="A registered name (see trainables/registry.py).")
+    name: str | None = Field(
+        None, description="A registered name (see trainables/core/registry.py)."
+    )
     factory: str | None = Field(
         None, description="Your own builder as 'module:function' instead of a name."
     )
@@ -204,7 +206,7 @@ class AugmentConfig(_Strict):
 
 
 class PruneConfig(_Strict):
-    """Loss-aware pruning of one phase (InfoBatch, trainables/infobatch.py)."""
+    """Loss-aware pruning of one phase (InfoBatch, trainables/method/infobatch.py)."""
 
     method: Literal["infobatch"] = Field(
         "infobatch", description="infobatch: drop a share of the samples with below-mean loss."
@@ -314,7 +316,7 @@ class TrainConfig(_Strict):
     loop: str | None = Field(
         None,
         description="Your own training loop, 'package.module:function', called as fn(ctx) "
-        "in every trial (trainables/user_loop.py); None runs the built-in loop.",
+        "in every trial (trainables/run/user_loop.py); None runs the built-in loop.",
     )
 
     @field_validator("loop")

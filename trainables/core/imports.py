@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from trainables.core.moved import moved_hint
+
 __all__ = [
     "IMPORT_PATH_ENV",
     "FactoryError",
@@ -102,6 +104,7 @@ def resolve(target: str, *, field: str, paths: Iterable[str | Path] = ()) -> Any
                 f"{field}: module {module_name!r} of {target!r} was not found in "
                 f"{dirs} or on PYTHONPATH; put it beside the spec, in the working directory, "
                 f"or add its directory to PYTHONPATH or ${IMPORT_PATH_ENV}"
+                f"{moved_hint(module_name, attr_path)}"
             ) from exc
         raise FactoryError(
             f"{field}: importing {module_name!r} of {target!r} failed: it needs module "
@@ -118,7 +121,7 @@ def resolve(target: str, *, field: str, paths: Iterable[str | Path] = ()) -> Any
             where = getattr(module, "__file__", module_name)
             raise FactoryError(
                 f"{field}: {target!r}: {module_name} ({where}) has no attribute {part!r}; "
-                f"it defines {known}"
+                f"it defines {known}{moved_hint(module_name, attr_path)}"
             )
         obj = getattr(obj, part)
     return obj

@@ -1,8 +1,8 @@
 """From a rotation curve and a scheduler's directive to the end of the period: pure functions.
 
-`PeriodRule` feeds a criterion (trainables/criteria.py) one epoch at a time and
+`PeriodRule` feeds a criterion (trainables/method/criteria.py) one epoch at a time and
 tolerates what reports do after failures; the scheduler runs it on reported
-values, `CriticalPeriod` (trainables/period.py) on measured ones. `ruling` is the
+values, `CriticalPeriod` (trainables/method/period.py) on measured ones. `ruling` is the
 one function that turns a trial's own verdict and the scheduler's directive into
 a decision, for every control mode, and `switch_epoch_for` the one place where
 the switch epoch is computed. No torch, no Ray.
@@ -17,9 +17,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from trainables.config import ConfigError, CriterionConfig, format_validation_error
-from trainables.criteria import CriterionState, Verdict
-from trainables.wire import Directive
+from trainables.core.config import ConfigError, CriterionConfig, format_validation_error
+from trainables.core.wire import Directive
+from trainables.method.criteria import CriterionState, Verdict
 
 __all__ = [
     "SOURCES",

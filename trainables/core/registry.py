@@ -9,7 +9,7 @@ and a spec adds one by import path (`model.factory` / `data.factory`, see config
 Builder signatures:
 - model: `builder(input_shape=(C, H, W) or (C, L), num_classes=K, **kwargs) -> nn.Module`
 - dataset: `loader(root: Path | None, image_size: int | None) -> (train_x, train_y,
-  val_x, val_y, num_classes)`; root and image sizes are checked by trainables.data.
+  val_x, val_y, num_classes)`; root and image sizes are checked by trainables.data.datasets.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from trainables.imports import FactoryError, resolve
+from trainables.core.imports import FactoryError, resolve
 
 __all__ = ["DATASETS", "MODELS", "Registry"]
 
@@ -63,9 +63,9 @@ class Registry:
 
 MODELS = Registry("model", "model.name")
 for _name in ("small_cnn", "cnn1d", "resnet18", "resnet50"):
-    MODELS.register(_name, f"trainables.models:{_name}")
+    MODELS.register(_name, f"trainables.models.builtin:{_name}")
 for _depth in (20, 32, 44, 56, 110):  # CIFAR ResNet-(6n+2), He et al. 2016 sec. 4.2
-    MODELS.register(f"resnet{_depth}", f"trainables.models:resnet{_depth}")
+    MODELS.register(f"resnet{_depth}", f"trainables.models.builtin:resnet{_depth}")
 
 DATASETS = Registry("dataset", "data.name")
 for _name, _attr in (
@@ -75,10 +75,10 @@ for _name, _attr in (
     ("cifar10", "load_cifar10"),
     ("cifar100", "load_cifar100"),
 ):
-    DATASETS.register(_name, f"trainables.data:{_attr}")
+    DATASETS.register(_name, f"trainables.data.datasets:{_attr}")
 for _name, _attr in (
     ("eurosat", "load_eurosat"),
     ("tiny-imagenet", "load_tiny_imagenet"),
     ("imagenet30", "load_imagenet30"),
 ):
-    DATASETS.register(_name, f"trainables.imagetrees:{_attr}")
+    DATASETS.register(_name, f"trainables.data.imagetrees:{_attr}")

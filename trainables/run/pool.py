@@ -50,9 +50,9 @@ import torch.distributed as dist
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from trainables.config import TrainConfig
-from trainables.data import Dataset
-from trainables.sources import load_training_data
+from trainables.core.config import TrainConfig
+from trainables.data.datasets import Dataset
+from trainables.data.sources import load_training_data
 
 __all__ = [
     "GroupSpec",
@@ -133,7 +133,7 @@ class GroupSpec:
 
 class RankSession:
     """What the loop sees on a pooled rank (the same protocol as the Train and inline
-    sessions in trainables/worker.py): rank, world, device, the trial's checkpoint, report."""
+    sessions in trainables/run/worker.py): rank, world, device, the trial's checkpoint, report."""
 
     def __init__(
         self,

@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from trainables.config import ModelConfig
-from trainables.imports import FactoryError, call_factory, resolve
-from trainables.registry import MODELS
+from trainables.core.config import ModelConfig
+from trainables.core.imports import FactoryError, call_factory, resolve
+from trainables.core.registry import MODELS
 
 __all__ = [
     "CifarResNet",
@@ -135,7 +135,7 @@ def _torchvision_resnet(name: str, in_channels: int, num_classes: int) -> nn.Mod
     return net
 
 
-# --- registered builders (names in trainables/registry.py) ----------------------------------
+# --- registered builders (names in trainables/core/registry.py) ----------------------------------
 # Each is called as builder(input_shape=one sample's shape, num_classes=K, width=...);
 # `width` is the config's model.width, used by small_cnn / cnn1d only.
 

@@ -1,9 +1,9 @@
 """What every dataset loader shares: the split it returns, stratified subsets, and errors
 that name the path, the layout expected and the fix.
 
-Below both loader modules (trainables.data for files and generated data,
-trainables.imagetrees for class-per-folder trees), which the dataset registry
-(trainables.registry) names by import path.
+Below both loader modules (trainables.data.datasets for files and generated data,
+trainables.data.imagetrees for class-per-folder trees), which the dataset registry
+(trainables.core.registry) names by import path.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 import torch
+
+from trainables.method.stratify import stratified_subset
 
 __all__ = [
     "IMAGE_EXTS",
@@ -25,7 +26,7 @@ __all__ = [
     "stratified_subset",
 ]
 
-logger = logging.getLogger("trainables.data")  # one logger for every loader
+logger = logging.getLogger("trainables.data.datasets")  # one logger for every loader
 
 # (train_x, train_y, val_x, val_y, num_classes), what every loader returns
 Split = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]
@@ -63,41 +64,6 @@ def dataset_error(name: str, path: Path | str, problem: str) -> DatasetError:
     )
     layout = _LAYOUTS.get(name, "a dataset generated locally")
     return DatasetError(f"{name}: {path} {problem}; expected {layout} ({fix})")
-
-
-def stratified_subset(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
-    """Sorted int64 indices of a class-stratified random subset of `n` samples.
-
-    Each class gets its proportional share (largest remainder), at least one
-    sample whenever `n` >= the number of classes. Deterministic for `seed`;
-    `n` >= len(labels) returns every index.
-    """
-    if n < 1:
-        raise ValueError(f"stratified_subset: n={n} must be >= 1")
-    labels = labels.reshape(-1).cpu()
-    total = labels.numel()
-    if n >= total:
-        return torch.arange(total, dtype=torch.int64)
-    classes, counts_t = torch.unique(labels, sorted=True, return_counts=True)
-    counts = counts_t.to(torch.float64).numpy()
-    exact = n * counts / total
-    alloc = np.floor(exact).astype(np.int64)
-    if n >= len(classes):
-        alloc = np.maximum(alloc, 1)
-    # Settle the rounding: add where the remainder is largest, take where the
-    # allocation overshoots most (argmax: ties go to the lower class).
-    while alloc.sum() < n:
-        gap = np.where(alloc < counts, exact - alloc, -np.inf)
-        alloc[int(np.argmax(gap))] += 1
-    while alloc.sum() > n:
-        over = np.where(alloc > 1, alloc - exact, -np.inf)
-        alloc[int(np.argmax(over))] -= 1
-    gen = torch.Generator().manual_seed(seed)
-    picked = []
-    for cls, k in zip(classes.tolist(), alloc.tolist(), strict=True):
-        members = torch.nonzero(labels == cls).flatten()
-        picked.append(members[torch.randperm(len(members), generator=gen)[:k]])
-    return torch.sort(torch.cat(picked)).values.to(torch.int64)
 
 
 def fixed_split(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

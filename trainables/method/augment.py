@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from trainables.config import AugmentConfig
+from trainables.core.config import AugmentConfig
 
 __all__ = ["augment_batch", "make_generator"]
 

@@ -37,14 +37,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from trainables.channel import ControlChannel
-from trainables.checkpoints import read_reports, write_records
-from trainables.config import TrainConfig
-from trainables.energy import EnergyMeter
-from trainables.imports import FactoryError, resolve
-from trainables.period import CriticalPeriod
-from trainables.rotation import LayerPredicate
-from trainables.wire import EPOCH
+from trainables.core.config import TrainConfig
+from trainables.core.imports import FactoryError, resolve
+from trainables.core.wire import EPOCH
+from trainables.method.period import CriticalPeriod
+from trainables.method.rotation import LayerPredicate
+from trainables.run.channel import ControlChannel
+from trainables.run.checkpoints import read_reports, write_records
+from trainables.run.energy import EnergyMeter
 
 __all__ = ["LoopContext", "load_loop", "run_user_loop"]
 

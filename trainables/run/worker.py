@@ -2,18 +2,18 @@
 
 A trial is a Tune *function* (Ray 2.60 runs Train V2, where `Tuner(trainer)` fails).
 With the `train` executor its DDP ranks run on the trial driver's warm rank group
-(trainables/pool.py, `scaling.worker_pool: true`, the default): processes, process
+(trainables/run/pool.py, `scaling.worker_pool: true`, the default): processes, process
 group and datasets outlive the trial, rank 0's reports and checkpoints go to Tune
 from the trial's thread. `worker_pool: false` starts a `TorchTrainer` per trial
 instead; rank 0's reports then reach Tune through the trial function's own thread
 (`_ForwardReports`, `_fit_and_forward`). Single-worker trials can skip the ranks
 and run the same loop in the trial's process (`executor: inline`, the default when
 `num_workers == 1`). Every epoch ends at the `CriticalPeriod` boundary
-(trainables/period.py): rank 0 applies the rule, reads the scheduler's directive
-through the control channel (trainables/channel.py) and broadcasts the decision
+(trainables/method/period.py): rank 0 applies the rule, reads the scheduler's directive
+through the control channel (trainables/run/channel.py) and broadcasts the decision
 so all ranks switch recipe at the same epoch; then it reports metrics with a
 checkpoint that carries the decision. A user's `train.loop` runs in the same
-place with the same pieces (trainables/user_loop.py).
+place with the same pieces (trainables/run/user_loop.py).
 """
 
 from __future__ import annotations
@@ -32,8 +32,10 @@ import ray
 import torch
 from ray.train.v2.api.callback import UserCallback
 
-from trainables.channel import ControlChannel
-from trainables.checkpoints import (
+from trainables.core.config import TrainConfig, train_dict_for
+from trainables.core.wire import ROTATION_MEAN, SWITCH_EPOCH, control_actor_name
+from trainables.run.channel import ControlChannel
+from trainables.run.checkpoints import (
     checkpoint_epoch,
     checkpointed_reports,
     load_checkpoint,
@@ -42,10 +44,9 @@ from trainables.checkpoints import (
     save_checkpoint,
     trial_storage_dir,
 )
-from trainables.config import TrainConfig, train_dict_for
-from trainables.energy import EnergyMeter
-from trainables.engine import NonFiniteLossError, TrainingRun
-from trainables.pool import (
+from trainables.run.energy import EnergyMeter
+from trainables.run.engine import NonFiniteLossError, TrainingRun
+from trainables.run.pool import (
     GroupSpec,
     RankSession,
     gpu_or_cpu,
@@ -55,8 +56,7 @@ from trainables.pool import (
     run_on_group,
     unpack_dir,
 )
-from trainables.user_loop import run_user_loop
-from trainables.wire import ROTATION_MEAN, SWITCH_EPOCH, control_actor_name
+from trainables.run.user_loop import run_user_loop
 
 __all__ = [
     "EXECUTORS",
@@ -423,7 +423,7 @@ def _backend(opts: dict[str, Any]) -> str:
 
 
 def _run_on_pool(loop_config: dict[str, Any], opts: dict[str, Any]) -> str | None:
-    """The trial's ranks on this driver's warm group (trainables/pool.py); rank 0's
+    """The trial's ranks on this driver's warm group (trainables/run/pool.py); rank 0's
     reports and checkpoints go to Tune from here, as an inline trial's do. Returns the
     reason a run ended early (NaN loss), if any."""
     ckpt, replay_after = _tune_checkpoint()

@@ -17,8 +17,8 @@ from typing import Any
 import ray.train
 import torch
 
-from trainables.engine import TrainingRun
-from trainables.wire import REPLAYED
+from trainables.core.wire import REPLAYED
+from trainables.run.engine import TrainingRun
 
 __all__ = [
     "checkpoint_epoch",

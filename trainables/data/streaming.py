@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler, Subset, TensorDataset
 from torch.utils.data import Dataset as TorchDataset
 
-from trainables.recipes import Phase, epoch_indices, shard_indices, step_bounds
+from trainables.method.recipes import Phase, epoch_indices, shard_indices, step_bounds
 
 __all__ = [
     "LoaderBatches",

@@ -6,7 +6,7 @@ data fraction, Mixup/CutMix alphas). Fukase et al. (arXiv 2506.15954) see the tr
 per epoch, independently augmented, during the period and once afterwards. With
 pruning, a stratified random fraction of the data is used after the period
 until the annealing point `switch + ceil((E - switch) * r)`, then the full set.
-A phase's `prune` (loss-aware, InfoBatch: trainables/infobatch.py) instead chooses the
+A phase's `prune` (loss-aware, InfoBatch: trainables/method/infobatch.py) instead chooses the
 epoch's samples from their last losses, until epoch ceil(anneal * E); the engine hands
 that choice to `epoch_indices` as the epoch's base set.
 New components (RandAugment, SAM, ...) become fields of `PhaseConfig`, as Mixup and
@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import torch
 
-from trainables.config import PhaseConfig, PruneConfig, RecipeConfig
-from trainables.data import stratified_subset
-from trainables.infobatch import anneal_epoch as prune_anneal_epoch
+from trainables.core.config import PhaseConfig, PruneConfig, RecipeConfig
+from trainables.method.infobatch import anneal_epoch as prune_anneal_epoch
+from trainables.method.stratify import stratified_subset
 
 __all__ = [
     "Phase",

@@ -8,9 +8,9 @@ trial (the built-in loop and a user's `train.loop`) and `CriticalPeriodScheduler
         train_one_epoch(model, repeats=3 if cp.critical else 1)
         d = cp.step()      # d.rotation, d.value, d.end_epoch, d.switch_epoch
 
-The decisions themselves are pure functions in trainables/decide.py (the
+The decisions themselves are pure functions in trainables/method/decide.py (the
 scheduler runs the same `PeriodRule` on reported values). A `control`
-(trainables/channel.py in a Ray trial) lets a scheduler override the rule or
+(trainables/run/channel.py in a Ray trial) lets a scheduler override the rule or
 impose a switch (cohort). Under torch.distributed every rank calls `step()`;
 rank 0's decision is broadcast.
 """
@@ -25,18 +25,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from trainables.config import CriterionConfig
-from trainables.decide import (
-    SOURCES,
-    CriterionLike,
-    PeriodRule,
-    Ruling,
-    criterion_config,
-    ruling,
-    switch_epoch_for,
-)
-from trainables.rotation import LayerPredicate, LayerRotation
-from trainables.wire import (
+from trainables.core.config import CriterionConfig
+from trainables.core.wire import (
     END_EPOCH,
     EPOCH,
     LAG_EPOCHS,
@@ -47,6 +37,16 @@ from trainables.wire import (
     Rule,
     stat_key,
 )
+from trainables.method.decide import (
+    SOURCES,
+    CriterionLike,
+    PeriodRule,
+    Ruling,
+    criterion_config,
+    ruling,
+    switch_epoch_for,
+)
+from trainables.method.rotation import LayerPredicate, LayerRotation
 
 __all__ = ["Control", "CriticalPeriod", "Decision"]
 
@@ -72,7 +72,7 @@ class Decision:
         return _critical(self.epoch + 1, self.switch_epoch)
 
     def metrics(self) -> dict[str, Any]:
-        """The report keys the scheduler, progress lines and tracking read (trainables/wire.py)."""
+        """The report keys the scheduler, progress lines and tracking read (trainables/core/wire.py)."""
         m: dict[str, Any] = {EPOCH: self.epoch}
         m.update({f"{ROTATION_PREFIX}{k}": v for k, v in self.layers.items()})
         m[ROTATION_MEAN] = self.rotation
@@ -86,7 +86,7 @@ class Decision:
 
 
 class Control(Protocol):
-    """A scheduler's end of the period (trainables/channel.py implements it for Ray)."""
+    """A scheduler's end of the period (trainables/run/channel.py implements it for Ray)."""
 
     mode: str  # the requested mode, the same on every rank
     rule: Rule | None  # the scheduler's criterion and budget, when it overrides the trial's

@@ -23,18 +23,18 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.augment import augment_batch, make_generator
-from trainables.config import OptimConfig, TrainConfig
-from trainables.data import Dataset
-from trainables.infobatch import LossTable, all_gather_cat
-from trainables.mixing import make_mix_rng, mix_batch, mixed_cross_entropy
-from trainables.models import build_model
-from trainables.period import CriticalPeriod
-from trainables.recipes import Phase, phase_for_epoch
-from trainables.rotation import LayerRotation, unwrap_model
-from trainables.sources import load_training_data
-from trainables.streaming import RecipeSampler, StreamData, make_batches
-from trainables.wire import PRUNED_FRACTION, SAMPLES, SAMPLES_TOTAL
+from trainables.core.config import OptimConfig, TrainConfig
+from trainables.core.wire import PRUNED_FRACTION, SAMPLES, SAMPLES_TOTAL
+from trainables.data.datasets import Dataset
+from trainables.data.sources import load_training_data
+from trainables.data.streaming import RecipeSampler, StreamData, make_batches
+from trainables.method.augment import augment_batch, make_generator
+from trainables.method.infobatch import LossTable, all_gather_cat
+from trainables.method.mixing import make_mix_rng, mix_batch, mixed_cross_entropy
+from trainables.method.period import CriticalPeriod
+from trainables.method.recipes import Phase, phase_for_epoch
+from trainables.method.rotation import LayerRotation, unwrap_model
+from trainables.models.builtin import build_model
 
 __all__ = ["NonFiniteLossError", "TrainingRun", "lr_factor", "select_device"]
 
@@ -132,7 +132,7 @@ class TrainingRun:
         """The sampler, batch sources, loss table and normalisation of this process's data."""
         cfg, rank, world_size = self.cfg, self.rank, self.world_size
         self.data = data
-        # One sample order for both batch sources (trainables/streaming.py).
+        # One sample order for both batch sources (trainables/data/streaming.py).
         self.sampler = RecipeSampler(
             self.data.train_y, seed=cfg.seed, rank=rank, world_size=world_size
         )

@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainables.cifar_pickle import load_cifar_pickle
-from trainables.dataroots import check_data_root
-from trainables.registry import DATASETS as _REGISTRY
-from trainables.splits import (
+from trainables.core.registry import DATASETS as _REGISTRY
+from trainables.data.cifar_pickle import load_cifar_pickle
+from trainables.data.dataroots import check_data_root
+from trainables.data.splits import (
     SPLIT_SEED,
     DatasetError,
     Split,

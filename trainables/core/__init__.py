@@ -1,0 +1,1 @@
+"""Below every other layer: wire names, the trial's config models, import paths, registries."""

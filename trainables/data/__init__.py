@@ -1,0 +1,1 @@
+"""Datasets (built-in, on-disk formats, user factories), splits and the recipe sampler."""

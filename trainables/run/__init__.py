@@ -1,0 +1,1 @@
+"""The trial runtime: engine, Ray Train worker loop, rank pool, user loops, control channel."""
