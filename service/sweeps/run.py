@@ -29,6 +29,7 @@ from service.tracking.lifecycle import TrialTracker
 from service.usercode import runtime_env_for
 from trainables.core.config import ConfigError
 from trainables.core.imports import import_dirs
+from trainables.core.policy import POLICY_ENV
 from trainables.core.wire import control_actor_name
 from trainables.run.pool import pool_key, remove_sweep_groups
 from trainables.run.worker import TRIAL_RESOURCE, trial_main
@@ -55,7 +56,8 @@ def init_ray(address: str | None, user_code: dict[str, Any] | None = None) -> No
     """Connect to `address` / $RAY_ADDRESS, or start a local cluster with trial-driver slots.
 
     `user_code` (service.usercode.runtime_env_for) ships a spec's factory modules to a
-    remote cluster; a local cluster's trials inherit $CPSWEEP_IMPORT_PATH instead."""
+    remote cluster; a local cluster's trials inherit $CPSWEEP_IMPORT_PATH instead. A policy
+    in this process's environment (trainables.core.policy) reaches the trials either way."""
     if ray.is_initialized():
         return
     for k, v in _TRAIN_POLL_ENV.items():
@@ -70,6 +72,8 @@ def init_ray(address: str | None, user_code: dict[str, Any] | None = None) -> No
             runtime_env["excludes"] = [".venv", "runs", "mlruns", "mlartifacts", "*.db", ".git"]
             extra = user_code or {}
             runtime_env["env_vars"].update(extra.get("env_vars", {}))
+            if POLICY_ENV in os.environ:  # a job's own env vars reach its trials already
+                runtime_env["env_vars"][POLICY_ENV] = os.environ[POLICY_ENV]
             if extra.get("py_modules"):
                 runtime_env["py_modules"] = extra["py_modules"]
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)

@@ -3,7 +3,9 @@
 Two entry points with different trust. `check_target` only reads the text (the REST
 server validates specs with it and never imports user code in its own process).
 `resolve` imports the module and fetches the attribute; it runs where the code is
-meant to run (`cpsweep train`, the `cpsweep run` driver's pre-flight, a trial).
+meant to run (`cpsweep train`, the `cpsweep run` driver's pre-flight, a trial). In a job
+bound by a policy (trainables.core.policy: a sweep from the REST API) it checks the text
+before anything is imported or put on sys.path, and the object before it is returned.
 
 A module is looked up in, first to last: the directories passed as `paths` (the spec
 file's directory), the directories in $CPSWEEP_IMPORT_PATH (how a driver hands the
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from trainables.core.moved import moved_hint
+from trainables.core.policy import active_policy
 
 __all__ = [
     "IMPORT_PATH_ENV",
@@ -89,8 +92,17 @@ def module_origin(target: str, paths: Iterable[str | Path] = ()) -> str | None:
     return spec.origin if spec.origin and spec.origin.endswith(".py") else None
 
 
-def resolve(target: str, *, field: str, paths: Iterable[str | Path] = ()) -> Any:
-    """Import `module` and return `attr` of `"module:attr"`; FactoryError names `field`."""
+def resolve(
+    target: str, *, field: str, paths: Iterable[str | Path] = (), builtin: bool = False
+) -> Any:
+    """Import `module` and return `attr` of `"module:attr"`; FactoryError names `field`.
+
+    Under the job's policy (PolicyError when refused) unless `builtin`: a registry's own
+    entry, written in code rather than taken from a spec.
+    """
+    policy = None if builtin else active_policy()
+    if policy is not None:  # before any user directory reaches sys.path
+        policy.check_target(target, field)
     check_target(target, field)
     module_name, attr_path = target.split(":", 1)
     dirs = import_dirs(paths)
@@ -124,6 +136,8 @@ def resolve(target: str, *, field: str, paths: Iterable[str | Path] = ()) -> Any
                 f"it defines {known}{moved_hint(module_name, attr_path)}"
             )
         obj = getattr(obj, part)
+    if policy is not None:
+        policy.check_object(obj, target, field)
     return obj
 
 

@@ -54,7 +54,7 @@ class Registry:
         """The builder of `name`, importing it on first use."""
         builder = self._entries[self.check(name)]
         if isinstance(builder, str):
-            builder = resolve(builder, field=self.field)
+            builder = resolve(builder, field=self.field, builtin=True)
             if not callable(builder):
                 raise FactoryError(f"{self.field}: {name!r} is registered to a non-callable")
             self._entries[name] = builder
