@@ -13,6 +13,7 @@ from typing import Any
 
 from trainables.core.config import ConfigError
 from trainables.core.imports import FactoryError
+from trainables.core.policy import PolicyError
 from trainables.core.wire import ROTATION_MEAN
 
 __all__ = ["main"]
@@ -39,17 +40,19 @@ def _setup_logging(verbose: bool) -> None:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from service.configio import load_model, read_yaml
-    from service.usercode import add_import_dir
     from trainables.core.config import TrainConfig
-    from trainables.run.local import train_local
 
-    add_import_dir(Path(args.config).parent)  # the config's own model / data modules
-    raw = read_yaml(args.config)
+    raw = read_yaml(args.config)  # before torch and Ray are imported: a bad file fails fast
     overrides = list(args.set)
     if "train" in raw:  # a sweep spec: train its base config; --set train.x=... means x
         raw = raw["train"] or {}
         overrides = [kv.removeprefix("train.") for kv in overrides]
     cfg = load_model(TrainConfig, raw, overrides, source=str(args.config))
+
+    from service.usercode import add_import_dir
+    from trainables.run.local import train_local
+
+    add_import_dir(Path(args.config).parent)  # the config's own model / data modules
     out = Path(args.output_dir or Path("runs") / "train" / Path(args.config).stem)
     summary = train_local(cfg, out)
     print(json.dumps(summary, indent=2))
@@ -87,24 +90,26 @@ def _read_curve(source: str, column: str, tracking_uri: str | None = None) -> li
     `mlflow:RUN_ID` (the run's metric history)."""
     if source.startswith("mlflow:"):
         return _mlflow_curve(source.removeprefix("mlflow:"), column, tracking_uri)
+    from service.configio import read_text
+
     path = Path(source)
-    if not path.is_file():
-        raise ConfigError(
-            f"{path}: no such file; pass a CSV with a {column!r} column, a JSON list, "
-            "a history.jsonl or mlflow:RUN_ID"
-        )
-    text = path.read_text()
-    if path.suffix.lower() == ".jsonl":
-        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-        if not rows or not all(isinstance(r, dict) for r in rows):
-            raise ConfigError(f"{path}: expected one JSON object per line (history.jsonl)")
-        key = _pick_key(column, list(rows[0]), str(path))
-        return [float(r[key]) for r in rows if r.get(key) is not None]
-    if path.suffix.lower() == ".json" or text.lstrip().startswith("["):
-        data = json.loads(text)
-        if not isinstance(data, list) or not all(isinstance(v, int | float) for v in data):
-            raise ConfigError(f"{path}: expected a JSON list of numbers, one per epoch")
-        return [float(v) for v in data]
+    text = read_text(
+        path, f"a CSV with a {column!r} column, a JSON list, a history.jsonl or mlflow:RUN_ID"
+    )
+    try:
+        if path.suffix.lower() == ".jsonl":
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+            if not rows or not all(isinstance(r, dict) for r in rows):
+                raise ConfigError(f"{path}: expected one JSON object per line (history.jsonl)")
+            key = _pick_key(column, list(rows[0]), str(path))
+            return [float(r[key]) for r in rows if r.get(key) is not None]
+        if path.suffix.lower() == ".json" or text.lstrip().startswith("["):
+            data = json.loads(text)
+            if not isinstance(data, list) or not all(isinstance(v, int | float) for v in data):
+                raise ConfigError(f"{path}: expected a JSON list of numbers, one per epoch")
+            return [float(v) for v in data]
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON: {exc}") from None
     import csv
 
     rows_csv = list(csv.DictReader(text.splitlines()))
@@ -138,12 +143,14 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from service.spec import load_spec
+
+    spec = load_spec(args.spec, args.set)  # before torch and Ray are imported: fails fast
+
     from service.sweeps.progress import format_table
     from service.sweeps.run import run_sweep
     from service.usercode import add_import_dir, preflight
 
     add_import_dir(Path(args.spec).parent)  # before Ray starts: local trials inherit it
-    spec = load_spec(args.spec, args.set)
     if preflight(spec):
         log.info("model / data factories import and accept their kwargs")
     summary = run_sweep(spec, address=args.address, output_dir=args.output_dir, resume=args.resume)
@@ -298,7 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.verbose)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, FactoryError) as exc:
+    except (ConfigError, FactoryError, PolicyError) as exc:
         print(f"cpsweep {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except RuntimeError as exc:

@@ -32,9 +32,12 @@ __all__ = ["job_entry"]
 
 
 def _tracking(spec_yaml: bytes) -> dict[str, object]:
-    import yaml
+    from trainables.core.specdata import SpecDataError, load_yaml
 
-    raw = yaml.safe_load(spec_yaml) or {}
+    try:
+        raw = load_yaml(spec_yaml.decode("utf-8")) or {}
+    except (UnicodeDecodeError, SpecDataError):
+        return {}  # `cpsweep run` below refuses the spec with the reason
     tracking = raw.get("tracking") if isinstance(raw, dict) else None
     return dict(tracking) if isinstance(tracking, dict) else {}
 

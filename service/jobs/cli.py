@@ -47,12 +47,14 @@ def _follow(client: JobsClient, job_id: str) -> None:
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
-    from service.jobs.client import project_root
     from service.spec import load_spec
+
+    spec = load_spec(args.spec, args.set)  # ConfigError names the field; exit 2
+
+    from service.jobs.client import project_root
     from service.usercode import add_import_dir, preflight, runtime_env_for
 
     add_import_dir(Path(args.spec).parent)
-    spec = load_spec(args.spec, args.set)  # ConfigError names the field; exit 2
     preflight(spec)  # the spec's factories import here, so they will on the cluster too
     user_code = runtime_env_for(spec, project_root())
     uri = args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")

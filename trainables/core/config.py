@@ -21,6 +21,7 @@ from pydantic import (
 
 from trainables.core.imports import check_target
 from trainables.core.registry import DATASETS, MODELS, Registry
+from trainables.core.specdata import SpecDataError, load_yaml
 
 __all__ = [
     "COHORT_KEYS",
@@ -339,14 +340,8 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> str:
     return "\n".join(lines)
 
 
-def _parse_scalar(text: str) -> Any:
-    import yaml
-
-    return yaml.safe_load(text)
-
-
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `a.b.c=value` overrides (values parsed as YAML) to a nested dict, in place."""
+    """Apply `a.b.c=value` overrides (values read as YAML plain data) to a dict, in place."""
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key.path=value")
@@ -358,7 +353,10 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             if not isinstance(nxt, dict):
                 raise ConfigError(f"override {item!r}: {p!r} is not a section")
             node = nxt
-        node[parts[-1]] = _parse_scalar(text)
+        try:
+            node[parts[-1]] = load_yaml(text)
+        except SpecDataError as exc:
+            raise ConfigError(f"override {item!r}: {exc}") from None
     return raw
 
 
