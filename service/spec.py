@@ -46,6 +46,7 @@ __all__ = [
     "Dimension",
     "SweepSpec",
     "arms_of",
+    "base_train",
     "build_param_space",
     "count_trials",
     "load_spec",
@@ -400,13 +401,19 @@ def runs_full_recipe(arm: str | None, criterion: str | None) -> bool:
     return arm == BASELINE_ARM or criterion == "never"
 
 
-def build_param_space(spec: SweepSpec, opts: dict[str, Any]) -> dict[str, Any]:
-    """Tune param space: `train` (base), `params` (sampled dotted paths), `arm`, `_cpsweep`."""
+def base_train(spec: SweepSpec) -> dict[str, Any]:
+    """Every trial's train config before its arm and sampled values are applied."""
     train = spec.train.model_dump()
     if spec.criterion is not None:  # the sweep-wide rule is every trial's default; arms win
         train["criterion"] = spec.criterion.model_dump()
+    return train
+
+
+def build_param_space(spec: SweepSpec, opts: dict[str, Any]) -> dict[str, Any]:
+    """Tune param space: `train` (base), `params` (sampled dotted paths), `arm`, `_cpsweep`.
+    A trial resolves its train config from it with trainables.core.config.train_dict_for."""
     space: dict[str, Any] = {
-        "train": train,
+        "train": base_train(spec),
         "params": {path: dim.to_tune() for path, dim in spec.search_space.items()},
         "_cpsweep": {**opts, "arms": arms_of(spec)},
     }

@@ -1,13 +1,15 @@
-"""What a caller of the REST API may point a sweep at: MLflow URIs and dataset roots.
+"""What a caller of the REST API may point a sweep at: MLflow URIs, code and dataset roots.
 
-A spec from the API runs with the cluster's permissions, so the server accepts only
-what its operator listed: `tracking.uri` equal to the server's own MLflow URI or one
-of `CPSWEEP_TRACKING_URIS` (comma-separated; `--allowed-tracking-uri`), and dataset
-roots under `CPSWEEP_DATA_ROOTS` (trainables.data.dataroots; unset: no `data.root` at all).
-Factories (`model.factory`, `data.factory`: 'module:function', called with the spec's
-kwargs) and a user's `train.loop` run code on the cluster: only modules under a prefix in
-`CPSWEEP_FACTORY_MODULES` (comma-separated; unset: none) are accepted from a caller.
-These checks are text only; the cluster re-checks data roots when it loads them.
+A spec from the API runs with the cluster's permissions, so the server accepts only what
+its operator listed. `tracking.uri` must equal the server's own MLflow URI or one of
+`CPSWEEP_TRACKING_URIS` (comma-separated; `--allowed-tracking-uri`); it is a sweep-wide
+field that no arm or search-space path can reach. Factories (`model.factory`,
+`data.factory`), `train.loop` and `data.root` are judged by the policy
+(trainables.core.policy: `CPSWEEP_FACTORY_MODULES`, `CPSWEEP_DATA_ROOTS`) on every value a
+trial can end up with once arms and grid/choice values are applied (service.resolved), not
+on the keys the spec happens to write; a range over such a path is refused. These checks
+are text only; the job carries the policy and its processes check again where the code is
+imported and the data read.
 """
 
 from __future__ import annotations
@@ -16,23 +18,23 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from service.resolved import field_values
 from service.spec import SweepSpec
-from trainables.data.dataroots import DATA_ROOTS_ENV, within
+from trainables.core.policy import FACTORY_MODULES_ENV, Policy, PolicyError
 
 __all__ = [
+    "CODE_FIELDS",
     "FACTORY_MODULES_ENV",
     "TRACKING_URIS_ENV",
     "allowed_factory_modules",
     "allowed_tracking_uris",
-    "data_root_problems",
-    "factory_problems",
+    "policy_problems",
     "tracking_uri_problem",
 ]
 
 TRACKING_URIS_ENV = "CPSWEEP_TRACKING_URIS"
-FACTORY_MODULES_ENV = "CPSWEEP_FACTORY_MODULES"
-_ROOT_KEY = "data.root"
-_FACTORY_KEYS = ("model.factory", "data.factory", "loop")  # train.loop is code too
+CODE_FIELDS = ("model.factory", "data.factory", "loop")  # train paths naming code to run
+_ROOT_FIELD = "data.root"
 
 
 def _listed(env: Mapping[str, str] | None, var: str) -> tuple[str, ...]:
@@ -61,65 +63,26 @@ def tracking_uri_problem(
     )
 
 
-def _values_at(spec: SweepSpec, dotted: str) -> Iterator[tuple[list[Any], Any]]:
-    """(loc, value) of every value the spec gives the train path `dotted`: train, grids, arms."""
-    node: Any = spec.train
-    for part in dotted.split("."):
-        node = getattr(node, part, None)
-    if node is not None:
-        yield ["train", *dotted.split(".")], node
-    for path, dim in spec.search_space.items():
-        if path == dotted:
-            for value in dim.values_for_check():
-                yield ["search_space", path], value
-    for arm, overrides in spec.arms.items():
-        if dotted in overrides:
-            yield ["arms", arm, dotted], overrides[dotted]
-
-
-def factory_problems(
-    spec: SweepSpec, modules: tuple[str, ...]
-) -> Iterator[tuple[list[Any], Any, str]]:
-    """(loc, value, message) for every factory outside the allowed module prefixes."""
-    for key in _FACTORY_KEYS:
-        for loc, value in _values_at(spec, key):
-            module = str(value).split(":")[0]
-            if value is not None and not any(
-                module == m or module.startswith(m + ".") for m in modules
-            ):
+def policy_problems(spec: SweepSpec, policy: Policy) -> Iterator[tuple[list[Any], Any, str]]:
+    """(loc, value, message) for every factory, loop or data root a trial could get that
+    `policy` refuses."""
+    for field in (*CODE_FIELDS, _ROOT_FIELD):
+        label = "train.loop" if field == "loop" else field
+        for found in field_values(spec, field):
+            if not found.listed:
                 yield (
-                    loc,
-                    value,
-                    (
-                        f"a factory runs code on the cluster; this server accepts only modules "
-                        f"under {FACTORY_MODULES_ENV} ({', '.join(modules) or 'none'}); use a "
-                        "registered name"
-                    ),
+                    list(found.loc),
+                    found.value,
+                    f"{label} is drawn from a range here, which cannot be checked; list its "
+                    "values with grid or choice",
                 )
-
-
-def data_root_problems(
-    spec: SweepSpec, roots: tuple[str, ...]
-) -> Iterator[tuple[list[Any], Any, str]]:
-    """(loc, value, message) for every data.root outside `roots` (empty: none allowed)."""
-    for loc, value in _values_at(spec, _ROOT_KEY):
-        if value is None:
-            continue
-        if not roots:
-            yield (
-                loc,
-                value,
-                (
-                    f"this server accepts no data.root; its operator lists dataset directories "
-                    f"in {DATA_ROOTS_ENV}, or use a built-in dataset location"
-                ),
-            )
-        elif not within(str(value), roots):
-            yield (
-                loc,
-                value,
-                (
-                    f"data.root must lie under one of the directories this server allows "
-                    f"({DATA_ROOTS_ENV}={os.pathsep.join(roots)})"
-                ),
-            )
+                continue
+            if found.value is None:
+                continue
+            try:
+                if field == _ROOT_FIELD:
+                    policy.check_root(found.value, label)
+                else:
+                    policy.check_target(found.value, label)
+            except PolicyError as exc:
+                yield list(found.loc), found.value, str(exc)

@@ -47,6 +47,7 @@ from service.jobs.client import (
 from service.jobs.trials import SweepTrial, parent_run_from_logs, sweep_trials
 from service.spec import SweepSpec
 from trainables.core.config import ConfigError
+from trainables.core.policy import Policy
 
 __all__ = [
     "ApiSettings",
@@ -72,6 +73,7 @@ class JobsBackend(Protocol):
         mlflow_uri: str | None,
         output_root: str | None,
         python: str | None,
+        policy: Policy | None,
     ) -> str: ...
     def list(self) -> list[JobInfo]: ...
     def info(self, job_id: str) -> JobInfo: ...
@@ -224,6 +226,9 @@ _SweepId = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="Ray submissi
 def _add_submit(v1: APIRouter, settings: ApiSettings, jobs: JobsBackend, ray: RayGate) -> None:
     """POST /v1/sweeps: read, parse and validate the spec (bounded threads), submit it."""
     specs = HeavyGate(settings.max_parallel_specs, "spec validations")
+    # What a caller's trials may run and read: checked here, and carried by the job so
+    # that its processes check again (trainables.core.policy).
+    policy = Policy(settings.factory_modules, settings.data_roots)
 
     @v1.post("/sweeps", status_code=201, response_model=SweepCreated, openapi_extra=_SPEC_BODY_DOC)
     async def create_sweep(request: Request) -> JSONResponse:
@@ -236,8 +241,7 @@ def _add_submit(v1: APIRouter, settings: ApiSettings, jobs: JobsBackend, ray: Ra
                 settings.mlflow_uri,
                 limits=settings.limits,
                 tracking_uris=settings.tracking_uris,
-                data_roots=settings.data_roots,
-                factory_modules=settings.factory_modules,
+                policy=policy,
             )
 
         spec = await specs.run(parse_and_validate)
@@ -247,6 +251,7 @@ def _add_submit(v1: APIRouter, settings: ApiSettings, jobs: JobsBackend, ray: Ra
                 mlflow_uri=settings.mlflow_uri,
                 output_root=settings.output_root,
                 python=settings.job_python,
+                policy=policy,
             )
         )
         log.info("POST /v1/sweeps: %s submitted as %s", spec.name, job_id)

@@ -5,20 +5,20 @@ error shape (`loc`, `msg`, `type`), so a client sees what to fix. Parsing and
 validation are CPU work: `service.api.app` runs them in a worker thread, a few at a time.
 """
 
-import json
 import logging
 import math
 from typing import Any
 
 import anyio
-import yaml
 from fastapi import HTTPException, Request
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
-from service.api.allowlists import data_root_problems, factory_problems, tracking_uri_problem
+from service.api.allowlists import policy_problems, tracking_uri_problem
 from service.limits import LIMITS_CONTEXT, SpecLimits
 from service.spec import SweepSpec
+from trainables.core.policy import Policy
+from trainables.core.specdata import MAX_NESTING, SpecDataError, load_json, load_yaml
 
 __all__ = ["MAX_NESTING", "parse_spec", "read_body", "validate_spec"]
 
@@ -26,9 +26,6 @@ log = logging.getLogger(__name__)
 
 _JSON_TYPES = {"application/json"}
 _YAML_TYPES = {"application/x-yaml", "application/yaml", "text/yaml", "text/x-yaml", ""}
-MAX_NESTING = 32
-# libyaml's loader where PyYAML was built with it (10-50x faster than pure Python).
-_FastSafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _body_error(msg: str, status: int = 422) -> HTTPException:
@@ -56,41 +53,6 @@ async def read_body(request: Request, limit: int, timeout_s: float = 15.0) -> by
     return b"".join(chunks)
 
 
-def _load_yaml(text: str) -> Any:
-    """YAML without aliases: they let 1 KiB expand to gigabytes once validated.
-
-    libyaml composes the node graph (an alias is the same node object reached twice,
-    so the graph stays small); any shared node is refused before construction.
-    """
-    loader = _FastSafeLoader(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        seen: set[int] = set()
-        stack = [(node, 1)]
-        while stack:
-            n, depth = stack.pop()
-            if id(n) in seen:
-                raise yaml.YAMLError(
-                    f"YAML aliases are not accepted (line {n.start_mark.line + 1})"
-                )
-            seen.add(id(n))
-            if depth > MAX_NESTING:
-                raise RecursionError
-            if isinstance(n, yaml.MappingNode):
-                stack.extend((x, depth + 1) for kv in n.value for x in kv)
-            elif isinstance(n, yaml.SequenceNode):
-                stack.extend((x, depth + 1) for x in n.value)
-        return loader.construct_document(node)
-    finally:
-        loader.dispose()
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a finite number")
-
-
 def _depth(tree: Any) -> int:
     deepest, stack = 0, [(tree, 1)]
     while stack:
@@ -106,20 +68,19 @@ def _depth(tree: Any) -> int:
 
 
 def parse_spec(body: bytes, content_type: str) -> dict[str, Any]:
+    """The body as plain data (trainables.core.specdata: no tags, aliases, duplicate keys)."""
     ctype = content_type.split(";")[0].strip().lower()
     if ctype not in _JSON_TYPES | _YAML_TYPES:
         raise HTTPException(415, "send the spec as application/json or application/x-yaml")
     try:
         text = body.decode("utf-8")
-        if ctype in _JSON_TYPES:
-            raw = json.loads(text, parse_constant=_refuse_constant)
-        else:
-            raw = _load_yaml(text)
+        raw = load_json(text) if ctype in _JSON_TYPES else load_yaml(text)
     except UnicodeDecodeError:
         raise _body_error("body is not UTF-8") from None
-    except (ValueError, yaml.YAMLError) as exc:
+    except SpecDataError as exc:
         kind = "JSON" if ctype in _JSON_TYPES else "YAML"
-        raise _body_error(f"not valid {kind}: {str(exc)[:300]}") from None
+        msg = str(exc).removeprefix(f"not valid {kind}: ")
+        raise _body_error(f"not valid {kind}: {msg[:300]}") from None
     except RecursionError:
         raise _body_error(f"nested deeper than {MAX_NESTING} levels") from None
     if not isinstance(raw, dict):
@@ -150,11 +111,10 @@ def validate_spec(
     *,
     limits: SpecLimits | None = None,
     tracking_uris: tuple[str, ...] = (),
-    data_roots: tuple[str, ...] | None = None,
-    factory_modules: tuple[str, ...] | None = None,
+    policy: Policy | None = None,
 ) -> SweepSpec:
-    """The spec, or 422 naming each bad field. `data_roots`, `factory_modules`: the
-    operator's allow-lists (None: anything; empty: nothing)."""
+    """The spec, or 422 naming each bad field. `policy`: what its trials may run and read
+    (service.api.allowlists; None: anything)."""
     try:
         spec = SweepSpec.model_validate(raw, context={LIMITS_CONTEXT: limits})
     except ValidationError as exc:
@@ -173,11 +133,8 @@ def validate_spec(
     problem = tracking_uri_problem(spec.tracking.uri, mlflow_uri, tracking_uris)
     if problem is not None:
         raise _unprocessable(["tracking", "uri"], problem, spec.tracking.uri)
-    if data_roots is not None:
-        for loc, value, msg in data_root_problems(spec, data_roots):
-            raise _unprocessable(loc, msg, value)
-    if factory_modules is not None:
-        for loc, value, msg in factory_problems(spec, factory_modules):
+    if policy is not None:
+        for loc, value, msg in policy_problems(spec, policy):
             raise _unprocessable(loc, msg, value)
     return spec
 

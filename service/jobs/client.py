@@ -43,6 +43,7 @@ from service.jobs.errors import (
 )
 from service.jobs.submit import build_submission, new_submission_id, project_root, run_preflight
 from service.spec import SweepSpec
+from trainables.core.policy import Policy
 
 __all__ = [
     "DEFAULT_ADDRESS",
@@ -269,8 +270,10 @@ class JobsClient:
         python: str | None = None,
         preflight_timeout_s: float = 120.0,
         user_code: dict[str, Any] | None = None,
+        policy: Policy | None = None,
     ) -> str:
-        """Preflight (service.jobs.driver), then submit with what it found, or raise."""
+        """Preflight (service.jobs.driver), then submit with what it found, or raise.
+        `policy` (the REST API's) binds every process of the job."""
         sid = new_submission_id(spec.name)
         client = self._client()
         probe = build_submission(
@@ -282,6 +285,7 @@ class JobsClient:
             python=python,
             check=True,
             user_code=user_code,
+            policy=policy,
         )
         found = run_preflight(self._call, client, probe, preflight_timeout_s)
         kwargs = build_submission(
@@ -292,6 +296,7 @@ class JobsClient:
             python=found["python"],
             results_host=found["host"],
             user_code=user_code,
+            policy=policy,
         )
         job_id = str(self._call(client.submit_job, **kwargs))
         log.info("submitted sweep %s as Ray job %s to %s", spec.name, job_id, self.address)

@@ -21,6 +21,7 @@ import yaml
 from service.jobs.driver import JOB_ID_ENV, REFUSED_EXIT, SPEC_ENV, entrypoint, read_preflight
 from service.jobs.errors import JobsError, SpecTooLarge, SubmissionRefused
 from service.spec import SweepSpec
+from trainables.core.policy import Policy
 
 __all__ = ["build_submission", "new_submission_id", "project_root", "run_preflight"]
 
@@ -59,12 +60,15 @@ def build_submission(
     check: bool = False,
     results_host: str | None = None,
     user_code: dict[str, Any] | None = None,
+    policy: Policy | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments for JobSubmissionClient.submit_job (no network).
 
     `check` builds the preflight job (service.jobs.driver); python=None lets the entrypoint
     pick the interpreter on the cluster. The results' place goes into the metadata.
     `user_code` (service.usercode.runtime_env_for) ships the spec's own factory modules.
+    `policy` goes into the job's environment, where the driver, every trial and every rank
+    check each import and data root against it (trainables.core.policy).
     """
     dumped = yaml.safe_dump(spec.model_dump(mode="json", exclude_unset=True), sort_keys=False)
     encoded = base64.b64encode(dumped.encode()).decode()
@@ -80,6 +84,8 @@ def build_submission(
         env_vars["MLFLOW_TRACKING_URI"] = mlflow_uri
     if user_code:
         env_vars.update(user_code.get("env_vars", {}))
+    if policy is not None:  # last: nothing above may replace it
+        env_vars.update(policy.to_env())
     runtime_env: dict[str, Any] = {
         "working_dir": str(project_root()),
         "excludes": list(_EXCLUDES),

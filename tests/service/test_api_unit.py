@@ -27,6 +27,7 @@ from service.jobs.client import (
 from service.jobs.trials import SweepTrial, sweep_trials
 from service.spec import SweepSpec
 from trainables.core.config import ConfigError
+from trainables.core.policy import Policy
 
 with warnings.catch_warnings():  # starlette: "install httpx2"; httpx is what we pin
     warnings.simplefilter("ignore")
@@ -46,6 +47,7 @@ tracking: {enabled: false}
 class FakeJobs:
     def __init__(self) -> None:
         self.submitted: list[SweepSpec] = []
+        self.policies: list[Policy | None] = []  # what each job would carry to its trials
         self.down: Exception | None = None
         self.jobs: dict[str, JobInfo] = {}
 
@@ -63,10 +65,12 @@ class FakeJobs:
         mlflow_uri: str | None,
         output_root: str | None,
         python: str | None,
+        policy: Policy | None = None,
     ) -> str:
         self._check()
         job_id = f"cpsweep-{spec.name}-{len(self.submitted):08x}"
         self.submitted.append(spec)
+        self.policies.append(policy)
         self.jobs[job_id] = JobInfo(id=job_id, status="PENDING", sweep=spec.name)
         return job_id
 
