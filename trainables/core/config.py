@@ -394,11 +394,12 @@ def set_dotted(tree: dict[str, Any], path: str, value: Any) -> None:
 
 
 def train_dict_for(config: dict[str, Any]) -> dict[str, Any]:
-    """The trial's full TrainConfig dict: base, then its arm's overrides, then sampled values."""
+    """The trial's full TrainConfig dict: base, then its arm's overrides, then sampled values.
+    Values are copied in, so a later path never writes into the arm's or grid's own dict."""
     trial = copy.deepcopy(config["train"])
     arm = config.get("arm")
     for path, value in (config.get("_cpsweep", {}).get("arms", {}).get(arm) or {}).items():
-        set_dotted(trial, path, value)
+        set_dotted(trial, path, copy.deepcopy(value))
     for path, value in (config.get("params") or {}).items():
-        set_dotted(trial, path, value)
+        set_dotted(trial, path, copy.deepcopy(value))
     return trial
