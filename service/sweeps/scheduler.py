@@ -41,6 +41,7 @@ from trainables.core.wire import (
     Rule,
     control_actor_name,
 )
+from trainables.method.criteria import rule_class
 from trainables.method.decide import PeriodRule, criterion_config, switch_epoch_for
 
 __all__ = ["CriticalPeriodScheduler"]
@@ -165,7 +166,7 @@ class CriticalPeriodScheduler(FIFOScheduler):
         train = train_dict_for(trial.config) if own else {}
         criterion = self._criterion or CriterionConfig.model_validate(train.get("criterion", {}))
         budget = int(train["epochs"]) if own else self.budget
-        if budget is None and criterion.name in ("paper", "fixed"):
+        if budget is None and rule_class(criterion.name).needs_budget:
             raise ConfigError(
                 f"trial {trial.trial_id} has no cpsweep train config: pass "
                 f"CriticalPeriodScheduler(budget=<epochs>) for the {criterion.name} rule"

@@ -33,7 +33,6 @@ __all__ = [
     "Directive",
     "Rule",
     "control_actor_name",
-    "stat_key",
 ]
 
 # -- per-epoch report keys --------------------------------------------------------------
@@ -52,12 +51,8 @@ SAMPLES = "samples"  # training samples processed this epoch (all ranks, repeats
 SAMPLES_TOTAL = "samples_total"  # the same, summed over the epochs so far
 PRUNED_FRACTION = "recipe/pruned_fraction"  # share of the data loss-aware pruning left out
 
-STAT_KEYS = {"paper": ANGLE, "relative": RATE_RATIO}
-
-
-def stat_key(criterion: str) -> str | None:
-    """Metric key of a rule's per-epoch statistic (None: the rule has none)."""
-    return STAT_KEYS.get(criterion)
+# the built-in rules' statistics (each rule names its own: EndRule.stat_key)
+STAT_KEYS = (ANGLE, RATE_RATIO)
 
 
 # -- the control actor -------------------------------------------------------------------

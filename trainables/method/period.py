@@ -35,8 +35,8 @@ from trainables.core.wire import (
     SWITCH_EPOCH,
     Directive,
     Rule,
-    stat_key,
 )
+from trainables.method.criteria import stat_key
 from trainables.method.decide import (
     SOURCES,
     CriterionLike,
