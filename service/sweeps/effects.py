@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from service.sweeps.control import get_or_create_control
-from trainables.core.wire import Rule, control_actor_name
+from trainables.core.wire import Assignment, control_actor_name
 
 __all__ = ["ActorLink", "FileJournal", "Journal", "NoJournal", "NoLink", "TrialLink"]
 
@@ -64,7 +64,7 @@ class TrialLink(Protocol):
         """Called with each trial's experiment name before anything is sent for it."""
         ...
 
-    def set_rule(self, trial_id: str, rule: Rule) -> None: ...
+    def assign(self, trial_id: str, rule: Assignment) -> None: ...
 
     def force_switch(self, trial_id: str, switch_epoch: int, source: str) -> None: ...
 
@@ -79,7 +79,7 @@ class NoLink:
     def attach(self, experiment: str) -> None:
         return None
 
-    def set_rule(self, trial_id: str, rule: Rule) -> None:
+    def assign(self, trial_id: str, rule: Assignment) -> None:
         return None
 
     def force_switch(self, trial_id: str, switch_epoch: int, source: str) -> None:
@@ -108,9 +108,9 @@ class ActorLink:
         if self._actor is None:
             self._actor = get_or_create_control(self.name or control_actor_name(experiment))
 
-    def set_rule(self, trial_id: str, rule: Rule) -> None:
+    def assign(self, trial_id: str, rule: Assignment) -> None:
         if self._actor is not None:
-            self._actor.set_rule.remote(trial_id, rule)
+            self._actor.assign.remote(trial_id, rule)
 
     def force_switch(self, trial_id: str, switch_epoch: int, source: str) -> None:
         if self._actor is not None:

@@ -37,7 +37,7 @@ from trainables.core.wire import (
     EPOCH,
     ROTATION_MEAN,
     SWITCH_EPOCH,
-    Rule,
+    Assignment,
 )
 from trainables.method.criteria import rule_class
 from trainables.method.decide import PeriodRule, criterion_config, switch_epoch_for
@@ -190,8 +190,8 @@ class CriticalPeriodScheduler(FIFOScheduler):
             state.forced_switch, state.source = cohort_switch, "cohort"
         self.link.attach(trial.experiment_dir_name)
         if self._criterion is not None or not own:  # what the trial cannot know itself
-            rule = Rule(criterion.model_dump(), budget or 0, self.mode)
-            self.link.set_rule(trial.trial_id, rule)
+            rule = Assignment(criterion.model_dump(), budget or 0, self.mode)
+            self.link.assign(trial.trial_id, rule)
         if state.forced_switch:
             self.link.force_switch(trial.trial_id, state.forced_switch, "cohort")
         if self.inner is not None:

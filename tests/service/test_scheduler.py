@@ -197,7 +197,7 @@ class _Recorder:
     def attach(self, experiment: str) -> None:
         self.sent.append(("attach", experiment))
 
-    def set_rule(self, trial_id: str, rule: Any) -> None:
+    def assign(self, trial_id: str, rule: Any) -> None:
         self.sent.append(("rule", trial_id, rule.criterion["name"], rule.budget))
 
     def force_switch(self, trial_id: str, switch_epoch: int, source: str) -> None:

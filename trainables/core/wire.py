@@ -5,6 +5,17 @@ keys in `tune/result.py`): the per-epoch metric keys a trial reports and the
 scheduler, progress lines, tracking and summaries read; the control actor's name
 and namespace; and the directive a trial reads from that actor. Pure data: no
 Ray, no torch.
+
+The decision types, one meaning each:
+- `Verdict` (method/criteria.py): a rule's reading after one epoch (its statistic and
+  the end it has found, if any).
+- `Ruling` (method/decide.py): a decision to switch: the end, the first epoch of the
+  post-period recipe, and who decided it.
+- `Decision` (method/period.py): what `CriticalPeriod.step` returns, the period's state
+  after one epoch (rotation, statistic, end, switch), the public record.
+- `Directive` (here): what the scheduler has told one trial so far, read at an epoch
+  boundary; its `Assignment` is configuration (a criterion and budget the trial cannot
+  know itself), not a decision.
 """
 
 from __future__ import annotations
@@ -30,8 +41,8 @@ __all__ = [
     "SAMPLES_TOTAL",
     "STAT_KEYS",
     "SWITCH_EPOCH",
+    "Assignment",
     "Directive",
-    "Rule",
     "control_actor_name",
 ]
 
@@ -68,7 +79,7 @@ def control_actor_name(experiment_name: str) -> str:
 
 
 @dataclass(frozen=True)
-class Rule:
+class Assignment:
     """What the scheduler pushes to a trial that cannot know it itself.
 
     Sent only when the scheduler overrides the trial's criterion or the trial
@@ -85,7 +96,7 @@ class Rule:
 class Directive:
     """A trial's view of the control actor at one epoch boundary."""
 
-    rule: Rule | None = None
+    assignment: Assignment | None = None
     switch_epoch: int | None = None  # a switch the scheduler decided (cohort median + 1)
     switch_source: str | None = None  # who decided it ("cohort")
     verdict_epoch: int = 0  # last epoch the scheduler has judged (sync and async modes)
