@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.requires import OPENSSL, requires
 from tests.servers import REPO, VENV_BIN, Processes, _node_args, _ports
 
 pytestmark = pytest.mark.integration
@@ -73,6 +74,7 @@ def ray_root() -> Iterator[Path]:
 def test_readme_cluster_commands_work_in_a_fresh_shell_and_results_outlive_the_cluster(
     ray_root: Path,
 ) -> None:
+    requires(OPENSSL)
     lines = _cluster_commands()
     export = _one(lines, "export RAY_AUTH_MODE=token")
     head = _one(lines, ".venv/bin/ray start --head")
