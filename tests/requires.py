@@ -86,7 +86,7 @@ POSTGRESQL = Requirement(
     lambda: pg_bin("initdb") is not None and pg_bin("pg_ctl") is not None,
 )
 OPENSSL = Requirement(
-    "openssl (README's cluster commands make a token with it)",
+    "openssl (docs/cluster.md's commands make a token with it)",
     "apt-get install openssl",
     lambda: shutil.which("openssl", path="/usr/local/bin:/usr/bin:/bin") is not None,
 )

@@ -432,7 +432,7 @@ def test_results_outlive_the_working_dir(
     """The CLI's sweep, submitted without --mlflow-uri: after Ray's working_dir copies are
     gone, every trial is still read back from where `cpsweep status` says they are (and the
     API reads them there too). tests/integration/test_readme_cluster.py does the same with
-    README's commands and the default ~/cpsweep-results."""
+    docs/cluster.md's commands and the default ~/cpsweep-results."""
     job_id = sweeps["cli"]
     info = _wait_cli(job_id, ray_cluster, 300)
     assert info["status"] == "SUCCEEDED", info
