@@ -341,7 +341,7 @@ def test_api_sweep_finishes_with_trials(
 def test_api_shows_only_the_runs_the_job_created(
     api: Api, sweeps: dict[str, str], mlflow_server: str
 ) -> None:
-    """Issue 12 row 6: a run anyone creates with the job's tag (and a child under it, or
+    """A run anyone creates with the job's tag (and a child under it, or
     under the genuine parent but older than it) is not shown as the job's trial."""
     from mlflow.tracking import MlflowClient
 
@@ -368,7 +368,7 @@ def test_api_shows_only_the_runs_the_job_created(
 
 
 def test_api_spec_too_large_for_the_job_is_413(api: Api) -> None:
-    """Issue 12 row 9: before, 503 (retry!) after the whole validation."""
+    """413 at once; it used to be 503 (retry!) after the whole validation."""
     spec = tiny_spec("it-large") + f"description: {'x' * 90_000}\n"
     r = httpx.post(
         f"{api.url}/v1/sweeps",

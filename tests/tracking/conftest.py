@@ -3,7 +3,7 @@
 Everything binds 127.0.0.1 on free ports and lives in pytest temp dirs. Servers and
 the throwaway PostgreSQL run in their own process groups, which teardown stops; no
 other process on the host is touched. Sweeps run in-process on one local Ray
-instance shared by the package (start-up costs ~15 s on 2 cores).
+instance shared by the package (its start-up is the slow part).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Registries of models and datasets: the one home of their names (STYLE.md point 13).
+"""Registries of models and datasets: the one home of their names, an open set users add to.
 
 An entry maps a name to a builder given as an import path (loaded on first use,
 so validating a config imports neither torch nor the builders) or a callable.
