@@ -1,4 +1,4 @@
-"""Load test of the REST API while the Ray dashboard is slow (issue 12), loopback only.
+"""Load test of the REST API while the Ray dashboard is slow, loopback only.
 
 Starts a real `cpsweep serve` on 127.0.0.1 whose Ray address is a socket server on
 127.0.0.1 that accepts every connection and answers each request only after

@@ -16,8 +16,8 @@ Reads do not cost a round trip each. Every write bumps the trial's `version`; a 
 holds one pending `watch(trial_id, version)` call that the actor answers only when
 that trial's directive changes, so an epoch boundary checks a local future
 (`trainables/run/channel.py`) and the actor serves one call per change, not one per
-epoch of every trial: a synchronous read cost ~0.3-0.5 ms of the actor's single
-thread (about 2,000-3,000 reads/s from one process on 2 cores, issue 16). The actor
+epoch of every trial, each of which held its single thread for a synchronous read
+(bench/driver_scale.py compares the two designs). The actor
 is async (one event loop, so the `asyncio.Event`s are safe) and holds no CPU.
 Names and the directive's fields live in trainables/core/wire.py.
 """

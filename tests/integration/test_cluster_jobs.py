@@ -341,7 +341,7 @@ def test_api_sweep_finishes_with_trials(
 def test_api_shows_only_the_runs_the_job_created(
     api: Api, sweeps: dict[str, str], mlflow_server: str
 ) -> None:
-    """Issue 12 row 6: a run anyone creates with the job's tag (and a child under it, or
+    """A run anyone creates with the job's tag (and a child under it, or
     under the genuine parent but older than it) is not shown as the job's trial."""
     from mlflow.tracking import MlflowClient
 
@@ -368,7 +368,7 @@ def test_api_shows_only_the_runs_the_job_created(
 
 
 def test_api_spec_too_large_for_the_job_is_413(api: Api) -> None:
-    """Issue 12 row 9: before, 503 (retry!) after the whole validation."""
+    """413 at once; it used to be 503 (retry!) after the whole validation."""
     spec = tiny_spec("it-large") + f"description: {'x' * 90_000}\n"
     r = httpx.post(
         f"{api.url}/v1/sweeps",
@@ -432,7 +432,7 @@ def test_results_outlive_the_working_dir(
     """The CLI's sweep, submitted without --mlflow-uri: after Ray's working_dir copies are
     gone, every trial is still read back from where `cpsweep status` says they are (and the
     API reads them there too). tests/integration/test_readme_cluster.py does the same with
-    README's commands and the default ~/cpsweep-results."""
+    docs/cluster.md's commands and the default ~/cpsweep-results."""
     job_id = sweeps["cli"]
     info = _wait_cli(job_id, ray_cluster, 300)
     assert info["status"] == "SUCCEEDED", info

@@ -1,4 +1,4 @@
-"""The REST server under attack and with a hung Ray dashboard (issue 12), for real:
+"""The REST server under attack and with a hung Ray dashboard, for real:
 a `cpsweep serve` subprocess on loopback whose Ray address is a socket server that
 accepts connections and never answers. Every test reproduces one finding.
 """
