@@ -25,14 +25,8 @@ from starlette.requests import ClientDisconnect
 
 from service.api.bodies import client_gone, parse_spec, read_body, validate_spec
 from service.api.guards import RETRY_AFTER_S, HeavyGate, RayGate
-from service.api.settings import (
-    TOKEN_ENV,
-    TOKEN_HOWTO,
-    ApiSettings,
-    check_settings,
-    settings_from_args,
-    weak_token_problem,
-)
+from service.api.settings import TOKEN_ENV, ApiSettings, check_settings, settings_from_args
+from service.api.tokens import TOKEN_HOWTO, weak_token_problem
 from service.jobs.client import (
     JOB_ID_PATTERN,
     JobInfo,

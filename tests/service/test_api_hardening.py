@@ -288,7 +288,7 @@ def test_client_disconnect_is_logged_at_info(server: Server) -> None:
     assert "Traceback" not in text and "Exception in ASGI application" not in text
 
 
-# -- row 7: placeholder tokens refused at start ----------------------------------------------
+# -- row 7: placeholder and low-entropy tokens refused at start -----------------------------
 
 
 @pytest.mark.parametrize(
@@ -297,9 +297,14 @@ def test_client_disconnect_is_logged_at_info(server: Server) -> None:
         ("CPSWEEP_API_TOKEN", "REPLACE-ME-cpsweep-api-token", "API token refused"),
         ("CPSWEEP_API_TOKEN", "short-token", "API token refused"),
         ("RAY_AUTH_TOKEN", "REPLACE-ME-ray-auth-token-0123456789", "Ray auth token"),
+        # 32 characters, 16 distinct: long enough, and a sequence typed twice.
+        ("CPSWEEP_API_TOKEN", "0123456789abcdef0123456789abcdef", "API token refused"),
+        ("RAY_AUTH_TOKEN", "0123456789abcdef0123456789abcdef", "Ray auth token"),
     ],
 )
-def test_serve_refuses_placeholder_tokens(var: str, value: str, says: str) -> None:
+def test_serve_refuses_weak_tokens(var: str, value: str, says: str) -> None:
+    """The module's server starts with secrets.token_urlsafe(32) and a token_hex(32) Ray
+    token: strong tokens are accepted."""
     env = base_env(
         CPSWEEP_API_TOKEN=secrets.token_urlsafe(32), RAY_AUTH_TOKEN=secrets.token_hex(32)
     )
@@ -312,7 +317,8 @@ def test_serve_refuses_placeholder_tokens(var: str, value: str, says: str) -> No
         timeout=60,
     )
     assert r.returncode == 2, r.stderr[-2000:]
-    assert says in r.stderr and "token_urlsafe" in r.stderr
+    assert says in r.stderr and "openssl rand -hex 32" in r.stderr and "token_urlsafe" in r.stderr
+    assert value not in r.stderr  # the refusal names the setting, not the secret
 
 
 def test_factories_from_callers_are_refused(server: Server) -> None:

@@ -321,9 +321,14 @@ def test_refuses_to_start_without_token_unless_loopback_and_insecure() -> None:
         check_settings(ApiSettings(host="0.0.0.0", insecure_no_auth=True))
     with pytest.raises(ConfigError, match="fewer than 32"):
         check_settings(ApiSettings(token=SecretStr("short")))
-    for placeholder in ("REPLACE-ME-cpsweep-api-token-0123456", "a" * 40, "ab" * 20):
-        with pytest.raises(ConfigError, match=r"placeholder.*token_urlsafe"):
-            check_settings(ApiSettings(token=SecretStr(placeholder)))
+    for weak in (
+        "REPLACE-ME-cpsweep-api-token-0123456",
+        "a" * 40,
+        "ab" * 20,
+        "0123456789abcdef0123456789abcdef",
+    ):
+        with pytest.raises(ConfigError, match=r"API token refused: .*openssl rand -hex 32"):
+            check_settings(ApiSettings(token=SecretStr(weak)))
     for host in ("127.0.0.1", "::1", "localhost"):
         check_settings(ApiSettings(host=host, insecure_no_auth=True))
     check_settings(ApiSettings(host="0.0.0.0", token=SecretStr(TOKEN)))
