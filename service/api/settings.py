@@ -42,7 +42,12 @@ class ApiSettings(BaseModel):
     max_body_bytes: int = Field(128 * 1024, ge=1024, description="Larger bodies get 413.")
     body_timeout_s: float = Field(15.0, gt=0, description="Whole body within this, else 408.")
     header_timeout_s: float = Field(10.0, gt=0, description="Request headers within this.")
-    max_connections: int = Field(256, ge=1, description="Open connections; beyond: 503.")
+    max_connections: int = Field(
+        256, ge=1, description="Connections with a request in progress; beyond: 503, not ready."
+    )
+    max_client_connections: int = Field(
+        32, ge=1, description="Connections per client address; its oldest idle one is closed."
+    )
     max_parallel_specs: int = Field(4, ge=1, description="Specs validated at once; then 503.")
     max_ray_calls: int = Field(16, ge=1, description="Ray Jobs API calls at once; then 503.")
     ray_timeout_s: float = Field(10.0, gt=0, description="Read timeout of each Ray call.")
@@ -131,5 +136,6 @@ _TUNING_ARGS = {
     "header_timeout": "header_timeout_s",
     "body_timeout": "body_timeout_s",
     "max_connections": "max_connections",
+    "max_client_connections": "max_client_connections",
     "max_parallel_specs": "max_parallel_specs",
 }

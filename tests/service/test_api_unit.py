@@ -141,14 +141,26 @@ def test_routes_need_the_bearer_token(
     assert fake.submitted == []
 
 
-def test_healthz_is_open_and_reports_ray(fake: FakeJobs) -> None:
+def test_healthz_is_liveness_and_readyz_reports_ray(fake: FakeJobs) -> None:
     with _client(fake) as c:
-        r = c.get("/healthz")
+        assert c.get("/healthz").json() == {"status": "ok"}
+        r = c.get("/readyz")
         assert r.status_code == 200
-        assert r.json() == {"status": "ok", "ray_jobs_api": "reachable"}
+        assert r.json() == {
+            "status": "ready",
+            "reasons": [],
+            "ray_jobs_api": "reachable",
+            "busy_connections": None,  # no uvicorn under the test client
+        }
     fake.down = RayUnreachable("down")
     with _client(fake) as c:  # a fresh app: no cached probe
-        assert c.get("/healthz").json() == {"status": "degraded", "ray_jobs_api": "unreachable"}
+        h = c.get("/healthz")
+        assert h.status_code == 200 and h.json() == {"status": "ok"}  # no restart for Ray
+        r = c.get("/readyz")
+        assert r.status_code == 503 and r.headers["retry-after"] == "2"
+        assert r.json()["status"] == "not ready"
+        assert r.json()["reasons"] == ["Ray Jobs API: down"]
+        assert r.json()["ray_jobs_api"] == "unreachable"
 
 
 def test_openapi_declares_bearer_and_spec_schema(client: TestClient) -> None:
@@ -161,6 +173,7 @@ def test_openapi_declares_bearer_and_spec_schema(client: TestClient) -> None:
     }
     assert doc["paths"]["/v1/sweeps"]["get"]["security"] == [{"HTTPBearer": []}]
     assert "security" not in doc["paths"]["/healthz"]["get"]
+    assert "security" not in doc["paths"]["/readyz"]["get"]
     body = doc["paths"]["/v1/sweeps"]["post"]["requestBody"]["content"]
     assert {"application/json", "application/x-yaml"} <= set(body)
     assert "SweepSpec" in doc["components"]["schemas"]
