@@ -8,7 +8,9 @@ one pod made the livenessProbe fail and Kubernetes restart the API. Here instead
 - An idle connection (no request in progress: none sent yet, headers still arriving,
   or kept alive after a response) holds no slot against a new one. When a client
   address already holds `max_per_client` connections, its oldest idle one is closed to
-  make room; when the server holds `max_total`, the oldest idle one of any client is.
+  make room; when the server holds `max_total`, the oldest idle one of the client
+  holding the most is. A connection whose first bytes the server has not read yet
+  counts as idle: a client opening more than its limit at once loses its own oldest.
 - Only when no idle connection can be closed is the new one *over the limit*: it is
   served one request and then closed, and that request gets 503 with Retry-After
   unless it is a probe (`PROBE_PATHS`). Probes are answered on every connection.
@@ -24,8 +26,8 @@ loop's thread only (no locks); service.api.server feeds it from uvicorn's protoc
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from service.api.guards import RETRY_AFTER_S
@@ -35,6 +37,7 @@ __all__ = ["PROBE_PATHS", "Connection", "ConnectionBook", "limit_connections"]
 log = logging.getLogger(__name__)
 
 PROBE_PATHS = frozenset({"/healthz", "/readyz"})
+_WARN_EVERY_S = 10.0  # one warning per this while connections are over the limit
 
 Key = tuple[str, int]  # the client's (address, port), as ASGI's scope["client"]
 
@@ -48,14 +51,6 @@ class Connection(Protocol):
     def close(self) -> None: ...
 
 
-@dataclass
-class _Client:
-    """The open connections of one source address, oldest first (dicts keep order)."""
-
-    conns: dict[Key, Connection] = field(default_factory=dict)
-    noted: bool = False  # its limit was logged since it last held no connection
-
-
 class ConnectionBook:
     """Open connections by client address; decides which idle one to close and which new
     one is over the limit."""
@@ -64,9 +59,10 @@ class ConnectionBook:
         if max_total < 1 or max_per_client < 1:
             raise ValueError(f"connection limits must be >= 1: {max_total}, {max_per_client}")
         self.max_total, self.max_per_client = max_total, max_per_client
-        self._all: dict[Key, Connection] = {}  # oldest first
-        self._clients: dict[str, _Client] = {}
+        self._all: dict[Key, Connection] = {}
+        self._clients: dict[str, dict[Key, Connection]] = {}  # oldest first (dicts keep order)
         self._over: set[Key] = set()
+        self._over_unlogged, self._logged_at = 0, -_WARN_EVERY_S
 
     def __len__(self) -> int:
         return len(self._all)
@@ -74,26 +70,24 @@ class ConnectionBook:
     def open(self, key: Key, conn: Connection) -> bool:
         """Count a new connection; close idle ones to make room. True: it is over."""
         ip = key[0]
-        if self._held_by(ip) >= self.max_per_client:
-            self._evict(self._clients[ip].conns, f"client {ip} holds {self.max_per_client}")
-        limit = "--max-client-connections" if self._held_by(ip) >= self.max_per_client else ""
+        limit = ""
+        if len(self._clients.get(ip, ())) >= self.max_per_client:
+            self._evict(self._clients[ip])
+            if len(self._clients.get(ip, ())) >= self.max_per_client:
+                limit = "--max-client-connections"
         if not limit and len(self._all) >= self.max_total:
-            self._evict(self._all, f"the server holds {self.max_total}")
-            limit = "--max-connections" if len(self._all) >= self.max_total else ""
-        over = bool(limit)
-        client = self._clients.setdefault(ip, _Client())  # after evicting: it may be gone
-        if over and not client.noted:  # once, until the client holds no connection
-            client.noted = True
-            log.warning(
-                "client %s: %s reached (%d of its own, %d in all), none idle; its new "
-                "connections get 503 but for probes",
-                ip, limit, len(client.conns), len(self._all),
-            )  # fmt: skip
-        client.conns[key] = conn
+            # The client holding the most pays first.
+            for conns in sorted(self._clients.values(), key=len, reverse=True):
+                if self._evict(conns):
+                    break
+            if len(self._all) >= self.max_total:
+                limit = "--max-connections"
+        self._clients.setdefault(ip, {})[key] = conn
         self._all[key] = conn
-        if over:
+        if limit:
             self._over.add(key)
-        return over
+            self._note_over(ip, limit)
+        return bool(limit)
 
     def close(self, key: Key, conn: Connection) -> None:
         """Forget a closed connection (a no-op once it was evicted and replaced)."""
@@ -101,14 +95,10 @@ class ConnectionBook:
             return
         del self._all[key]
         self._over.discard(key)
-        client = self._clients[key[0]]
-        del client.conns[key]
-        if not client.conns:
+        conns = self._clients[key[0]]
+        del conns[key]
+        if not conns:
             del self._clients[key[0]]
-
-    def _held_by(self, ip: str) -> int:
-        client = self._clients.get(ip)
-        return len(client.conns) if client is not None else 0
 
     def is_over(self, key: Key | None) -> bool:
         return key in self._over
@@ -127,15 +117,30 @@ class ConnectionBook:
             f"{self.max_total} (--max-connections); new requests get 503"
         )
 
-    def _evict(self, conns: dict[Key, Connection], why: str) -> None:
-        """Close the oldest idle connection of `conns`, if any."""
+    def _evict(self, conns: dict[Key, Connection]) -> bool:
+        """Close the oldest idle connection of `conns`; False if none is idle."""
         key = next((k for k, c in conns.items() if c.idle), None)
         if key is None:
-            return
-        conn = self._all[key]
-        log.debug("%s connections: closing idle %s:%d", why, *key)
+            return False
+        conn = conns[key]
+        log.debug("connection limit: closing idle %s:%d", *key)
         self.close(key, conn)
         conn.close()
+        return True
+
+    def _note_over(self, ip: str, limit: str) -> None:
+        """A warning now and then, not one per connection of a flood."""
+        self._over_unlogged += 1
+        now = time.monotonic()
+        if now - self._logged_at < _WARN_EVERY_S:
+            return
+        log.warning(
+            "%s reached, no connection idle: %d new one(s) since the last warning get one "
+            "answer (a probe's, else 503) and are closed; the latest from %s, which holds "
+            "%d of %d",
+            limit, self._over_unlogged, ip, len(self._clients[ip]), len(self._all),
+        )  # fmt: skip
+        self._over_unlogged, self._logged_at = 0, now
 
 
 # -- ASGI: what an over-the-limit connection is answered ------------------------------------

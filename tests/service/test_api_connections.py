@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -67,6 +68,23 @@ def test_total_limit_closes_the_oldest_idle_of_anyone_then_saturates() -> None:
     for i in range(3):
         book.close(("10.0.0.1", i), a[i])
     assert book.saturation(None) is None and len(book) == 4
+
+
+def test_at_the_total_limit_the_client_holding_the_most_loses_an_idle_one() -> None:
+    book = ConnectionBook(max_total=6, max_per_client=6)
+    small = _open(book, "10.0.0.1", 1)[0]  # idle, and the oldest of all
+    big = [_open(book, "10.0.0.2", i)[0] for i in range(5)]
+    assert not _open(book, "10.0.0.3", 1)[1]
+    assert not small.closed and big[0].closed and not any(c.closed for c in big[1:])
+
+
+def test_over_the_limit_is_logged_now_and_then(caplog: pytest.LogCaptureFixture) -> None:
+    book = ConnectionBook(max_total=1, max_per_client=1)
+    book.open(("10.0.0.1", 1), FakeConn(idle=False))
+    with caplog.at_level(logging.WARNING, logger="service.api.connections"):
+        overs = [book.open((f"10.0.1.{i}", 1), FakeConn(idle=False)) for i in range(100)]
+    assert all(overs)
+    assert len(caplog.records) == 1 and "--max-connections reached" in caplog.text
 
 
 def test_close_after_eviction_does_not_forget_a_newer_connection_on_the_same_key() -> None:

@@ -184,7 +184,7 @@ def test_saturated_server_is_not_ready_but_alive_then_ready_again(server: Server
         r = _readyz(server)
         assert r.status_code == 503 and r.headers["retry-after"] == "2", r.text
         assert r.json()["status"] == "not ready"
-        assert r.json()["busy_connections"] == MAX_CONNECTIONS
+        assert r.json()["busy_connections"] >= MAX_CONNECTIONS  # + any over, being answered
         assert "saturated" in r.text and "--max-connections" in r.text
         codes = [httpx.get(f"{server.url}/healthz", timeout=10).status_code for _ in range(20)]
         assert codes == [200] * 20
@@ -197,11 +197,6 @@ def test_saturated_server_is_not_ready_but_alive_then_ready_again(server: Server
     finally:
         for s in busy:
             s.close()
-    assert _wait_until(lambda: _readyz(server).status_code == 200, SLACK_S)
-    assert _readyz(server).json() == {
-        "status": "ready",
-        "reasons": [],
-        "ray_jobs_api": "reachable",
-        "busy_connections": 0,
-    }
+    ready = {"status": "ready", "reasons": [], "ray_jobs_api": "reachable", "busy_connections": 0}
+    assert _wait_until(lambda: _readyz(server).json() == ready, SLACK_S), _readyz(server).text
     assert "Traceback" not in server.log.read_text()
