@@ -10,10 +10,12 @@ answers while the cluster hangs or large specs are being validated; connection l
 (service.api.connections) answer it even when they refuse everything else.
 """
 
+import asyncio
 import hmac
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal, Protocol
 
 import anyio
@@ -148,7 +150,12 @@ def create_app(
         settings.ray_address, read_timeout_s=settings.ray_timeout_s
     )
     ray = RayGate(jobs.ping, max_calls=settings.max_ray_calls)
-    app = FastAPI(title="cpsweep", version="0.1.0", summary="Critical-period sweeps on Ray.")
+    app = FastAPI(
+        title="cpsweep",
+        version="0.1.0",
+        summary="Critical-period sweeps on Ray.",
+        lifespan=_probe_ray_at_start(ray),
+    )
     _add_error_handlers(app)
 
     _add_probes(app, ray, connections)
@@ -160,6 +167,19 @@ def create_app(
     app.include_router(v1)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _probe_ray_at_start(ray: RayGate) -> Callable[[FastAPI], Any]:
+    """Start the first Ray probe with the server: it imports the Ray SDK, which can take
+    longer than a request's 1 s wait, and no route but a request would start it."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        first = asyncio.ensure_future(ray.check())
+        yield
+        first.cancel()
+
+    return lifespan
 
 
 def _add_probes(app: FastAPI, ray: RayGate, connections: ConnectionBook | None) -> None:

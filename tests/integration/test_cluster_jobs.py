@@ -96,7 +96,7 @@ def api(ray_cluster: RayCluster, mlflow_server: str) -> Iterator[Api]:
     procs.groups.append(p.pid)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_http(f"{url}/healthz", 120)
+        wait_http(f"{url}/readyz", 120)  # 503 until the Ray Jobs API answers
         yield Api(url, token)
     finally:
         procs.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,6 +47,7 @@ tracking: {enabled: false}
 class FakeJobs:
     def __init__(self) -> None:
         self.submitted: list[SweepSpec] = []
+        self.pings = 0
         self.down: Exception | None = None
         self.jobs: dict[str, JobInfo] = {}
 
@@ -54,6 +56,7 @@ class FakeJobs:
             raise self.down
 
     def ping(self) -> None:
+        self.pings += 1
         self._check()
 
     def submit(
@@ -161,6 +164,15 @@ def test_healthz_is_liveness_and_readyz_reports_ray(fake: FakeJobs) -> None:
         assert r.json()["status"] == "not ready"
         assert r.json()["reasons"] == ["Ray Jobs API: down"]
         assert r.json()["ray_jobs_api"] == "unreachable"
+
+
+def test_ray_is_probed_when_the_server_starts(fake: FakeJobs) -> None:
+    """/healthz no longer asks Ray, so the first probe must not wait for a request."""
+    with _client(fake):
+        deadline = time.monotonic() + 10
+        while fake.pings == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert fake.pings == 1
 
 
 def test_openapi_declares_bearer_and_spec_schema(client: TestClient) -> None:
