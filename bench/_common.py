@@ -1,12 +1,12 @@
 """Shared pieces of the benchmark scripts: the scaled paper setup, machine info, JSON output.
 
-The scaled recipe follows Fukase et al. (arXiv 2506.15954) with the sizes cut to
-what a 2-core CPU box trains in about an hour for 18 trials: real Fashion-MNIST
+The scaled recipe follows Fukase et al. (arXiv 2506.15954) with the sizes cut so
+that a 2-core CPU box trains all 18 trials in one sitting: real Fashion-MNIST
 (a stratified 10k training subset, the full 10k test set), the repository's
 small CNN at width 16, SGD + Nesterov with x0.1 steps at 50% and 75% of a
 30-epoch budget, batched affine + flip augmentation, repeats 3 during the
 critical period. Evaluation runs every 5 epochs (and after the last) so that
-the fixed per-epoch cost that DESIGN.md found eating the wall-time savings is
+its fixed per-epoch cost, which would otherwise eat the wall-time savings, is
 small; final accuracy is always measured on the full test set.
 """
 

@@ -1,12 +1,12 @@
-"""Load test of the REST API while the Ray dashboard is slow (issue 12), loopback only.
+"""Load test of the REST API while the Ray dashboard is slow, loopback only.
 
 Starts a real `cpsweep serve` on 127.0.0.1 whose Ray address is a socket server on
 127.0.0.1 that accepts every connection and answers each request only after
 `--dashboard-delay` seconds (a dashboard that is up but overloaded). Then sends
 `--requests` mixed requests, `--concurrency` at a time, and records per route the
 status codes and p50/p99 latency. The deliberate answers under a slow dashboard are
-503 with Retry-After on the Ray routes and 200 `degraded` on /healthz; any other 5xx
-counts as an error.
+503 with Retry-After on the Ray routes and 200 on /healthz (the liveness; readiness is
+/readyz); any other 5xx counts as an error.
 
     .venv/bin/python bench/api_load.py                        # 500 requests at 20 and 50
     .venv/bin/python bench/api_load.py --concurrency 30 --requests 200
@@ -194,7 +194,7 @@ def run_load(url: str, token: str, requests: int, concurrency: int, seed: int) -
             r = _request(client, auth, route)
             code, note = r.status_code, ""
             if route == "GET /healthz":
-                note = r.json().get("ray_jobs_api", "")
+                note = r.json().get("status", "")
             elif code == 503 and "retry-after" not in r.headers:
                 note = "503 without Retry-After"
         except httpx.HTTPError as exc:

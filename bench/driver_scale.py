@@ -16,7 +16,7 @@ background writer), for trials reporting ResNet-sized results (`bench.driver_sim
     .venv/bin/python bench/driver_scale.py [--quick] [--backends sqlite,postgres]
 
 Writes bench/results/driver_scale.json (or driver_scale_quick.json). `--outage` instead
-runs issue 18's case: the quickstart sweep (`--set train.epochs=15`) through a local
+runs the outage case: the quickstart sweep (`--set train.epochs=15`) through a local
 `mlflow server`, undisturbed and with the server killed when the first trial reaches
 epoch 4 and restarted 10 s later, and records both wall times, the outage and how
 many results were delayed (bench/results/driver_outage.json).
@@ -372,7 +372,7 @@ def control_reads(name: str, n_trials: int, seconds: float) -> dict[str, Any]:
     while waiting and time.perf_counter() - t_switch < 30:
         waiting = {i for i in waiting if channels[i].directive().switch_epoch != 99}
     switch_s = time.perf_counter() - t_switch
-    # The design before issue 16: one round trip to the actor per read.
+    # The earlier design, for comparison: one round trip to the actor per read.
     rt_reads, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < min(seconds, 3.0):
         ray.get([actor.directive.remote(t) for t in ids])
@@ -463,7 +463,7 @@ def _kill_at_epoch_4() -> Any:
 
 
 def outage(work: Path, restart_after_s: float = 10.0) -> dict[str, Any]:
-    """Issue 18's scenario, undisturbed and with a kill-and-restart of the server."""
+    """The quickstart through an MLflow server, undisturbed and with a kill-and-restart."""
     from service.spec import load_spec
     from service.sweeps.run import init_ray, run_sweep
 
@@ -506,7 +506,7 @@ def main() -> None:
     ap.add_argument("--trials", type=int, help="default 1000 (quick 100)")
     ap.add_argument("--epochs", type=int, help="default 5 (quick 3)")
     ap.add_argument("--out", default=str(RESULTS), help="results directory")
-    ap.add_argument("--outage", action="store_true", help="issue 18's kill-and-restart case")
+    ap.add_argument("--outage", action="store_true", help="the MLflow kill-and-restart case")
     args = ap.parse_args()
     setup_logging()
     if args.outage:

@@ -472,7 +472,7 @@ def bench_ray(quick: bool, repeats: int = 1) -> dict[str, Any]:
             * (out[k]["outside_epochs_s"] - out["plain_loop"]["outside_epochs_s"])
             / (out["plain_loop"]["outside_epochs_s"] + out[k]["epoch_s_sum"] / 2)
         )
-    # The issue 13 target: train executor <= 1.5x inline, as shipped, in this one run
+    # The target: train executor <= 1.5x inline, as shipped, in this one run
     # (per repeat, so that both sides of a ratio saw the same load).
     inline_all = out["ray_as_shipped"]["wall_s_all"]
     for k in ("ray_train_pool", "ray_train_torchtrainer"):

@@ -14,7 +14,7 @@ recipe of bench/_common.py. Arms (a grid over arms x seeds):
 - paper+prune: the paper's rule plus pruning to 50% of the data after the period
   until the annealing point (r = 0.75).
 
-`--long` is the paper's budget (issue 15): E = 100 epochs (LR steps at 50% and 75%),
+`--long` is the paper's budget: E = 100 epochs (LR steps at 50% and 75%),
 a 2.5k training subset, and loss-aware pruning arms (InfoBatch, ratio 0.5, full data
 from 87.5% of the budget) instead of fixed12.5:
 
@@ -341,7 +341,7 @@ def _print_table(arms_stats: dict[str, dict[str, Any]]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="~5 min: 16 epochs, 3k images, 1 seed")
+    ap.add_argument("--quick", action="store_true", help="short: 16 epochs, 3k images, 1 seed")
     ap.add_argument(
         "--long",
         action="store_true",

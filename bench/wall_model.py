@@ -1,8 +1,8 @@
 """Wall time of a recorded paper_repro sweep as an idle machine would have taken it.
 
 A sweep's measured wall times are only as good as the machine was quiet: on a
-shared 2-core machine the same trial can take 190 s or 470 s. The work each
-trial did is exact in its MLflow curves (training samples per epoch, evaluations),
+shared 2-core machine the same trial can take twice as long in one run as in the next.
+The work each trial did is exact in its MLflow curves (training samples per epoch, evaluations),
 so this script times the unit costs once, in one process, at the sweep's own
 settings (model, data, batch, threads), and prices every recorded trial with them:
 

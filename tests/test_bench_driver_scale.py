@@ -16,12 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.requires import POSTGRESQL, requires
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.integration
 @pytest.mark.timeout(900)
 def test_driver_scale_quick_logs_everything_once_and_reads_are_cheap(tmp_path):
+    requires(POSTGRESQL)  # for the throwaway cluster, when none answers on 127.0.0.1:5432
     subprocess.run(
         [sys.executable, "driver_scale.py", "--quick", "--out", str(tmp_path)],
         cwd=REPO / "bench",

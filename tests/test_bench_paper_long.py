@@ -9,11 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.requires import FASHION_MNIST, requires
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.integration
 def test_long_budget_quick_runs_every_arm_and_infobatch_prunes(tmp_path: Path) -> None:
+    requires(FASHION_MNIST)  # the benchmark's recipe trains on it (bench/_common.py)
     subprocess.run(
         [sys.executable, "paper_repro.py", "--long", "--quick", "--out", str(tmp_path)],
         cwd=REPO / "bench",

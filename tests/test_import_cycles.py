@@ -128,8 +128,8 @@ def test_no_import_circles() -> None:
     )
 
 
-# service/ from the bottom up (README "Layout"): a module imports only from its own layer
-# or below. The spec layer is service's top-level modules other than the entry points.
+# service/ from the bottom up (docs/architecture.md, "Layout"): a module imports only from its
+# own layer or below. The spec layer is service's top-level modules other than the entry points.
 LAYERS = ("trainables", "spec", "tracking", "reporting", "sweeps", "jobs", "api", "entry")
 _ENTRY_POINTS = {"service.cli", "service.job_entry"}
 

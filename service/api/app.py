@@ -1,18 +1,21 @@
 """REST API over service.jobs.client: submit, list, inspect and stop sweeps (`cpsweep serve`).
 
-Every route but /healthz (and the published OpenAPI document) wants
-`Authorization: Bearer <CPSWEEP_API_TOKEN>`. The app is built by `create_app(settings)`;
+Every route but the probes /healthz (liveness) and /readyz (readiness), and the
+published OpenAPI document, wants `Authorization: Bearer <CPSWEEP_API_TOKEN>`. The app is built by `create_app(settings)`;
 nothing happens at import time. Tests inject a fake jobs backend through the factory.
 
 Nothing slow runs on the event loop: spec parsing/validation and every Ray or MLflow
 call run in worker threads behind bounded gates (service.api.guards), so /healthz
-answers while the cluster hangs or large specs are being validated.
+answers while the cluster hangs or large specs are being validated; connection limits
+(service.api.connections) answer it even when they refuse everything else.
 """
 
+import asyncio
 import hmac
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal, Protocol
 
 import anyio
@@ -24,15 +27,10 @@ from pydantic import BaseModel, Field
 from starlette.requests import ClientDisconnect
 
 from service.api.bodies import client_gone, parse_spec, read_body, validate_spec
+from service.api.connections import ConnectionBook
 from service.api.guards import RETRY_AFTER_S, HeavyGate, RayGate
-from service.api.settings import (
-    TOKEN_ENV,
-    TOKEN_HOWTO,
-    ApiSettings,
-    check_settings,
-    settings_from_args,
-    weak_token_problem,
-)
+from service.api.settings import TOKEN_ENV, ApiSettings, check_settings, settings_from_args
+from service.api.tokens import TOKEN_HOWTO, weak_token_problem
 from service.jobs.client import (
     JOB_ID_PATTERN,
     JobInfo,
@@ -115,8 +113,16 @@ class SweepStopped(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok", "degraded"]
+    status: Literal["ok"] = Field(description="The process and its event loop answer.")
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not ready"]
+    reasons: list[str] = Field(description="Why not ready; empty when ready.")
     ray_jobs_api: Literal["reachable", "unreachable"]
+    busy_connections: int | None = Field(
+        description="Connections with a request in progress (None: not served by uvicorn)."
+    )
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -137,23 +143,24 @@ def create_app(
     *,
     backend: JobsBackend | None = None,
     trials: TrialsFn = sweep_trials,
+    connections: ConnectionBook | None = None,
 ) -> FastAPI:
-    """The REST app: /healthz open, /v1/sweeps behind the bearer token."""
+    """The REST app: /healthz and /readyz open, /v1/sweeps behind the bearer token.
+    `connections`: the server's connection book, which /readyz reports on."""
     check_settings(settings)
     jobs: JobsBackend = backend or JobsClient(
         settings.ray_address, read_timeout_s=settings.ray_timeout_s
     )
     ray = RayGate(jobs.ping, max_calls=settings.max_ray_calls)
-    app = FastAPI(title="cpsweep", version="0.1.0", summary="Critical-period sweeps on Ray.")
+    app = FastAPI(
+        title="cpsweep",
+        version="0.1.0",
+        summary="Critical-period sweeps on Ray.",
+        lifespan=_probe_ray_at_start(ray),
+    )
     _add_error_handlers(app)
 
-    @app.get("/healthz", response_model=Health, tags=["ops"])
-    async def healthz() -> Health:
-        ok = await ray.check() is None
-        return Health(
-            status="ok" if ok else "degraded",
-            ray_jobs_api="reachable" if ok else "unreachable",
-        )
+    _add_probes(app, ray, connections)
 
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(_token_check(settings))], responses=_ERRORS)
     _add_submit(v1, settings, jobs, ray)
@@ -162,6 +169,56 @@ def create_app(
     app.include_router(v1)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _probe_ray_at_start(ray: RayGate) -> Callable[[FastAPI], Any]:
+    """Start the first Ray probe with the server: it imports the Ray SDK, which can take
+    longer than a request's 1 s wait, and no route but a request would start it."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        first = asyncio.ensure_future(ray.check())
+        yield
+        first.cancel()
+
+    return lifespan
+
+
+def _add_probes(app: FastAPI, ray: RayGate, connections: ConnectionBook | None) -> None:
+    """GET /healthz, the liveness: 200 while the event loop runs, whatever the load or
+    the cluster (a failing liveness restarts the pod, which cures neither). GET /readyz,
+    the readiness: 503 with the reasons while requests would be refused (every
+    connection busy) or the Ray Jobs API is down, so traffic goes elsewhere meanwhile."""
+
+    @app.get("/healthz", response_model=Health, tags=["ops"])
+    async def healthz() -> Health:
+        return Health(status="ok")
+
+    @app.get(
+        "/readyz",
+        response_model=Readiness,
+        tags=["ops"],
+        responses={503: {"model": Readiness, "description": "Not ready; see reasons."}},
+    )
+    async def readyz(request: Request) -> JSONResponse:
+        reasons = []
+        asking = (request.client.host, request.client.port) if request.client else None
+        saturated = connections.saturation(asking) if connections is not None else None
+        if saturated is not None:
+            reasons.append(saturated)
+        ray_error = await ray.check()
+        if ray_error is not None:
+            reasons.append(f"Ray Jobs API: {ray_error}")
+        ready = Readiness(
+            status="not ready" if reasons else "ready",
+            reasons=reasons,
+            ray_jobs_api="unreachable" if ray_error is not None else "reachable",
+            busy_connections=connections.busy(asking) if connections is not None else None,
+        )
+        headers = {"Retry-After": str(RETRY_AFTER_S)} if reasons else None
+        return JSONResponse(
+            ready.model_dump(), status_code=503 if reasons else 200, headers=headers
+        )
 
 
 def _token_check(settings: ApiSettings) -> Callable[..., None]:
@@ -343,7 +400,8 @@ def serve(settings: ApiSettings) -> None:
             f"Ray auth token from {ray_token.source} refused: {weak}; give the cluster a "
             f"random token (k8s/README.md, Secrets), {TOKEN_HOWTO}"
         )
-    app = create_app(settings)
+    book = ConnectionBook(settings.max_connections, settings.max_client_connections)
+    app = create_app(settings, connections=book)
     if settings.token is None:
         log.warning("serving WITHOUT authentication on %s (loopback only)", settings.host)
     log.info(
@@ -357,6 +415,6 @@ def serve(settings: ApiSettings) -> None:
         app,
         host=settings.host,
         port=settings.port,
+        book=book,
         header_timeout_s=settings.header_timeout_s,
-        max_connections=settings.max_connections,
     )

@@ -48,6 +48,11 @@ def register_cli(sub: Any) -> None:
     )
     sv.add_argument("--header-timeout", type=float, help="seconds for request headers (10)")
     sv.add_argument("--body-timeout", type=float, help="seconds for a request body (15)")
-    sv.add_argument("--max-connections", type=int, help="open connections; then 503 (256)")
+    sv.add_argument("--max-connections", type=int, help="connections busy at once; then 503 (256)")
+    sv.add_argument(
+        "--max-client-connections",
+        type=int,
+        help="connections per client address; then its oldest idle one is closed (32)",
+    )
     sv.add_argument("--max-parallel-specs", type=int, help="specs validated at once (4)")
     sv.set_defaults(func=_cmd_serve)

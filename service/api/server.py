@@ -1,11 +1,13 @@
-"""uvicorn for `cpsweep serve`, with the timeouts uvicorn itself lacks.
+"""uvicorn for `cpsweep serve`, with the timeouts and connection limits uvicorn lacks.
 
 uvicorn closes idle keep-alive connections, but a client that opens a connection and
 sends its request headers slowly (or never) is held open indefinitely. The protocol
 below closes any connection whose request headers are not complete within
 `header_timeout_s` of its opening (or of the previous response); request bodies
-have their own deadline in service.api.bodies.read_body, and `limit_concurrency`
-answers 503 beyond a number of open connections.
+have their own deadline in service.api.bodies.read_body. It also books every
+connection in a `ConnectionBook` (service.api.connections), which closes idle ones
+when a client or the server is at its limit; uvicorn's own `limit_concurrency` is
+off, since it counts idle connections and refuses /healthz with the rest.
 """
 
 from __future__ import annotations
@@ -14,19 +16,32 @@ import asyncio
 import logging
 from typing import Any
 
+from service.api.connections import ConnectionBook, limit_connections
+
 __all__ = ["run_uvicorn"]
 
 log = logging.getLogger(__name__)
 
 
-def _timed_h11_protocol(header_timeout_s: float) -> type[asyncio.Protocol]:
+def _timed_h11_protocol(header_timeout_s: float, book: ConnectionBook) -> type[asyncio.Protocol]:
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class _TimedH11(H11Protocol):  # type: ignore[misc]
-        """H11Protocol plus a deadline for each request's headers."""
+        """H11Protocol plus a deadline for each request's headers, booked in `book`."""
 
         _header_timer: asyncio.TimerHandle | None = None
+        _key: tuple[str, int] = ("", 0)
+
+        @property
+        def idle(self) -> bool:
+            # Both sides IDLE: before a request's headers are complete, or between
+            # keep-alive requests (uvicorn starts h11's next cycle after a response).
+            return self.conn.their_state is h11.IDLE and self.conn.our_state is h11.IDLE
+
+        def close(self) -> None:
+            if not self.transport.is_closing():
+                self.transport.close()
 
         def _arm(self) -> None:
             if self._header_timer is not None:
@@ -42,7 +57,11 @@ def _timed_h11_protocol(header_timeout_s: float) -> type[asyncio.Protocol]:
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
-            self._arm()
+            # uvicorn's client is None only for a unix socket; `cpsweep serve` binds TCP.
+            self._key = self.client or ("", id(self))
+            book.open(self._key, self)
+            if not self.transport.is_closing():
+                self._arm()
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
@@ -52,6 +71,7 @@ def _timed_h11_protocol(header_timeout_s: float) -> type[asyncio.Protocol]:
         def connection_lost(self, exc: Exception | None) -> None:
             if self._header_timer is not None:
                 self._header_timer.cancel()
+            book.close(self._key, self)
             super().connection_lost(exc)
 
     return _TimedH11
@@ -62,20 +82,22 @@ def run_uvicorn(
     *,
     host: str,
     port: int,
+    book: ConnectionBook,
     header_timeout_s: float = 10.0,
-    max_connections: int = 256,
 ) -> None:
+    """Serve `app` until interrupted; `book` holds the connection limits (and is what
+    the app's /readyz reads)."""
     import uvicorn
 
     uvicorn.run(
-        app,
+        limit_connections(app, book),
         host=host,
         port=port,
-        http=_timed_h11_protocol(header_timeout_s),
+        http=_timed_h11_protocol(header_timeout_s, book),
         log_level="info",
         server_header=False,
         proxy_headers=False,
         timeout_keep_alive=5,
-        limit_concurrency=max_connections,
-        backlog=max_connections,
+        limit_concurrency=None,  # the book limits connections; see the module docstring
+        backlog=2048,  # uvicorn's default: a burst of connects waits in the kernel's queue
     )

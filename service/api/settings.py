@@ -1,7 +1,7 @@
 """Settings of `cpsweep serve`: the command line, the token checks, the limits.
 
 The server refuses to start without a token (unless it binds loopback with
---insecure-no-auth) and refuses tokens that are short or look like placeholders.
+--insecure-no-auth) and refuses weak tokens (service.api.tokens).
 """
 
 import ipaddress
@@ -13,27 +13,17 @@ from typing import Any
 from pydantic import BaseModel, Field, SecretStr
 
 from service.api.allowlists import allowed_factory_modules, allowed_tracking_uris
+from service.api.tokens import TOKEN_HOWTO, weak_token_problem
 from service.jobs.client import default_address
 from service.limits import SERVER_LIMITS, SpecLimits
 from trainables.core.config import ConfigError
 from trainables.data.dataroots import allowed_roots
 
-__all__ = [
-    "TOKEN_ENV",
-    "TOKEN_HOWTO",
-    "ApiSettings",
-    "check_settings",
-    "settings_from_args",
-    "weak_token_problem",
-]
+__all__ = ["TOKEN_ENV", "ApiSettings", "check_settings", "settings_from_args"]
 
 log = logging.getLogger(__name__)
 
 TOKEN_ENV = "CPSWEEP_API_TOKEN"
-_MIN_TOKEN_CHARS = 32
-# Words of the example values in docs and manifests: such a token is public.
-_PLACEHOLDER_WORDS = ("replace", "changeme", "change-me", "placeholder", "example", "xxxx")
-TOKEN_HOWTO = "generate one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
 
 
 class ApiSettings(BaseModel):
@@ -52,7 +42,12 @@ class ApiSettings(BaseModel):
     max_body_bytes: int = Field(128 * 1024, ge=1024, description="Larger bodies get 413.")
     body_timeout_s: float = Field(15.0, gt=0, description="Whole body within this, else 408.")
     header_timeout_s: float = Field(10.0, gt=0, description="Request headers within this.")
-    max_connections: int = Field(256, ge=1, description="Open connections; beyond: 503.")
+    max_connections: int = Field(
+        256, ge=1, description="Connections with a request in progress; beyond: 503, not ready."
+    )
+    max_client_connections: int = Field(
+        32, ge=1, description="Connections per client address; its oldest idle one is closed."
+    )
     max_parallel_specs: int = Field(4, ge=1, description="Specs validated at once; then 503.")
     max_ray_calls: int = Field(16, ge=1, description="Ray Jobs API calls at once; then 503.")
     ray_timeout_s: float = Field(10.0, gt=0, description="Read timeout of each Ray call.")
@@ -73,17 +68,6 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-def weak_token_problem(token: str) -> str | None:
-    """Why `token` must not guard anything (short, or a placeholder), else None."""
-    if len(token) < _MIN_TOKEN_CHARS:
-        return f"{len(token)} characters, fewer than {_MIN_TOKEN_CHARS}"
-    lowered = token.lower()
-    word = next((w for w in _PLACEHOLDER_WORDS if w in lowered), None)
-    if word is not None or len(set(token)) < 10:
-        return f"it looks like a placeholder ({word or 'few distinct characters'})"
-    return None
 
 
 def check_settings(s: ApiSettings) -> None:
@@ -152,5 +136,6 @@ _TUNING_ARGS = {
     "header_timeout": "header_timeout_s",
     "body_timeout": "body_timeout_s",
     "max_connections": "max_connections",
+    "max_client_connections": "max_client_connections",
     "max_parallel_specs": "max_parallel_specs",
 }

@@ -16,8 +16,8 @@ Reads do not cost a round trip each. Every write bumps the trial's `version`; a 
 holds one pending `watch(trial_id, version)` call that the actor answers only when
 that trial's directive changes, so an epoch boundary checks a local future
 (`trainables/run/channel.py`) and the actor serves one call per change, not one per
-epoch of every trial: a synchronous read cost ~0.3-0.5 ms of the actor's single
-thread (about 2,000-3,000 reads/s from one process on 2 cores, issue 16). The actor
+epoch of every trial, each of which held its single thread for a synchronous read
+(bench/driver_scale.py compares the two designs). The actor
 is async (one event loop, so the `asyncio.Event`s are safe) and holds no CPU.
 Names and the directive's fields live in trainables/core/wire.py.
 """
@@ -30,7 +30,7 @@ from typing import Any
 
 import ray
 
-from trainables.core.wire import CONTROL_NAMESPACE, Directive, Rule, control_actor_name
+from trainables.core.wire import CONTROL_NAMESPACE, Assignment, Directive, control_actor_name
 
 __all__ = [
     "CONTROL_NAMESPACE",
@@ -51,7 +51,7 @@ class ControlActor:
     """Per-trial directives and their versions. Every method is cheap; only `watch` waits."""
 
     def __init__(self) -> None:
-        self._rules: dict[str, Rule] = {}
+        self._assignments: dict[str, Assignment] = {}
         self._switch: dict[str, tuple[int, str]] = {}
         self._verdicts: dict[str, tuple[int, int | None]] = {}
         self._version: dict[str, int] = {}
@@ -63,8 +63,8 @@ class ControlActor:
         if event is not None:
             event.set()
 
-    async def set_rule(self, trial_id: str, rule: Rule) -> None:
-        self._rules[trial_id] = rule
+    async def assign(self, trial_id: str, rule: Assignment) -> None:
+        self._assignments[trial_id] = rule
         self._bump(trial_id)
 
     async def force_switch(self, trial_id: str, switch_epoch: int, source: str) -> None:
@@ -93,13 +93,13 @@ class ControlActor:
         return self._directive(trial_id)
 
     async def snapshot(self) -> dict[str, Any]:
-        return {"rules": self._rules, "switch": self._switch, "verdicts": self._verdicts}
+        return {"rules": self._assignments, "switch": self._switch, "verdicts": self._verdicts}
 
     def _directive(self, trial_id: str) -> Directive:
         switch = self._switch.get(trial_id)
         verdict = self._verdicts.get(trial_id)
         return Directive(
-            rule=self._rules.get(trial_id),
+            assignment=self._assignments.get(trial_id),
             switch_epoch=switch[0] if switch else None,
             switch_source=switch[1] if switch else None,
             verdict_epoch=verdict[0] if verdict else 0,

@@ -5,8 +5,8 @@ scheduler, the progress and MLflow callbacks, Tune's own bookkeeping. When the t
 spent per result times the result rate approaches the loop's whole time, reports queue
 up in the trials (inline trials wait for their report to be taken) and decisions land
 late. And when MLflow takes writes more slowly than the sweep produces them, the tracking
-log grows (nothing is lost; it drains later). Issue 16 asks for a warning before either
-hurts, so an operator can act while the sweep runs.
+log grows (nothing is lost; it drains later). The warning comes before either hurts,
+so an operator can act while the sweep runs.
 
 `DriverLoad` is the pure logic (a sliding window over per-result loop time and the
 tracking backlog, fed with explicit clock values); `load_meters` gives the two Tune
@@ -193,6 +193,6 @@ def load_meters(
 ) -> tuple[Callback, Callback]:
     """Two Tune callbacks: put the first before and the second after every other callback;
     together they time each result's pass through the callbacks (the scheduler's
-    `on_trial_result` runs before them and is not included: ~3 us, issue 16)."""
+    `on_trial_result` runs before them and is not included)."""
     meter = _Meter(load, backlog)
     return _Begin(meter), _End(meter)

@@ -88,7 +88,7 @@ def _init_local() -> None:
     import socket
 
     # Ray starts workers at nice 15; on a shared host that starved trials (an epoch took
-    # 10-30x longer next to normal-priority neighbours). The user asked for this sweep.
+    # many times longer next to normal-priority neighbours). The user asked for this sweep.
     os.environ.setdefault("RAY_worker_niceness", "0")
     kwargs: dict[str, Any] = {
         "resources": {TRIAL_RESOURCE: _LOCAL_TRIAL_SLOTS},
@@ -391,9 +391,9 @@ def _new_tuner(
         failure_config=tune.FailureConfig(max_failures=_trial_retries(spec)),
         # Inline trials checkpoint every epoch; 2 kept bounds the disk. Tune then forces an
         # experiment-state snapshot whenever a trial has checkpointed twice since the last
-        # one, and a snapshot serialises every trial that reported: ~83 KB of metric
-        # statistics per trial with ResNet-sized results (bench/driver_scale.py
-        # `tune_state`, BENCHMARKS.md section 6). Its periodic snapshot stays on "auto"
+        # one, and a snapshot serialises every trial that reported, with the metric
+        # statistics of each (bench/driver_scale.py `tune_state` measures their size,
+        # BENCHMARKS.md section 6). Its periodic snapshot stays on "auto"
         # (TUNE_GLOBAL_CHECKPOINT_S: Tune keeps it under 5% of the loop); the forced ones
         # are what `DriverLoad` reports as stalls at a thousand trials.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
@@ -407,8 +407,8 @@ def _new_tuner(
             num_samples=spec.num_samples,
             max_concurrent_trials=_max_concurrent(spec),
             # A trial's process stays warm for the next one (torch imported, threads
-            # set): inline trials train in it; Train trials' drivers skip a ~5-7 s
-            # process start per trial on 2 loaded cores (bench/overheads.py).
+            # set): inline trials train in it; Train trials' drivers skip a process
+            # start per trial (bench/overheads.py measures it).
             reuse_actors=True,
         ),
         run_config=run_config,

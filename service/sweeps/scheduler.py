@@ -20,7 +20,6 @@ trial's results once its critical period has ended.
 
 from __future__ import annotations
 
-import json
 import logging
 import statistics
 from collections.abc import Sequence
@@ -30,7 +29,7 @@ from typing import Any
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from service.sweeps.control import get_or_create_control
+from service.sweeps.effects import ActorLink, FileJournal, Journal, NoJournal, NoLink, TrialLink
 from trainables.core.config import COHORT_KEYS, ConfigError, CriterionConfig, train_dict_for
 from trainables.core.wire import (
     CONTROL_MODES,
@@ -38,9 +37,9 @@ from trainables.core.wire import (
     EPOCH,
     ROTATION_MEAN,
     SWITCH_EPOCH,
-    Rule,
-    control_actor_name,
+    Assignment,
 )
+from trainables.method.criteria import rule_class
 from trainables.method.decide import PeriodRule, criterion_config, switch_epoch_for
 
 __all__ = ["CriticalPeriodScheduler"]
@@ -106,6 +105,10 @@ class CriticalPeriodScheduler(FIFOScheduler):
         state_path: JSON-lines journal where decisions persist (a resumed sweep reloads it).
         control_actor: name of the control actor; None derives it from the experiment.
         use_control: False runs without an actor (decisions are only recorded).
+        journal: where decisions persist, instead of `state_path` (service/sweeps/effects.py).
+        link: how trials hear decisions, instead of `control_actor` / `use_control`.
+
+    The scheduler only decides: the journal and the link do all I/O.
     """
 
     # Every result must reach on_trial_result as it is reported: in sync mode the trial
@@ -130,6 +133,8 @@ class CriticalPeriodScheduler(FIFOScheduler):
         state_path: str | Path | None = None,
         control_actor: str | None = None,
         use_control: bool = True,
+        journal: Journal | None = None,
+        link: TrialLink | None = None,
     ) -> None:
         super().__init__()
         if scope not in ("trial", "cohort"):
@@ -147,8 +152,11 @@ class CriticalPeriodScheduler(FIFOScheduler):
         self.inner = inner
         self.rotation_metric = rotation_metric
         self.state_path = Path(state_path) if state_path else None
-        self._control_name, self._use_control = control_actor, use_control
-        self._control: Any = None
+        if journal is None:
+            journal = FileJournal(self.state_path) if self.state_path else NoJournal()
+        if link is None:
+            link = ActorLink(control_actor) if use_control else NoLink()
+        self.journal, self.link = journal, link
         self._trials: dict[str, _TrialState] = {}
         self._cohorts: dict[str, _Cohort] = {}
         self._saved: dict[str, Any] = self._load()
@@ -165,7 +173,7 @@ class CriticalPeriodScheduler(FIFOScheduler):
         train = train_dict_for(trial.config) if own else {}
         criterion = self._criterion or CriterionConfig.model_validate(train.get("criterion", {}))
         budget = int(train["epochs"]) if own else self.budget
-        if budget is None and criterion.name in ("paper", "fixed"):
+        if budget is None and rule_class(criterion.name).needs_budget:
             raise ConfigError(
                 f"trial {trial.trial_id} has no cpsweep train config: pass "
                 f"CriticalPeriodScheduler(budget=<epochs>) for the {criterion.name} rule"
@@ -180,13 +188,12 @@ class CriticalPeriodScheduler(FIFOScheduler):
         cohort_switch = self._cohorts[cohort].switch_epoch if cohort else None
         if cohort_switch and not state.ended:  # joins a cohort that has already decided
             state.forced_switch, state.source = cohort_switch, "cohort"
-        actor = self._actor(trial)
-        if actor is not None:
-            if self._criterion is not None or not own:  # what the trial cannot know itself
-                rule = Rule(criterion.model_dump(), budget or 0, self.mode)
-                actor.set_rule.remote(trial.trial_id, rule)
-            if state.forced_switch:
-                actor.force_switch.remote(trial.trial_id, state.forced_switch, "cohort")
+        self.link.attach(trial.experiment_dir_name)
+        if self._criterion is not None or not own:  # what the trial cannot know itself
+            rule = Assignment(criterion.model_dump(), budget or 0, self.mode)
+            self.link.assign(trial.trial_id, rule)
+        if state.forced_switch:
+            self.link.force_switch(trial.trial_id, state.forced_switch, "cohort")
         if self.inner is not None:
             self.inner.on_trial_add(tune_controller, trial)
 
@@ -198,8 +205,8 @@ class CriticalPeriodScheduler(FIFOScheduler):
         end = state.observe(epoch, float(result[self.rotation_metric]))
         if end is not None and state.end_epoch is None:
             self._record(trial, state, end, epoch)
-        if self.mode != "push" and self._control is not None:
-            self._control.post_verdict.remote(trial.trial_id, epoch, end)
+        if self.mode != "push":
+            self.link.post_verdict(trial.trial_id, epoch, end)
         self._audit(state, result)
         if self.inner is not None and state.ended:
             return str(self.inner.on_trial_result(tune_controller, trial, result))
@@ -278,8 +285,7 @@ class CriticalPeriodScheduler(FIFOScheduler):
         for s in self._trials.values():
             if s.cohort == key and not s.ended:
                 s.forced_switch, s.source = cohort.switch_epoch, "cohort"
-                if self._control is not None:
-                    self._control.force_switch.remote(s.trial_id, cohort.switch_epoch, "cohort")
+                self.link.force_switch(s.trial_id, cohort.switch_epoch, "cohort")
 
     def _audit(self, state: _TrialState, result: dict[str, Any]) -> None:
         """The trial applied the same rule on the same curve: its end must equal ours."""
@@ -300,35 +306,19 @@ class CriticalPeriodScheduler(FIFOScheduler):
                 state.end_epoch,
             )
 
-    # -- control actor and persistence -----------------------------------------------------
-
-    def _actor(self, trial: Any) -> Any:
-        if not self._use_control:
-            return None
-        if self._control is None:
-            name = self._control_name or control_actor_name(trial.experiment_dir_name)
-            self._control = get_or_create_control(name)
-        return self._control
+    # -- persistence: the journal's entries, the last line of a trial wins on reload ------
 
     def _release(self, trial: Any) -> None:
-        if self._control is not None:  # frees the ended trial's pending watch at the actor
-            self._control.release.remote(trial.trial_id)
-
-    # Decisions go to an append-only journal (one JSON line per decision): O(1) per
-    # decision however many trials a sweep has; the last line of a trial wins on reload.
+        self.link.release(trial.trial_id)
 
     def _load(self) -> dict[str, Any]:
         saved: dict[str, Any] = {}
-        if self.state_path and self.state_path.is_file():
-            for line in self.state_path.read_text().splitlines():
-                if not line.strip():
-                    continue
-                entry = json.loads(line)
-                saved[entry["trial_id"]] = entry
-                if entry.get("cohort") is not None:
-                    self._cohorts[entry["cohort"]] = _Cohort(
-                        list(entry["cohort_ends"]), entry["cohort_switch"]
-                    )
+        for entry in self.journal.load():
+            saved[entry["trial_id"]] = entry
+            if entry.get("cohort") is not None:
+                self._cohorts[entry["cohort"]] = _Cohort(
+                    list(entry["cohort_ends"]), entry["cohort_switch"]
+                )
         return saved
 
     def _restore_trial(self, state: _TrialState) -> None:
@@ -338,18 +328,15 @@ class CriticalPeriodScheduler(FIFOScheduler):
             state.forced_switch = saved.get("forced_switch")
 
     def _save(self, state: _TrialState) -> None:
-        if self.state_path is None:
-            return
         cohort = self._cohorts.get(state.cohort) if state.cohort else None
-        entry = {
-            "trial_id": state.trial_id,
-            "end_epoch": state.end_epoch,
-            "source": state.source,
-            "forced_switch": state.forced_switch,
-            "cohort": state.cohort,
-            "cohort_ends": cohort.ends if cohort else None,
-            "cohort_switch": cohort.switch_epoch if cohort else None,
-        }
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.state_path.open("a") as fh:
-            fh.write(json.dumps(entry) + "\n")
+        self.journal.append(
+            {
+                "trial_id": state.trial_id,
+                "end_epoch": state.end_epoch,
+                "source": state.source,
+                "forced_switch": state.forced_switch,
+                "cohort": state.cohort,
+                "cohort_ends": cohort.ends if cohort else None,
+                "cohort_switch": cohort.switch_epoch if cohort else None,
+            }
+        )

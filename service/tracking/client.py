@@ -29,7 +29,7 @@ def configure_client(timeout_s: int) -> None:
     """A service's client settings: a short per-request timeout, one quick retry, no URLs.
 
     MLflow's defaults (120 s timeout, 7 retries with backoff factor 2) suit an
-    interactive user and made one write wait ~4 minutes; the writer retries on its own.
+    interactive user and made one write wait minutes; the writer retries on its own.
     An operator's explicit environment wins."""
     wanted = {
         "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout_s),
@@ -37,7 +37,7 @@ def configure_client(timeout_s: int) -> None:
         "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
         # set_terminated against a server first fetches the whole run (get_run: every
         # latest metric, param and tag) only to print its URL on stdout: one extra
-        # request per trial and a thousand lines per 1,000 trials (issue 16).
+        # request per trial and a thousand lines per 1,000 trials.
         "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
     }
     for key, value in wanted.items():

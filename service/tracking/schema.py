@@ -25,6 +25,7 @@ MLflow 3.17 UI does with them (checked in a real browser, tests/tracking/test_br
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -45,6 +46,7 @@ __all__ = [
     "estimate_metrics",
     "fmt_value",
     "legible",
+    "param_key",
     "parent_params",
     "parent_totals",
     "runs_view_url",
@@ -170,6 +172,15 @@ def _dimension_text(dim: Mapping[str, Any]) -> str:
     return f"{kind} {fmt_value(values)}"
 
 
+# MLflow refuses a param or metric key with characters outside these (its _validate_key).
+_NOT_IN_KEY = re.compile(r"[^\w./\- ]")
+
+
+def param_key(text: str) -> str:
+    """`text` as an MLflow key: each character MLflow refuses ('+', ':', ...) becomes '_'."""
+    return _NOT_IN_KEY.sub("_", text)
+
+
 def parent_params(spec: SweepSpec) -> dict[str, str]:
     """The sweep's own settings for its parent run.
 
@@ -198,7 +209,8 @@ def parent_params(spec: SweepSpec) -> dict[str, str]:
     )
     out.update(
         {
-            f"arm.{a}": ", ".join(f"{p}={fmt_value(v)}" for p, v in sorted(o.items())) or "base"
+            f"arm.{param_key(a)}": ", ".join(f"{p}={fmt_value(v)}" for p, v in sorted(o.items()))
+            or "base"
             for a, o in arms.items()
         }
     )

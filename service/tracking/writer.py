@@ -34,8 +34,7 @@ _MAX_PARAMS = 100
 # One batch reads at most this much of the log (~6,000 ResNet-sized results). Results of
 # concurrent trials interleave in the log, so the window decides how many epochs of one
 # run share a log_batch: a 4 MB window gave 1,000 trials one call per run per epoch, and
-# a call's fixed cost (run lookup, latest-metric rows: ~80 ms on a loaded server) is
-# most of what 121 metrics cost (issue 16).
+# a call's fixed cost (run lookup, latest-metric rows) is most of what 121 metrics cost.
 _READ_BYTES = 32 * 2**20
 _PLOT_KEYS = (ROTATION_PREFIX, "val/acc", "cost/usd")
 

@@ -96,7 +96,7 @@ def api(ray_cluster: RayCluster, mlflow_server: str) -> Iterator[Api]:
     procs.groups.append(p.pid)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_http(f"{url}/healthz", 120)
+        wait_http(f"{url}/readyz", 120)  # 503 until the Ray Jobs API answers
         yield Api(url, token)
     finally:
         procs.stop()
@@ -164,8 +164,10 @@ def test_cli_rejects_a_malformed_spec_naming_the_field(
 
 def test_api_auth_and_health(api: Api, sweeps: dict[str, str]) -> None:
     h = httpx.get(f"{api.url}/healthz", timeout=10)
-    assert h.status_code == 200
-    assert h.json() == {"status": "ok", "ray_jobs_api": "reachable"}
+    assert h.status_code == 200 and h.json() == {"status": "ok"}
+    r = httpx.get(f"{api.url}/readyz", timeout=10)
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "ready" and r.json()["ray_jobs_api"] == "reachable"
     for headers in ({}, {"Authorization": "Bearer not-the-token"}):
         for method, path in [("GET", "/v1/sweeps"), ("GET", f"/v1/sweeps/{sweeps['api']}")]:
             r = httpx.request(method, f"{api.url}{path}", headers=headers, timeout=10)
@@ -341,7 +343,7 @@ def test_api_sweep_finishes_with_trials(
 def test_api_shows_only_the_runs_the_job_created(
     api: Api, sweeps: dict[str, str], mlflow_server: str
 ) -> None:
-    """Issue 12 row 6: a run anyone creates with the job's tag (and a child under it, or
+    """A run anyone creates with the job's tag (and a child under it, or
     under the genuine parent but older than it) is not shown as the job's trial."""
     from mlflow.tracking import MlflowClient
 
@@ -368,7 +370,7 @@ def test_api_shows_only_the_runs_the_job_created(
 
 
 def test_api_spec_too_large_for_the_job_is_413(api: Api) -> None:
-    """Issue 12 row 9: before, 503 (retry!) after the whole validation."""
+    """413 at once; it used to be 503 (retry!) after the whole validation."""
     spec = tiny_spec("it-large") + f"description: {'x' * 90_000}\n"
     r = httpx.post(
         f"{api.url}/v1/sweeps",
@@ -432,7 +434,7 @@ def test_results_outlive_the_working_dir(
     """The CLI's sweep, submitted without --mlflow-uri: after Ray's working_dir copies are
     gone, every trial is still read back from where `cpsweep status` says they are (and the
     API reads them there too). tests/integration/test_readme_cluster.py does the same with
-    README's commands and the default ~/cpsweep-results."""
+    docs/cluster.md's commands and the default ~/cpsweep-results."""
     job_id = sweeps["cli"]
     info = _wait_cli(job_id, ray_cluster, 300)
     assert info["status"] == "SUCCEEDED", info
@@ -511,7 +513,7 @@ def test_schemathesis_finds_no_server_errors(api: Api, ray_cluster: RayCluster) 
     )
     print(r.stdout[-1200:], file=sys.stderr)
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
-    assert "Tested: 5" in r.stdout  # healthz, list, get, logs, delete
+    assert "Tested: 6" in r.stdout  # healthz, readyz, list, get, logs, delete
     generated = re.search(r"(\d+) generated", r.stdout)
     assert generated is not None and int(generated.group(1)) >= 20, r.stdout[-1500:]
     assert any(report.iterdir())

@@ -1,9 +1,9 @@
-"""README's "Run on a cluster", typed as written into a shell without an activated venv.
+"""docs/cluster.md's commands, typed as written into a shell without an activated venv.
 
-The commands are read from README.md, so this breaks when the README drifts. Only what must
-differ on a shared test host is added: free ports and a private temp dir on `ray start`, the
-real dashboard port for README's 8265, and a short sweep. The head is stopped by process
-group instead of README's `ray stop`, which would stop every Ray instance on the host. After
+The commands are read from docs/cluster.md, so this breaks when the page drifts. Only what
+must differ on a shared test host is added: free ports and a private temp dir on `ray start`,
+the real dashboard port for the page's 8265, and a short sweep. The head is stopped by process
+group instead of the page's `ray stop`, which would stop every Ray instance on the host. After
 the cluster and its temp dir (the jobs' working_dir copies) are gone, every trial is read back
 from where `cpsweep status` said the results are.
 """
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.requires import OPENSSL, requires
 from tests.servers import REPO, VENV_BIN, Processes, _node_args, _ports
 
 pytestmark = pytest.mark.integration
@@ -32,19 +33,18 @@ PLACEHOLDER_ID = "cpsweep-quickstart-1a2b3c4d"
 
 
 def _cluster_commands() -> list[str]:
-    """The bash lines of README's "Run on a cluster" section, comments stripped."""
-    text = (REPO / "README.md").read_text()
-    section = text.split("\n## Run on a cluster\n", 1)[1].split("\n## ", 1)[0]
+    """The bash lines of docs/cluster.md, comments stripped."""
+    text = (REPO / "docs" / "cluster.md").read_text()
     lines: list[str] = []
-    for block in re.findall(r"```bash\n(.*?)```", section, flags=re.S):
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
         lines += [ln.split("   #")[0].strip() for ln in block.splitlines() if ln.strip()]
     return lines
 
 
 def _one(lines: list[str], prefix: str) -> str:
     found = [ln for ln in lines if ln.startswith(prefix)]
-    assert len(found) == 1, f"README's cluster section should have one `{prefix} ...`: {found}"
-    venv = f"{VENV_BIN}/"  # README's .venv/bin/, wherever this checkout's venv is
+    assert len(found) == 1, f"docs/cluster.md should have one `{prefix} ...`: {found}"
+    venv = f"{VENV_BIN}/"  # the page's .venv/bin/, wherever this checkout's venv is
     return found[0].replace(".venv/bin/", venv) if venv != f"{REPO}/.venv/bin/" else found[0]
 
 
@@ -73,6 +73,7 @@ def ray_root() -> Iterator[Path]:
 def test_readme_cluster_commands_work_in_a_fresh_shell_and_results_outlive_the_cluster(
     ray_root: Path,
 ) -> None:
+    requires(OPENSSL)
     lines = _cluster_commands()
     export = _one(lines, "export RAY_AUTH_MODE=token")
     head = _one(lines, ".venv/bin/ray start --head")

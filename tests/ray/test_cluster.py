@@ -87,7 +87,8 @@ def _results(out: Path) -> dict[str, list[str]]:
 
 @pytest.mark.parametrize("executor", ["auto", "train"])  # train: ranks on a warm group
 def test_interrupted_sweep_resumes_without_redoing_finished_trials(tmp_path, executor):
-    spec = _write_spec(tmp_path, max_concurrent_trials=1, scaling={"executor": executor})
+    scaling = {"executor": executor, **({"worker_pool": True} if executor == "train" else {})}
+    spec = _write_spec(tmp_path, max_concurrent_trials=1, scaling=scaling)
     out = tmp_path / "out"
     cmd = [CPSWEEP, "run", str(spec), "--output-dir", str(out)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -77,25 +77,25 @@ def test_a_users_loop_runs_in_a_sweep_and_switches_after_its_end(
     assert run.data.tags["cp.switch_epoch"] == str(t["switch_epoch"])
 
 
-def _readme_block(heading: str) -> str:
-    text = (REPO / "README.md").read_text()
+def _docs_block(heading: str) -> str:
+    text = (REPO / "docs" / "own-code.md").read_text()
     section = text.split(heading, 1)[1]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
-def test_a_users_own_tuner_with_the_scheduler_from_the_readme(ray_local, tmp_path):
+def test_a_users_own_tuner_with_the_scheduler_from_the_docs(ray_local, tmp_path):
     import ray.cloudpickle
     from ray import tune
 
     from service.sweeps.scheduler import CriticalPeriodScheduler
 
-    code = _readme_block("### Your own Tune trainable")
+    code = _docs_block("## Your own Tune trainable")
     assert len([ln for ln in code.splitlines() if ln.strip()]) < 30
-    path = tmp_path / "readme_tuner.py"
+    path = tmp_path / "docs_tuner.py"
     path.write_text(code)
-    spec = importlib.util.spec_from_file_location("readme_tuner", path)
+    spec = importlib.util.spec_from_file_location("docs_tuner", path)
     module = importlib.util.module_from_spec(spec)
-    sys.modules["readme_tuner"] = module
+    sys.modules["docs_tuner"] = module
     spec.loader.exec_module(module)
     ray.cloudpickle.register_pickle_by_value(module)  # the trial processes cannot import it
     try:
@@ -114,7 +114,7 @@ def test_a_users_own_tuner_with_the_scheduler_from_the_readme(ray_local, tmp_pat
         ).fit()
     finally:
         ray.cloudpickle.unregister_pickle_by_value(module)
-        del sys.modules["readme_tuner"]
+        del sys.modules["docs_tuner"]
     assert len(grid) == 2 and not grid.errors
     for result in grid:
         df = result.metrics_dataframe.sort_values("epoch")

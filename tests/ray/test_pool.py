@@ -30,7 +30,12 @@ def _spec(tmp: Path, **changes: Any):
             "optim": {"name": "sgd", "lr": 0.05},
         },
         "max_concurrent_trials": 1,
-        "scaling": {"num_workers": 2, "cpus_per_worker": 1, "executor": "train"},
+        "scaling": {
+            "num_workers": 2,
+            "cpus_per_worker": 1,
+            "executor": "train",
+            "worker_pool": True,
+        },
         "tracking": {"enabled": False},
         "accounting": {"measure_energy": False},
     }

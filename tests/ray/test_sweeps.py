@@ -1,6 +1,6 @@
 """Sweeps on a real local Ray cluster: switching, distributed ranks, failures, MLflow.
 
-One Ray instance serves the module (start-up costs ~15 s on 2 cores). Every
+One Ray instance serves the module (its start-up is the slow part). Every
 sweep writes into tmp_path with MLflow in a sqlite file there.
 """
 

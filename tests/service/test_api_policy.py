@@ -89,7 +89,7 @@ def accepted(server: Server, body: str) -> None:
     assert r.status_code == 503, r.text  # valid: only the (hung) cluster is missing
 
 
-# -- item 2: whole sections in arms and grids --------------------------------------------------
+# -- whole sections in arms and grids --------------------------------------------------
 
 
 def test_a_factory_in_an_arms_whole_section_is_refused(server: Server) -> None:
@@ -116,7 +116,7 @@ def test_a_loop_in_an_arm_or_a_choice_is_refused(server: Server) -> None:
     assert d["loc"] == ["search_space", "loop", "choice", 1] and d["input"] == "os:popen"
 
 
-# -- item 3: the attribute after the colon ---------------------------------------------------
+# -- the attribute after the colon ---------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -144,7 +144,7 @@ def test_a_factory_the_policy_allows_is_accepted_everywhere(server: Server) -> N
     )
 
 
-# -- item 4: data.root through sections --------------------------------------------------------
+# -- data.root through sections --------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -174,7 +174,7 @@ def test_a_data_root_under_the_allowed_directory_is_accepted(server: Server) -> 
     accepted(server, SPEC + f"arms: {{a: {{data: {{name: cifar10, root: {data}}}}}}}\n")
 
 
-# -- item 6: specs are data ------------------------------------------------------------------
+# -- specs are data ------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,6 +49,7 @@ class FakeJobs:
     def __init__(self) -> None:
         self.submitted: list[SweepSpec] = []
         self.policies: list[Policy | None] = []  # what each job would carry to its trials
+        self.pings = 0
         self.down: Exception | None = None
         self.jobs: dict[str, JobInfo] = {}
 
@@ -56,6 +58,7 @@ class FakeJobs:
             raise self.down
 
     def ping(self) -> None:
+        self.pings += 1
         self._check()
 
     def submit(
@@ -145,14 +148,35 @@ def test_routes_need_the_bearer_token(
     assert fake.submitted == []
 
 
-def test_healthz_is_open_and_reports_ray(fake: FakeJobs) -> None:
+def test_healthz_is_liveness_and_readyz_reports_ray(fake: FakeJobs) -> None:
     with _client(fake) as c:
-        r = c.get("/healthz")
+        assert c.get("/healthz").json() == {"status": "ok"}
+        r = c.get("/readyz")
         assert r.status_code == 200
-        assert r.json() == {"status": "ok", "ray_jobs_api": "reachable"}
+        assert r.json() == {
+            "status": "ready",
+            "reasons": [],
+            "ray_jobs_api": "reachable",
+            "busy_connections": None,  # no uvicorn under the test client
+        }
     fake.down = RayUnreachable("down")
     with _client(fake) as c:  # a fresh app: no cached probe
-        assert c.get("/healthz").json() == {"status": "degraded", "ray_jobs_api": "unreachable"}
+        h = c.get("/healthz")
+        assert h.status_code == 200 and h.json() == {"status": "ok"}  # no restart for Ray
+        r = c.get("/readyz")
+        assert r.status_code == 503 and r.headers["retry-after"] == "2"
+        assert r.json()["status"] == "not ready"
+        assert r.json()["reasons"] == ["Ray Jobs API: down"]
+        assert r.json()["ray_jobs_api"] == "unreachable"
+
+
+def test_ray_is_probed_when_the_server_starts(fake: FakeJobs) -> None:
+    """/healthz no longer asks Ray, so the first probe must not wait for a request."""
+    with _client(fake):
+        deadline = time.monotonic() + 10
+        while fake.pings == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert fake.pings == 1
 
 
 def test_openapi_declares_bearer_and_spec_schema(client: TestClient) -> None:
@@ -165,6 +189,7 @@ def test_openapi_declares_bearer_and_spec_schema(client: TestClient) -> None:
     }
     assert doc["paths"]["/v1/sweeps"]["get"]["security"] == [{"HTTPBearer": []}]
     assert "security" not in doc["paths"]["/healthz"]["get"]
+    assert "security" not in doc["paths"]["/readyz"]["get"]
     body = doc["paths"]["/v1/sweeps"]["post"]["requestBody"]["content"]
     assert {"application/json", "application/x-yaml"} <= set(body)
     assert "SweepSpec" in doc["components"]["schemas"]
@@ -325,9 +350,14 @@ def test_refuses_to_start_without_token_unless_loopback_and_insecure() -> None:
         check_settings(ApiSettings(host="0.0.0.0", insecure_no_auth=True))
     with pytest.raises(ConfigError, match="fewer than 32"):
         check_settings(ApiSettings(token=SecretStr("short")))
-    for placeholder in ("REPLACE-ME-cpsweep-api-token-0123456", "a" * 40, "ab" * 20):
-        with pytest.raises(ConfigError, match=r"placeholder.*token_urlsafe"):
-            check_settings(ApiSettings(token=SecretStr(placeholder)))
+    for weak in (
+        "REPLACE-ME-cpsweep-api-token-0123456",
+        "a" * 40,
+        "ab" * 20,
+        "0123456789abcdef0123456789abcdef",
+    ):
+        with pytest.raises(ConfigError, match=r"API token refused: .*openssl rand -hex 32"):
+            check_settings(ApiSettings(token=SecretStr(weak)))
     for host in ("127.0.0.1", "::1", "localhost"):
         check_settings(ApiSettings(host=host, insecure_no_auth=True))
     check_settings(ApiSettings(host="0.0.0.0", token=SecretStr(TOKEN)))

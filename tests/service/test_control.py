@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from service.sweeps.control import ControlActor
-from trainables.core.wire import Rule
+from trainables.core.wire import Assignment
 
 
 def test_a_watch_answers_only_when_its_trial_changes():
@@ -30,12 +30,12 @@ def test_a_watch_answers_only_when_its_trial_changes():
 def test_a_watch_on_an_old_version_answers_at_once_with_everything_so_far():
     async def scenario() -> None:
         actor = ControlActor()
-        rule = Rule({"name": "paper"}, 30, "sync")
-        await actor.set_rule("t", rule)
+        rule = Assignment({"name": "paper"}, 30, "sync")
+        await actor.assign("t", rule)
         await actor.force_switch("t", 7, "cohort")
         await actor.force_switch("t", 9, "cohort")  # later than the one set: ignored
         d = await asyncio.wait_for(actor.watch("t", 0), 1)
-        assert d.rule == rule and (d.switch_epoch, d.switch_source) == (7, "cohort")
+        assert d.assignment == rule and (d.switch_epoch, d.switch_source) == (7, "cohort")
         assert d.version == 2  # the ignored switch did not bump it
 
     asyncio.run(scenario())

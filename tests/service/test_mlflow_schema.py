@@ -152,3 +152,16 @@ def test_the_link_opens_the_training_runs_with_the_shared_view() -> None:
     assert "params.`optim.lr`" in view["selectedColumns"]
     assert "rotation/mean" in view["chartsSearchFilter"]
     assert len(json.dumps(view)) < 5000  # an experiment tag value
+
+
+def test_arm_names_become_keys_mlflow_accepts() -> None:
+    """An arm named like paper_repro's `paper+infobatch` must not cost the parent its params."""
+    from mlflow.utils.validation import _validate_param_name
+
+    spec = SweepSpec.model_validate(
+        {"name": "x", "arms": {"paper+infobatch": {"criterion.name": "never"}, "k3": {}}}
+    )
+    p = parent_params(spec)
+    assert p["arm.paper_infobatch"] == "criterion.name=never" and p["arm.k3"] == "base"
+    for key in p:
+        _validate_param_name(key)  # raises MlflowException on a refused key

@@ -185,3 +185,53 @@ def test_baseline_trials_never_join_a_cohort():
     d = s.decisions()
     assert d["a"]["end_epoch"] is not None
     assert d["base"]["forced_switch"] is None and d["base"]["end_epoch"] is None
+
+
+@dataclass
+class _Recorder:
+    """A TrialLink and Journal that keep what they are given (service/sweeps/effects.py)."""
+
+    sent: list[tuple[Any, ...]] = field(default_factory=list)
+    entries: list[dict[str, Any]] = field(default_factory=list)
+
+    def attach(self, experiment: str) -> None:
+        self.sent.append(("attach", experiment))
+
+    def assign(self, trial_id: str, rule: Any) -> None:
+        self.sent.append(("rule", trial_id, rule.criterion["name"], rule.budget))
+
+    def force_switch(self, trial_id: str, switch_epoch: int, source: str) -> None:
+        self.sent.append(("switch", trial_id, switch_epoch, source))
+
+    def post_verdict(self, trial_id: str, epoch: int, end: int | None) -> None:
+        self.sent.append(("verdict", trial_id, epoch, end))
+
+    def release(self, trial_id: str) -> None:
+        self.sent.append(("release", trial_id))
+
+    def load(self) -> list[dict[str, Any]]:
+        return list(self.entries)
+
+    def append(self, entry: dict[str, Any]) -> None:
+        self.entries.append(entry)
+
+
+def test_decisions_leave_only_through_the_link_and_journal_it_is_given():
+    rec = _Recorder()
+    s = CriticalPeriodScheduler(
+        criterion="fixed", scope="cohort", cohort_keys=["optim.name"], cohort_min_trials=1,
+        mode="sync", link=rec, journal=rec,
+    )  # fmt: skip
+    a, b = _trial("a", epochs=16), _trial("b", epochs=16)
+    for t in (a, b):
+        s.on_trial_add(None, t)
+    assert ("rule", "a", "fixed", 16) in rec.sent  # the scheduler's rule overrides the trial's
+    _feed(s, a, _curve(16, 3.0)[:2])
+    assert ("verdict", "a", 1, None) in rec.sent and ("verdict", "a", 2, 2) in rec.sent
+    assert ("switch", "b", 3, "cohort") in rec.sent  # fixed: 2 of 16 epochs, cohort of one
+    assert [e["trial_id"] for e in rec.entries] == ["a"] and rec.entries[0]["end_epoch"] == 2
+    s.on_trial_complete(None, a, {})
+    assert rec.sent[-1] == ("release", "a")
+    again = CriticalPeriodScheduler(criterion="fixed", link=rec, journal=rec)
+    again.on_trial_add(None, _trial("a", epochs=16))
+    assert again.decisions()["a"]["end_epoch"] == 2  # reloaded from the journal

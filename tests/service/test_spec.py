@@ -47,7 +47,7 @@ def _write(tmp_path, raw) -> Path:
         ({"name": "x", "train": {"epochz": 3}}, ["train.epochz", "unknown field"]),
         (
             {"name": "x", "train": {"optim": {"name": "lbfgs"}}},
-            ["train.optim.name", "'sgd'", "lbfgs"],
+            ["train.optim.name", "sgd, adam", "lbfgs", "OPTIMIZERS.register"],
         ),
         (
             {"name": "x", "search_space": {"optim.lrr": {"grid": [0.1]}}},

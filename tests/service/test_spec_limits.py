@@ -1,5 +1,5 @@
-"""Spec limits, names and non-finite numbers (issue 12, rows 3, 8, 10), the API's
-back-pressure gates and the Ray token's repr (row 13), without a server."""
+"""Spec limits, names and non-finite numbers, the API's back-pressure gates and the Ray
+token's repr, without a server."""
 
 from __future__ import annotations
 

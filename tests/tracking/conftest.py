@@ -3,13 +3,12 @@
 Everything binds 127.0.0.1 on free ports and lives in pytest temp dirs. Servers and
 the throwaway PostgreSQL run in their own process groups, which teardown stops; no
 other process on the host is touched. Sweeps run in-process on one local Ray
-instance shared by the package (start-up costs ~15 s on 2 cores).
+instance shared by the package (its start-up is the slow part).
 """
 
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
 import secrets
 import shutil
@@ -21,15 +20,15 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
 
+from tests.requires import POSTGRESQL, pg_bin, requires
 from tests.servers import VENV_BIN, base_env, free_port, wait_http
 
 EXPERIMENT = "cpsweep-tracking-test"
 EPOCHS = 4
-IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 # The database .ci/services.sh creates on the system cluster (found when nothing else is set).
 CI_PG_URI = "postgresql://cpsweep:cpsweep@127.0.0.1:5432/cpsweep_test"
 
@@ -234,16 +233,6 @@ def start_mlflow_server(
 # -- PostgreSQL -----------------------------------------------------------------------------
 
 
-def _pg_bin(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    versions = sorted(
-        glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), key=lambda p: int(p.split("/")[4])
-    )
-    return versions[-1] if versions else None
-
-
 def _pg_reachable(uri: str) -> bool:
     import psycopg2
 
@@ -263,7 +252,7 @@ def _as_postgres_user(cmd: list[str]) -> list[str]:
 
 @contextlib.contextmanager
 def _throwaway_cluster(root: Path) -> Iterator[str]:
-    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    initdb, pg_ctl = pg_bin("initdb"), pg_bin("pg_ctl")
     assert initdb and pg_ctl
     data, sock = root / "data", root / "sock"
     sock.mkdir(parents=True)
@@ -322,13 +311,6 @@ def _fresh_database(base_uri: str) -> Iterator[str]:
         con.close()
 
 
-def no_postgres(reason: str, ci: bool = IN_CI) -> NoReturn:
-    """Skip on a developer machine without PostgreSQL; in CI a missing database is a failure."""
-    if ci:
-        pytest.fail(f"CI is set: {reason}")
-    pytest.skip(reason)
-
-
 def sqlalchemy_uri(libpq_uri: str) -> str:
     """SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3; MLflow's extra installs psycopg2."""
     return libpq_uri.replace("postgresql://", "postgresql+psycopg2://", 1)
@@ -339,7 +321,7 @@ def postgres_uri() -> Iterator[str]:
     """A libpq URI of an empty PostgreSQL database: from $CPSWEEP_TEST_PG_URI, the CI
     database (.ci/services.sh), or a throwaway cluster started here.
 
-    Skips only when no PostgreSQL binaries exist outside CI; under CI it fails instead.
+    With none of these and no PostgreSQL binaries it skips, or fails under CI (tests/requires.py).
     """
     try:
         import psycopg2  # noqa: F401
@@ -356,11 +338,7 @@ def postgres_uri() -> Iterator[str]:
         with _fresh_database(CI_PG_URI) as uri:
             yield uri
         return
-    if not (_pg_bin("initdb") and _pg_bin("pg_ctl")):
-        no_postgres(
-            "PostgreSQL binaries (initdb, pg_ctl) not found and CPSWEEP_TEST_PG_URI unset; "
-            "install the Debian package `postgresql` or run .ci/services.sh"
-        )
+    requires(POSTGRESQL)  # or set CPSWEEP_TEST_PG_URI, or run .ci/services.sh
     # Not under pytest's temp root: that is private to this user and `postgres` must enter.
     root = Path(tempfile.mkdtemp(prefix="cpsweep-pg-"))
     try:

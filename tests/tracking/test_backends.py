@@ -16,7 +16,6 @@ import pytest
 from tests.tracking.conftest import (
     EPOCHS,
     EXPERIMENT,
-    no_postgres,
     sqlalchemy_uri,
     sqlite_schema,
     tiny_spec,
@@ -184,11 +183,7 @@ def test_sweep_logs_through_an_mlflow_server(ray_local, start_mlflow_server, tmp
 # -- PostgreSQL behind an mlflow server ----------------------------------------------------------
 
 
-def test_missing_postgres_skips_only_outside_ci() -> None:
-    with pytest.raises(pytest.skip.Exception, match="no binaries"):
-        no_postgres("no binaries", ci=False)
-    with pytest.raises(pytest.fail.Exception, match="CI is set: no binaries"):
-        no_postgres("no binaries", ci=True)
+def test_sqlalchemy_uri_names_the_psycopg2_driver() -> None:
     assert sqlalchemy_uri("postgresql://u@h:1/d") == "postgresql+psycopg2://u@h:1/d"
 
 

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from tests.tracking.conftest import EPOCHS, IN_CI
+from tests.requires import CHROMEDRIVER, CHROMIUM, CHROMIUM_AND_DRIVER, requires
+from tests.tracking.conftest import EPOCHS
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 SCREENSHOT = Path(__file__).parent / "artifacts" / "mlflow_ui.png"
 FLAGS = [
     "--headless=new",
@@ -38,12 +38,7 @@ WAIT_S = 120  # the SPA and its API calls are slow on a loaded 2-core machine
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
-    if missing:
-        reason = f"{', '.join(missing)} missing: apt-get install chromium chromium-driver"
-        if IN_CI:
-            pytest.fail(f"CI is set: {reason}")
-        pytest.skip(reason)
+    requires(CHROMIUM_AND_DRIVER)
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

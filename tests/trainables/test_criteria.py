@@ -9,12 +9,15 @@ import pytest
 from tests.reference import reference_paper_end
 from trainables.method.criteria import (
     CriterionState,
+    EndRule,
+    PaperRule,
     end_epoch,
     fixed_end,
     least_squares_slope,
     paper_angle,
     paper_end,
     relative_end,
+    rule_class,
 )
 
 
@@ -103,3 +106,40 @@ def test_errors_name_the_problem():
         CriterionState("paper", budget=10).update(float("nan"))
     with pytest.raises(ValueError, match="budget"):
         CriterionState("paper", budget=None)
+
+
+class _Threshold(EndRule):
+    """A user's rule: the period ends once the mean rotation passes 0.5."""
+
+    stat_key = "cp/level"
+
+    def statistic(self, state: CriterionState, epoch: int) -> float | None:
+        return state.history[-1]
+
+    def ended(self, state: CriterionState, epoch: int, stat: float | None) -> bool:
+        return stat is not None and stat > 0.5
+
+
+def test_a_registered_rule_is_a_criterion_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    from trainables.core.config import CriterionConfig
+    from trainables.core.registry import CRITERIA
+    from trainables.method.criteria import stat_key
+
+    with pytest.raises(ValueError, match="choose one of paper, relative, fixed, never"):
+        CriterionConfig(name="threshold")
+    monkeypatch.setitem(CRITERIA._entries, "threshold", _Threshold)
+    assert CriterionConfig(name="threshold").name == "threshold"
+    curve = _saturating(20, 4.0)
+    expected = next(e for e, v in enumerate(curve, 1) if v > 0.5)
+    assert end_epoch("threshold", curve, budget=20) == expected
+    assert stat_key("threshold") == "cp/level"
+    assert rule_class("paper") is PaperRule and not rule_class("threshold").needs_budget
+
+
+def test_rule_state_is_per_run() -> None:
+    """Two runs of the relative rule do not share the peak rate (one instance per state)."""
+    a = CriterionState("relative", budget=None)
+    b = CriterionState("relative", budget=None)
+    for v in _saturating(12, 3.0):
+        a.update(v)
+    assert b.update(0.1).value is None and a._rule is not b._rule

@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.requires import FASHION_MNIST, requires
 from trainables.data import datasets as data
 from trainables.data.datasets import (
     DATASETS,
@@ -142,8 +143,7 @@ def test_fashion_mnist_idx_round_trip(tmp_path: Path, gz: bool, subdir: str) -> 
 
 
 def test_fashion_mnist_real_debian_package() -> None:
-    if not (FASHION_ROOT / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip("Debian package dataset-fashion-mnist is not installed")
+    requires(FASHION_MNIST)
     ds = load_dataset("fashion-mnist")
     assert ds.train_x.shape == (60000, 1, 28, 28) and ds.val_x.shape == (10000, 1, 28, 28)
     assert ds.num_classes == 10

@@ -1,4 +1,4 @@
-"""Spec-chosen dataset paths (issue 12, row 4): CIFAR pickles run no code, and with
+"""Spec-chosen dataset paths: CIFAR pickles run no code, and with
 CPSWEEP_DATA_ROOTS set nothing is read or written outside the allowed directories."""
 
 from __future__ import annotations

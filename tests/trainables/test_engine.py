@@ -81,3 +81,24 @@ def test_model_data_mismatch_is_a_clear_error():
         build_model(ModelConfig(name="small_cnn"), input_shape=(1, 40), num_classes=10)
     net = build_model(ModelConfig(name="cnn1d", width=8), input_shape=(1, 40), num_classes=10)
     assert net(torch.randn(2, 1, 40)).shape == (2, 10)
+
+
+def test_a_registered_optimizer_is_built_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from trainables.core.config import OptimConfig
+    from trainables.core.registry import OPTIMIZERS
+    from trainables.run.optimizers import make_optimizer
+
+    def lion_like(params, cfg):  # any builder(params, cfg) -> Optimizer
+        return torch.optim.SGD(params, lr=cfg.lr * 2)
+
+    with pytest.raises(ValueError, match="unknown optimizer 'mine'"):
+        OptimConfig(name="mine")
+    monkeypatch.setitem(OPTIMIZERS._entries, "mine", lion_like)
+    opt = make_optimizer(OptimConfig(name="mine", lr=0.1), [torch.nn.Parameter(torch.ones(2))])
+    assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["lr"] == pytest.approx(0.2)
+    nest = make_optimizer(
+        OptimConfig(name="sgd", momentum=0.0), [torch.nn.Parameter(torch.ones(1))]
+    )
+    assert nest.param_groups[0]["nesterov"] is False  # Nesterov needs momentum

@@ -21,7 +21,7 @@ _EPOCHS = 6
 class _SyncControl:
     """Rank 0's scheduler says after epoch 3's report that the period ended at 2."""
 
-    mode, rule = "sync", None
+    mode, assignment = "sync", None
 
     def __init__(self, rank: int) -> None:
         self.rank = rank

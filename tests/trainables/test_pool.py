@@ -125,8 +125,8 @@ def test_an_error_on_a_rank_fails_the_trial_at_once_and_ends_the_group(
     assert log == [("start", None), "release"]
 
 
-def test_the_spec_runs_ddp_trials_on_the_pool_by_default() -> None:
+def test_the_spec_runs_ddp_trials_on_ray_train_by_default() -> None:
     from service.spec import ScalingSpec
 
-    assert ScalingSpec(num_workers=2).worker_pool is True
-    assert ScalingSpec(num_workers=2, worker_pool=False).worker_pool is False
+    assert ScalingSpec(num_workers=2).worker_pool is False  # Ray Train by default
+    assert ScalingSpec(num_workers=2, worker_pool=True).worker_pool is True

@@ -20,7 +20,7 @@ from pydantic import (
 )
 
 from trainables.core.imports import check_target
-from trainables.core.registry import DATASETS, MODELS, Registry
+from trainables.core.registry import CRITERIA, DATASETS, MODELS, OPTIMIZERS, Registry
 from trainables.core.specdata import SpecDataError, load_yaml
 
 __all__ = [
@@ -82,13 +82,7 @@ class _Buildable(_Strict):
     @field_validator("name")
     @classmethod
     def _name_is_registered(cls, v: str | None) -> str | None:
-        if v is not None and v not in cls._registry:
-            raise ValueError(
-                f"unknown {cls._registry.kind} {v!r}; choose one of "
-                f"{', '.join(cls._registry.names())}, or give factory: 'module:function' "
-                "instead of name for your own"
-            )
-        return v
+        return None if v is None else cls._registry.check(v)
 
     @field_validator("factory")
     @classmethod
@@ -172,7 +166,9 @@ class ModelConfig(_Buildable):
 
 
 class OptimConfig(_Strict):
-    name: Literal["sgd", "adam", "adamw", "rmsprop"] = Field("sgd", description="Optimizer.")
+    name: str = Field(
+        "sgd", description=f"Optimizer, a registered name ({', '.join(OPTIMIZERS.names())})."
+    )
     lr: float = Field(0.05, gt=0, le=1e6, description="Peak learning rate.")
     momentum: float = Field(0.9, ge=0, lt=1, description="Momentum (SGD, RMSprop).")
     nesterov: bool = Field(True, description="Nesterov momentum (SGD only).")
@@ -186,6 +182,11 @@ class OptimConfig(_Strict):
     )
     gamma: float = Field(0.1, gt=0, le=1, description="Step decay factor.")
     warmup_epochs: int = Field(0, ge=0, description="Linear warm-up epochs.")
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        return OPTIMIZERS.check(v)
 
     @model_validator(mode="after")
     def _check_milestones(self) -> OptimConfig:
@@ -279,8 +280,9 @@ class RecipeConfig(_Strict):
 
 
 class CriterionConfig(_Strict):
-    name: Literal["paper", "relative", "fixed", "never"] = Field(
-        "paper", description="Rule that ends the critical period."
+    name: str = Field(
+        "paper",
+        description=f"Rule that ends the critical period ({', '.join(CRITERIA.names())}).",
     )
     window: int = Field(5, ge=2, le=50, description="Epochs in the fitted window (paper 5).")
     threshold_deg: float = Field(45.0, gt=0, lt=90, description="paper: end when angle < this.")
@@ -291,6 +293,11 @@ class CriterionConfig(_Strict):
     fraction: float = Field(
         0.125, gt=0, le=1, description="fixed: period ends after this fraction of the budget."
     )
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        return CRITERIA.check(v)
 
 
 class TrainConfig(_Strict):

@@ -1,4 +1,5 @@
-"""Registries of models and datasets: the one home of their names (STYLE.md point 13).
+"""Registries of the open sets a config names: models, datasets, end-of-period rules
+(criteria) and optimizers. The one home of their names.
 
 An entry maps a name to a builder given as an import path (loaded on first use,
 so validating a config imports neither torch nor the builders) or a callable.
@@ -10,6 +11,8 @@ Builder signatures:
 - model: `builder(input_shape=(C, H, W) or (C, L), num_classes=K, **kwargs) -> nn.Module`
 - dataset: `loader(root: Path | None, image_size: int | None) -> (train_x, train_y,
   val_x, val_y, num_classes)`; root and image sizes are checked by trainables.data.datasets.
+- criterion: a subclass of `trainables.method.criteria.EndRule` (one instance per run).
+- optimizer: `builder(params, cfg: OptimConfig) -> torch.optim.Optimizer`.
 """
 
 from __future__ import annotations
@@ -19,14 +22,14 @@ from typing import Any
 
 from trainables.core.imports import FactoryError, resolve
 
-__all__ = ["DATASETS", "MODELS", "Registry"]
+__all__ = ["CRITERIA", "DATASETS", "MODELS", "OPTIMIZERS", "Registry"]
 
 
 class Registry:
     """Names -> builders, kept in registration order; `field` names the config field."""
 
-    def __init__(self, kind: str, field: str) -> None:
-        self.kind, self.field = kind, field
+    def __init__(self, kind: str, field: str, own: str) -> None:
+        self.kind, self.field, self.own = kind, field, own
         self._entries: dict[str, str | Callable[..., Any]] = {}
 
     def register(self, name: str, builder: str | Callable[..., Any]) -> None:
@@ -46,7 +49,7 @@ class Registry:
         if name not in self._entries:
             raise ValueError(
                 f"unknown {self.kind} {name!r}; choose one of {', '.join(self._entries)}, "
-                f"or give `factory: 'module:function'` instead of `name` for your own"
+                f"or {self.own}"
             )
         return name
 
@@ -61,13 +64,14 @@ class Registry:
         return builder
 
 
-MODELS = Registry("model", "model.name")
+_FACTORY = "give `factory: 'module:function'` instead of `name` for your own"
+MODELS = Registry("model", "model.name", _FACTORY)
 for _name in ("small_cnn", "cnn1d", "resnet18", "resnet50"):
     MODELS.register(_name, f"trainables.models.builtin:{_name}")
 for _depth in (20, 32, 44, 56, 110):  # CIFAR ResNet-(6n+2), He et al. 2016 sec. 4.2
     MODELS.register(f"resnet{_depth}", f"trainables.models.builtin:resnet{_depth}")
 
-DATASETS = Registry("dataset", "data.name")
+DATASETS = Registry("dataset", "data.name", _FACTORY)
 for _name, _attr in (
     ("digits", "load_digits"),
     ("fashion-mnist", "load_fashion_mnist"),
@@ -82,3 +86,15 @@ for _name, _attr in (
     ("imagenet30", "load_imagenet30"),
 ):
     DATASETS.register(_name, f"trainables.data.imagetrees:{_attr}")
+
+CRITERIA = Registry(
+    "criterion", "criterion.name", "register your own: CRITERIA.register('mine', MyEndRule)"
+)
+for _name in ("paper", "relative", "fixed", "never"):
+    CRITERIA.register(_name, f"trainables.method.criteria:{_name.capitalize()}Rule")
+
+OPTIMIZERS = Registry(
+    "optimizer", "optim.name", "register your own: OPTIMIZERS.register('mine', build)"
+)
+for _name in ("sgd", "adam", "adamw", "rmsprop"):
+    OPTIMIZERS.register(_name, f"trainables.run.optimizers:{_name}")

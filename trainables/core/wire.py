@@ -5,6 +5,17 @@ keys in `tune/result.py`): the per-epoch metric keys a trial reports and the
 scheduler, progress lines, tracking and summaries read; the control actor's name
 and namespace; and the directive a trial reads from that actor. Pure data: no
 Ray, no torch.
+
+The decision types, one meaning each:
+- `Verdict` (method/criteria.py): a rule's reading after one epoch (its statistic and
+  the end it has found, if any).
+- `Ruling` (method/decide.py): a decision to switch: the end, the first epoch of the
+  post-period recipe, and who decided it.
+- `Decision` (method/period.py): what `CriticalPeriod.step` returns, the period's state
+  after one epoch (rotation, statistic, end, switch), the public record.
+- `Directive` (here): what the scheduler has told one trial so far, read at an epoch
+  boundary; its `Assignment` is configuration (a criterion and budget the trial cannot
+  know itself), not a decision.
 """
 
 from __future__ import annotations
@@ -30,10 +41,9 @@ __all__ = [
     "SAMPLES_TOTAL",
     "STAT_KEYS",
     "SWITCH_EPOCH",
+    "Assignment",
     "Directive",
-    "Rule",
     "control_actor_name",
-    "stat_key",
 ]
 
 # -- per-epoch report keys --------------------------------------------------------------
@@ -52,12 +62,8 @@ SAMPLES = "samples"  # training samples processed this epoch (all ranks, repeats
 SAMPLES_TOTAL = "samples_total"  # the same, summed over the epochs so far
 PRUNED_FRACTION = "recipe/pruned_fraction"  # share of the data loss-aware pruning left out
 
-STAT_KEYS = {"paper": ANGLE, "relative": RATE_RATIO}
-
-
-def stat_key(criterion: str) -> str | None:
-    """Metric key of a rule's per-epoch statistic (None: the rule has none)."""
-    return STAT_KEYS.get(criterion)
+# the built-in rules' statistics (each rule names its own: EndRule.stat_key)
+STAT_KEYS = (ANGLE, RATE_RATIO)
 
 
 # -- the control actor -------------------------------------------------------------------
@@ -73,7 +79,7 @@ def control_actor_name(experiment_name: str) -> str:
 
 
 @dataclass(frozen=True)
-class Rule:
+class Assignment:
     """What the scheduler pushes to a trial that cannot know it itself.
 
     Sent only when the scheduler overrides the trial's criterion or the trial
@@ -90,7 +96,7 @@ class Rule:
 class Directive:
     """A trial's view of the control actor at one epoch boundary."""
 
-    rule: Rule | None = None
+    assignment: Assignment | None = None
     switch_epoch: int | None = None  # a switch the scheduler decided (cohort median + 1)
     switch_source: str | None = None  # who decided it ("cohort")
     verdict_epoch: int = 0  # last epoch the scheduler has judged (sync and async modes)

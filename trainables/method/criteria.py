@@ -26,10 +26,19 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
+
+from trainables.core.registry import CRITERIA
+from trainables.core.wire import ANGLE, RATE_RATIO
 
 __all__ = [
     "CRITERIA",
     "CriterionState",
+    "EndRule",
+    "FixedRule",
+    "NeverRule",
+    "PaperRule",
+    "RelativeRule",
     "Verdict",
     "end_epoch",
     "fixed_end",
@@ -37,9 +46,9 @@ __all__ = [
     "paper_angle",
     "paper_end",
     "relative_end",
+    "rule_class",
+    "stat_key",
 ]
-
-CRITERIA = ("paper", "relative", "fixed", "never")
 
 
 @dataclass(frozen=True)
@@ -116,6 +125,96 @@ def fixed_end(budget: int, fraction: float = 0.125) -> int:
     return max(1, math.ceil(fraction * budget - 1e-9))
 
 
+class EndRule:
+    """One rule, incremental: the statistic after each epoch and whether the period ended.
+
+    A subclass per rule, registered by name in `CRITERIA` (trainables/core/registry.py)
+    by its import path; `CriterionState` holds the history and the decision and asks its
+    rule for the rest. A library user adds a rule with `CRITERIA.register("mine", MyRule)`
+    before a config names it.
+    """
+
+    needs_budget: ClassVar[bool] = False  # reads the planned epoch budget E
+    stat_key: ClassVar[str | None] = None  # report key of the per-epoch statistic
+
+    def check(self, state: CriterionState) -> None:
+        """Raise ValueError when the parameters in `state` cannot work."""
+
+    def statistic(self, state: CriterionState, epoch: int) -> float | None:
+        return None
+
+    def ended(self, state: CriterionState, epoch: int, stat: float | None) -> bool:
+        return False
+
+
+class PaperRule(EndRule):
+    """Slope angle of the last `window` values over the rescaled budget < `threshold_deg`."""
+
+    needs_budget = True
+    stat_key = ANGLE
+
+    def check(self, state: CriterionState) -> None:
+        _check_budget(state.budget or 0, state.window)
+
+    def statistic(self, state: CriterionState, epoch: int) -> float | None:
+        return paper_angle(state.history, epoch, state.budget or 0, state.window)
+
+    def ended(self, state: CriterionState, epoch: int, stat: float | None) -> bool:
+        return stat is not None and stat < state.threshold_deg
+
+
+class RelativeRule(EndRule):
+    """Rate / peak rate below `ratio` for `patience` consecutive epochs (budget-free)."""
+
+    stat_key = RATE_RATIO
+
+    def __init__(self) -> None:
+        self._peak_rate = 0.0
+        self._below = 0
+
+    def statistic(self, state: CriterionState, epoch: int) -> float | None:
+        if epoch < state.window:
+            return None
+        rate = _rate(state.history, epoch, state.window)
+        self._peak_rate = max(self._peak_rate, rate)
+        return rate / self._peak_rate if self._peak_rate > 0 else None
+
+    def ended(self, state: CriterionState, epoch: int, stat: float | None) -> bool:
+        self._below = self._below + 1 if stat is not None and stat < state.ratio else 0
+        return self._below >= state.patience
+
+
+class FixedRule(EndRule):
+    """The period ends after ceil(fraction * E) epochs."""
+
+    needs_budget = True
+
+    def ended(self, state: CriterionState, epoch: int, stat: float | None) -> bool:
+        return epoch >= fixed_end(state.budget or 0, state.fraction)
+
+
+class NeverRule(EndRule):
+    """The baseline: the critical-period recipe runs throughout."""
+
+
+def rule_class(name: str) -> type[EndRule]:
+    """The registered rule class of `name`; ValueError naming the choices when unknown."""
+    try:
+        cls = CRITERIA.load(name)
+    except ValueError:
+        raise ValueError(
+            f"criterion {name!r} is unknown; choose one of {', '.join(CRITERIA.names())}"
+        ) from None
+    if not (isinstance(cls, type) and issubclass(cls, EndRule)):
+        raise ValueError(f"criterion {name!r} is registered to {cls!r}, not an EndRule subclass")
+    return cls
+
+
+def stat_key(criterion: str) -> str | None:
+    """Report key of a rule's per-epoch statistic (None: the rule has none)."""
+    return rule_class(criterion).stat_key
+
+
 @dataclass
 class CriterionState:
     """Incremental form of the rules: O(window) work per epoch, for schedulers and loops.
@@ -133,16 +232,14 @@ class CriterionState:
     fraction: float = 0.125
     history: list[float] = field(default_factory=list)
     end_epoch: int | None = None
-    _peak_rate: float = 0.0
-    _below: int = 0
+    _rule: EndRule = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.name not in CRITERIA:
-            raise ValueError(f"criterion {self.name!r} is unknown; choose one of {CRITERIA}")
-        if self.name in ("paper", "fixed") and self.budget is None:
+        cls = rule_class(self.name)
+        if cls.needs_budget and self.budget is None:
             raise ValueError(f"criterion {self.name!r} needs the planned epoch budget")
-        if self.name == "paper":
-            _check_budget(self.budget or 0, self.window)
+        self._rule = cls()
+        self._rule.check(self)
 
     def update(self, value: float) -> Verdict:
         if not math.isfinite(value):
@@ -151,29 +248,10 @@ class CriterionState:
             )
         self.history.append(float(value))
         epoch = len(self.history)
-        stat = self._statistic(epoch)
-        if self.end_epoch is None and self._ended(epoch, stat):
+        stat = self._rule.statistic(self, epoch)
+        if self._rule.ended(self, epoch, stat) and self.end_epoch is None:
             self.end_epoch = epoch
         return Verdict(self.end_epoch, stat)
-
-    def _statistic(self, epoch: int) -> float | None:
-        if self.name == "paper":
-            return paper_angle(self.history, epoch, self.budget or 0, self.window)
-        if self.name == "relative" and epoch >= self.window:
-            rate = _rate(self.history, epoch, self.window)
-            self._peak_rate = max(self._peak_rate, rate)
-            return rate / self._peak_rate if self._peak_rate > 0 else None
-        return None
-
-    def _ended(self, epoch: int, stat: float | None) -> bool:
-        if self.name == "paper":
-            return stat is not None and stat < self.threshold_deg
-        if self.name == "relative":
-            self._below = self._below + 1 if stat is not None and stat < self.ratio else 0
-            return self._below >= self.patience
-        if self.name == "fixed":
-            return epoch >= fixed_end(self.budget or 0, self.fraction)
-        return False
 
 
 def end_epoch(
@@ -188,13 +266,16 @@ def end_epoch(
     fraction: float = 0.125,
 ) -> int | None:
     """Apply rule `name` to a whole history (the `cpsweep detect` entry point)."""
-    if name == "paper":
-        return paper_end(history, budget, window, threshold_deg)
-    if name == "relative":
-        return relative_end(history, window, ratio, patience)
-    if name == "fixed":
-        end = fixed_end(budget, fraction)
-        return end if end <= len(history) else None
-    if name == "never":
-        return None
-    raise ValueError(f"criterion {name!r} is unknown; choose one of {CRITERIA}")
+    state = CriterionState(
+        name,
+        budget=budget,
+        window=window,
+        threshold_deg=threshold_deg,
+        ratio=ratio,
+        patience=patience,
+        fraction=fraction,
+    )
+    for v in history:
+        if state.update(v).end_epoch is not None:
+            break
+    return state.end_epoch

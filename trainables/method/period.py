@@ -33,10 +33,10 @@ from trainables.core.wire import (
     ROTATION_MEAN,
     ROTATION_PREFIX,
     SWITCH_EPOCH,
+    Assignment,
     Directive,
-    Rule,
-    stat_key,
 )
+from trainables.method.criteria import stat_key
 from trainables.method.decide import (
     SOURCES,
     CriterionLike,
@@ -89,7 +89,7 @@ class Control(Protocol):
     """A scheduler's end of the period (trainables/run/channel.py implements it for Ray)."""
 
     mode: str  # the requested mode, the same on every rank
-    rule: Rule | None  # the scheduler's criterion and budget, when it overrides the trial's
+    assignment: Assignment | None  # the criterion and budget when the scheduler overrides
 
     def directive(self) -> Directive | None: ...
 
@@ -237,8 +237,8 @@ class CriticalPeriod:
 
     def connect(self, control: Control) -> None:
         """Take directives from a scheduler from now on, and its rule if it overrides ours."""
-        if control.rule is not None:
-            self.use_rule(control.rule.criterion, control.rule.budget)
+        if control.assignment is not None:
+            self.use_rule(control.assignment.criterion, control.assignment.budget)
         self.control = control
 
     def use_rule(self, criterion: CriterionLike, budget: int | None) -> None:

@@ -58,8 +58,8 @@ class ControlChannel:
         self._watch: Any = None  # the pending `watch` call (a Future) bringing the next one
         self.actor = _lookup_actor(actor_name) if actor_name and rank == 0 else None
         first = self.directive() if self.actor is not None else None
-        self.rule = first.rule if first else None
-        self.mode: str = mode or (self.rule.mode if self.rule else "push")
+        self.assignment = first.assignment if first else None
+        self.mode: str = mode or (self.assignment.mode if self.assignment else "push")
         if rank == 0 and self.actor is None and self.mode != "push":
             log.warning("no control actor: %s mode falls back to push", self.mode)
 

@@ -35,6 +35,7 @@ from trainables.method.period import CriticalPeriod
 from trainables.method.recipes import Phase, phase_for_epoch
 from trainables.method.rotation import LayerRotation, unwrap_model
 from trainables.models.builtin import build_model
+from trainables.run.optimizers import make_optimizer
 
 __all__ = ["NonFiniteLossError", "TrainingRun", "lr_factor", "select_device"]
 
@@ -81,26 +82,6 @@ def lr_factor(cfg: OptimConfig, epoch: int, budget: int) -> float:
     if cfg.schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * done / budget))
     return 1.0
-
-
-def _make_optimizer(cfg: OptimConfig, params: Any) -> torch.optim.Optimizer:
-    if cfg.name == "sgd":
-        return torch.optim.SGD(
-            params,
-            lr=cfg.lr,
-            momentum=cfg.momentum,
-            nesterov=cfg.nesterov and cfg.momentum > 0,
-            weight_decay=cfg.weight_decay,
-        )
-    if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.name == "rmsprop":
-        return torch.optim.RMSprop(
-            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-        )
-    raise ValueError(f"optim.name={cfg.name!r} is unknown; choose sgd, adam, adamw or rmsprop")
 
 
 class TrainingRun:
@@ -180,7 +161,7 @@ class TrainingRun:
             self.model = _compiled(self.model, cfg.compile_backend)
         # rotation unwraps DDP and torch.compile: it reads the raw kernels
         self.period = CriticalPeriod(self.model, cfg.criterion, budget=cfg.epochs)
-        self.optimizer = _make_optimizer(cfg.optim, self.model.parameters())
+        self.optimizer = make_optimizer(cfg.optim, self.model.parameters())
         self._amp_dtype: torch.dtype | None = None
         self._scaler: torch.amp.GradScaler | None = None
         if cfg.amp and self.device.type == "cuda":

@@ -4,8 +4,8 @@ A `TorchTrainer` starts a Train controller and one fresh process per rank for ev
 trial, and Ray Train 2.60 has no API to run a second `fit()` on an existing worker
 group (each `fit()` creates a `TrainController` actor, which creates its `WorkerGroup`
 and shuts it down at the end: ray/train/v2/api/data_parallel_trainer.py, ...
-/execution/controller/controller.py). On 2 loaded cores those processes cost ~15 s per
-trial (BENCHMARKS.md). Here a trial's driver (the Tune trial process) keeps one
+/execution/controller/controller.py). Those processes cost seconds per trial
+(BENCHMARKS.md, section 5). Here a trial's driver (the Tune trial process) keeps one
 `RankGroup` instead: `num_workers` rank actors in one placement group, the process group
 (gloo on the CPU, NCCL on CUDA) connected once, built-in datasets cached per rank.
 

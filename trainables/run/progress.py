@@ -8,8 +8,6 @@ from trainables.core.wire import EPOCH, ROTATION_MEAN, STAT_KEYS, SWITCH_EPOCH
 
 __all__ = ["progress_line"]
 
-_STAT_KEYS = tuple(STAT_KEYS.values())
-
 
 def _num(m: dict[str, Any], key: str, label: str, fmt: str) -> str:
     v = m.get(key)
@@ -18,7 +16,7 @@ def _num(m: dict[str, Any], key: str, label: str, fmt: str) -> str:
 
 def progress_line(m: dict[str, Any], budget: int) -> str:
     """Tolerates any metric set: a user's loop reports its own metrics (no accuracy, say)."""
-    stat = next((k for k in _STAT_KEYS if m.get(k) is not None), None)
+    stat = next((k for k in STAT_KEYS if m.get(k) is not None), None)
     phase = f" {m['phase']:<8}" if "phase" in m else ""
     repeats = f" x{m['recipe/repeats']}" if "recipe/repeats" in m else ""
     switch = f" switch@{m[SWITCH_EPOCH]}" if m.get(SWITCH_EPOCH) else ""

@@ -1,12 +1,12 @@
 """Ray side of a trial: the Tune function trainable and the per-worker DDP loop.
 
 A trial is a Tune *function* (Ray 2.60 runs Train V2, where `Tuner(trainer)` fails).
-With the `train` executor its DDP ranks run on the trial driver's warm rank group
-(trainables/run/pool.py, `scaling.worker_pool: true`, the default): processes, process
-group and datasets outlive the trial, rank 0's reports and checkpoints go to Tune
-from the trial's thread. `worker_pool: false` starts a `TorchTrainer` per trial
-instead; rank 0's reports then reach Tune through the trial function's own thread
-(`_ForwardReports`, `_fit_and_forward`). Single-worker trials can skip the ranks
+With the `train` executor each trial starts a Ray Train `TorchTrainer` (the default);
+rank 0's reports reach Tune through the trial function's own thread
+(`_ForwardReports`, `_fit_and_forward`). `scaling.worker_pool: true` runs the DDP
+ranks on the trial driver's warm rank group instead (trainables/run/pool.py):
+processes, process group and datasets outlive the trial, rank 0's reports and
+checkpoints go to Tune from the trial's thread. Single-worker trials can skip the ranks
 and run the same loop in the trial's process (`executor: inline`, the default when
 `num_workers == 1`). Every epoch ends at the `CriticalPeriod` boundary
 (trainables/method/period.py): rank 0 applies the rule, reads the scheduler's directive
@@ -349,11 +349,11 @@ def _fit_and_forward(trainer: Any, reports: Any) -> None:
 
 
 def trial_main(config: dict[str, Any]) -> None:
-    """Tune function trainable: one trial, its ranks on this driver's warm group.
+    """Tune function trainable: one trial on a TorchTrainer (resuming by trial id).
 
     With the `inline` executor (single-worker trials, the default there) the loop runs
-    in this process instead; with `worker_pool: false` a TorchTrainer per trial runs it
-    (resuming by trial id).
+    in this process instead; with `worker_pool: true` its ranks run on this driver's
+    warm rank group.
     """
     ctx = ray.tune.get_context()
     opts = config["_cpsweep"]
@@ -383,7 +383,7 @@ def trial_main(config: dict[str, Any]) -> None:
     if opts.get("executor") == "inline":
         _maybe_rendezvous(opts.get("rendezvous"), trial_id)
         run_loop(loop_config, _InlineSession(use_gpu))
-    elif opts.get("worker_pool", True):
+    elif opts.get("worker_pool", False):
         error = _run_on_pool(loop_config, opts)
         if error:
             release_group()  # Tune ends a failed trial's process; Ray would keep its group
