@@ -54,6 +54,7 @@ class Stage:
 class Dockerfile:
     args: dict[str, str]  # ARG defaults, global and per stage
     stages: list[Stage]
+    global_args: dict[str, str] = field(default_factory=dict)  # before the first FROM
 
     def final(self) -> Stage:
         return self.stages[-1]
@@ -79,13 +80,18 @@ def _logical_lines(text: str) -> list[str]:
     return lines
 
 
-def substitute(value: str, args: dict[str, str]) -> str:
-    """`$NAME` and `${NAME}` from `args`; anything else is left for the shell."""
-    return re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), value)
+def substitute(value: str, args: dict[str, str], missing: str | None = None) -> str:
+    """`$NAME` and `${NAME}` from `args`; others become `missing`, or stay for the shell."""
+
+    def one(m: re.Match[str]) -> str:
+        return args.get(m.group(1), m.group(0) if missing is None else missing)
+
+    return re.sub(r"\$\{?(\w+)\}?", one, value)
 
 
 def parse(text: str) -> Dockerfile:
     args: dict[str, str] = {}
+    global_args: dict[str, str] = {}
     stages: list[Stage] = []
     for line in _logical_lines(text):
         instruction, _, rest = line.partition(" ")
@@ -93,6 +99,8 @@ def parse(text: str) -> Dockerfile:
         if instruction == "ARG":
             name, _, default = rest.partition("=")
             args[name] = default.strip().strip('"')
+            if not stages:
+                global_args[name] = args[name]
         elif instruction == "FROM":
             words = [w for w in rest.split() if not w.startswith("--")]
             alias = words[2] if len(words) >= 3 and words[1].upper() == "AS" else None
@@ -101,7 +109,7 @@ def parse(text: str) -> Dockerfile:
             stages[-1].instructions.append((instruction, rest))
     if not stages:
         raise BuildContextError("the Dockerfile has no FROM")
-    return Dockerfile(args, stages)
+    return Dockerfile(args, stages, global_args)
 
 
 # -- .dockerignore ---------------------------------------------------------------------
@@ -246,16 +254,27 @@ def assemble(root: Path, dockerfile: Dockerfile, rules: IgnoreRules, image: Path
     where `docker build` would stop: a source that is missing or excluded."""
     files = context_files(root, rules)
     workdir = "/"
+    # Inside a stage only its own ARGs (and ENVs) expand, an unknown name to nothing; one
+    # declared before the first FROM must be declared again (without a value, it takes
+    # the global default).
+    stage_args: dict[str, str] = {}
     for instruction, args in dockerfile.final().instructions:
+        if instruction == "ARG":
+            name, eq, default = args.partition("=")
+            value = default.strip().strip('"') if eq else dockerfile.global_args.get(name, "")
+            stage_args[name.strip()] = value
+        if instruction == "ENV":
+            name, _, value = args.replace("=", " ", 1).partition(" ")
+            stage_args[name] = substitute(value.strip().strip('"'), stage_args, "")
         if instruction == "WORKDIR":
-            workdir = posixpath.join(workdir, substitute(args, dockerfile.args))
+            workdir = posixpath.join(workdir, substitute(args, stage_args, ""))
             (image / workdir.lstrip("/")).mkdir(parents=True, exist_ok=True)
         if instruction not in ("COPY", "ADD"):
             continue
         flags, paths = _copy_args(args)
         if "from" in flags:
             continue
-        *sources, dest = (substitute(p, dockerfile.args) for p in paths)
+        *sources, dest = (substitute(p, stage_args, "") for p in paths)
         dest = posixpath.join(workdir, dest)
         into_dir = dest.endswith("/") or len(sources) > 1
         for source in sources:

@@ -198,8 +198,11 @@ def test_copy_lays_out_files_as_docker_does(tmp_path: Path) -> None:
     ctx = _tree(tmp_path / "ctx", [*files, "secret.env", "data/x.csv"])
     dockerfile = parse(
         "ARG DEST=/app\n"
+        "ARG UNSEEN=/nowhere\n"
         "FROM base\n"
+        "ARG DEST\n"  # a global ARG, declared again in the stage: its default
         "WORKDIR ${DEST}\n"
+        "COPY a.txt $UNSEEN/\n"  # not declared in the stage: empty, as in docker
         "COPY a.txt ./\n"  # a file into the working directory
         "COPY --chown=1:1 pkg/ pkg/\n"  # a directory's contents
         'COPY ["b.txt", "renamed.txt"]\n'  # JSON form, a file to a file name
@@ -212,6 +215,7 @@ def test_copy_lays_out_files_as_docker_does(tmp_path: Path) -> None:
     assert context_files(ctx, rules) == {"a.txt", "b.txt", "pkg/__init__.py", "pkg/sub/m.py"}
     assemble(ctx, dockerfile, rules, tmp_path / "image")
     assert _layout(tmp_path / "image") == {
+        "a.txt",
         "app/a.txt",
         "app/pkg/__init__.py",
         "app/pkg/sub/m.py",
