@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip
 PYTEST_ARGS ?=
+IMAGE_CHECK_ARGS ?=
 
 .PHONY: run test lint typecheck unit integration venv clean bench bench-quick image-check
 
@@ -46,7 +47,7 @@ bench: $(STAMP)
 # read-only root, non-root, no network; a head and a worker run the quickstart sweep.
 # Root only; not part of `make test` (BENCHMARKS.md, "The Ray image ...": too slow for CI).
 image-check: $(STAMP)
-	$(BIN)/python bench/image_check.py
+	$(BIN)/python bench/image_check.py $(IMAGE_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) runs mlruns mlflow.db .mypy_cache .ruff_cache .pytest_cache

@@ -185,11 +185,12 @@ def build_mounts() -> list[str]:
     return [*args, "-v", f"{pip_conf}:/etc/pip.conf:ro"]
 
 
-def build(timings: dict[str, float]) -> None:
+def build(timings: dict[str, float], *, no_cache: bool) -> None:
     cmd = [
         "podman",
         *RUN,
         "build",
+        *(["--no-cache"] if no_cache else []),
         "--pull=never",
         "-f",
         "docker/ray.Dockerfile",
@@ -346,7 +347,14 @@ def check_cluster(timings: dict[str, float]) -> dict[str, Any]:
         if len(summaries) != 1:
             raise CheckError(f"expected one summary.json under {results}, found {summaries}")
         summary = json.loads(summaries[0].read_text())
-        return {"submit_tail": out[-1500:], "summary": summary}
+        trials = summary.get("trials", [])
+        if len(trials) != 4 or summary.get("interrupted") or any(t["error"] for t in trials):
+            raise CheckError(f"the quickstart sweep did not finish its 4 trials: {summary}")
+        restarts = {
+            name: int(sh(["podman", "inspect", "--format", "{{.RestartCount}}", name]).strip())
+            for name in started
+        }
+        return {"submit_tail": out[-1500:], "summary": summary, "restarts": restarts}
     except CheckError:
         for name in started:
             log.error("%s log:\n%s", name, container_log(name))
@@ -365,6 +373,7 @@ def image_size() -> int:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--no-build", action="store_true", help="use the image built before")
+    p.add_argument("--no-cache", action="store_true", help="build every layer again (cold)")
     p.add_argument("--no-cluster", action="store_true", help="skip the head + worker run")
     p.add_argument("--out", type=Path, default=RESULTS / "image_check.json")
     args = p.parse_args()
@@ -377,7 +386,7 @@ def main() -> int:
         record["containers_conf"] = ensure_containers_conf()
         ensure_base_image(timings)
         if not args.no_build:
-            build(timings)
+            build(timings, no_cache=args.no_cache)
         record["image_bytes"] = image_size()
         record["single"] = check_single_container(timings)
         if not args.no_cluster:
