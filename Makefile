@@ -5,8 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip
 PYTEST_ARGS ?=
+IMAGE_CHECK_ARGS ?=
 
-.PHONY: run test lint typecheck unit integration venv clean bench bench-quick
+.PHONY: run test lint typecheck unit integration venv clean bench bench-quick image-check
 
 venv: $(STAMP)
 
@@ -41,6 +42,12 @@ bench-quick: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/paper_repro.py
+
+# Build the Ray image with podman on a plain Debian base and run it as Kubernetes would:
+# read-only root, non-root, no network; a head and a worker run the quickstart sweep.
+# Root only; not part of `make test` (BENCHMARKS.md, "The Ray image ...": too slow for CI).
+image-check: $(STAMP)
+	$(BIN)/python bench/image_check.py $(IMAGE_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) runs mlruns mlflow.db .mypy_cache .ruff_cache .pytest_cache

@@ -24,11 +24,24 @@ FROM ${BASE}
 ARG TORCH_INDEX_URL=""
 COPY --from=fashion-mnist /usr/share/datasets/fashion-mnist /usr/share/datasets/fashion-mnist
 
-# The Ray base image runs as user `ray` (uid 1000, gid 100) with Python in
-# /home/ray/anaconda3, which that user owns: install as that user, never as root.
+# Ray's images run as user `ray` (uid 1000, gid 100) with a Python in /home/ray/anaconda3
+# that this user owns. Any other BASE (a plain Debian with python3 and python3-venv, as
+# `make image-check` builds on where Docker Hub is out of reach) gets the same user and a
+# venv it owns in /opt/venv, first on PATH. Either way /app belongs to that user, who
+# installs everything below: nothing is pip-installed as root.
+USER root
+RUN if ! getent passwd 1000 > /dev/null; then \
+        useradd --uid 1000 --gid 100 --create-home --home-dir /home/ray --shell /bin/bash ray; \
+    fi \
+ && if ! command -v pip > /dev/null; then \
+        python3 -m venv /opt/venv && chown -R 1000:100 /opt/venv; \
+    fi \
+ && mkdir -p /app && chown 1000:100 /app
+ENV PATH=/opt/venv/bin:$PATH
 USER 1000:100
 WORKDIR /app
 COPY --chown=1000:100 constraints.txt pyproject.toml README.md ./
+COPY --chown=1000:100 cpsweep/ cpsweep/
 COPY --chown=1000:100 service/ service/
 COPY --chown=1000:100 trainables/ trainables/
 COPY --chown=1000:100 search_spaces/ search_spaces/
@@ -38,7 +51,7 @@ COPY --chown=1000:100 search_spaces/ search_spaces/
 RUN pip install --no-cache-dir -c constraints.txt \
         ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} -e . \
  && rm -rf build \
- && cd / && python -c "import service, trainables; assert service.__file__.startswith('/app/')" \
+ && cd / && python -c "import cpsweep, service, trainables; assert cpsweep.__file__.startswith('/app/')" \
  && cpsweep --help > /dev/null
 
 ENV PYTHONUNBUFFERED=1

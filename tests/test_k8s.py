@@ -12,13 +12,17 @@ secret files were supplied, as k8s/README.md says; `base` is k8s/base alone.
 
 from __future__ import annotations
 
+import base64
+import configparser
 import copy
 import json
 import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -42,12 +46,18 @@ K8S_VERSION = "1.30"  # oldest Kubernetes we support; kubernetes-validate ships 
 
 RAY_CLUSTER = "cpsweep-ray"
 OPERATOR_NAMESPACE = "kuberay-operator"  # where k8s/README.md installs the operator
-# The only pods that clients outside the namespace may reach, and on which ports.
-PUBLIC_PORTS = {"Deployment/cpsweep-service": {8000}}
+# The pods that clients outside the namespace may reach, and on which ports: none. The API
+# admits only pods labelled API_CLIENT (here, or in namespaces the overlay adds).
+PUBLIC_PORTS: dict[str, set[int | str]] = {}
+API_CLIENT = {"cpsweep.io/api-client": "true"}
 SECRET_FILES = (
     "ray-auth-token", "api-token", "mlflow-db-username", "mlflow-db-password",
-    "mlflow-username", "mlflow-password",
+    "mlflow-admin-username", "mlflow-admin-password",
 )  # fmt: skip
+# MLflow's credentials file of the tracking user (k8s/README.md, "Secrets").
+TRACKING_CREDENTIALS = (
+    "[mlflow]\nmlflow_tracking_username = cpsweep\nmlflow_tracking_password = {password}\n"
+)
 RAY_HEAD_PORTS = {6379, 8265, 10001}  # GCS, dashboard + Jobs API, Ray client
 
 Obj = dict[str, Any]
@@ -92,9 +102,15 @@ def rendered() -> list[Obj]:
         k8s = Path(tmp) / "k8s"
         shutil.copytree(REPO / "k8s", k8s, ignore=shutil.ignore_patterns("secrets"))
         (k8s / "deploy" / "secrets").mkdir()
-        for name in SECRET_FILES:
-            (k8s / "deploy" / "secrets" / name).write_text(secrets.token_urlsafe(32))
+        _supply_secrets(k8s / "deploy" / "secrets")
         return _objects(_kustomize(k8s / "deploy"), "k8s/deploy")
+
+
+def _supply_secrets(directory: Path) -> None:
+    for name in SECRET_FILES:
+        (directory / name).write_text(secrets.token_urlsafe(32))
+    password = secrets.token_urlsafe(32)
+    (directory / "mlflow-credentials").write_text(TRACKING_CREDENTIALS.format(password=password))
 
 
 def _one(objs: list[Obj], kind: str, name: str | None = None) -> Obj:
@@ -178,10 +194,8 @@ def _int64(value: object) -> bool:
 @pytest.fixture(scope="module")
 def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
     """(apiVersion, kind) -> structural schema, for every served version of every CRD."""
-    if not CRD_DIR.is_dir():
-        pytest.fail(f"KubeRay CRDs not found in {CRD_DIR}: put a copy of shared/ beside the repo")
     schemas = {}
-    for path in sorted(CRD_DIR.glob("*.yaml")):
+    for path in sorted(CRD_DIR.glob("*.yaml")) if CRD_DIR.is_dir() else []:
         for crd in yaml.safe_load_all(path.read_text()):
             if not crd or crd.get("kind") != "CustomResourceDefinition":
                 continue
@@ -190,7 +204,15 @@ def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
                 if version.get("served", True):
                     schema = _structural(version["schema"]["openAPIV3Schema"])
                     schemas[(f"{group}/{version['name']}", kind)] = schema
-    assert ("ray.io/v1", "RayCluster") in schemas and ("ray.io/v1", "RayJob") in schemas
+    if not {("ray.io/v1", "RayCluster"), ("ray.io/v1", "RayJob")} <= set(schemas):
+        msg = (
+            f"KubeRay v1.7.0 CRDs (RayCluster, RayJob) not found in {CRD_DIR}: get them with "
+            "`helm pull kuberay/kuberay-operator --version 1.7.0 --untar` (its crds/) and "
+            "set CPSWEEP_K8S_CRDS to that directory"
+        )
+        if _in_ci():
+            pytest.fail(f"{msg}; CI keeps them in ../shared/k8s-crds")
+        pytest.skip(msg)
     return schemas
 
 
@@ -425,7 +447,8 @@ def test_default_deny_isolates_every_pod(rendered: list[Obj]) -> None:
         assert _ingress(rendered, pod) is not None, f"{pod.name} is not isolated"
 
 
-def test_only_the_service_and_mlflow_are_reachable_from_outside(rendered: list[Obj]) -> None:
+def test_nothing_is_reachable_from_outside_the_namespace(rendered: list[Obj]) -> None:
+    """Before: the API's port 8000 was open to every pod of every namespace."""
     public: dict[str, set[int | str]] = {}
     for pod in _pods(rendered):
         opened = _ingress(rendered, pod) or {}
@@ -496,11 +519,16 @@ def test_service_takes_its_tokens_from_secrets(rendered: list[Obj]) -> None:
     assert container["command"][:2] == ["cpsweep", "serve"]
     env = {e["name"]: e for e in container["env"]}
     secrets = {o["metadata"]["name"]: o for o in rendered if o["kind"] == "Secret"}
-    for var in ("CPSWEEP_API_TOKEN", "RAY_AUTH_TOKEN"):
-        assert "value" not in env[var], f"{var} is a literal in the Deployment"
-        ref = env[var]["valueFrom"]["secretKeyRef"]
-        secret = secrets[ref["name"]]
-        assert ref["key"] in {**secret.get("data", {}), **secret.get("stringData", {})}
+    # `cpsweep serve` reads its API token from the environment only.
+    assert "value" not in env["CPSWEEP_API_TOKEN"], "CPSWEEP_API_TOKEN is a literal"
+    ref = env["CPSWEEP_API_TOKEN"]["valueFrom"]["secretKeyRef"]
+    secret = secrets[ref["name"]]
+    assert ref["key"] in {**secret.get("data", {}), **secret.get("stringData", {})}
+    # The Ray token as a file (Ray's RAY_AUTH_TOKEN_PATH), not in the environment.
+    assert "RAY_AUTH_TOKEN" not in env
+    assert _mounted_secret(deployment["spec"]["template"]["spec"], container,
+                           env["RAY_AUTH_TOKEN_PATH"]["value"]) == ("cpsweep-ray-auth",
+                                                                    "auth_token")  # fmt: skip
     assert env["RAY_AUTH_MODE"]["value"] == "token"
     head_svc = f"{RAY_CLUSTER}-head-svc"  # KubeRay's name for the head Service
     assert env["RAY_ADDRESS"]["value"] == f"http://{head_svc}:8265"
@@ -512,7 +540,10 @@ def test_no_credential_is_a_literal(rendered: list[Obj]) -> None:
         f"{where}: {e['name']}"
         for where, container, _ in _containers(rendered)
         for e in container.get("env", [])
-        if _SECRET_NAME.search(e["name"]) and "value" in e and e["name"] != "RAY_AUTH_MODE"
+        if _SECRET_NAME.search(e["name"])
+        and "value" in e
+        and e["name"] != "RAY_AUTH_MODE"
+        and not e["name"].endswith("_PATH")  # where a mounted secret file is
     ]
     assert not literal, f"credentials must come from Secrets: {literal}"
     args = [
@@ -602,14 +633,16 @@ def test_base_images_carry_the_project_version(base: list[Obj]) -> None:
 def test_rayjob_runs_the_fashion_mnist_sweep_on_the_cluster(rendered: list[Obj]) -> None:
     job = _one(rendered, "RayJob")["spec"]
     assert job["clusterSelector"] == {"ray.io/cluster": RAY_CLUSTER}
-    assert job["entrypoint"] == "cpsweep run search_spaces/fashion_mnist.yaml"
+    assert job["entrypoint"].startswith("cpsweep run search_spaces/fashion_mnist.yaml ")
     runtime_env = yaml.safe_load(job["runtimeEnvYAML"])
     assert runtime_env["env_vars"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     assert runtime_env["working_dir"] == "/app"  # the repo in the image: cwd of the driver
-    submitter = job["submitterPodTemplate"]["spec"]["containers"][0]
+    pod = job["submitterPodTemplate"]["spec"]
+    submitter = pod["containers"][0]
     env = {e["name"]: e for e in submitter["env"]}
     assert env["RAY_AUTH_MODE"]["value"] == "token"
-    assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "auth_token"
+    path = env["RAY_AUTH_TOKEN_PATH"]["value"]
+    assert _mounted_secret(pod, submitter, path) == ("cpsweep-ray-auth", "auth_token")
 
 
 def test_mlflow_server_uses_postgres_and_proxied_artifacts(rendered: list[Obj]) -> None:
@@ -705,6 +738,7 @@ def test_egress_is_denied_by_default_with_the_needed_exceptions(rendered: list[O
         "postgres": {"app.kubernetes.io/name": "postgres"},
         "head": {"ray.io/cluster": RAY_CLUSTER, "ray.io/node-type": "head"},
         "worker": {"ray.io/cluster": RAY_CLUSTER, "ray.io/node-type": "worker"},
+        "user-job": {"app.kubernetes.io/name": "mlflow-tracking-user"},
     }
     by_role = {
         role: next(p for p in pods.values() if all(p.labels.get(k) == v for k, v in lab.items()))
@@ -712,13 +746,17 @@ def test_egress_is_denied_by_default_with_the_needed_exceptions(rendered: list[O
     }
     allowed = {
         ("service", "head", 8265), ("service", "mlflow", 5000), ("head", "mlflow", 5000),
-        ("worker", "mlflow", 5000), ("head", "worker", 12345), ("worker", "head", 6379),
+        ("user-job", "mlflow", 5000), ("head", "worker", 12345), ("worker", "head", 6379),
         ("mlflow", "postgres", 5432),
     }  # fmt: skip
     for src, dst, port in allowed:
         rules = _egress(rendered, by_role[src]) or []
         assert _reaches(rules, labels[dst], port), f"{src} cannot reach {dst}:{port}"
-    denied = {("postgres", "mlflow", 5000), ("mlflow", "head", 8265), ("service", "postgres", 5432)}
+    denied = {
+        ("postgres", "mlflow", 5000), ("mlflow", "head", 8265), ("service", "postgres", 5432),
+        ("worker", "mlflow", 5000),  # trials never log to MLflow; before: allowed
+        ("user-job", "head", 8265),
+    }  # fmt: skip
     for src, dst, port in denied:
         assert not _reaches(_egress(rendered, by_role[src]) or [], labels[dst], port), (src, dst)
     wide = [
@@ -742,27 +780,29 @@ def test_mlflow_requires_authentication_and_only_cpsweep_pods_reach_it(
     env = {e["name"]: e for e in container["env"]}
     config_path = env["MLFLOW_AUTH_CONFIG_PATH"]["value"]
     for var in ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD"):
-        assert env[var]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-auth"
+        assert env[var]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-admin"
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
     config = _one(rendered, "ConfigMap", volumes[mounts[os.path.dirname(config_path)]][
         "configMap"]["name"])  # fmt: skip
-    import configparser
-
     ini = configparser.ConfigParser()
     ini.read_string(config["data"][os.path.basename(config_path)])
     assert ini["mlflow"]["default_permission"] == "NO_PERMISSIONS"
     auth_db = ini["mlflow"]["database_uri"].removeprefix("sqlite:///")
     assert not auth_db.startswith("/mlartifacts"), "user store inside the served artifacts"
-    clients = [
-        (where, c) for where, c, _ in _containers(rendered)
+    clients = {
+        where: (c, pod) for where, c, pod in _containers(rendered)
         if any(e["name"] == "MLFLOW_TRACKING_URI" for e in c.get("env", []))
-    ]  # fmt: skip
-    assert len(clients) >= 4
-    for where, c in clients:
-        env = {e["name"]: e for e in c["env"]}
-        for var in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
-            assert env[var]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-auth", where
+    }  # fmt: skip
+    assert set(clients) == {
+        "RayCluster/cpsweep-ray/head/ray-head",
+        "Deployment/cpsweep-service/cpsweep-service",
+    }, "only the sweep drivers (head) and the service talk to MLflow"
+    for where, (c, pod) in clients.items():
+        # MLflow's client reads ~/.mlflow/credentials when no env var names a user.
+        home = {e["name"]: e.get("value") for e in c["env"]}["HOME"]
+        secret = _mounted_secret(pod, c, f"{home}/.mlflow/credentials")
+        assert secret == ("mlflow-tracking", "credentials"), where
     mlflow = next(p for p in _pods(rendered) if p.name == "Deployment/mlflow")
     assert set(_ingress(rendered, mlflow) or {}) == {"namespace"}
 
@@ -779,3 +819,377 @@ def test_service_account_tokens_and_read_only_roots(rendered: list[Obj]) -> None
         volumes = {v["name"] for v in pod_spec.get("volumes", [])}
         mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
         assert "/tmp" in mounts and mounts["/tmp"] in volumes, f"{where}: no writable /tmp"
+
+
+# -- issue "Deploy for real": who may call whom, probes, durable results, secrets per pod --
+
+
+def _mounted_secret(pod_spec: Obj, container: Obj, path: str) -> tuple[str, str] | None:
+    """(Secret name, key) of the file at `path` in `container`, or None."""
+    volumes = {v["name"]: v for v in pod_spec.get("volumes", [])}
+    for mount in container.get("volumeMounts", []):
+        below = os.path.relpath(path, mount["mountPath"])
+        source = volumes.get(mount["name"], {}).get("secret")
+        if below.startswith("..") or source is None:
+            continue
+        items = {i["path"]: i["key"] for i in source.get("items", [])}
+        key = items.get(below, below if not items else None)
+        if key is not None:
+            return source["secretName"], key
+    return None
+
+
+def _namespace_labels(rendered: list[Obj]) -> dict[str, str]:
+    namespace = _one(rendered, "Namespace")
+    name = namespace["metadata"]["name"]
+    return {**namespace["metadata"].get("labels", {}), "kubernetes.io/metadata.name": name}
+
+
+def _admits(
+    rendered: list[Obj],
+    dst: _Pod,
+    port: int,
+    src: dict[str, str],
+    src_namespace: dict[str, str] | None = None,
+) -> bool:
+    """Whether the ingress policies on `dst` let a pod labelled `src` reach `port`; the
+    pod is in this namespace, or in one labelled `src_namespace`."""
+    ns_labels = _namespace_labels(rendered) if src_namespace is None else src_namespace
+    policies = [
+        o
+        for o in rendered
+        if o["kind"] == "NetworkPolicy"
+        and _selects(o["spec"]["podSelector"], dst.labels)
+        and "Ingress" in o["spec"].get("policyTypes", ["Ingress"])
+    ]
+    if not policies:
+        return True
+    for policy in policies:
+        for rule in policy["spec"].get("ingress", []):
+            ports = {dst.ports.get(q.get("port"), q.get("port")) for q in rule.get("ports") or [{}]}
+            if None not in ports and port not in ports:
+                continue
+            for peer in rule.get("from") or [None]:
+                if peer is None or "ipBlock" in peer:
+                    return True
+                if "namespaceSelector" in peer:
+                    if not _selects(peer["namespaceSelector"], ns_labels):
+                        continue
+                elif src_namespace is not None:
+                    continue  # a bare podSelector means this namespace
+                if "podSelector" not in peer or _selects(peer["podSelector"], src):
+                    return True
+    return False
+
+
+def _pod_named(rendered: list[Obj], prefix: str) -> _Pod:
+    return next(p for p in _pods(rendered) if p.name.startswith(prefix))
+
+
+def test_api_only_from_labelled_clients(rendered: list[Obj]) -> None:
+    """Before: `allow-cpsweep-service-ingress` had no `from`: port 8000 was open to every
+    pod of every namespace."""
+    api = _pod_named(rendered, "Deployment/cpsweep-service")
+    assert _admits(rendered, api, 8000, API_CLIENT)
+    assert not _admits(rendered, api, 8000, {"app": "anything-else"})
+    assert not _admits(rendered, api, 8000, API_CLIENT, {"kubernetes.io/metadata.name": "web"})
+    for pod in _pods(rendered):  # none of our own pods calls the API
+        assert not _admits(rendered, api, 8000, pod.labels), pod.name
+
+
+def test_the_documented_overlay_patch_admits_one_more_namespace(tmp_path: Path) -> None:
+    """The commented `patches` of k8s/deploy/kustomization.yaml, uncommented, admit the
+    labelled pods of that namespace and nothing else."""
+    k8s = tmp_path / "k8s"
+    shutil.copytree(REPO / "k8s", k8s, ignore=shutil.ignore_patterns("secrets"))
+    (k8s / "deploy" / "secrets").mkdir()
+    _supply_secrets(k8s / "deploy" / "secrets")
+    kustomization = k8s / "deploy" / "kustomization.yaml"
+    lines = kustomization.read_text().splitlines()
+    start = lines.index("# patches:")
+    block = []
+    for line in lines[start:]:  # the commented block, up to its first uncommented line
+        if not line.startswith("# "):
+            break
+        block.append(line.removeprefix("# "))
+    kustomization.write_text("\n".join([*lines, *block]) + "\n")
+    patched = _objects(_kustomize(k8s / "deploy"), "k8s/deploy with the API client patch")
+    api = _pod_named(patched, "Deployment/cpsweep-service")
+    ingress_ns = {"kubernetes.io/metadata.name": "ingress-nginx"}
+    assert _admits(patched, api, 8000, API_CLIENT, ingress_ns)
+    assert not _admits(patched, api, 8000, {"app": "controller"}, ingress_ns)
+    assert not _admits(patched, api, 8000, API_CLIENT, {"kubernetes.io/metadata.name": "x"})
+
+
+def test_ray_ports_only_from_ray_pods_the_service_and_the_submitter(
+    rendered: list[Obj],
+) -> None:
+    """Before: `allow-ray-from-namespace` opened every Ray port to every pod in the
+    namespace (MLflow, PostgreSQL, anything deployed there later)."""
+    head = _pod_named(rendered, f"{RAY_CLUSTER}/headgroup")
+    worker = _pod_named(rendered, f"{RAY_CLUSTER}/cpu")
+    for port in (*sorted(RAY_HEAD_PORTS), 12345):
+        assert _admits(rendered, head, port, worker.labels), port
+        assert _admits(rendered, worker, port, head.labels), port
+    clients = [_pod_named(rendered, "Deployment/cpsweep-service"), _pod_named(rendered, "RayJob/")]
+    for client in clients:
+        assert _admits(rendered, head, 8265, client.labels), client.name
+        for port in (6379, 10001):
+            assert not _admits(rendered, head, port, client.labels), (client.name, port)
+        assert not _admits(rendered, worker, 12345, client.labels), client.name
+    others = [_pod_named(rendered, "Deployment/mlflow"), _pod_named(rendered, "StatefulSet/")]
+    for other in [*others, _Pod("stranger", {"app": "debug-shell"})]:
+        for port in sorted(RAY_HEAD_PORTS):
+            assert not _admits(rendered, head, port, other.labels), (other.name, port)
+
+
+def _service_container(rendered: list[Obj]) -> Obj:
+    deployment = _one(rendered, "Deployment", "cpsweep-service")
+    return deployment["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_api_liveness_and_readiness_are_separate(rendered: list[Obj]) -> None:
+    """Before: both probes hit /healthz, so a saturated server was restarted instead of
+    taken out of the Service until it recovered."""
+    container = _service_container(rendered)
+    path = {p: container[p]["httpGet"]["path"] for p in ("livenessProbe", "readinessProbe")}
+    assert path == {"livenessProbe": "/healthz", "readinessProbe": "/readyz"}
+    startup = container["startupProbe"]
+    assert startup["httpGet"]["path"] == "/healthz"
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 60, "too short a start"
+    assert "initialDelaySeconds" not in container["livenessProbe"], "the startup probe gates it"
+
+
+def test_api_has_a_pod_disruption_budget_it_can_meet(rendered: list[Obj]) -> None:
+    deployment = _one(rendered, "Deployment", "cpsweep-service")
+    budget = _one(rendered, "PodDisruptionBudget", "cpsweep-service")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert _selects(budget["spec"]["selector"], labels)
+    # minAvailable equal to the replicas would block every node drain.
+    assert 1 <= budget["spec"]["minAvailable"] < deployment["spec"]["replicas"]
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+
+
+def _claim_at(pod_spec: Obj, container: Obj, path: str) -> str | None:
+    """The PersistentVolumeClaim behind `path` in `container` (the deepest mount), or None."""
+    mounts = [m for m in container["volumeMounts"] if (path + "/").startswith(m["mountPath"] + "/")]
+    if not mounts:
+        return None
+    mount = max(mounts, key=lambda m: len(m["mountPath"]))
+    volume = next(v for v in pod_spec["volumes"] if v["name"] == mount["name"])
+    return volume.get("persistentVolumeClaim", {}).get("claimName")
+
+
+def test_sweep_outputs_are_on_a_volume_every_ray_pod_shares(rendered: list[Obj]) -> None:
+    """Before: CPSWEEP_RESULTS_DIR=/tmp/cpsweep-results on the head's emptyDir (lost with
+    the pod) and the RayJob wrote into its working_dir copy. The trials on the workers
+    write checkpoints into the sweep's directory too (Tune's and Train's storage_path), so
+    it must be one ReadWriteMany volume at the same path in the head and every worker."""
+    cluster = _one(rendered, "RayCluster")["spec"]
+    head_spec = cluster["headGroupSpec"]["template"]["spec"]
+    head = head_spec["containers"][0]
+    results = {e["name"]: e.get("value") for e in head["env"]}["CPSWEEP_RESULTS_DIR"]
+    claim = _claim_at(head_spec, head, results)
+    assert claim, f"{results} is not on a PersistentVolumeClaim"
+    pvc = _one(rendered, "PersistentVolumeClaim", claim)["spec"]
+    assert pvc["accessModes"] == ["ReadWriteMany"] and pvc["resources"]["requests"]["storage"]
+    for group in cluster["workerGroupSpecs"]:
+        spec = group["template"]["spec"]
+        assert _claim_at(spec, spec["containers"][0], results) == claim, group["groupName"]
+    entrypoint = _one(rendered, "RayJob")["spec"]["entrypoint"]
+    output = re.search(r"--output-dir[= ](\S+)", entrypoint)
+    assert output and output.group(1).startswith(results + "/"), entrypoint
+
+
+def test_every_emptydir_has_a_size_limit(rendered: list[Obj]) -> None:
+    """Before: none had one, /dev/shm included (memory-backed, so it grew into RAM)."""
+    unbounded = [
+        f"{where}/{v['name']}"
+        for where, pod_spec in _pod_specs(rendered)
+        for v in pod_spec.get("volumes", [])
+        if "emptyDir" in v and not v["emptyDir"].get("sizeLimit")
+    ]
+    assert not unbounded, f"emptyDirs without sizeLimit: {unbounded}"
+    # KubeRay adds an unbounded `ray-logs` emptyDir at /tmp/ray to the head and its
+    # autoscaler, and a `shared-mem` one at /dev/shm to every Ray container, unless the
+    # path is mounted already: mount both ourselves.
+    cluster = _one(rendered, "RayCluster")["spec"]
+    head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
+    autoscaler = cluster["autoscalerOptions"]
+    assert "/tmp/ray" in {m["mountPath"] for m in head["volumeMounts"]}
+    assert "/tmp/ray" in {m["mountPath"] for m in autoscaler["volumeMounts"]}
+    for where, container, _ in _containers(rendered):
+        if where.startswith("RayCluster/"):
+            assert "/dev/shm" in {m["mountPath"] for m in container["volumeMounts"]}, where
+
+
+def test_autoscaler_sidecar_has_a_read_only_root(rendered: list[Obj]) -> None:
+    cluster = _one(rendered, "RayCluster")["spec"]
+    options = cluster["autoscalerOptions"]
+    assert options["securityContext"]["readOnlyRootFilesystem"] is True
+    head_volumes = {v["name"]: v for v in cluster["headGroupSpec"]["template"]["spec"]["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in options["volumeMounts"]}
+    assert "emptyDir" in head_volumes[mounts["/tmp"]], "the sidecar needs a writable /tmp"
+    assert {e["name"]: e.get("value") for e in options["env"]}["HOME"] == "/tmp"
+
+
+_ADMIN = "mlflow-admin"
+
+
+def _secrets_used(pod_spec: Obj) -> set[str]:
+    names = {v["secret"]["secretName"] for v in pod_spec.get("volumes", []) if "secret" in v}
+    for container in pod_spec.get("initContainers", []) + pod_spec["containers"]:
+        for e in container.get("env", []):
+            ref = e.get("valueFrom", {}).get("secretKeyRef")
+            if ref:
+                names.add(ref["name"])
+        names |= {s["secretRef"]["name"] for s in container.get("envFrom", []) if "secretRef" in s}
+    return names
+
+
+def test_each_pod_gets_only_the_secrets_it_uses(rendered: list[Obj]) -> None:
+    """Before: the MLflow admin's login was in the environment of the API, the head and
+    every worker. Now the admin stays with the MLflow server and the Job that creates the
+    tracking user; the head and the API log in as that user from a mounted file; workers
+    and the submitter get no MLflow login; tokens are files where the consumer reads one."""
+    used = {where: _secrets_used(spec) for where, spec in _pod_specs(rendered)}
+    assert used == {
+        "Deployment/mlflow": {"mlflow-db", _ADMIN},
+        "Job/mlflow-tracking-user": {_ADMIN, "mlflow-tracking"},
+        "StatefulSet/postgres": {"mlflow-db"},
+        f"RayCluster/{RAY_CLUSTER}/head": {"mlflow-tracking"},
+        f"RayCluster/{RAY_CLUSTER}/cpu": set(),
+        f"RayCluster/{RAY_CLUSTER}/gpu": set(),
+        "RayJob/cpsweep-fashion-mnist/submitter": {"cpsweep-ray-auth"},
+        "Deployment/cpsweep-service": {"cpsweep-api-token", "cpsweep-ray-auth", "mlflow-tracking"},
+    }  # KubeRay itself injects the Ray token into the Ray pods (authOptions.secretName).
+    for where, container, _ in _containers(rendered):
+        names = {e["name"] for e in container.get("env", [])}
+        assert not names & {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}, where
+    for name in ("mlflow-tracking", _ADMIN):
+        assert any(o["metadata"]["name"] == name for o in rendered if o["kind"] == "Secret")
+
+
+def test_mounted_secret_files_are_readable_by_the_container_user(rendered: list[Obj]) -> None:
+    """A 0440 secret file belongs to root and the pod's fsGroup: without fsGroup the
+    non-root user cannot read its token."""
+    for where, pod_spec in _pod_specs(rendered):
+        for volume in pod_spec.get("volumes", []):
+            source = volume.get("secret") or volume.get("configMap")
+            if source is None:
+                continue
+            mode = source.get("defaultMode", 0o644)
+            readable_by_group = mode & 0o040 and pod_spec["securityContext"].get("fsGroup")
+            assert mode & 0o004 or readable_by_group, f"{where}/{volume['name']}: mode {mode:o}"
+
+
+def _configmap_file(rendered: list[Obj], pod_spec: Obj, volume: str, key: str) -> str:
+    source = next(v for v in pod_spec["volumes"] if v["name"] == volume)["configMap"]
+    return str(_one(rendered, "ConfigMap", source["name"])["data"][key])
+
+
+def _secret_value(rendered: list[Obj], name: str, key: str) -> str:
+    return base64.b64decode(_one(rendered, "Secret", name)["data"][key]).decode()
+
+
+def test_tracking_user_job_makes_a_non_admin_user_on_a_real_server(
+    rendered: list[Obj], tmp_path: Path
+) -> None:
+    """The Job's script (from the rendered ConfigMap) against MLflow's basic-auth app with
+    the rendered settings and secrets: it creates the tracking user, a rerun sets the
+    password again, and that user logs a run through ~/.mlflow/credentials but cannot read
+    what the admin keeps to itself."""
+    pytest.importorskip("flask_wtf", reason="MLflow's basic-auth app needs Flask-WTF: make venv")
+    from tests.servers import base_env, free_port, wait_http
+
+    job = _one(rendered, "Job", "mlflow-tracking-user")["spec"]["template"]["spec"]
+    container = job["containers"][0]
+    script = tmp_path / "mlflow-tracking-user.py"
+    script.write_text(_configmap_file(rendered, job, "script", script.name))
+    ini = configparser.ConfigParser()
+    server = _one(rendered, "Deployment", "mlflow")["spec"]["template"]["spec"]
+    ini.read_string(_configmap_file(rendered, server, "auth-config", "basic_auth.ini"))
+    ini["mlflow"]["database_uri"] = f"sqlite:///{tmp_path}/auth.db"
+    with (tmp_path / "basic_auth.ini").open("w") as f:
+        ini.write(f)
+    admin = {k: _secret_value(rendered, "mlflow-admin", k) for k in ("username", "password")}
+    (tmp_path / "admin").mkdir()
+    for key, value in admin.items():
+        (tmp_path / "admin" / key).write_text(value)
+    credentials = tmp_path / "home" / ".mlflow" / "credentials"
+    credentials.parent.mkdir(parents=True)
+    credentials.write_text(_secret_value(rendered, "mlflow-tracking", "credentials"))
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = base_env(
+        MLFLOW_AUTH_CONFIG_PATH=str(tmp_path / "basic_auth.ini"),
+        MLFLOW_AUTH_ADMIN_USERNAME=admin["username"],
+        MLFLOW_AUTH_ADMIN_PASSWORD=admin["password"],
+        MLFLOW_FLASK_SERVER_SECRET_KEY=secrets.token_hex(16),
+    )
+    log = tmp_path / "mlflow.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth",
+             "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+             "--backend-store-uri", f"sqlite:///{tmp_path}/mlflow.db"],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        wait_http(f"{url}/health", 240, proc=proc, log=log)
+        job_env = {e["name"]: e["value"] for e in container["env"]}
+        assert job_env["MLFLOW_URL"] == "http://mlflow:5000"
+        job_env.update(
+            MLFLOW_URL=url,
+            MLFLOW_ADMIN_DIR=str(tmp_path / "admin"),
+            MLFLOW_TRACKING_CREDENTIALS_PATH=str(credentials),
+        )
+        runs = [
+            subprocess.run(
+                [sys.executable, str(script)],
+                env={**base_env(), **job_env},
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            for _ in range(2)
+        ]
+        assert [r.returncode for r in runs] == [0, 0], [r.stderr for r in runs]
+        assert "'cpsweep' created" in runs[0].stdout
+        assert "'cpsweep' password set" in runs[1].stdout
+        check = (
+            "import mlflow, sys\n"
+            "mlflow.set_tracking_uri(sys.argv[1])\n"
+            "mlflow.set_experiment('mine')\n"
+            "with mlflow.start_run():\n"
+            "    mlflow.log_metric('x', 1.0)\n"
+            "try:\n"
+            "    mlflow.get_experiment_by_name('admins-only')\n"
+            "except mlflow.exceptions.MlflowException as e:\n"
+            "    print('refused', e.get_http_status_code())\n"
+        )
+        as_admin = {"MLFLOW_TRACKING_USERNAME": admin["username"],
+                    "MLFLOW_TRACKING_PASSWORD": admin["password"]}  # fmt: skip
+        made = subprocess.run(
+            [sys.executable, "-c", "import mlflow, sys; mlflow.set_tracking_uri(sys.argv[1]);"
+             " mlflow.create_experiment('admins-only')", url],
+            env=base_env(**as_admin), capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert made.returncode == 0, made.stderr[-2000:]
+        tracked = subprocess.run(
+            [sys.executable, "-c", check, url],
+            env=base_env(HOME=str(tmp_path / "home")),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert tracked.returncode == 0, tracked.stderr[-2000:]
+        assert "refused 403" in tracked.stdout, tracked.stdout
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:  # its job runner and workers may linger
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=20)
