@@ -6,6 +6,9 @@ rotation, the rule, a scheduler's directive when one is attached); from the
 switch epoch on the post-period recipe applies.
 Per-step work stays on the device: losses and accuracies accumulate in device
 tensors and the host syncs once per epoch (one all-reduce under DDP).
+The validation split is evaluated when due (`eval_every`) and reported as `val/*`;
+the test split, when the data have one, after the last epoch (and every
+`data.test_every` epochs) as `test/*`, which no decision reads.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainables.core.config import OptimConfig, TrainConfig
-from trainables.core.wire import PRUNED_FRACTION, SAMPLES, SAMPLES_TOTAL
+from trainables.core.wire import PRUNED_FRACTION, SAMPLES, SAMPLES_TOTAL, eval_keys
 from trainables.data.datasets import Dataset
 from trainables.data.sources import load_training_data
 from trainables.data.streaming import RecipeSampler, StreamData, make_batches
@@ -311,12 +314,14 @@ class TrainingRun:
         return loss.detach().float() * y.numel(), hit.sum(), None if per is None else per.detach()
 
     @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self, split: str = "val") -> dict[str, float]:
+        """Loss and accuracy on a held-out split: `val/*` or `test/*`."""
+        loss_key, acc_key = eval_keys(split)
         self.model.eval()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         bs = _eval_batch_size(self.cfg.batch_size, self.device)
-        for xb, yb in self.batches.val_batches(bs):
+        for xb, yb in self.batches.eval_batches(split, bs):
             x = self._prepare(xb, None, None)
             y = yb.to(self.device)
             with torch.autocast(
@@ -325,9 +330,16 @@ class TrainingRun:
                 logits = self.model(x)
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
             correct += (logits.argmax(1) == y).sum()
-        count = torch.tensor(self.batches.num_val, device=self.device)
+        count = torch.tensor(self.batches.num_eval(split), device=self.device)
         total_loss, total_correct, total = self._reduce([loss_sum, correct, count])
-        return {"val/loss": total_loss / max(total, 1), "val/acc": total_correct / max(total, 1)}
+        return {loss_key: total_loss / max(total, 1), acc_key: total_correct / max(total, 1)}
+
+    def test_due(self, epoch: int) -> bool:
+        """Measure the test split after `epoch`: the last one, or every `data.test_every`."""
+        if not self.batches.has_split("test"):
+            return False
+        every = self.cfg.data.test_every
+        return epoch == self.cfg.epochs or (every is not None and epoch % every == 0)
 
     def run_epoch(self) -> dict[str, Any]:
         """Train the next epoch, measure rotation, evaluate when due; returns its metrics."""
@@ -340,8 +352,11 @@ class TrainingRun:
         decision = self.period.step()
         t2 = time.perf_counter()
         if epoch % self.cfg.eval_every == 0 or epoch == self.cfg.epochs:
-            metrics.update(self.evaluate())
+            metrics.update(self.evaluate("val"))
         t3 = time.perf_counter()
+        if self.test_due(epoch):
+            metrics.update(self.evaluate("test"))
+        t4 = time.perf_counter()
         self.epoch = epoch
         self.samples_total += metrics[SAMPLES]
         metrics.update(decision.metrics())
@@ -356,7 +371,8 @@ class TrainingRun:
                 "time/train_s": t1 - t0,
                 "time/rotation_s": t2 - t1,
                 "time/eval_s": t3 - t2,
-                "time/epoch_s": t3 - t0,
+                "time/test_s": t4 - t3,
+                "time/epoch_s": t4 - t0,
             }
         )
         return metrics
