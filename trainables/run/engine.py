@@ -229,8 +229,13 @@ class TrainingRun:
         if phase.prune is not None and self.loss_table is not None:
             plan = self.loss_table.plan(ratio=phase.prune.ratio, seed=cfg.seed, epoch=epoch)
         self.sampler.set_epoch(epoch, phase, None if plan is None else plan.keep)
-        weights = None if plan is None else plan.weights.to(self.device)
-        order = self.sampler.indices().to(self.device) if self.loss_table is not None else None
+        # With a loss table every step records its samples' losses from its own forward
+        # pass; a pruned epoch also weights them, each step slicing the weights of this
+        # rank's order (gathered once here: kept low-loss samples count 1 / (1 - ratio)).
+        order_cpu = self.sampler.indices() if self.loss_table is not None else None
+        step_w = None
+        if plan is not None and order_cpu is not None:
+            step_w = plan.weights[order_cpu].to(self.device, non_blocking=True)
         recorded: list[torch.Tensor] = []  # per-sample losses in the order's sequence
         local_bs = cfg.batch_size // self.world_size
         g = make_generator(self.device, cfg.seed, epoch, self.rank)
@@ -241,21 +246,18 @@ class TrainingRun:
         start = 0  # position of the batch in this rank's order
         for xb, yb in self.batches.train_batches(self.sampler, local_bs):
             n = yb.numel()
-            # kept low-loss samples count 1 / (1 - ratio): unbiased epoch gradient
-            sample_w = (
-                None if weights is None or order is None else weights[order[start : start + n]]
-            )
+            sample_w = None if step_w is None else step_w[start : start + n]
             step_loss, step_correct, per = self._step(
-                xb, yb, phase, g, mix_rng, sample_w, record=order is not None
+                xb, yb, phase, g, mix_rng, sample_w, record=order_cpu is not None
             )
             if per is not None:  # each sample's loss from this forward pass (no extra pass)
                 recorded.append(per)
             start += n
             loss_sum += step_loss
             correct += step_correct
-        if self.loss_table is not None and order is not None and recorded:
+        if self.loss_table is not None and order_cpu is not None and recorded:
             gather = all_gather_cat if self.distributed else None
-            self.loss_table.update(order, torch.cat(recorded), gather)
+            self.loss_table.update(order_cpu, torch.cat(recorded), gather)
         count = torch.tensor(len(self.sampler), device=self.device)
         total_loss, total_correct, total = self._reduce([loss_sum, correct, count])
         if not math.isfinite(total_loss):
@@ -292,13 +294,11 @@ class TrainingRun:
         with torch.autocast(self.device.type, self._amp_dtype, enabled=self._amp_dtype is not None):
             logits = self.model(x)
             per: torch.Tensor | None = None
-            if sample_w is None:
-                loss = mixed_cross_entropy(logits, mix)
-            else:
+            if record or sample_w is not None:  # one loss per sample: the step's loss from it
                 per = mixed_cross_entropy(logits.float(), mix, reduction="none")
-                loss = (per * sample_w).mean()
-        if record and per is None:
-            per = mixed_cross_entropy(logits.detach().float(), mix, reduction="none")
+                loss = per.mean() if sample_w is None else (per * sample_w).mean()
+            else:
+                loss = mixed_cross_entropy(logits, mix)
         self.optimizer.zero_grad(set_to_none=True)
         if self._scaler is not None:
             self._scaler.scale(loss).backward()
