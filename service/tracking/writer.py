@@ -20,7 +20,7 @@ from typing import Any
 
 from service.tracking.client import is_transient, prepare_store
 from service.tracking.wal import WalState, WriteAheadLog, read_records
-from trainables.core.wire import END_EPOCH, ROTATION_PREFIX
+from trainables.core.wire import END_EPOCH, ROTATION_PREFIX, VAL_ACC
 
 __all__ = ["TrackingWriter", "WriterStats"]
 
@@ -37,7 +37,7 @@ _MAX_PARAMS = 100
 # a call's fixed cost (run lookup, latest-metric rows: ~80 ms on a loaded server) is
 # most of what 121 metrics cost (issue 16).
 _READ_BYTES = 32 * 2**20
-_PLOT_KEYS = (ROTATION_PREFIX, "val/acc", "cost/usd")
+_PLOT_KEYS = (ROTATION_PREFIX, VAL_ACC, "cost/usd")
 
 
 _PLOTS = threading.Lock()
