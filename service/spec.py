@@ -39,6 +39,7 @@ from trainables.core.config import (
     format_validation_error,
     set_dotted,
 )
+from trainables.core.wire import TEST_PREFIX, VAL_ACC
 
 __all__ = [
     "BASELINE_ARM",
@@ -220,10 +221,22 @@ class InnerSchedulerSpec(_Strict):
     name: Literal["asha"] = Field(
         "asha", description="Scheduler for stop decisions after the period."
     )
-    metric: str = Field("val/acc", description="Reported metric ASHA compares.")
+    metric: str = Field(
+        VAL_ACC, description="Reported metric ASHA compares (validation, never test/*)."
+    )
     mode: Literal["max", "min"] = "max"
     grace_period: int = Field(1, ge=1, description="Epochs before ASHA may stop a trial.")
     reduction_factor: float = Field(3, gt=1)
+
+    @field_validator("metric")
+    @classmethod
+    def _not_test(cls, v: str) -> str:
+        if v.startswith(TEST_PREFIX):
+            raise ValueError(
+                f"{v!r} is measured on the test split, which no decision may read; "
+                f"compare a validation metric such as {VAL_ACC!r}"
+            )
+        return v
 
 
 class SchedulerSpec(_Strict):

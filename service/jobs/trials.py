@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from service.jobs.client import JOB_ID_PATTERN
 from service.tracking.reader import child_runs, job_sweep_runs, open_client, probe_http
+from trainables.core.wire import TEST_ACC, VAL_ACC
 
 __all__ = ["SweepTrial", "parent_run_from_logs", "sweep_trials"]
 
@@ -35,7 +36,10 @@ class SweepTrial(BaseModel):
     status: str | None = None
     end_epoch: int | None = Field(None, description="End of the critical period (cp.end_epoch).")
     switch_epoch: int | None = Field(None, description="First epoch of the cheap recipe.")
-    val_acc: float | None = None
+    val_acc: float | None = Field(None, description="Validation accuracy: what decisions read.")
+    test_acc: float | None = Field(
+        None, description="Test accuracy after the last epoch; never read by a decision."
+    )
     cost_usd: float | None = None
     savings_cost_pct: float | None = None
 
@@ -60,7 +64,8 @@ def _trial(run: Any) -> SweepTrial:
         status=run.info.status,
         end_epoch=_as_int(tags.get("cp.end_epoch")),
         switch_epoch=_as_int(tags.get("cp.switch_epoch")),
-        val_acc=metrics.get("val/acc"),
+        val_acc=metrics.get(VAL_ACC),
+        test_acc=metrics.get(TEST_ACC),
         cost_usd=metrics.get("cost/usd"),
         savings_cost_pct=metrics.get("savings/cost_pct"),
     )

@@ -14,6 +14,7 @@ from typing import Any
 
 from service.spec import runs_full_recipe
 from service.tracking.reader import RunData
+from trainables.core.wire import TEST_ACC, VAL_ACC
 
 __all__ = [
     "ARM_COLUMNS",
@@ -49,8 +50,9 @@ class TrialRow:
     epochs: int | None
     cp_end: int | None
     switch: int | None
-    final_acc: float | None
+    final_acc: float | None  # validation: what the decisions read
     best_acc: float | None
+    test_acc: float | None  # the test split after the last epoch: what a user gets
     time_s: float | None
     kwh: float | None
     co2_kg: float | None
@@ -66,6 +68,7 @@ class ArmSummary:
     trials: int
     cp_end: float | None  # means over the arm's trials that did not fail
     final_acc: float | None
+    test_acc: float | None
     time_s: float | None
     kwh: float | None
     usd: float | None
@@ -120,8 +123,9 @@ def trial_row(run: RunData) -> TrialRow:
         epochs=to_int(t.get("cpsweep.last_epoch")),
         cp_end=to_int(t.get("cp.end_epoch")),
         switch=to_int(t.get("cp.switch_epoch")),
-        final_acc=m.get("val/acc"),
-        best_acc=max(run.val_acc_history) if run.val_acc_history else m.get("val/acc"),
+        final_acc=m.get(VAL_ACC),
+        best_acc=max(run.val_acc_history) if run.val_acc_history else m.get(VAL_ACC),
+        test_acc=m.get(TEST_ACC),
         time_s=m.get("time/cum_s"),
         kwh=_scaled(m, "energy/Wh", 1e-3, "energy/kwh"),
         co2_kg=_scaled(m, "co2/g", 1e-3, "co2/kg"),
@@ -161,6 +165,7 @@ def arm_summaries(rows: Sequence[TrialRow]) -> list[ArmSummary]:
             trials=len(g),
             cp_end=_mean([r.cp_end for r in g]),
             final_acc=_mean([r.final_acc for r in g]),
+            test_acc=_mean([r.test_acc for r in g]),
             time_s=_mean([r.time_s for r in g]),
             kwh=_mean([r.kwh for r in g]),
             usd=_mean([r.usd for r in g]),
@@ -194,7 +199,8 @@ def _saved(head: str, key: str) -> Column:
 TRIAL_COLUMNS: list[Column] = [
     _col("trial", "trial_id"), _col("arm / params", "label"), _col("status", "status"),
     _col("epochs", "epochs", "d"), _col("cp_end", "cp_end", "d"), _col("switch", "switch", "d"),
-    _col("val acc", "final_acc", ".4f"), _col("best acc", "best_acc", ".4f"),
+    _col("val acc", "final_acc", ".4f"), _col("best val", "best_acc", ".4f"),
+    _col("test acc", "test_acc", ".4f"),
     _col("time s", "time_s", ".1f"), _col("kWh", "kwh", ".3g"), _col("kg CO2", "co2_kg", ".3g"),
     _col("USD", "usd", ".3g"), _saved("saved time %", "time"), _saved("saved kWh %", "energy"),
     _saved("saved CO2 %", "co2"), _saved("saved USD %", "cost"),
@@ -211,7 +217,8 @@ def _arm_saved(head: str, kind: str, key: str) -> Column:
 
 ARM_COLUMNS: list[Column] = [
     _col("arm", "arm"), _col("trials", "trials", "d"), _col("mean cp_end", "cp_end", ".1f"),
-    _col("mean val acc", "final_acc", ".4f"), _col("mean time s", "time_s", ".1f"),
+    _col("mean val acc", "final_acc", ".4f"), _col("mean test acc", "test_acc", ".4f"),
+    _col("mean time s", "time_s", ".1f"),
     _col("mean kWh", "kwh", ".3g"), _col("mean USD", "usd", ".3g"),
     _arm_saved("est. time saved %", "savings_est", "time"),
     _arm_saved("est. USD saved %", "savings_est", "cost"),

@@ -10,7 +10,7 @@ from ray.tune import Callback
 
 from service.tracking.lifecycle import TrialTracker
 from service.tracking.schema import trial_run_name
-from trainables.core.wire import END_EPOCH, REPLAYED, SWITCH_EPOCH
+from trainables.core.wire import END_EPOCH, REPLAYED, SWITCH_EPOCH, TEST_ACC, VAL_ACC
 from trainables.run.progress import progress_line
 
 __all__ = ["ProgressCallback", "format_table", "tracking_footer"]
@@ -45,11 +45,12 @@ class ProgressCallback(Callback):
         self.tracker.conclude(trial.trial_id)
         r = trial.last_result or {}
         log.info(
-            "%s done: period ended at epoch %s, switched at %s, val_acc=%s",
+            "%s done: period ended at epoch %s, switched at %s, val_acc=%s, test_acc=%s",
             trial.trial_id,
             r.get(END_EPOCH),
             r.get(SWITCH_EPOCH),
-            r.get("val/acc"),
+            r.get(VAL_ACC),
+            r.get(TEST_ACC),
         )
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
@@ -83,7 +84,8 @@ def format_table(summary: dict[str, Any]) -> str:
         "cp_end",
         "switch",
         "val_acc",
-        "best_acc",
+        "best_val",
+        "test_acc",
         "wall_s",
         "samples",
     )
@@ -101,6 +103,7 @@ def format_table(summary: dict[str, Any]) -> str:
                 _fmt(t["switch_epoch"]),
                 _fmt(t["final_val_acc"], ".4f"),
                 _fmt(t["best_val_acc"], ".4f"),
+                _fmt(t.get("final_test_acc"), ".4f"),
                 _fmt(t["wall_s"], ".1f"),
                 _fmt(t["samples"]),
             )

@@ -15,7 +15,8 @@ detected their end, every other trial of the cohort switches at the cohort's
 median end + 1 without waiting for its own detection.
 
 An optional `inner` scheduler (ASHA, ...) makes stop decisions, but only sees a
-trial's results once its critical period has ended.
+trial's results once its critical period has ended, and never their test split's
+`test/*` keys (`decision_view`): those measure what a user gets, not what to choose.
 """
 
 from __future__ import annotations
@@ -37,7 +38,10 @@ from trainables.core.wire import (
     EPOCH,
     ROTATION_MEAN,
     SWITCH_EPOCH,
+    TEST_PREFIX,
+    VAL_ACC,
     Assignment,
+    decision_view,
 )
 from trainables.method.criteria import rule_class
 from trainables.method.decide import PeriodRule, criterion_config, switch_epoch_for
@@ -164,6 +168,11 @@ class CriticalPeriodScheduler(FIFOScheduler):
     # -- Tune hooks ------------------------------------------------------------------------
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+        if metric is not None and metric.startswith(TEST_PREFIX):
+            raise ConfigError(
+                f"metric={metric!r} is measured on the test split, which no decision may "
+                f"read; give Tune a validation metric such as {VAL_ACC!r}"
+            )
         if self.inner is not None and not self.inner.set_search_properties(metric, mode, **spec):
             return False
         return super().set_search_properties(metric, mode, **spec)
@@ -209,13 +218,13 @@ class CriticalPeriodScheduler(FIFOScheduler):
             self.link.post_verdict(trial.trial_id, epoch, end)
         self._audit(state, result)
         if self.inner is not None and state.ended:
-            return str(self.inner.on_trial_result(tune_controller, trial, result))
+            return str(self.inner.on_trial_result(tune_controller, trial, decision_view(result)))
         return TrialScheduler.CONTINUE
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> None:
         self._release(trial)
         if self.inner is not None:
-            self.inner.on_trial_complete(tune_controller, trial, result)
+            self.inner.on_trial_complete(tune_controller, trial, decision_view(result))
 
     def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
         if self.inner is not None:

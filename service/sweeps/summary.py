@@ -9,7 +9,15 @@ from typing import Any
 from service.spec import SweepSpec
 from service.sweeps.scheduler import CriticalPeriodScheduler
 from trainables.core.config import train_dict_for
-from trainables.core.wire import END_EPOCH, EPOCH, REPLAYED, SWITCH_EPOCH
+from trainables.core.wire import (
+    END_EPOCH,
+    EPOCH,
+    REPLAYED,
+    SWITCH_EPOCH,
+    TEST_ACC,
+    TEST_LOSS,
+    VAL_ACC,
+)
 
 __all__ = ["once_per_epoch", "summarize_results"]
 
@@ -20,6 +28,14 @@ def _num(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return None if math.isnan(f) else f
+
+
+def _last(df: Any, m: dict[str, Any], key: str) -> float | None:
+    """The last value of `key` a trial reported (test/* comes at the end or every N epochs)."""
+    if _num(m.get(key)) is not None:
+        return _num(m.get(key))
+    values = df[key].dropna().tolist() if df is not None and key in df else []
+    return _num(values[-1]) if values else None
 
 
 def _col_sum(df: Any, key: str) -> float | None:
@@ -64,7 +80,7 @@ def _trial_row(
     m = dict(result.metrics or {})
     config = result.config or {}
     df = once_per_epoch(result.metrics_dataframe)
-    accs = df["val/acc"].dropna().tolist() if df is not None and "val/acc" in df else []
+    accs = df[VAL_ACC].dropna().tolist() if df is not None and VAL_ACC in df else []
     tid = m.get("trial_id") or (result.path or "").rsplit("_", 1)[-1]
     epochs = int(m.get("epoch") or 0)
     if result.error:
@@ -84,8 +100,12 @@ def _trial_row(
         "cp_end_epoch": m.get(END_EPOCH),
         "switch_epoch": m.get(SWITCH_EPOCH),
         "cp_source": decisions.get(tid, {}).get("source"),
-        "final_val_acc": _num(m.get("val/acc")),
+        "final_val_acc": _num(m.get(VAL_ACC)),
         "best_val_acc": max(accs) if accs else None,
+        # the test split, measured after the last epoch (None: stopped early, or no test
+        # split); reported only, no decision read it
+        "final_test_acc": _last(df, m, TEST_ACC),
+        "final_test_loss": _last(df, m, TEST_LOSS),
         "wall_s": _num(m.get("time_total_s")),
         "train_s": _col_sum(df, "time/train_s"),
         "eval_s": _col_sum(df, "time/eval_s"),

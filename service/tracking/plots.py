@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from trainables.core.wire import END_EPOCH, ROTATION_MEAN, ROTATION_PREFIX
+from trainables.core.wire import END_EPOCH, ROTATION_MEAN, ROTATION_PREFIX, VAL_ACC
 
 __all__ = ["accuracy_cost_figure", "log_trial_plots", "rotation_figure"]
 
@@ -45,7 +45,7 @@ def rotation_figure(history: list[dict[str, Any]]) -> Any:
 def accuracy_cost_figure(history: list[dict[str, Any]]) -> Any:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
-    pts = [(h["cost/usd"], h["val/acc"]) for h in history if "val/acc" in h and "cost/usd" in h]
+    pts = [(h["cost/usd"], h[VAL_ACC]) for h in history if VAL_ACC in h and "cost/usd" in h]
     if pts:
         xs, ys = zip(*pts)
         ax.plot(xs, ys, marker="o", ms=3)

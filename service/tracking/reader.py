@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from trainables.core.config import ConfigError
-from trainables.core.wire import END_EPOCH
+from trainables.core.wire import END_EPOCH, VAL_ACC
 
 __all__ = [
     "RunData",
@@ -151,7 +151,7 @@ def job_sweep_runs(client: Any, job_id: str, parent_run_id: str | None = None) -
 
 def _run_data(client: Any, run: Any, history: bool) -> RunData:
     i, d = run.info, run.data
-    accs = [m.value for m in client.get_metric_history(i.run_id, "val/acc")] if history else []
+    accs = [m.value for m in client.get_metric_history(i.run_id, VAL_ACC)] if history else []
     return RunData(i.run_id, i.status, dict(d.tags), dict(d.params), dict(d.metrics), accs)
 
 

@@ -30,7 +30,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from service.spec import SweepSpec, arms_of
-from trainables.core.wire import ANGLE, EPOCH, HANDSHAKE_S, LAG_EPOCHS, RATE_RATIO, ROTATION_MEAN
+from trainables.core.wire import (
+    ANGLE,
+    EPOCH,
+    HANDSHAKE_S,
+    LAG_EPOCHS,
+    RATE_RATIO,
+    ROTATION_MEAN,
+    TEST_ACC,
+    VAL_ACC,
+)
 
 __all__ = [
     "ARM_LABELS",
@@ -313,12 +322,12 @@ def shared_view(searched: list[str]) -> dict[str, Any]:
     """The runs view cpsweep links to (MLflow's shared view state, an experiment tag):
     the columns that compare trials, and the charts of rotation, the period's end and
     accuracy first. The UI fills the rest with its defaults."""
-    columns = [f"metrics.`{k}`" for k in ("val/acc", *USAGE_KEYS)]
+    columns = [f"metrics.`{k}`" for k in (VAL_ACC, TEST_ACC, *USAGE_KEYS)]
     columns += [f"tags.`{k}`" for k in ("cp.end_epoch", "cp.switch_epoch")]
     columns += [f"params.`{p}`" for p in searched]
     return {
         "selectedColumns": columns,
-        "chartsSearchFilter": f"{ROTATION_MEAN}|{CRITICAL}|val/acc",
+        "chartsSearchFilter": f"{ROTATION_MEAN}|{CRITICAL}|{VAL_ACC}",
         "hideEmptyCharts": True,
         # Asked for; MLflow 3.17.2 keeps its own width in a shared view (names get cut).
         "columnWidths": {"attributes.`Run Name`": 300},

@@ -20,7 +20,7 @@ from typing import Any
 
 from service.tracking.client import is_transient, prepare_store
 from service.tracking.wal import WalState, WriteAheadLog, read_records
-from trainables.core.wire import END_EPOCH, ROTATION_PREFIX
+from trainables.core.wire import END_EPOCH, ROTATION_PREFIX, VAL_ACC
 
 __all__ = ["TrackingWriter", "WriterStats"]
 
@@ -36,7 +36,7 @@ _MAX_PARAMS = 100
 # run share a log_batch: a 4 MB window gave 1,000 trials one call per run per epoch, and
 # a call's fixed cost (run lookup, latest-metric rows) is most of what 121 metrics cost.
 _READ_BYTES = 32 * 2**20
-_PLOT_KEYS = (ROTATION_PREFIX, "val/acc", "cost/usd")
+_PLOT_KEYS = (ROTATION_PREFIX, VAL_ACC, "cost/usd")
 
 
 _PLOTS = threading.Lock()

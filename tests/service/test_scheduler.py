@@ -11,7 +11,8 @@ import pytest
 from ray.tune.schedulers import TrialScheduler
 
 from service.sweeps.scheduler import CriticalPeriodScheduler
-from trainables.core.config import TrainConfig
+from trainables.core.config import ConfigError, TrainConfig
+from trainables.core.wire import TEST_ACC, TEST_LOSS, TEST_PREFIX, VAL_ACC, decision_view
 from trainables.method.criteria import end_epoch
 
 
@@ -115,6 +116,44 @@ def test_inner_scheduler_never_judges_before_the_period_ends():
     assert all(d == TrialScheduler.CONTINUE for d in decisions[: end - 1])
     assert decisions[end - 1] == TrialScheduler.STOP
     assert inner.seen[0] == end
+
+
+def test_no_decision_sees_the_test_split():
+    """The inner scheduler (ASHA) is handed val/* but never test/*, and a test metric
+    cannot be the one Tune optimises."""
+
+    class Recorder(TrialScheduler):
+        def __init__(self):
+            super().__init__()
+            self.keys: list[set[str]] = []
+
+        def on_trial_add(self, tc, trial): ...
+
+        def on_trial_result(self, tc, trial, result):
+            self.keys.append(set(result))
+            return TrialScheduler.CONTINUE
+
+        def on_trial_complete(self, tc, trial, result):
+            self.keys.append(set(result))
+
+        def set_search_properties(self, metric, mode, **spec):
+            return True
+
+    inner = Recorder()
+    s = CriticalPeriodScheduler(inner=inner, use_control=False)
+    t = _trial("a")
+    s.on_trial_add(None, t)
+    last: dict[str, Any] = {}
+    for e, v in enumerate(_curve(30, 4.0), start=1):
+        last = {"epoch": e, "rotation/mean": v, VAL_ACC: 0.5, TEST_ACC: 0.9, TEST_LOSS: 0.1}
+        s.on_trial_result(None, t, last)
+    s.on_trial_complete(None, t, last)
+    assert inner.keys and all(VAL_ACC in k for k in inner.keys)  # it judged on validation
+    assert not any(k.startswith(TEST_PREFIX) for keys in inner.keys for k in keys)
+    assert TEST_ACC in last  # the trial's own result still carries it (MLflow, summary)
+    with pytest.raises(ConfigError, match=r"test/acc.*test split.*val/acc"):
+        s.set_search_properties(TEST_ACC, "max")
+    assert decision_view({"val/acc": 1, "test/acc": 2, "epoch": 3}) == {"val/acc": 1, "epoch": 3}
 
 
 def test_audit_counts_disagreeing_reports(caplog):

@@ -65,6 +65,11 @@ def _write(tmp_path, raw) -> Path:
         ({"name": "x", "arms": {"a": {"data.name": "imagenet"}}}, ["arms.a", "data.name"]),
         ({"name": "bad name!"}, ["name"]),
         ({"name": "x", "scheduler": {"scope": "global"}}, ["scheduler.scope", "'trial'"]),
+        (  # ASHA decides: it may not read the test split
+            {"name": "x", "scheduler": {"inner": {"metric": "test/acc"}}},
+            ["scheduler.inner.metric", "test split", "val/acc"],
+        ),
+        ({"name": "x", "train": {"data": {"val_fraction": 0.9}}}, ["train.data.val_fraction"]),
         (
             {"name": "x", "scaling": {"num_workers": 2, "executor": "inline"}},
             ["scaling", "num_workers=2", "executor 'train'"],

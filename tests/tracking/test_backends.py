@@ -72,6 +72,11 @@ def _check_sweep(client: Any, summary: dict[str, Any], n_trials: int) -> list[An
         for key in PER_EPOCH:
             steps = [m.step for m in client.get_metric_history(rid, key)]
             assert steps == list(range(1, EPOCHS + 1)), (key, steps)
+        # The test split: measured once, after the last epoch; the summary carries it too.
+        for key in ("test/acc", "test/loss"):
+            assert [m.step for m in client.get_metric_history(rid, key)] == [EPOCHS], key
+        [row] = [t for t in summary["trials"] if t["trial_id"] == run.data.tags["cpsweep.trial_id"]]
+        assert row["final_test_acc"] == pytest.approx(run.data.metrics["test/acc"])
         plots = {a.path for a in client.list_artifacts(rid)}
         assert plots == {"rotation.png", "accuracy_vs_cost.png"}
     return children
@@ -124,6 +129,8 @@ def test_the_sweep_run_holds_totals_the_summary_and_the_report(finished_sweep) -
     m, trials = parent.data.metrics, summary["trials"]
     assert m["sweep/trials"] == len(trials) == m["sweep/finished"] and m["sweep/failed"] == 0
     assert m["sweep/best_val_acc"] == max(t["final_val_acc"] for t in trials)
+    best = max(trials, key=lambda t: t["final_val_acc"])  # chosen on val, reported on test
+    assert m["sweep/test_acc_of_best_val"] == pytest.approx(best["final_test_acc"])
     # Totals under the trials' own keys and units (4 significant digits), so the parent's
     # row fills the same columns of the runs table.
     for key, src, scale in (("energy/Wh", "energy_kwh", 1e3), ("cost/usd", "cost_usd", 1)):

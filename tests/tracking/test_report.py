@@ -36,6 +36,7 @@ def _run(tid: str, arm: str, acc: float, usd: float, **extra: float) -> RunData:
         tags.update({"cp.end_epoch": "3", "cp.switch_epoch": "4"})
     metrics = {
         "val/acc": acc,
+        "test/acc": acc - 0.05,  # the test split, measured after the last epoch
         "time/cum_s": 100 * usd,
         "energy/kwh": usd / 10,
         "co2/kg": usd / 20,
@@ -72,6 +73,7 @@ def test_trial_row_reads_tags_metrics_and_history() -> None:
     assert not r.baseline
     assert (r.epochs, r.cp_end, r.switch) == (10, 3, 4)
     assert r.final_acc == 0.8 and r.best_acc == pytest.approx(0.81)
+    assert r.test_acc == pytest.approx(0.75)
     assert (r.time_s, r.kwh, r.co2_kg, r.usd) == (200.0, 0.2, 0.1, 2.0)
     assert r.savings_est == {"co2": 12.5} and r.savings_measured == {"cost": 7.0}
     assert r.energy_method == "estimated-tdp"
@@ -108,12 +110,14 @@ def test_table_cells_format_and_sort_values() -> None:
     cells = dict(zip([h for h, _, _ in TRIAL_COLUMNS], table_cells(a1)))
     assert cells["trial"] == ("a1", "a1")
     assert cells["val acc"] == ("0.8600", 0.86)
+    assert cells["test acc"] == ("0.8100", pytest.approx(0.81))
     assert cells["cp_end"] == ("3", 3)
     assert cells["saved time %"] == ("50.0 (meas 60.0)", 50.0)
     assert cells["saved USD %"] == ("-", None)
     [cp, _] = arm_summaries(trial_rows(_sweep()))
     arm = dict(zip([h for h, _, _ in ARM_COLUMNS], table_cells(cp, ARM_COLUMNS)))
     assert arm["mean val acc"] == ("0.8700", pytest.approx(0.87))
+    assert arm["mean test acc"] == ("0.8200", pytest.approx(0.82))
     assert arm["meas. time saved %"] == ("60.0", 60.0)
 
 

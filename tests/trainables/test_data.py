@@ -1,4 +1,5 @@
-"""Tests for trainables.data.datasets: tiny fixtures written in the real on-disk formats."""
+"""Tests for trainables.data.datasets: tiny fixtures written in the real on-disk formats,
+and the three splits (train / val / test) every dataset comes in."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch
 from PIL import Image
 
 from tests.requires import FASHION_MNIST, requires
+from trainables.core.registry import DATASETS as REGISTRY
 from trainables.data import datasets as data
 from trainables.data.datasets import (
     DATASETS,
@@ -22,6 +24,7 @@ from trainables.data.datasets import (
     load_dataset,
     stratified_subset,
 )
+from trainables.data.splits import SPLIT_SEED, TEST_FRACTION, holdout, split_off_test
 
 FASHION_ROOT = Path("/usr/share/datasets/fashion-mnist")
 
@@ -126,6 +129,18 @@ def write_tiny_imagenet(root: Path) -> list[str]:
     return wnids
 
 
+def raw(name: str, root: Path, size: int | None = None) -> tuple:
+    """What the registered loader reads: (pool_x, pool_y, test_x, test_y, num_classes),
+    the training pool before the validation split is carved out of it."""
+    return REGISTRY.load(name)(root, size)
+
+
+def ids_of(ds: Dataset) -> tuple[list[int], list[int], list[int]]:
+    """Sample ids of the train, val and test splits of an `indexed` dataset."""
+    assert ds.test_x is not None
+    return tuple(x.reshape(-1).long().tolist() for x in (ds.train_x, ds.val_x, ds.test_x))
+
+
 # --- array formats --------------------------------------------------------------------------
 
 
@@ -133,58 +148,73 @@ def write_tiny_imagenet(root: Path) -> list[str]:
 @pytest.mark.parametrize("subdir", ["", "raw"])
 def test_fashion_mnist_idx_round_trip(tmp_path: Path, gz: bool, subdir: str) -> None:
     arrays = write_fashion(tmp_path / subdir, gz=gz)
-    ds = load_dataset("fashion-mnist", str(tmp_path))
-    assert ds.train_x.dtype == torch.uint8 and ds.train_x.shape == (6, 1, 5, 4)
-    assert ds.val_x.shape == (3, 1, 5, 4) and ds.train_y.dtype == torch.int64
-    assert ds.train_y.tolist() == [3, 1, 4, 1, 5, 9] and ds.val_y.tolist() == [2, 7, 0]
-    assert torch.equal(ds.train_x[:, 0], torch.from_numpy(arrays["train-images-idx3-ubyte"]))
-    assert ds.val_x[2, 0, 4, 3] == int(arrays["t10k-images-idx3-ubyte"][2, 4, 3])
+    tx, ty, sx, sy, _ = raw("fashion-mnist", tmp_path)
+    assert tx.dtype == torch.uint8 and tx.shape == (6, 1, 5, 4)
+    assert sx.shape == (3, 1, 5, 4) and ty.dtype == torch.int64
+    assert ty.tolist() == [3, 1, 4, 1, 5, 9] and sy.tolist() == [2, 7, 0]
+    assert torch.equal(tx[:, 0], torch.from_numpy(arrays["train-images-idx3-ubyte"]))
+    assert sx[2, 0, 4, 3] == int(arrays["t10k-images-idx3-ubyte"][2, 4, 3])
+    ds = load_dataset("fashion-mnist", str(tmp_path))  # t10k is the test split, kept whole
+    assert ds.test_y is not None and ds.test_y.tolist() == [2, 7, 0]
+    assert sorted(ds.train_y.tolist() + ds.val_y.tolist()) == sorted(ty.tolist())
+    assert len(ds.val_y) == 1  # 10% of 6, at least one
     assert ds.num_classes == 10 and ds.in_channels == 1 and ds.input_shape == (1, 5, 4)
 
 
 def test_fashion_mnist_real_debian_package() -> None:
     requires(FASHION_MNIST)
     ds = load_dataset("fashion-mnist")
-    assert ds.train_x.shape == (60000, 1, 28, 28) and ds.val_x.shape == (10000, 1, 28, 28)
+    assert ds.test_x is not None and ds.test_x.shape == (10000, 1, 28, 28)  # t10k
+    assert ds.train_x.shape == (54000, 1, 28, 28) and ds.val_x.shape == (6000, 1, 28, 28)
     assert ds.num_classes == 10
-    assert ds.train_y.bincount().tolist() == [6000] * 10
-    assert ds.mean[0] == pytest.approx(0.2860, abs=1e-3)  # the well-known statistics
-    assert ds.std[0] == pytest.approx(0.3530, abs=1e-3)
+    assert ds.train_y.bincount().tolist() == [5400] * 10  # validation: 600 of every class
+    assert ds.val_y.bincount().tolist() == [600] * 10
+    assert ds.mean[0] == pytest.approx(0.2860, abs=2e-3)  # the well-known statistics
+    assert ds.std[0] == pytest.approx(0.3530, abs=2e-3)
 
 
 @pytest.mark.parametrize("subdir", ["cifar-10-batches-py", ""])
 def test_cifar10_pickles(tmp_path: Path, subdir: str) -> None:
     write_cifar10(tmp_path / subdir if subdir else tmp_path / "flat")
     root = tmp_path if subdir else tmp_path / "flat"
-    ds = load_dataset("cifar10", str(root))
-    assert ds.train_x.shape == (10, 3, 32, 32) and ds.train_x.dtype == torch.uint8
-    assert ds.val_x.shape == (3, 3, 32, 32) and ds.num_classes == 10
-    assert ds.train_y.tolist() == [0, 8, 1, 7, 2, 6, 3, 5, 4, 4]  # batch 1 first, in order
-    assert ds.val_y.tolist() == [7, 8, 9]
+    tx, ty, sx, sy, classes = raw("cifar10", root)
+    assert tx.shape == (10, 3, 32, 32) and tx.dtype == torch.uint8
+    assert sx.shape == (3, 3, 32, 32) and classes == 10
+    assert ty.tolist() == [0, 8, 1, 7, 2, 6, 3, 5, 4, 4]  # batch 1 first, in order
+    assert sy.tolist() == [7, 8, 9]  # test_batch
     # image 3 is row 1 of data_batch_2: channel 2 (B), row 5, column 9
-    assert ds.train_x[3, 2, 5, 9] == (2 * 1024 + 5 * 32 + 9 + 7 * 3) % 256
+    assert tx[3, 2, 5, 9] == (2 * 1024 + 5 * 32 + 9 + 7 * 3) % 256
+    ds = load_dataset("cifar10", str(root))
+    assert ds.test_y is not None and ds.test_y.tolist() == [7, 8, 9]
+    assert len(ds.train_y) == 9 and len(ds.val_y) == 1
     assert ds.is_image and ds.in_channels == 3 and len(ds.mean) == 3
 
 
 def test_cifar100_pickles(tmp_path: Path) -> None:
     write_cifar100(tmp_path / "cifar-100-python")
+    tx, ty, sx, sy, classes = raw("cifar100", tmp_path / "cifar-100-python")
+    assert classes == 100
+    assert ty.tolist() == [0, 42, 99, 42] and sy.tolist() == [5, 99]
+    assert tx.shape == (4, 3, 32, 32)
+    assert sx[1, 1, 31, 31] == (1024 + 31 * 32 + 31 + 7 * 51) % 256
     ds = load_dataset("cifar100", str(tmp_path))
-    assert ds.num_classes == 100
-    assert ds.train_y.tolist() == [0, 42, 99, 42] and ds.val_y.tolist() == [5, 99]
-    assert ds.train_x.shape == (4, 3, 32, 32)
-    assert ds.val_x[1, 1, 31, 31] == (1024 + 31 * 32 + 31 + 7 * 51) % 256
+    assert ds.test_y is not None and ds.test_y.tolist() == [5, 99] and len(ds.train_y) == 3
 
 
 # --- generated datasets ---------------------------------------------------------------------
 
 
-def test_digits_split_is_fixed_and_stratified() -> None:
+def test_digits_split_three_ways_fixed_and_stratified() -> None:
+    """No published test split: 20% test, then 10% of the rest validation."""
     a, b = load_dataset("digits"), load_dataset("digits", seed=5)
-    assert len(a.train_y) + len(a.val_y) == 1797 and len(a.val_y) == 359
+    assert a.test_y is not None and b.test_x is not None and a.test_x is not None
+    assert (len(a.train_y), len(a.val_y), len(a.test_y)) == (1294, 144, 359)
     assert a.train_x.shape[1:] == (1, 8, 8) and a.train_x.dtype == torch.uint8
     assert int(a.train_x.max()) == 255 and a.num_classes == 10
     assert torch.equal(a.val_x, b.val_x) and torch.equal(a.train_y, b.train_y)
-    assert (a.val_y.bincount() >= 35).all()  # every class ~20% in val
+    assert torch.equal(a.test_x, b.test_x)
+    assert (a.test_y.bincount() >= 35).all()  # every class ~20% in test
+    assert (a.val_y.bincount() >= 14).all()  # and ~10% of the rest in val
 
 
 def test_to_float_normalises_digits() -> None:
@@ -207,8 +237,9 @@ def test_mnist1d_generates_once_then_hits_cache(
     np.random.seed(123)
     first = load_dataset("mnist1d", str(tmp_path))
     assert np.random.rand() == expected_next  # the generator's reseeding did not leak
-    assert first.train_x.shape == (4000, 1, 40) and first.train_x.dtype == torch.float32
-    assert first.val_x.shape == (1000, 1, 40) and first.num_classes == 10
+    assert first.train_x.shape == (3600, 1, 40) and first.train_x.dtype == torch.float32
+    assert first.val_x.shape == (400, 1, 40) and first.num_classes == 10
+    assert first.test_x is not None and first.test_x.shape == (1000, 1, 40)  # the generator's
     assert not first.is_image and first.input_shape == (1, 40)
     assert first.std[0] == pytest.approx(float(first.train_x.std()), rel=1e-3)
     assert len(list(tmp_path.glob("mnist1d-*.npz"))) == 1
@@ -230,26 +261,31 @@ def test_eurosat_tree(tmp_path: Path) -> None:
         for i in range(4):
             solid(tmp_path / cls / f"{cls}_{i}.png", rgb)
         solid(tmp_path / cls / f"{cls}_4.jpg", rgb)
-    ds = load_dataset("eurosat", str(tmp_path))
-    assert ds.train_x.shape == (12, 3, 64, 64) and ds.val_x.shape == (3, 3, 64, 64)
-    assert ds.num_classes == 3 and sorted(ds.val_y.tolist()) == [0, 1, 2]
+    ds = load_dataset("eurosat", str(tmp_path))  # 15 images: 3 test, 1 val, 11 train
+    assert ds.test_x is not None and ds.test_y is not None and ds.test_x.shape == (3, 3, 64, 64)
+    assert ds.train_x.shape == (11, 3, 64, 64) and ds.val_x.shape == (1, 3, 64, 64)
+    assert ds.num_classes == 3 and sorted(ds.test_y.tolist()) == [0, 1, 2]
     for x, y in zip(ds.train_x, ds.train_y, strict=True):  # label i <-> sorted class i
         expected = torch.tensor(list(classes.values())[int(y)], dtype=torch.int16)
         assert (x[:, 10, 10].to(torch.int16) - expected).abs().max() <= 3
     small = load_dataset("eurosat", str(tmp_path), image_size=16)
     assert small.train_x.shape[1:] == (3, 16, 16) and torch.equal(small.val_y, ds.val_y)
+    assert small.test_y is not None and torch.equal(small.test_y, ds.test_y)
 
 
 def test_tiny_imagenet_layout(tmp_path: Path) -> None:
     wnids = write_tiny_imagenet(tmp_path / "tiny-imagenet-200")
-    ds = load_dataset("tiny-imagenet", str(tmp_path), image_size=32)
+    tx, ty, sx, sy, classes = raw("tiny-imagenet", tmp_path / "tiny-imagenet-200", 32)
     order = sorted(wnids)  # n01443537, n02099712, n03444034
-    assert ds.num_classes == 3 and ds.train_x.shape == (6, 3, 32, 32)
-    assert ds.train_y.tolist() == [0, 0, 1, 1, 2, 2]
-    assert ds.val_y.tolist() == [order.index(w) for w in (wnids[2], wnids[0], wnids[1])]
+    assert classes == 3 and tx.shape == (6, 3, 32, 32)
+    assert ty.tolist() == [0, 0, 1, 1, 2, 2]
+    # val/ (labelled) is the test split: the official test images have no labels
+    assert sy.tolist() == [order.index(w) for w in (wnids[2], wnids[0], wnids[1])]
     # train image of wnids[0] (green 200, red 0) is label 2
-    assert abs(int(ds.train_x[4, 1, 5, 5]) - 200) <= 3 and int(ds.train_x[4, 0, 5, 5]) <= 3
-    assert abs(int(ds.val_x[0, 0, 16, 16]) - 250) <= 3
+    assert abs(int(tx[4, 1, 5, 5]) - 200) <= 3 and int(tx[4, 0, 5, 5]) <= 3
+    assert abs(int(sx[0, 0, 16, 16]) - 250) <= 3
+    ds = load_dataset("tiny-imagenet", str(tmp_path), image_size=32)
+    assert ds.test_y is not None and torch.equal(ds.test_y, sy) and len(ds.train_y) == 5
 
 
 @pytest.mark.parametrize("test_dir", ["test", "val"])
@@ -258,12 +294,80 @@ def test_imagenet30_trees(tmp_path: Path, test_dir: str) -> None:
     solid(tmp_path / "train" / "airliner" / "b.jpg", (10, 20, 30), size=80)
     solid(tmp_path / "train" / "ambulance" / "c.png", (200, 100, 50), size=70, mode="L")
     solid(tmp_path / test_dir / "ambulance" / "d.png", (1, 2, 3), size=64)
-    ds = load_dataset("imagenet30", str(tmp_path))
-    assert ds.num_classes == 2 and ds.train_y.tolist() == [0, 0, 1] and ds.val_y.tolist() == [1]
-    assert ds.train_x.shape == (3, 3, 64, 64) and ds.val_x.shape == (1, 3, 64, 64)
-    assert ds.val_x[0, :, 0, 0].tolist() == [1, 2, 3]  # lossless PNG, no resize
-    grey = ds.train_x[2, :, 30, 30]  # greyscale converted to RGB: equal channels
+    tx, ty, sx, sy, classes = raw("imagenet30", tmp_path, 64)
+    assert classes == 2 and ty.tolist() == [0, 0, 1] and sy.tolist() == [1]
+    assert tx.shape == (3, 3, 64, 64) and sx.shape == (1, 3, 64, 64)
+    assert sx[0, :, 0, 0].tolist() == [1, 2, 3]  # lossless PNG, no resize
+    grey = tx[2, :, 30, 30]  # greyscale converted to RGB: equal channels
     assert grey[0] == grey[1] == grey[2]
+    ds = load_dataset("imagenet30", str(tmp_path))
+    assert ds.test_y is not None and ds.test_y.tolist() == [1] and len(ds.train_y) == 2
+
+
+# --- the three splits -----------------------------------------------------------------------
+
+
+def test_holdout_is_disjoint_stratified_sized_and_seeded() -> None:
+    labels = torch.tensor([0] * 600 + [1] * 300 + [2] * 100)[torch.randperm(1000)]
+    rest, held = holdout(labels, 0.1, seed=7)
+    assert len(held) == 100 and len(rest) == 900
+    assert sorted(rest.tolist() + held.tolist()) == list(range(1000))  # a partition
+    assert labels[held].bincount().tolist() == [60, 30, 10]  # the classes' shares
+    again = holdout(labels, 0.1, seed=7)
+    assert torch.equal(held, again[1]) and torch.equal(rest, again[0])
+    assert not torch.equal(held, holdout(labels, 0.1, seed=8)[1])
+    assert len(holdout(labels[:3], 0.01)[1]) == 1  # at least one held out
+    assert len(holdout(labels[:3], 0.99)[0]) == 1  # and one kept
+    pool, test = split_off_test(labels)
+    assert len(pool) + len(test) == 1000
+    assert len(test) == round(TEST_FRACTION * 1000)
+    assert torch.equal(test, holdout(labels, TEST_FRACTION, SPLIT_SEED)[1])
+    with pytest.raises(ValueError, match="fraction=0"):
+        holdout(labels, 0.0)
+
+
+def _indexed(pool: int = 800, test: int = 200):
+    """A loader whose every sample's pixel is its id: pool ids 0.., test ids after them."""
+    gen = torch.Generator().manual_seed(0)
+    y = torch.tensor([0] * 500 + [1] * 300 + [2] * 200)[torch.randperm(pool + test, generator=gen)]
+    x = torch.arange(pool + test, dtype=torch.float32).reshape(-1, 1, 1)
+
+    def load(_root: Path | None, _size: int | None = None) -> tuple:
+        return x[:pool], y[:pool], x[pool:], y[pool:], 3
+
+    return load, y[:pool]
+
+
+def test_load_dataset_carves_validation_out_of_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Train, val and test are disjoint; val is a stratified, fixed 10% of the training
+    pool whatever the trial's seed or train subset; the test split is kept whole."""
+    loader, pool_y = _indexed()
+    monkeypatch.setattr(data._REGISTRY, "load", lambda name: loader)
+    ds = load_dataset("digits", seed=1)
+    train, val, test = ids_of(ds)
+    assert (len(train), len(val), len(test)) == (720, 80, 200)
+    assert set(train).isdisjoint(val) and set(test).isdisjoint(train + val)
+    assert sorted(train + val) == list(range(800)) and test == list(range(800, 1000))
+    expected = (pool_y.bincount().double() * 0.1).tolist()
+    assert all(abs(a - b) < 1 for a, b in zip(ds.val_y.bincount().tolist(), expected, strict=True))
+    other = load_dataset("digits", seed=2, train_subset=100)
+    assert ids_of(other)[1] == val and ids_of(other)[2] == test  # fixed for every trial
+    assert set(ids_of(other)[0]) < set(train) and len(ids_of(other)[0]) == 100
+    assert len(ids_of(load_dataset("digits", val_fraction=0.25))[1]) == 200
+
+
+def test_val_fraction_is_a_bounded_config_field() -> None:
+    from pydantic import ValidationError
+
+    from trainables.core.config import DataConfig
+
+    assert DataConfig().val_fraction == 0.1 and DataConfig().test_every is None
+    for bad in (0.0, 0.9):
+        with pytest.raises(ValidationError, match="val_fraction"):
+            DataConfig(val_fraction=bad)
+    with pytest.raises(ValidationError, match="its own validation split"):
+        DataConfig(factory="pkg.mod:load", val_fraction=0.2)
+    assert "validation" in (DataConfig.model_fields["val_fraction"].description or "")
 
 
 # --- subsets --------------------------------------------------------------------------------

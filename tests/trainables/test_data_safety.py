@@ -55,7 +55,8 @@ def test_real_layout_still_loads_arrays_bytes_lists(tmp_path: Path) -> None:
     """The fixture writer's batches (protocol 2, numpy arrays, bytes, lists) load as before."""
     write_cifar100(tmp_path / "cifar-100-python")
     ds = load_dataset("cifar100", str(tmp_path))
-    assert ds.train_x.shape == (4, 3, 32, 32) and ds.num_classes == 100
+    assert ds.train_x.shape[1:] == (3, 32, 32) and ds.num_classes == 100
+    assert len(ds.train_y) + len(ds.val_y) == 4  # the training pool, all read
     # Python 2's cPickle wrote numpy.core.multiarray._reconstruct and bytes as str.
     legacy = pickle.dumps({b"data": np.zeros((1, 3072), np.uint8), b"labels": [3]}, protocol=2)
     legacy = legacy.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
@@ -99,4 +100,5 @@ def test_mnist1d_writes_nothing_outside_the_roots(
 def test_unset_allow_list_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(DATA_ROOTS_ENV, raising=False)
     write_cifar10(tmp_path)
-    assert load_dataset("cifar10", str(tmp_path)).train_x.shape[0] == 10
+    ds = load_dataset("cifar10", str(tmp_path))
+    assert ds.train_x.shape[0] + ds.val_x.shape[0] == 10  # the training pool, all read

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from trainables.core.config import ModelConfig, OptimConfig, TrainConfig
+from trainables.core.wire import TEST_ACC, TEST_LOSS, VAL_ACC, VAL_LOSS
 from trainables.models.builtin import build_model
 from trainables.run.engine import NonFiniteLossError, TrainingRun, lr_factor
 
@@ -44,6 +45,22 @@ def test_switch_changes_samples_from_the_next_epoch():
         assert key in m2
 
 
+@pytest.mark.parametrize("stream", ["never", "always"])
+def test_the_test_split_is_measured_after_the_last_epoch_only(stream):
+    """val/* every epoch (decisions read it), test/* after the last epoch or every
+    data.test_every epochs, on the test split of its own size, on both data paths."""
+    data = {"name": "digits", "train_subset": 200, "stream": stream, "workers": 0}
+    run = TrainingRun(_cfg(epochs=3, data=data))
+    ms = [run.run_epoch() for _ in range(3)]
+    assert all(VAL_ACC in m and VAL_LOSS in m for m in ms)
+    assert [TEST_ACC in m for m in ms] == [False, False, True]
+    assert TEST_LOSS in ms[-1] and all("time/test_s" in m for m in ms)
+    assert run.batches.num_eval("test") == 359 and run.batches.num_eval("val") == 144
+    assert ms[-1][TEST_ACC] == pytest.approx(run.evaluate("test")[TEST_ACC])
+    every = TrainingRun(_cfg(epochs=3, data={**data, "test_every": 2}))
+    assert [TEST_ACC in every.run_epoch() for _ in range(3)] == [False, True, True]
+
+
 def test_checkpoint_round_trip_continues_identically():
     a = TrainingRun(_cfg())
     a.run_epoch()
@@ -60,7 +77,9 @@ def test_checkpoint_round_trip_continues_identically():
 
 def test_divergence_raises_with_the_fix():
     cfg = _cfg(
-        data={"name": "mnist1d"},
+        # Whether lr 1e6 overflows or kills every unit first depends on the data: this
+        # subset overflows within the first epoch.
+        data={"name": "mnist1d", "train_subset": 1000},
         model={"name": "cnn1d", "width": 4},
         optim={"name": "sgd", "lr": 1e6, "weight_decay": 0},
     )

@@ -46,6 +46,11 @@ def pairs(n=60, classes=3):
     return (x, y), (x[:12], y[:12]), classes
 
 
+def triples(n=60, classes=3):
+    (x, y), val, classes = pairs(n, classes)
+    return (x, y), val, (x[12:20], y[12:20]), classes
+
+
 def float_labels():
     x = torch.zeros(10, 1, 4, 4)
     return (x, torch.zeros(10)), (x, torch.zeros(10)), 2
@@ -172,6 +177,20 @@ def test_factories_get_shape_classes_and_kwargs(
     net = build_model(_model(f"{mod}:tiny", hidden=5), input_shape=(1, 4, 4), num_classes=4)
     assert net[1].out_features == 5 and net(torch.zeros(2, 1, 4, 4)).shape == (2, 4)
     assert resolve(f"{mod}:tiny", field="f") is resolve(f"{mod}:tiny", field="f")
+
+
+@pytest.mark.parametrize("stream", ["never", "always"])
+def test_a_factory_may_return_a_test_split(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stream: str
+) -> None:
+    """(train, val, test, num_classes) brings a test split; (train, val, num_classes) none."""
+    mod = _module(tmp_path, monkeypatch)
+    data = load_training_data(DataConfig(factory=f"{mod}:triples", stream=stream), seed=0)
+    test_y = data.test_y
+    assert test_y is not None and len(test_y) == 8 and len(data.val_y) == 12
+    assert (data.test_x if isinstance(data, Dataset) else data.test) is not None
+    old = load_training_data(DataConfig(factory=f"{mod}:pairs", stream=stream), seed=0)
+    assert old.test_y is None and len(old.val_y) == 12
 
 
 def test_factory_kwargs_are_sweepable_paths() -> None:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import copy
 import json
 import math
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -183,3 +185,84 @@ def test_ddp_ranks_gather_one_table_and_take_one_decision(tmp_path: Path) -> Non
     dealt = sorted(r0[1]["order"] + r1[1]["order"])
     assert dealt == plan.keep.tolist() and r0[1]["pruned"] == pytest.approx(plan.pruned_fraction)
     assert len(r0[1]["order"]) != len(r1[1]["order"]) or plan.keep.numel() % 2 == 0
+
+
+# -- a pruned epoch does the kept work and no more (counted, not timed) --------------------
+
+
+class _Work:
+    """Training forward passes, their rows and optimizer steps of one model, counted."""
+
+    def __init__(self, run: TrainingRun) -> None:
+        self.forwards = self.rows = self.steps = 0
+        run.model.register_forward_hook(self._forward)
+        run.optimizer.register_step_post_hook(self._step)
+
+    def _forward(self, module: torch.nn.Module, args: tuple, out: torch.Tensor) -> None:
+        if module.training:  # evaluation runs in eval mode and trains nothing
+            self.forwards += 1
+            self.rows += int(args[0].shape[0])
+
+    def _step(self, *_: object) -> None:
+        self.steps += 1
+
+    def take(self) -> tuple[int, int, int]:
+        out = (self.forwards, self.rows, self.steps)
+        self.forwards = self.rows = self.steps = 0
+        return out
+
+
+@pytest.mark.parametrize("stream", ["never", "always"])
+def test_a_pruned_epoch_trains_only_the_kept_samples_once(stream: str) -> None:
+    """Samples seen, forward passes and optimizer steps of a pruned epoch follow the
+    kept count: one forward pass per step (the losses recorded come from it), one step
+    per batch of kept samples, on both data paths."""
+    cfg = _cfg(data={"name": "digits", "train_subset": 300, "stream": stream, "workers": 0})
+    run = TrainingRun(cfg)
+    work = _Work(run)
+    first = run.run_epoch()  # nothing recorded yet: the full data
+    assert work.take() == (5, 300, 5) and first[SAMPLES] == 300
+    assert run.loss_table is not None
+    plan = run.loss_table.plan(ratio=_PRUNE["ratio"], seed=cfg.seed, epoch=2)
+    kept = plan.keep.numel()
+    m = run.run_epoch()
+    assert 0 < kept < 300 and m[SAMPLES] == kept
+    assert m[PRUNED_FRACTION] == pytest.approx(1 - kept / 300)
+    steps = math.ceil(kept / cfg.batch_size)
+    assert work.take() == (steps, kept, steps)
+    assert sorted(run.sampler.indices().tolist()) == plan.keep.tolist()  # each kept one once
+
+
+def _python_lines(cfg: TrainConfig, epochs: int) -> int:
+    """Python lines of trainables/ run during epochs 2..`epochs` (pruned ones)."""
+    root = str(Path(__file__).resolve().parents[2] / "trainables")
+    run = TrainingRun(cfg)
+    run.run_epoch()  # the first losses
+    lines = 0
+
+    def trace(frame: Any, event: str, arg: Any) -> Any:
+        nonlocal lines
+        if not frame.f_code.co_filename.startswith(root):
+            return None  # torch, numpy: not ours, and not traced line by line
+        if event == "line":
+            lines += 1
+        return trace
+
+    sys.settrace(trace)
+    try:
+        for _ in range(epochs - 1):
+            assert run.run_epoch()[PRUNED_FRACTION] > 0
+    finally:
+        sys.settrace(None)
+    return lines
+
+
+def test_pruning_bookkeeping_has_no_per_sample_python_loop() -> None:
+    """Four times the samples in batches four times larger (the same number of steps):
+    the Python our code runs stays the same, so nothing in the loss table, the plan,
+    the sampler or the step loops over samples."""
+    base = {"stream": "never", "workers": 0, "name": "digits"}
+    small = _cfg(epochs=3, batch_size=32, data={**base, "train_subset": 256})
+    large = _cfg(epochs=3, batch_size=128, data={**base, "train_subset": 1024})
+    a, b = _python_lines(small, 3), _python_lines(large, 3)
+    assert a > 0 and abs(b - a) <= 0.1 * a, (a, b)

@@ -207,6 +207,8 @@ def test_image_tree_over_the_memory_limit_streams_the_same_images(tmp_path: Path
     same = load_training_data(small.model_copy(update={"stream": "always"}), seed=0)
     assert isinstance(same, StreamData) and isinstance(same.train, TreeImages)
     assert torch.equal(same.train_y, memory.train_y) and torch.equal(same.val_y, memory.val_y)
+    assert same.test_y is not None and memory.test_y is not None  # the same three splits
+    assert torch.equal(same.test_y, memory.test_y)
     for i in range(len(memory.train_y)):
         assert torch.equal(same.train[i][0], memory.train_x[i])
     assert same.mean == pytest.approx(memory.mean) and same.std == pytest.approx(memory.std)
@@ -214,9 +216,12 @@ def test_image_tree_over_the_memory_limit_streams_the_same_images(tmp_path: Path
     data = {"name": "eurosat", "root": str(tmp_path), "image_size": 32, "workers": 1}
     a = TrainingRun(TrainConfig.model_validate({**cfg, "data": {**data, "stream": "never"}}))
     b = TrainingRun(TrainConfig.model_validate({**cfg, "data": {**data, "stream": "always"}}))
-    for _ in range(2):
+    for epoch in (1, 2):
         ma, mb = a.run_epoch(), b.run_epoch()
         assert ma["train/loss"] == pytest.approx(mb["train/loss"], abs=1e-6)
+        assert ma["val/acc"] == pytest.approx(mb["val/acc"], abs=1e-6)
+        assert ("test/acc" in ma, "test/acc" in mb) == (epoch == 2, epoch == 2)  # the last only
+    assert ma["test/acc"] == pytest.approx(mb["test/acc"], abs=1e-6)
 
 
 def _ddp_rank(rank: int, init: str, out: str, stream: str) -> None:

@@ -25,6 +25,7 @@ from trainables.core.specdata import SpecDataError, load_yaml
 
 __all__ = [
     "COHORT_KEYS",
+    "VAL_FRACTION",
     "AugmentConfig",
     "ConfigError",
     "CriterionConfig",
@@ -53,6 +54,8 @@ COHORT_KEYS: tuple[str, ...] = (
     "data.factory",
     "optim.name",
 )
+
+VAL_FRACTION = 0.1  # default share of the training data held out for validation
 
 
 class ConfigError(ValueError):
@@ -112,7 +115,9 @@ class _Buildable(_Strict):
 
 
 class DataConfig(_Buildable):
-    """`name` is a registered dataset; `factory(**kwargs)` returns (train, val, num_classes)."""
+    """`name` is a registered dataset; `factory(**kwargs)` returns (train, val, num_classes)
+    or (train, val, test, num_classes). Validation drives every decision, test is only
+    measured (trainables/data/splits.py)."""
 
     _registry: ClassVar[Registry] = DATASETS
 
@@ -123,7 +128,22 @@ class DataConfig(_Buildable):
         None, ge=10, description="Use a stratified random subset of this many training samples."
     )
     val_subset: int | None = Field(
-        None, ge=10, description="Evaluate on a stratified random subset of this many samples."
+        None,
+        ge=10,
+        description="Validate on a stratified random subset of this many validation samples.",
+    )
+    val_fraction: float = Field(
+        VAL_FRACTION,
+        ge=0.01,
+        le=0.5,
+        description="Built-ins: stratified share of the training data held out (fixed seed) "
+        "as the validation split that every decision reads; the test split stays apart.",
+    )
+    test_every: int | None = Field(
+        None,
+        ge=1,
+        description="Also evaluate the test split every N epochs; None: after the last epoch "
+        "only. test/* metrics are reported, never read by a decision.",
     )
     image_size: int | None = Field(
         None, ge=8, le=512, description="Resize image-tree datasets to this square size."
@@ -147,6 +167,12 @@ class DataConfig(_Buildable):
     @model_validator(mode="after")
     def _check_source(self) -> DataConfig:
         self._one_source("digits", {"root", "image_size"})
+        # Compared with the default, not model_fields_set: a dumped config carries it.
+        if self.factory is not None and self.val_fraction != VAL_FRACTION:
+            raise ValueError(
+                f"val_fraction={self.val_fraction} applies to built-in datasets; a factory "
+                "returns its own validation split: return (train, val, test, num_classes)"
+            )
         return self
 
 

@@ -10,7 +10,8 @@ and a spec adds one by import path (`model.factory` / `data.factory`, see config
 Builder signatures:
 - model: `builder(input_shape=(C, H, W) or (C, L), num_classes=K, **kwargs) -> nn.Module`
 - dataset: `loader(root: Path | None, image_size: int | None) -> (train_x, train_y,
-  val_x, val_y, num_classes)`; root and image sizes are checked by trainables.data.datasets.
+  test_x, test_y, num_classes)`: the training pool (the validation split is carved out
+  of it) and the test split; root and image sizes are checked by trainables.data.datasets.
 - criterion: a subclass of `trainables.method.criteria.EndRule` (one instance per run).
 - optimizer: `builder(params, cfg: OptimConfig) -> torch.optim.Optimizer`.
 """

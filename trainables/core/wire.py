@@ -2,7 +2,9 @@
 
 One home for every name that crosses a process boundary (as Ray keeps its result
 keys in `tune/result.py`): the per-epoch metric keys a trial reports and the
-scheduler, progress lines, tracking and summaries read; the control actor's name
+scheduler, progress lines, tracking and summaries read (the validation split's
+`val/*`, which decisions read, and the test split's `test/*`, which none may: see
+`decision_view`); the control actor's name
 and namespace; and the directive a trial reads from that actor. Pure data: no
 Ray, no torch.
 
@@ -20,6 +22,7 @@ The decision types, one meaning each:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,9 +44,16 @@ __all__ = [
     "SAMPLES_TOTAL",
     "STAT_KEYS",
     "SWITCH_EPOCH",
+    "TEST_ACC",
+    "TEST_LOSS",
+    "TEST_PREFIX",
+    "VAL_ACC",
+    "VAL_LOSS",
     "Assignment",
     "Directive",
     "control_actor_name",
+    "decision_view",
+    "eval_keys",
 ]
 
 # -- per-epoch report keys --------------------------------------------------------------
@@ -61,9 +71,30 @@ REPLAYED = "cp/replayed"  # a report resent from a checkpoint after a resume
 SAMPLES = "samples"  # training samples processed this epoch (all ranks, repeats counted)
 SAMPLES_TOTAL = "samples_total"  # the same, summed over the epochs so far
 PRUNED_FRACTION = "recipe/pruned_fraction"  # share of the data loss-aware pruning left out
+# Held-out splits (trainables/data/splits.py). val/*: every decision reads these (ASHA, the
+# best epoch, anything tuned). test/*: what a user gets; reported, never decided on.
+VAL_LOSS = "val/loss"
+VAL_ACC = "val/acc"
+TEST_PREFIX = "test/"
+TEST_LOSS = "test/loss"
+TEST_ACC = "test/acc"
+_EVAL_KEYS = {"val": (VAL_LOSS, VAL_ACC), "test": (TEST_LOSS, TEST_ACC)}
 
 # the built-in rules' statistics (each rule names its own: EndRule.stat_key)
 STAT_KEYS = (ANGLE, RATE_RATIO)
+
+
+def eval_keys(split: str) -> tuple[str, str]:
+    """(loss key, accuracy key) of an evaluated split: "val" or "test"."""
+    if split not in _EVAL_KEYS:
+        raise ValueError(f"split={split!r} is not one of {', '.join(_EVAL_KEYS)}")
+    return _EVAL_KEYS[split]
+
+
+def decision_view(result: Mapping[str, Any]) -> dict[str, Any]:
+    """`result` without the test split's keys: all that a decision (a scheduler, a stop
+    rule, a checkpoint choice) may be given."""
+    return {k: v for k, v in result.items() if not k.startswith(TEST_PREFIX)}
 
 
 # -- the control actor -------------------------------------------------------------------

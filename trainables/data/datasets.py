@@ -3,6 +3,9 @@
 Every dataset is read from its published on-disk format (IDX files, the CIFAR
 python pickles, class-per-folder image trees, the tiny-imagenet-200 layout) or
 generated locally (scikit-learn's digits, MNIST-1D). Nothing is downloaded.
+Every dataset comes as three disjoint splits (trainables/data/splits.py): train,
+val (carved out of the training data, stratified, fixed seed: `data.val_fraction`)
+and test (the published test split, or a stratified hold-out where there is none).
 Images come back as uint8 [N, C, H, W] tensors, so a whole training set stays
 small in memory and moves to an accelerator once; `Dataset.to_float` turns a
 batch into normalised floats on whatever device it lives on.
@@ -25,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainables.core.config import VAL_FRACTION
 from trainables.core.registry import DATASETS as _REGISTRY
 from trainables.data.cifar_pickle import load_cifar_pickle
 from trainables.data.dataroots import check_data_root
@@ -33,7 +37,8 @@ from trainables.data.splits import (
     DatasetError,
     Split,
     dataset_error,
-    fixed_split,
+    holdout,
+    split_off_test,
     stratified_subset,
 )
 
@@ -65,7 +70,8 @@ _FIXED_IMAGE_SIZE = {"digits": 8, "fashion-mnist": 28, "cifar10": 32, "cifar100"
 
 @dataclass(frozen=True)
 class Dataset:
-    """A train/validation pair held in memory, with the normalisation statistics."""
+    """Train, validation and (optional) test splits in memory, with the normalisation
+    statistics. `val` drives every decision; `test` is only measured (test/* metrics)."""
 
     name: str
     train_x: torch.Tensor  # images: uint8 [N, C, H, W]; mnist1d: float32 [N, 1, L]
@@ -75,6 +81,8 @@ class Dataset:
     num_classes: int
     mean: tuple[float, ...]  # per channel, in to_float's pre-normalisation scale ([0, 1] images)
     std: tuple[float, ...]
+    test_x: torch.Tensor | None = None  # None: no test split (a factory that returns none)
+    test_y: torch.Tensor | None = None
 
     @property
     def is_image(self) -> bool:
@@ -115,8 +123,8 @@ def load_digits(_root: Path | None, _image_size: int | None = None) -> Split:
     # Values are 0..16: rescale to the uint8 range every other image dataset uses.
     x = torch.from_numpy(np.rint(bunch.images * 255.0 / 16.0).astype(np.uint8)).unsqueeze(1)
     y = torch.from_numpy(bunch.target.astype(np.int64))
-    train, val = fixed_split(y)
-    return x[train], y[train], x[val], y[val], 10
+    train, test = split_off_test(y)  # no published test split: hold one out
+    return x[train], y[train], x[test], y[test], 10
 
 
 def load_mnist1d(
@@ -161,9 +169,9 @@ def load_mnist1d(
             np.savez(fh, *arrays)
         os.replace(tmp, path)  # atomic: concurrent trials never read a partial file
         logger.info("mnist1d: generated %d samples, cached at %s", num_samples, path)
-    tx, vx = (torch.from_numpy(a.astype(np.float32)).unsqueeze(1) for a in arrays[0::2])
-    ty, vy = (torch.from_numpy(a.astype(np.int64)) for a in arrays[1::2])
-    return tx, ty, vx, vy, 10  # x: float32 [N, 1, L]
+    tx, sx = (torch.from_numpy(a.astype(np.float32)).unsqueeze(1) for a in arrays[0::2])
+    ty, sy = (torch.from_numpy(a.astype(np.int64)) for a in arrays[1::2])
+    return tx, ty, sx, sy, 10  # x: float32 [N, 1, L]; the generator's test split is ours
 
 
 # --- array formats: IDX, CIFAR pickles --------------------------------------------------------
@@ -241,9 +249,9 @@ def _cifar(name: str, root: Path | None, subdir: str, train: Sequence[str], test
     folder = root / subdir if (root / subdir).is_dir() else root
     label_key, num_classes = ("labels", 10) if name == "cifar10" else ("fine_labels", 100)
     parts = [_read_cifar_pickle(name, folder / f, label_key) for f in train]
-    vx, vy = _read_cifar_pickle(name, folder / test, label_key)
+    sx, sy = _read_cifar_pickle(name, folder / test, label_key)
     tx, ty = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-    return tx, ty, vx, vy, num_classes
+    return tx, ty, sx, sy, num_classes
 
 
 def load_cifar10(root: Path | None, _image_size: int | None = None) -> Split:
@@ -314,14 +322,17 @@ def load_dataset(
     image_size: int | None = None,
     train_subset: int | None = None,
     val_subset: int | None = None,
+    val_fraction: float = VAL_FRACTION,
     seed: int = 0,
 ) -> Dataset:
     """Load `name` from `root` (or its `DEFAULT_ROOTS` entry) into memory.
 
-    `image_size` resizes images to a square (tree datasets default to 64).
-    `train_subset` keeps a stratified subset drawn with `seed`; `val_subset`
-    one drawn with seed 0, so every trial sees the same validation samples.
-    Mean and std come from the (subset) training set.
+    The loader gives a training pool and a test split; a stratified `val_fraction` of
+    the pool becomes the validation split (fixed seed: every trial validates on the same
+    samples, whatever its `seed` or `train_subset`). `image_size` resizes images to a
+    square (tree datasets default to 64). `train_subset` keeps a stratified subset of
+    the rest drawn with `seed`; `val_subset` one of the validation split drawn with the
+    fixed seed. The test split is kept whole. Mean and std come from the training split.
     """
     try:
         loader = _REGISTRY.load(name)
@@ -331,13 +342,16 @@ def load_dataset(
     path = dataset_root(name, root)
     logger.info("loading %s from %s", name, path if path is not None else "(generated)")
     size = image_size or DEFAULT_IMAGE_SIZE.get(name)
-    train_x, train_y, val_x, val_y, num_classes = loader(path, size)
-    for labels in (train_y, val_y):
+    pool_x, pool_y, test_x, test_y, num_classes = loader(path, size)
+    for labels in (pool_y, test_y):
         if len(labels) == 0 or int(labels.min()) < 0 or int(labels.max()) >= num_classes:
             raise dataset_error(
                 name, path or name, f"has labels outside 0..{num_classes - 1} or none"
             )
-
+    if len(pool_y) < 2:
+        raise dataset_error(name, path or name, "has fewer than 2 training samples")
+    train, val = holdout(pool_y, val_fraction, SPLIT_SEED)
+    train_x, train_y, val_x, val_y = pool_x[train], pool_y[train], pool_x[val], pool_y[val]
     if train_subset is not None:
         keep = stratified_subset(train_y, train_subset, seed)
         train_x, train_y = train_x[keep], train_y[keep]
@@ -346,6 +360,7 @@ def load_dataset(
         val_x, val_y = val_x[keep], val_y[keep]
     mean, std = channel_stats(train_x)
     stats = [round(v, 4) for v in mean + std]
-    logger.info("%s: train %s, val %s, %d classes, mean+std %s", name, tuple(train_x.shape),
-                tuple(val_x.shape), num_classes, stats)  # fmt: skip
-    return Dataset(name, train_x, train_y, val_x, val_y, num_classes, mean, std)
+    logger.info("%s: train %s, val %s, test %s, %d classes, mean+std %s", name,
+                tuple(train_x.shape), tuple(val_x.shape), tuple(test_x.shape), num_classes,
+                stats)  # fmt: skip
+    return Dataset(name, train_x, train_y, val_x, val_y, num_classes, mean, std, test_x, test_y)

@@ -20,8 +20,8 @@ from trainables.data.splits import (
     PROGRESS_EVERY,
     Split,
     dataset_error,
-    fixed_split,
     logger,
+    split_off_test,
 )
 
 __all__ = [
@@ -106,15 +106,17 @@ def _flatten(tree: dict[str, list[Path]], classes: list[str]) -> list[tuple[Path
 
 
 _Items = list[tuple[Path, int]]
-_TreeSplit = tuple[_Items, _Items, int]  # train (path, label) pairs, val pairs, classes
+# training-pool (path, label) pairs, test pairs, classes; validation comes out of the pool
+_TreeSplit = tuple[_Items, _Items, int]
 
 
 def _eurosat_items(root: Path) -> _TreeSplit:
     folder = next((root / d for d in ("2750", "EuroSAT_RGB") if (root / d).is_dir()), root)
     tree = _class_tree("eurosat", folder, recursive=False)
     items = _flatten(tree, list(tree))
-    train, val = fixed_split(torch.tensor([y for _, y in items], dtype=torch.int64))
-    return [items[i] for i in train.tolist()], [items[i] for i in val.tolist()], len(tree)
+    # No published test split: hold one out (stratified, fixed seed).
+    train, test = split_off_test(torch.tensor([y for _, y in items], dtype=torch.int64))
+    return [items[i] for i in train.tolist()], [items[i] for i in test.tolist()], len(tree)
 
 
 def _tiny_imagenet_items(root: Path) -> _TreeSplit:
@@ -134,6 +136,7 @@ def _tiny_imagenet_items(root: Path) -> _TreeSplit:
         if not files:
             raise dataset_error(name, root / "train" / w / "images", "has no images")
     index = {w: i for i, w in enumerate(wnids)}
+    # The official test images carry no labels: val/ serves as the test split.
     val: _Items = []
     for lineno, line in enumerate(ann_file.read_text().splitlines(), 1):
         fields = line.split("\t")
@@ -169,8 +172,8 @@ TREE_ITEMS: dict[str, Callable[[Path], _TreeSplit]] = {
 
 def _decoded(name: str, root: Path | None, size: int | None) -> Split:
     assert root is not None and size is not None  # load_dataset checks and defaults them
-    train, val, classes = TREE_ITEMS[name](root)
-    return (*read_images(name, train, size), *read_images(name, val, size), classes)
+    train, test, classes = TREE_ITEMS[name](root)
+    return (*read_images(name, train, size), *read_images(name, test, size), classes)
 
 
 def load_eurosat(root: Path | None, size: int | None) -> Split:

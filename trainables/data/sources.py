@@ -1,10 +1,11 @@
 """A run's training data from its config: a registered dataset or the user's data factory.
 
 `data.factory: "module:function"` is called as `function(**data.kwargs)` and returns
-`(train, val, num_classes)`, where `train` and `val` are each an `(x, y)` pair of
+`(train, val, test, num_classes)` or `(train, val, num_classes)` (no test split: no
+test/* metrics), where `train`, `val` and `test` are each an `(x, y)` pair of
 tensors (leading sample axis; y integer class ids) or a `torch.utils.data.Dataset`
-yielding `(x, y)`. Factory data are used as returned: uint8 inputs are scaled to
-[0, 1], nothing is normalised. Tensors train in memory, Datasets stream through a
+yielding `(x, y)`. `val` drives every decision; `test` is only measured. Factory data
+are used as returned: uint8 inputs are scaled to [0, 1], nothing is normalised. Tensors train in memory, Datasets stream through a
 DataLoader (`data.stream` overrides either way). Every error names `data.factory`.
 """
 
@@ -30,6 +31,7 @@ from trainables.data.datasets import (
     stratified_subset,
 )
 from trainables.data.imagetrees import TREE_ITEMS, TreeImages, read_images
+from trainables.data.splits import SPLIT_SEED, holdout
 from trainables.data.streaming import StreamData, dataset_labels, stream_tensors
 
 __all__ = ["load_training_data"]
@@ -37,14 +39,14 @@ __all__ = ["load_training_data"]
 log = logging.getLogger(__name__)
 
 _FIELD = "data.factory"
-_SPLIT_SEED = 0  # validation subsets never change between trials (as in trainables.data.datasets)
 _STATS_SAMPLE = 2000  # images decoded for a streamed tree's mean and std
 
 
 def _bad(target: str, problem: str) -> FactoryError:
     return FactoryError(
-        f"{_FIELD}: {target!r} {problem}; return (train, val, num_classes) with train and val "
-        "each an (x, y) pair of tensors or a torch.utils.data.Dataset yielding (x, y)"
+        f"{_FIELD}: {target!r} {problem}; return (train, val, test, num_classes) or (train, "
+        "val, num_classes) with each split an (x, y) pair of tensors or a "
+        "torch.utils.data.Dataset yielding (x, y)"
     )
 
 
@@ -97,14 +99,14 @@ def _from_factory(cfg: DataConfig, seed: int, paths: Iterable[str | Path]) -> Da
     target = cfg.factory
     assert target is not None
     out = call_factory(resolve(target, field=_FIELD, paths=paths), target, _FIELD, **cfg.kwargs)
-    if not isinstance(out, tuple | list) or len(out) != 3:
+    if not isinstance(out, tuple | list) or len(out) not in (3, 4):
         raise _bad(target, f"returned a {type(out).__name__}")
-    train, val, num_classes = out
+    *given, num_classes = out  # train, val[, test]
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise _bad(target, f"returned num_classes={num_classes!r}, not a positive int")
     parts: list[Any] = []
     labels: list[torch.Tensor] = []
-    for name, part in (("train", train), ("val", val)):
+    for name, part in zip(("train", "val", "test"), given, strict=False):
         if isinstance(part, torch.Tensor | tuple | list):
             pair = _check_pair(target, name, tuple(part), num_classes)
             parts.append(pair)
@@ -113,31 +115,37 @@ def _from_factory(cfg: DataConfig, seed: int, paths: Iterable[str | Path]) -> Da
             labels.append(_check_dataset(target, name, part, num_classes))
             parts.append(part)
     parts[0], labels[0] = _subset(parts[0], labels[0], cfg.train_subset, seed)
-    parts[1], labels[1] = _subset(parts[1], labels[1], cfg.val_subset, _SPLIT_SEED)
+    parts[1], labels[1] = _subset(parts[1], labels[1], cfg.val_subset, SPLIT_SEED)
     is_stream = [not isinstance(p, tuple) for p in parts]
     stream = cfg.stream == "always" or (cfg.stream == "auto" and any(is_stream))
     if not stream:  # everything in memory
         pairs = [_materialise(p) if s else p for p, s in zip(parts, is_stream, strict=True)]
-        (tx, ty), (vx, vy) = pairs
+        (tx, ty), (vx, vy), *rest = pairs
+        test_x, test_y = rest[0] if rest else (None, None)
         ones = (1.0,) * int(tx.shape[1])
-        log.info("%s: train %s, val %s, %d classes (in memory)", target, tuple(tx.shape),
-                 tuple(vx.shape), num_classes)  # fmt: skip
-        return Dataset(target, tx, ty, vx, vy, num_classes, (0.0,) * len(ones), ones)
+        log.info("%s: train / val / test %s samples, %d classes (in memory)", target,
+                 [len(y) for _, y in pairs], num_classes)  # fmt: skip
+        zeros = (0.0,) * len(ones)
+        return Dataset(target, tx, ty, vx, vy, num_classes, zeros, ones, test_x, test_y)
     if not any(is_stream):
-        (tx, ty), (vx, vy) = parts
-        ones = (1.0,) * int(tx.shape[1])
-        return stream_tensors(target, (tx, ty), (vx, vy), num_classes, (0.0,) * len(ones), ones)
+        ones = (1.0,) * int(parts[0][0].shape[1])
+        test_pair = parts[2] if len(parts) > 2 else None
+        return stream_tensors(
+            target, parts[0], parts[1], num_classes, (0.0,) * len(ones), ones, test_pair
+        )
     datasets = [
         p if s else torch.utils.data.TensorDataset(*p)
         for p, s in zip(parts, is_stream, strict=True)
     ]
     shape = tuple(torch.as_tensor(datasets[0][0][0]).shape)
-    log.info("%s: streaming %d train / %d val samples of shape %s, %d classes", target,
-             len(labels[0]), len(labels[1]), shape, num_classes)  # fmt: skip
+    log.info("%s: streaming %s train / val / test samples of shape %s, %d classes", target,
+             [len(y) for y in labels], shape, num_classes)  # fmt: skip
     zeros, ones = (0.0,) * shape[0], (1.0,) * shape[0]
+    test_ds, test_y = (datasets[2], labels[2]) if len(datasets) > 2 else (None, None)
     return StreamData(
-        target, datasets[0], datasets[1], labels[0], labels[1], num_classes, shape, zeros, ones
-    )
+        target, datasets[0], datasets[1], labels[0], labels[1], num_classes, shape, zeros, ones,
+        test_ds, test_y,
+    )  # fmt: skip
 
 
 def _tree_stream(cfg: DataConfig, seed: int) -> StreamData | None:
@@ -147,25 +155,28 @@ def _tree_stream(cfg: DataConfig, seed: int) -> StreamData | None:
     size = cfg.image_size or DEFAULT_IMAGE_SIZE[cfg.name]
     root = dataset_root(cfg.name, cfg.root)
     assert root is not None  # image trees always read a directory
-    train, val, num_classes = TREE_ITEMS[cfg.name](root)
+    pool, test, num_classes = TREE_ITEMS[cfg.name](root)
+    # Validation out of the training pool, as load_dataset does for trees in memory.
+    rest, held = holdout(torch.tensor([y for _, y in pool]), cfg.val_fraction, SPLIT_SEED)
+    train, val = [pool[i] for i in rest.tolist()], [pool[i] for i in held.tolist()]
     ty = torch.tensor([y for _, y in train], dtype=torch.int64)
     vy = torch.tensor([y for _, y in val], dtype=torch.int64)
     if cfg.train_subset is not None:
         keep = stratified_subset(ty, cfg.train_subset, seed).tolist()
         train, ty = [train[i] for i in keep], ty[keep]
     if cfg.val_subset is not None:
-        keep = stratified_subset(vy, cfg.val_subset, _SPLIT_SEED).tolist()
+        keep = stratified_subset(vy, cfg.val_subset, SPLIT_SEED).tolist()
         val, vy = [val[i] for i in keep], vy[keep]
     mib = len(train) * 3 * size * size / 2**20
     if cfg.stream == "auto" and mib <= cfg.max_memory_mb:
         return None
     # Normalisation statistics from a fixed stratified sample, not a pass over everything.
-    sample = stratified_subset(ty, min(len(train), _STATS_SAMPLE), _SPLIT_SEED).tolist()
+    sample = stratified_subset(ty, min(len(train), _STATS_SAMPLE), SPLIT_SEED).tolist()
     sx, _ = read_images(cfg.name, [train[i] for i in sample], size)
     mean, std = channel_stats(sx)
-    log.info("%s: %.0f MiB of pixels over data.max_memory_mb=%d: streaming %d train / %d val "
-             "images decoded on the fly", cfg.name, mib, cfg.max_memory_mb, len(train),
-             len(val))  # fmt: skip
+    log.info("%s: %.0f MiB of pixels over data.max_memory_mb=%d: streaming %d train / %d val / "
+             "%d test images decoded on the fly", cfg.name, mib, cfg.max_memory_mb, len(train),
+             len(val), len(test))  # fmt: skip
     return StreamData(
         cfg.name,
         TreeImages(cfg.name, train, size),
@@ -176,6 +187,8 @@ def _tree_stream(cfg: DataConfig, seed: int) -> StreamData | None:
         (3, size, size),
         mean,
         std,
+        TreeImages(cfg.name, test, size),
+        torch.tensor([y for _, y in test], dtype=torch.int64),
     )
 
 
@@ -196,10 +209,13 @@ def load_training_data(
         image_size=cfg.image_size,
         train_subset=cfg.train_subset,
         val_subset=cfg.val_subset,
+        val_fraction=cfg.val_fraction,
         seed=seed,
     )
     if cfg.stream != "always":
         return ds
+    test = None if ds.test_x is None or ds.test_y is None else (ds.test_x, ds.test_y)
     return stream_tensors(
-        ds.name, (ds.train_x, ds.train_y), (ds.val_x, ds.val_y), ds.num_classes, ds.mean, ds.std
-    )
+        ds.name, (ds.train_x, ds.train_y), (ds.val_x, ds.val_y), ds.num_classes, ds.mean,
+        ds.std, test,
+    )  # fmt: skip

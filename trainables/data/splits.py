@@ -1,5 +1,11 @@
-"""What every dataset loader shares: the split it returns, stratified subsets, and errors
-that name the path, the layout expected and the fix.
+"""What every dataset loader shares: the split it returns, stratified hold-outs and subsets,
+and errors that name the path, the layout expected and the fix.
+
+Three splits, each with one job: `train` is trained on, `val` drives every decision (the
+critical period's tuning, ASHA, the best epoch), `test` only measures what a user gets and
+is never read by a decision. A loader returns its training pool and its test split (the
+published one, or `TEST_FRACTION` held out when the dataset has none); the validation
+split is carved out of the training pool by `holdout` (`data.val_fraction`).
 
 Below both loader modules (trainables.data.datasets for files and generated data,
 trainables.data.imagetrees for class-per-folder trees), which the dataset registry
@@ -19,20 +25,24 @@ __all__ = [
     "IMAGE_EXTS",
     "PROGRESS_EVERY",
     "SPLIT_SEED",
+    "TEST_FRACTION",
     "DatasetError",
     "Split",
     "dataset_error",
-    "fixed_split",
+    "holdout",
+    "split_off_test",
     "stratified_subset",
 ]
 
 logger = logging.getLogger("trainables.data.datasets")  # one logger for every loader
 
-# (train_x, train_y, val_x, val_y, num_classes), what every loader returns
+# (train_x, train_y, test_x, test_y, num_classes), what every loader returns: the training
+# pool (validation is carved out of it later) and the test split.
 Split = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]
 
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff"})
-SPLIT_SEED = 0  # fixed: validation sets never change between trials
+SPLIT_SEED = 0  # fixed: validation and test sets never change between trials
+TEST_FRACTION = 0.2  # held out as test by datasets that publish no test split
 PROGRESS_EVERY = 5000
 _LAYOUTS = {
     "fashion-mnist": "IDX files train-images-idx3-ubyte, train-labels-idx1-ubyte, "
@@ -66,9 +76,25 @@ def dataset_error(name: str, path: Path | str, problem: str) -> DatasetError:
     return DatasetError(f"{name}: {path} {problem}; expected {layout} ({fix})")
 
 
-def fixed_split(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stratified 80/20 (train, val) indices with the fixed seed, for datasets without a split."""
-    val = stratified_subset(y, max(1, round(0.2 * len(y))), SPLIT_SEED)
-    keep = torch.ones(len(y), dtype=torch.bool)
-    keep[val] = False
-    return torch.nonzero(keep).flatten(), val
+def holdout(
+    labels: torch.Tensor, fraction: float, seed: int = SPLIT_SEED
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sorted int64 indices (rest, held): a stratified `fraction` of `labels` held out.
+
+    Deterministic for `seed`; at least one sample is held out and at least one kept.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"holdout: fraction={fraction} must be in (0, 1)")
+    n = int(labels.numel())
+    if n < 2:
+        raise ValueError(f"holdout: {n} sample(s) cannot be split in two")
+    held = stratified_subset(labels, min(n - 1, max(1, round(fraction * n))), seed)
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[held] = False
+    return torch.nonzero(keep).flatten(), held
+
+
+def split_off_test(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train pool, test) indices for a dataset without a published test split:
+    a stratified `TEST_FRACTION` with the fixed seed."""
+    return holdout(y, TEST_FRACTION, SPLIT_SEED)

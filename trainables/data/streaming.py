@@ -9,7 +9,9 @@ streamed, the same order feeds a `DataLoader` (worker processes, prefetch, pinne
 memory on CUDA), which collates batches of exactly the same samples. Augmentation
 and mixing run afterwards on the training device with the generator seeded by
 (seed, epoch, rank), so each repeated copy is augmented independently and a seeded
-run trains on identical batches through either path.
+run trains on identical batches through either path. Evaluation reads a named split
+(`val` every epoch it is due, `test` when the run measures it): each rank takes every
+world-th sample of it, in order.
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ class RecipeSampler(Sampler[int]):
 
 @dataclass(frozen=True)
 class StreamData:
-    """Training and validation Datasets yielding (x, y), with the labels read once."""
+    """Training, validation and (optional) test Datasets yielding (x, y), labels read once."""
 
     name: str
     train: TorchDataset[Any]
@@ -92,6 +94,8 @@ class StreamData:
     input_shape: tuple[int, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    test: TorchDataset[Any] | None = None  # None: no test split
+    test_y: torch.Tensor | None = None
 
     @property
     def in_channels(self) -> int:
@@ -117,6 +121,15 @@ def default_workers() -> int:
     return max(1, min(4, torch.get_num_threads()))
 
 
+def _shard(pair: _Batch, rank: int, world_size: int, device: torch.device) -> _Batch:
+    """Every world-th sample from `rank` on, moved to `device` (no copy for one rank)."""
+    x, y = pair
+    if world_size > 1:
+        idx = torch.arange(rank, y.numel(), world_size)
+        x, y = x[idx], y[idx]
+    return x.to(device), y.to(device)
+
+
 class TensorBatches:
     """Batches sliced from tensors kept on `data_device` (the accelerator when they fit)."""
 
@@ -129,15 +142,24 @@ class TensorBatches:
         data_device: torch.device,
         rank: int = 0,
         world_size: int = 1,
+        test: _Batch | None = None,
     ):
         self._x, self._y = train[0].to(data_device), train[1].to(data_device)
-        val_idx = torch.arange(rank, val[1].numel(), world_size)
-        self._vx, self._vy = val[0][val_idx].to(data_device), val[1][val_idx].to(data_device)
+        self._eval = {"val": _shard(val, rank, world_size, data_device)}
+        if test is not None:
+            self._eval["test"] = _shard(test, rank, world_size, data_device)
         self.data_device = data_device
+
+    def has_split(self, split: str) -> bool:
+        return split in self._eval
+
+    def num_eval(self, split: str) -> int:
+        """Samples of `split` on this rank."""
+        return int(self._eval[split][1].numel())
 
     @property
     def num_val(self) -> int:
-        return int(self._vy.numel())
+        return self.num_eval("val")
 
     def train_batches(self, sampler: RecipeSampler, batch_size: int) -> Iterator[_Batch]:
         order = sampler.indices().to(self.data_device)
@@ -145,9 +167,13 @@ class TensorBatches:
             idx = order[start:stop]
             yield self._x[idx], self._y[idx]
 
+    def eval_batches(self, split: str, batch_size: int) -> Iterator[_Batch]:
+        x, y = self._eval[split]
+        for start in range(0, int(y.numel()), batch_size):
+            yield x[start : start + batch_size], y[start : start + batch_size]
+
     def val_batches(self, batch_size: int) -> Iterator[_Batch]:
-        for start in range(0, self.num_val, batch_size):
-            yield self._vx[start : start + batch_size], self._vy[start : start + batch_size]
+        return self.eval_batches("val", batch_size)
 
 
 class _StepBatches:
@@ -185,14 +211,33 @@ class LoaderBatches:
         world_size: int = 1,
     ):
         opts: dict[str, Any] = {"num_workers": workers, "pin_memory": pin_memory}
-        if workers > 0:  # workers stay up across epochs; the sampler runs in this process
-            opts.update(persistent_workers=True, prefetch_factor=prefetch)
+        if workers > 0:
+            opts["prefetch_factor"] = prefetch
+        # Training and validation workers stay up across epochs (the sampler runs in this
+        # process); the test loader's start only when it is read, usually once.
+        kept = {**opts, "persistent_workers": workers > 0}
         steps = _StepBatches(sampler, batch_size)
-        self._train = DataLoader(data.train, batch_sampler=steps, **opts)
-        mine = list(range(rank, int(data.val_y.numel()), world_size))
-        self._val = DataLoader(Subset(data.val, mine), batch_size=val_batch_size, **opts)
-        self.num_val = len(mine)
+        self._train = DataLoader(data.train, batch_sampler=steps, **kept)
+        splits = {"val": (data.val, data.val_y, kept)}
+        if data.test is not None and data.test_y is not None:
+            splits["test"] = (data.test, data.test_y, opts)
+        self._eval: dict[str, DataLoader[Any]] = {}
+        self._counts: dict[str, int] = {}
+        for split, (ds, labels, o) in splits.items():
+            mine = list(range(rank, int(labels.numel()), world_size))
+            self._eval[split] = DataLoader(Subset(ds, mine), batch_size=val_batch_size, **o)
+            self._counts[split] = len(mine)
         self.batch_size = batch_size
+
+    def has_split(self, split: str) -> bool:
+        return split in self._eval
+
+    def num_eval(self, split: str) -> int:
+        return self._counts[split]
+
+    @property
+    def num_val(self) -> int:
+        return self.num_eval("val")
 
     def train_batches(self, sampler: RecipeSampler, batch_size: int) -> Iterator[_Batch]:
         if batch_size != self.batch_size:
@@ -200,9 +245,12 @@ class LoaderBatches:
         for x, y in self._train:
             yield x, y.to(torch.int64)
 
-    def val_batches(self, batch_size: int) -> Iterator[_Batch]:
-        for x, y in self._val:
+    def eval_batches(self, split: str, batch_size: int) -> Iterator[_Batch]:
+        for x, y in self._eval[split]:
             yield x, y.to(torch.int64)
+
+    def val_batches(self, batch_size: int) -> Iterator[_Batch]:
+        return self.eval_batches("val", batch_size)
 
 
 def stream_tensors(
@@ -212,6 +260,7 @@ def stream_tensors(
     num_classes: int,
     mean: tuple[float, ...],
     std: tuple[float, ...],
+    test: _Batch | None = None,
 ) -> StreamData:
     """Tensors served through the loader path (data.stream: always)."""
     return StreamData(
@@ -224,6 +273,8 @@ def stream_tensors(
         tuple(train[0].shape[1:]),
         mean,
         std,
+        None if test is None else TensorDataset(*test),
+        None if test is None else test[1],
     )
 
 
@@ -255,6 +306,12 @@ def make_batches(
             rank=rank,
             world_size=world_size,
         )
+    test = None if data.test_x is None else (data.test_x, data.test_y)
     return TensorBatches(
-        (data.train_x, data.train_y), (data.val_x, data.val_y), data_device, rank, world_size
+        (data.train_x, data.train_y),
+        (data.val_x, data.val_y),
+        data_device,
+        rank,
+        world_size,
+        test,
     )

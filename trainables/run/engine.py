@@ -6,6 +6,9 @@ rotation, the rule, a scheduler's directive when one is attached); from the
 switch epoch on the post-period recipe applies.
 Per-step work stays on the device: losses and accuracies accumulate in device
 tensors and the host syncs once per epoch (one all-reduce under DDP).
+The validation split is evaluated when due (`eval_every`) and reported as `val/*`;
+the test split, when the data have one, after the last epoch (and every
+`data.test_every` epochs) as `test/*`, which no decision reads.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainables.core.config import OptimConfig, TrainConfig
-from trainables.core.wire import PRUNED_FRACTION, SAMPLES, SAMPLES_TOTAL
+from trainables.core.wire import PRUNED_FRACTION, SAMPLES, SAMPLES_TOTAL, eval_keys
 from trainables.data.datasets import Dataset
 from trainables.data.sources import load_training_data
 from trainables.data.streaming import RecipeSampler, StreamData, make_batches
@@ -226,8 +229,13 @@ class TrainingRun:
         if phase.prune is not None and self.loss_table is not None:
             plan = self.loss_table.plan(ratio=phase.prune.ratio, seed=cfg.seed, epoch=epoch)
         self.sampler.set_epoch(epoch, phase, None if plan is None else plan.keep)
-        weights = None if plan is None else plan.weights.to(self.device)
-        order = self.sampler.indices().to(self.device) if self.loss_table is not None else None
+        # With a loss table every step records its samples' losses from its own forward
+        # pass; a pruned epoch also weights them, each step slicing the weights of this
+        # rank's order (gathered once here: kept low-loss samples count 1 / (1 - ratio)).
+        order_cpu = self.sampler.indices() if self.loss_table is not None else None
+        step_w = None
+        if plan is not None and order_cpu is not None:
+            step_w = plan.weights[order_cpu].to(self.device, non_blocking=True)
         recorded: list[torch.Tensor] = []  # per-sample losses in the order's sequence
         local_bs = cfg.batch_size // self.world_size
         g = make_generator(self.device, cfg.seed, epoch, self.rank)
@@ -238,21 +246,18 @@ class TrainingRun:
         start = 0  # position of the batch in this rank's order
         for xb, yb in self.batches.train_batches(self.sampler, local_bs):
             n = yb.numel()
-            # kept low-loss samples count 1 / (1 - ratio): unbiased epoch gradient
-            sample_w = (
-                None if weights is None or order is None else weights[order[start : start + n]]
-            )
+            sample_w = None if step_w is None else step_w[start : start + n]
             step_loss, step_correct, per = self._step(
-                xb, yb, phase, g, mix_rng, sample_w, record=order is not None
+                xb, yb, phase, g, mix_rng, sample_w, record=order_cpu is not None
             )
             if per is not None:  # each sample's loss from this forward pass (no extra pass)
                 recorded.append(per)
             start += n
             loss_sum += step_loss
             correct += step_correct
-        if self.loss_table is not None and order is not None and recorded:
+        if self.loss_table is not None and order_cpu is not None and recorded:
             gather = all_gather_cat if self.distributed else None
-            self.loss_table.update(order, torch.cat(recorded), gather)
+            self.loss_table.update(order_cpu, torch.cat(recorded), gather)
         count = torch.tensor(len(self.sampler), device=self.device)
         total_loss, total_correct, total = self._reduce([loss_sum, correct, count])
         if not math.isfinite(total_loss):
@@ -289,13 +294,11 @@ class TrainingRun:
         with torch.autocast(self.device.type, self._amp_dtype, enabled=self._amp_dtype is not None):
             logits = self.model(x)
             per: torch.Tensor | None = None
-            if sample_w is None:
-                loss = mixed_cross_entropy(logits, mix)
-            else:
+            if record or sample_w is not None:  # one loss per sample: the step's loss from it
                 per = mixed_cross_entropy(logits.float(), mix, reduction="none")
-                loss = (per * sample_w).mean()
-        if record and per is None:
-            per = mixed_cross_entropy(logits.detach().float(), mix, reduction="none")
+                loss = per.mean() if sample_w is None else (per * sample_w).mean()
+            else:
+                loss = mixed_cross_entropy(logits, mix)
         self.optimizer.zero_grad(set_to_none=True)
         if self._scaler is not None:
             self._scaler.scale(loss).backward()
@@ -311,12 +314,14 @@ class TrainingRun:
         return loss.detach().float() * y.numel(), hit.sum(), None if per is None else per.detach()
 
     @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self, split: str = "val") -> dict[str, float]:
+        """Loss and accuracy on a held-out split: `val/*` or `test/*`."""
+        loss_key, acc_key = eval_keys(split)
         self.model.eval()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         bs = _eval_batch_size(self.cfg.batch_size, self.device)
-        for xb, yb in self.batches.val_batches(bs):
+        for xb, yb in self.batches.eval_batches(split, bs):
             x = self._prepare(xb, None, None)
             y = yb.to(self.device)
             with torch.autocast(
@@ -325,9 +330,16 @@ class TrainingRun:
                 logits = self.model(x)
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
             correct += (logits.argmax(1) == y).sum()
-        count = torch.tensor(self.batches.num_val, device=self.device)
+        count = torch.tensor(self.batches.num_eval(split), device=self.device)
         total_loss, total_correct, total = self._reduce([loss_sum, correct, count])
-        return {"val/loss": total_loss / max(total, 1), "val/acc": total_correct / max(total, 1)}
+        return {loss_key: total_loss / max(total, 1), acc_key: total_correct / max(total, 1)}
+
+    def test_due(self, epoch: int) -> bool:
+        """Measure the test split after `epoch`: the last one, or every `data.test_every`."""
+        if not self.batches.has_split("test"):
+            return False
+        every = self.cfg.data.test_every
+        return epoch == self.cfg.epochs or (every is not None and epoch % every == 0)
 
     def run_epoch(self) -> dict[str, Any]:
         """Train the next epoch, measure rotation, evaluate when due; returns its metrics."""
@@ -340,8 +352,11 @@ class TrainingRun:
         decision = self.period.step()
         t2 = time.perf_counter()
         if epoch % self.cfg.eval_every == 0 or epoch == self.cfg.epochs:
-            metrics.update(self.evaluate())
+            metrics.update(self.evaluate("val"))
         t3 = time.perf_counter()
+        if self.test_due(epoch):
+            metrics.update(self.evaluate("test"))
+        t4 = time.perf_counter()
         self.epoch = epoch
         self.samples_total += metrics[SAMPLES]
         metrics.update(decision.metrics())
@@ -356,7 +371,8 @@ class TrainingRun:
                 "time/train_s": t1 - t0,
                 "time/rotation_s": t2 - t1,
                 "time/eval_s": t3 - t2,
-                "time/epoch_s": t3 - t0,
+                "time/test_s": t4 - t3,
+                "time/epoch_s": t4 - t0,
             }
         )
         return metrics

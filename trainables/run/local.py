@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from trainables.core.config import TrainConfig
-from trainables.core.wire import END_EPOCH, EPOCH, ROTATION_PREFIX, SWITCH_EPOCH
+from trainables.core.wire import END_EPOCH, EPOCH, ROTATION_PREFIX, SWITCH_EPOCH, TEST_ACC, VAL_ACC
 from trainables.run.engine import TrainingRun, select_device
 from trainables.run.progress import progress_line
 from trainables.run.user_loop import run_user_loop
@@ -23,13 +23,15 @@ log = logging.getLogger(__name__)
 
 
 def summarize(history: list[dict[str, Any]], run: TrainingRun, wall_s: float) -> dict[str, Any]:
-    accs = [m["val/acc"] for m in history if "val/acc" in m]
+    accs = [m[VAL_ACC] for m in history if VAL_ACC in m]
+    tests = [m[TEST_ACC] for m in history if TEST_ACC in m]
     return {
         "epochs": run.epoch,
         "cp_end_epoch": run.cp_end_epoch,
         "switch_epoch": run.switch_epoch,
         "final_val_acc": accs[-1] if accs else None,
         "best_val_acc": max(accs) if accs else None,
+        "final_test_acc": tests[-1] if tests else None,  # measured, never decided on
         "wall_s": round(wall_s, 3),
         "train_s": round(sum(m["time/train_s"] for m in history), 3),
         "eval_s": round(sum(m["time/eval_s"] for m in history), 3),
@@ -49,11 +51,12 @@ def train_local(cfg: TrainConfig, out_dir: str | Path) -> dict[str, Any]:
         return _train_user_loop(cfg, out, t0)
     run = TrainingRun(cfg)
     log.info(
-        "training %s on %s (%d train / %d val) on %s, criterion=%s, budget=%d epochs",
+        "training %s on %s (%d train / %d val / %s test) on %s, criterion=%s, budget=%d epochs",
         cfg.model.label,
         cfg.data.label,
         run.data.train_y.numel(),
         run.data.val_y.numel(),
+        "no" if run.data.test_y is None else run.data.test_y.numel(),
         run.device,
         cfg.criterion.name,
         cfg.epochs,

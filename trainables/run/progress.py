@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from trainables.core.wire import EPOCH, ROTATION_MEAN, STAT_KEYS, SWITCH_EPOCH
+from trainables.core.wire import EPOCH, ROTATION_MEAN, STAT_KEYS, SWITCH_EPOCH, TEST_ACC, VAL_ACC
 
 __all__ = ["progress_line"]
 
@@ -24,6 +24,7 @@ def progress_line(m: dict[str, Any], budget: int) -> str:
         f"epoch {m.get(EPOCH, '?'):>3}/{budget}{phase}{repeats}"
         f"{_num(m, ROTATION_MEAN, 'rot', '.4f')}"
         f"{_num(m, stat, stat.split('/')[1], '6.2f') if stat else ''}"
-        f"{_num(m, 'train/loss', 'loss', '.4f')}{_num(m, 'val/acc', 'val_acc', '.4f')}{switch}"
+        f"{_num(m, 'train/loss', 'loss', '.4f')}{_num(m, VAL_ACC, 'val_acc', '.4f')}"
+        f"{_num(m, TEST_ACC, 'test_acc', '.4f')}{switch}"
         f"{' ' + format(m['time/epoch_s'], '.2f') + 's' if 'time/epoch_s' in m else ''}"
     )
