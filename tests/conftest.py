@@ -1,29 +1,33 @@
-"""Session-wide pytest hooks.
+"""Session-wide test set-up.
 
-After the summary is printed, the test process ends with pytest's own exit status and
-skips the interpreter's teardown. Native threads left by the libraries the tests drive
-(Ray's core worker, gloo, MLflow's and torch's thread pools) have crashed that teardown
-with a segmentation fault after every test had passed (seen once in a CI dry run: 523
-passed, then SIGSEGV at exit), which turned a green run red. Nothing is lost: pytest has
-written its report by then, and every test cleans up its own servers and clusters.
+- Ray workers and subprocesses import this checkout (PYTHONPATH).
+- faulthandler stays on until the interpreter is gone: pytest turns its own off when it
+  unconfigures, before the interpreter's teardown, where native threads (Ray's core
+  worker, gloo, torch's and MLflow's pools) would crash if anything were left running.
+  A crash there prints every thread's stack and the run fails with the signal's status.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import sys
-from typing import Any
 
-_status: dict[str, int] = {}
+import pytest
+
+from tests.servers import REPO
+
+# -- faulthandler ---------------------------------------------------------------------------
 
 
-def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
-    _status["exit"] = int(exitstatus)
-
-
-def pytest_unconfigure(config: Any) -> None:
-    if "exit" not in _status or os.environ.get("CPSWEEP_PYTEST_NORMAL_EXIT"):
-        return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(_status["exit"])
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    # Enabled before pytest's faulthandler plugin configures, which then restores it,
+    # instead of turning it off, when it unconfigures.
+    if not faulthandler.is_enabled():
+        faulthandler.enable(file=sys.__stderr__ or sys.stderr, all_threads=True)
+    # Ray workers and subprocesses import this checkout, not whichever one the venv's
+    # editable install names (a git worktree sharing another checkout's .venv).
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if str(REPO) not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *paths])
