@@ -1,4 +1,4 @@
-"""Session-wide test set-up: faulthandler through exit, one shared Ray.
+"""Session-wide test set-up: faulthandler through exit, one shared Ray, the unit-test guard.
 
 - Ray workers and subprocesses import this checkout (PYTHONPATH).
 - faulthandler stays on until the interpreter is gone: pytest turns its own off when it
@@ -8,14 +8,19 @@
 - `ray_local`: the local Ray instance the in-process modules share (tests/local_ray.py),
   started before the first test that asks for it and stopped after the last one, so no
   Ray threads outlive the tests.
+- A test without the `integration` marker may not start a process (subprocess, fork,
+  multiprocessing; Ray and servers start processes): STYLE point 9, so that
+  `make unit` needs no cluster, server or subprocess.
 """
 
 from __future__ import annotations
 
 import faulthandler
+import multiprocessing.process
 import os
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -36,11 +41,13 @@ def pytest_configure(config: pytest.Config) -> None:
     paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     if str(REPO) not in paths:
         os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *paths])
+    _guard.append(_ProcessGuard())
 
 
 # -- the shared Ray instance ----------------------------------------------------------------
 
 _last_ray_user: list[pytest.Item] = []
+_guard: list[_ProcessGuard] = []  # made in pytest_configure
 
 
 @pytest.fixture(scope="session")
@@ -61,6 +68,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    _guard[0].start(item)
     if "ray_local" in getattr(item, "fixturenames", ()):
         SHARED.ensure()  # again, after a module's private instance (tests/local_ray.py)
 
@@ -72,3 +80,63 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     finally:
         if _last_ray_user and item is _last_ray_user[0]:
             SHARED.stop()
+    _guard[0].check(item)
+
+
+# -- unit tests start no process ------------------------------------------------------------
+
+_SPAWN_EVENTS = frozenset(
+    {"subprocess.Popen", "os.fork", "os.forkpty", "os.posix_spawn", "os.exec", "os.system"}
+)
+
+
+# Commands libraries run to describe the host (CodeCarbon, py-cpuinfo, platform): they
+# return at once and serve nothing. Anything else a unit test may not start.
+_HOST_PROBES = frozenset(
+    {"uname", "lscpu", "nvidia-smi", "rocm-smi", "file", "ldconfig", "cpuinfo.py"}
+)
+
+
+def _is_host_probe(argv: Any) -> bool:
+    if not isinstance(argv, list | tuple) or not argv:
+        return False
+    names = [os.path.basename(str(a)) for a in argv[:2]]
+    return names[0] in _HOST_PROBES or (names[0].startswith("python") and names[-1] in _HOST_PROBES)
+
+
+class _ProcessGuard:
+    """Records the processes a unit test starts (audit events; multiprocessing's spawn
+    and forkserver starts raise none, so `BaseProcess.start` reports itself)."""
+
+    def __init__(self) -> None:
+        self.started: list[str] | None = None  # None outside a unit test
+        sys.addaudithook(self._audit)
+        original = multiprocessing.process.BaseProcess.start
+
+        def start(proc: Any) -> None:
+            self._record(f"multiprocessing {proc!r}")
+            original(proc)
+
+        multiprocessing.process.BaseProcess.start = start  # type: ignore[method-assign]
+
+    def _audit(self, event: str, args: tuple[Any, ...]) -> None:
+        if event in _SPAWN_EVENTS and self.started is not None:
+            argv = args[1] if event == "subprocess.Popen" and len(args) > 1 else None
+            if not _is_host_probe(argv):
+                self._record(f"{event} {argv or args[:1]!r}"[:300])
+
+    def _record(self, what: str) -> None:
+        if self.started is not None:
+            self.started.append(what)
+
+    def start(self, item: pytest.Item) -> None:
+        self.started = None if item.get_closest_marker("integration") else []
+
+    def check(self, item: pytest.Item) -> None:
+        started, self.started = self.started, None
+        if started:
+            pytest.fail(
+                f"{item.nodeid} started {len(started)} process(es) without the integration "
+                f"marker (STYLE point 9): {started}",
+                pytrace=False,
+            )
