@@ -1,7 +1,7 @@
 """Sweeps on a real local Ray cluster: switching, distributed ranks, failures, MLflow.
 
-One Ray instance serves the module (start-up costs ~15 s on 2 cores). Every
-sweep writes into tmp_path with MLflow in a sqlite file there.
+The test session's shared Ray instance serves the module (`ray_local`). Every sweep
+writes into tmp_path with MLflow in a sqlite file there (a copy of a migrated store).
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.stores import migrated_sqlite
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +29,7 @@ def _spec(tmp: Path, **changes: Any):
             "model": {"name": "small_cnn", "width": 8},
             "optim": {"name": "sgd", "lr": 0.05},
         },
-        "tracking": {"uri": f"sqlite:///{tmp / 'mlflow.db'}"},
+        "tracking": {"uri": migrated_sqlite(tmp / "mlflow.db")},
         "accounting": {"measure_energy": False},
     }
     raw.update(changes)
