@@ -58,7 +58,8 @@ def mlflow_process(it_root: Path) -> Iterator[str]:
                 "--workers",
                 "1",
             ],
-            env=base_env(),
+            # No GenAI job runner (7 huey worker processes): nothing here uses it.
+            env=base_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
