@@ -28,12 +28,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Unit tests start no Ray, server or subprocess (tests/conftest.py fails one that does).
 unit: $(STAMP)
 	$(BIN)/pytest -m "not integration" $(PYTEST_ARGS)
 
 integration: $(STAMP)
 	$(BIN)/pytest -m integration $(PYTEST_ARGS)
 
+# Everything: lint, types, then every test, unit and integration.
 test: lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
 

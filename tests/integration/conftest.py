@@ -21,6 +21,7 @@ from tests.servers import (
     start_ray_cluster,
     wait_http,
 )
+from tests.stores import migrated_sqlite
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +36,11 @@ def it_root() -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def mlflow_process(it_root: Path) -> Iterator[str]:
-    """Launch MLflow without waiting: its first start (sqlite migrations) overlaps Ray's."""
+    """Launch MLflow without waiting: its start overlaps Ray's."""
     port = free_port()
     store = it_root / "mlflow"
     store.mkdir()
+    backend = migrated_sqlite(store / "mlflow.db")  # no migrations at its start
     procs = Processes(marker=str(store))
     with open(it_root / "mlflow.log", "w") as out:
         p = subprocess.Popen(
@@ -46,7 +48,7 @@ def mlflow_process(it_root: Path) -> Iterator[str]:
                 str(VENV_BIN / "mlflow"),
                 "server",
                 "--backend-store-uri",
-                f"sqlite:///{store}/mlflow.db",
+                backend,
                 "--artifacts-destination",
                 str(store / "artifacts"),
                 "--host",
@@ -56,7 +58,8 @@ def mlflow_process(it_root: Path) -> Iterator[str]:
                 "--workers",
                 "1",
             ],
-            env=base_env(),
+            # No GenAI job runner (7 huey worker processes): nothing here uses it.
+            env=base_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,

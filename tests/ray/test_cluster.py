@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from tests.servers import VENV_BIN, Processes, start_ray_cluster
+from tests.stores import migrated_sqlite
 
 CPSWEEP = str(VENV_BIN / "cpsweep")
 
@@ -34,7 +35,7 @@ _SPEC = {
 
 
 def _write_spec(tmp: Path, **changes) -> Path:
-    spec = {**_SPEC, "tracking": {"uri": f"sqlite:///{tmp / 'mlflow.db'}"}, **changes}
+    spec = {**_SPEC, "tracking": {"uri": migrated_sqlite(tmp / "mlflow.db")}, **changes}
     path = tmp / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path

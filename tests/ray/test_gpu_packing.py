@@ -21,20 +21,18 @@ pytestmark = pytest.mark.integration
 def ray_one_logical_gpu():
     import os
 
-    import ray
-
+    from tests.local_ray import private_ray
     from trainables.run.worker import TRIAL_RESOURCE
 
     os.environ.setdefault("RAY_worker_niceness", "0")
-    ray.init(
+    with private_ray(
         num_cpus=4,  # logical: four 1-CPU trials may be placed on this 2-core machine
         num_gpus=1,
         resources={TRIAL_RESOURCE: 16},
         include_dashboard=False,
         log_to_driver=False,
-    )
-    yield
-    ray.shutdown()
+    ):
+        yield
 
 
 def _spec(tmp: Path, trials: int, **scaling: Any):

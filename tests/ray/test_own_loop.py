@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.reference import REPO, reference_paper_end
+from tests.stores import migrated_sqlite
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +54,7 @@ def test_a_users_loop_runs_in_a_sweep_and_switches_after_its_end(
                 "optim": {"name": "sgd", "lr": 0.01},
             },
             "scaling": {"num_workers": workers, "executor": executor},
-            "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+            "tracking": {"uri": migrated_sqlite(tmp_path / "mlflow.db")},
             "accounting": {"measure_energy": False},
         }
     )

@@ -13,6 +13,7 @@ import yaml
 
 from service.cli import main
 from tests.reference import REPO, reference_paper_end
+from tests.stores import migrated_sqlite
 
 CPSWEEP = str(Path(sys.executable).parent / "cpsweep")
 
@@ -57,7 +58,7 @@ def test_detect_reads_an_mlflow_runs_metric_history(tmp_path, capsys):
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = migrated_sqlite(tmp_path / "mlflow.db")
     client = MlflowClient(uri)
     run = client.create_run(client.create_experiment("e"))
     curve = [0.6 * (1 - math.exp(-e / 5)) for e in range(1, 31)]

@@ -125,6 +125,7 @@ def test_check_prints_one_json_line_and_refuses_a_relative_store(tmp_path, monke
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("client_has_ray", [False, True])
 def test_auto_entrypoint_tries_each_python_and_says_what_it_lacks(
     tmp_path: Path, client_has_ray: bool

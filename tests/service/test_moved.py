@@ -70,6 +70,7 @@ def _load_in_fresh_driver(tmp_path: Path, data: bytes, check: str) -> None:
     assert r.returncode == 0, r.stderr[-3000:]
 
 
+@pytest.mark.integration
 def test_scheduler_pickled_as_service_scheduler(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -84,6 +85,7 @@ def test_scheduler_pickled_as_service_scheduler(
     )
 
 
+@pytest.mark.integration
 def test_progress_pickled_as_service_progress(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -96,6 +98,7 @@ def test_progress_pickled_as_service_progress(
     )
 
 
+@pytest.mark.integration
 def test_callback_pickled_as_service_tracking_the_package_now(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -130,6 +133,7 @@ def test_table_names_new_modules_that_exist_and_old_ones_that_do_not() -> None:
         assert old not in files or (ROOT / old.replace(".", "/") / "__init__.py").is_file(), old
 
 
+@pytest.mark.integration
 def test_trial_config_pickled_as_trainables_config(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -144,6 +148,7 @@ def test_trial_config_pickled_as_trainables_config(
     )
 
 
+@pytest.mark.integration
 def test_dataset_function_pickled_as_trainables_data_the_package_now(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

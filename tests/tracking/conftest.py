@@ -2,8 +2,8 @@
 
 Everything binds 127.0.0.1 on free ports and lives in pytest temp dirs. Servers and
 the throwaway PostgreSQL run in their own process groups, which teardown stops; no
-other process on the host is touched. Sweeps run in-process on one local Ray
-instance shared by the package (its start-up is the slow part).
+other process on the host is touched. Sweeps run in-process on the local Ray instance
+the test session shares (`ray_local`, tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -79,18 +79,7 @@ def chdir(path: Path) -> Iterator[None]:
         os.chdir(old)
 
 
-# -- Ray and the shared sweep ---------------------------------------------------------------
-
-
-@pytest.fixture(scope="package")
-def ray_local() -> Iterator[None]:
-    import ray
-
-    from service.sweeps.run import init_ray
-
-    init_ray(None)
-    yield
-    ray.shutdown()
+# -- the shared sweep -----------------------------------------------------------------------
 
 
 def sqlite_schema(db: Path) -> dict[str, Any]:

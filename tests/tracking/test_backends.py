@@ -1,6 +1,6 @@
 """MLflow backends for real: a fresh sqlite file, an `mlflow server`, PostgreSQL behind a server.
 
-Each sweep is tiny (digits, 4 epochs, width 8) and runs on the package's local Ray.
+Each sweep is tiny (digits, 4 epochs, width 8) and runs on the test session's local Ray.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.stores import migrated_sqlite
 from tests.tracking.conftest import (
     EPOCHS,
     EXPERIMENT,
@@ -159,7 +160,7 @@ def test_sweep_logs_through_an_mlflow_server(ray_local, start_mlflow_server, tmp
     from service.sweeps.run import run_sweep
 
     db = tmp_path / "server.db"
-    server = start_mlflow_server(f"sqlite:///{db}")
+    server = start_mlflow_server(migrated_sqlite(db))
     summary = run_sweep(tiny_spec("srv", server.url), output_dir=tmp_path / "out")
     assert summary["mlflow"]["tracking_uri"] == server.url
     client = MlflowClient(server.url)

@@ -1,6 +1,6 @@
 """MLflow outages during real sweeps: nothing freezes, nothing is lost, nothing is doubled.
 
-Each sweep is tiny (digits, 2 concurrent trials, width 8) on the package's local Ray,
+Each sweep is tiny (digits, 2 concurrent trials, width 8) on the test session's local Ray,
 against a real `mlflow server` that a Tune callback takes away at a trial's second
 epoch: killed and restarted on the same port, replaced by a socket that accepts and
 never answers, or killed for good until `cpsweep sync` runs after the sweep.
@@ -23,6 +23,7 @@ import yaml
 from ray.tune import Callback
 
 from tests.servers import free_port
+from tests.stores import migrated_sqlite
 from tests.tracking.conftest import EXPERIMENT, MlflowServer, launch_mlflow, stop_group, tiny_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -86,7 +87,7 @@ class _Hang:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[dict[str, Any]]:
     """A restartable server: {'now': MlflowServer, 'restart': fn, 'kill': fn}."""
-    root, backend, port = tmp_path / "mlflow", f"sqlite:///{tmp_path / 'mlflow.db'}", free_port()
+    root, backend, port = tmp_path / "mlflow", migrated_sqlite(tmp_path / "mlflow.db"), free_port()
     box: dict[str, Any] = {"now": launch_mlflow(root, backend, port), "port": port}
 
     def kill() -> None:

@@ -20,6 +20,7 @@ from service.reporting.rows import (
     trial_rows,
 )
 from service.tracking.reader import RunData, StoreError, SweepData, load_sweep
+from tests.stores import migrated_sqlite
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -177,7 +178,7 @@ def test_unknown_experiment_names_uri_and_available_ones(tmp_path: Path, capsys)
 
     from service.cli import main
 
-    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    uri = migrated_sqlite(tmp_path / "m.db")
     client = MlflowClient(uri)
     client.create_experiment("other-sweep")
     with pytest.raises(StoreError) as err:

@@ -24,6 +24,7 @@ import pytest
 
 from bench.driver_sim import drive, sim_spec, sim_trials
 from tests.servers import REPO, base_env
+from tests.stores import migrated_sqlite
 from tests.tracking.conftest import MlflowServer, launch_mlflow, stop_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -34,7 +35,7 @@ KEYS = ("val/acc", "rotation/mean", "rotation/layer07", "cost/usd")
 @pytest.fixture(scope="module")
 def mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
     root = tmp_path_factory.mktemp("writer-mlflow")
-    server = launch_mlflow(root, f"sqlite:///{root / 'mlflow.db'}")
+    server = launch_mlflow(root, migrated_sqlite(root / "mlflow.db"))
     yield server
     os.killpg(server.proc.pid, signal.SIGCONT)  # in case a test left it paused
     stop_group(server.proc)

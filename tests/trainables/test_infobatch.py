@@ -170,6 +170,7 @@ def _rank_main(rank: int, init: str, out: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.integration
 def test_ddp_ranks_gather_one_table_and_take_one_decision(tmp_path: Path) -> None:
     init = f"file://{tmp_path / 'pg'}"
     mp.start_processes(_rank_main, args=(init, str(tmp_path)), nprocs=2, start_method="spawn")

@@ -94,7 +94,7 @@ def test_sampler_is_deterministic_per_seed_epoch_and_rank() -> None:
     assert draw(1, 3, 0) != draw(1, 3, 1)
 
 
-@pytest.mark.parametrize("workers", [0, 1])
+@pytest.mark.parametrize("workers", [0, pytest.param(1, marks=pytest.mark.integration)])
 def test_loader_batches_equal_memory_batches_in_every_phase(workers: int) -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (90, 1, 4, 4), generator=g, dtype=torch.uint8)
@@ -158,6 +158,7 @@ def _train(tmp_path: Path, name: str, data: dict) -> tuple[dict, list[dict]]:
     return summary, [json.loads(r) for r in rows]
 
 
+@pytest.mark.integration
 def test_tensors_and_datasets_train_identically(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -182,6 +183,7 @@ def test_tensors_and_datasets_train_identically(
             assert [m[key] for m in hist] == pytest.approx([m[key] for m in ref], abs=1e-5), name
 
 
+@pytest.mark.integration
 def test_image_tree_over_the_memory_limit_streams_the_same_images(tmp_path: Path) -> None:
     from tests.trainables.test_data import solid
     from trainables.core.config import DataConfig
