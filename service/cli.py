@@ -170,14 +170,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
         log.warning("trial %s failed: %s", t["trial_id"], t.get("error"))
     tracking = summary.get("mlflow")
     if tracking:
-        from service.tracking.schema import runs_view_url
+        from service.tracking.view import run_url, runs_view_url
 
         uri, exp_id = tracking["tracking_uri"], tracking["experiment_id"]
+        parent_id = tracking.get("parent_run_id")
         server = uri if uri.startswith("http") else "http://127.0.0.1:5000"
         start = "" if uri.startswith("http") else f"mlflow ui --backend-store-uri {uri}, then "
-        link = runs_view_url(server, exp_id, charts=True) if exp_id else server
+        link = runs_view_url(server, exp_id, parent_id, charts=True) if exp_id else server
+        sweep_run = (
+            f"Sweep settings and totals:     {run_url(server, exp_id, parent_id)}\n"
+            if exp_id and parent_id
+            else ""
+        )
         print(
-            f"\nCompare the trials in MLflow:  {start}open\n    {link}\n"
+            f"\nCompare the trials in MLflow:  {start}open\n    {link}\n{sweep_run}"
             f"HTML report:                   cpsweep report {spec.tracking.experiment or spec.name}"
             + (f" --tracking-uri {uri}" if uri != "sqlite:///mlflow.db" else "")
         )

@@ -30,6 +30,7 @@ from service.tracking.lifecycle import TrialTracker
 from service.tracking.parent_run import log_sweep_results
 from service.tracking.reader import resolve_tracking_uri
 from service.tracking.usage import TrialUsage, attach_measured_baselines
+from service.tracking.view import RUN_COLOR_TAG, trial_color
 from service.tracking.wal import WAL_NAME, WriteAheadLog, log_report
 from service.tracking.writer import TrackingWriter
 from trainables.core.config import train_dict_for
@@ -167,8 +168,11 @@ class MLflowSweepCallback(Callback):
         tid = trial.trial_id
         train = train_dict_for(trial.config)
         arm = trial.config.get("arm")
+        # Trials in start order (a resumed sweep counts the ones its log already holds).
+        index = sum(n.startswith("trial:") and rs.created for n, rs in self.state.refs.items())
         tags = {
             "mlflow.runName": schema.trial_run_name(trial.config, seed=train.get("seed")),
+            RUN_COLOR_TAG: trial_color(index),
             "cpsweep.kind": "trial",
             "cpsweep.trial_id": tid,
             "cpsweep.arm": str(arm),

@@ -15,7 +15,8 @@ import logging
 import time
 from typing import Any
 
-from service.tracking.schema import EXPERIMENT_TAGS, SHARED_VIEW_TAG, parent_totals, shared_view
+from service.tracking.schema import EXPERIMENT_TAGS, parent_totals
+from service.tracking.view import SHARED_VIEW_PREFIX, shared_view, shared_view_key
 
 __all__ = ["log_sweep_results", "sweep_totals"]
 
@@ -66,10 +67,12 @@ def log_sweep_results(client: Any, summary: dict[str, Any], strict: bool = False
 
 
 def _tag_experiment(client: Any, summary: dict[str, Any], parent_id: str) -> None:
-    """Say what the experiment holds (model training) and store the runs view that the
-    link `cpsweep run` prints opens (service.tracking.schema.runs_view_url)."""
+    """Say what the experiment holds (model training) and store this sweep's runs view,
+    which the link `cpsweep run` prints opens (service.tracking.view.runs_view_url). The
+    view filters on the parent run's id, so trials that start later need no rewrite."""
     exp_id = summary["mlflow"].get("experiment_id") or client.get_run(parent_id).info.experiment_id
     searched = sorted({p for t in summary["trials"] for p in (t.get("params") or {})})
-    view = json.dumps(shared_view(searched))
-    for key, value in {**EXPERIMENT_TAGS, SHARED_VIEW_TAG: view}.items():
+    view = json.dumps(shared_view(searched, parent_id))
+    tag = SHARED_VIEW_PREFIX + shared_view_key(parent_id)
+    for key, value in {**EXPERIMENT_TAGS, tag: view}.items():
         client.set_experiment_tag(exp_id, key, value)

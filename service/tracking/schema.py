@@ -16,9 +16,9 @@ MLflow 3.17 UI does with them (checked in a real browser, tests/tracking/test_br
 - The UI's landing page (GenAI overview or training runs) follows its `workflowType`
   URL parameter or the browser's last choice (local storage `mlflow.workflowType`),
   not the experiment: in 3.17.2 the experiment-kind tag is read only when a feature
-  flag that the OSS build hard-wires off allows it. `runs_view_url` gives the link
-  that opens the runs, with a shared view (columns, charts) that the experiment
-  holds as a tag. The experiment is still tagged with its kind
+  flag that the OSS build hard-wires off allows it. `service.tracking.view` builds the
+  link that opens the runs, with a shared view (the sweep's trials, columns, charts)
+  that the experiment holds as a tag. The experiment is still tagged with its kind
   (`mlflow.experimentKind`), for MLflow's API and UIs that honour it.
 """
 
@@ -36,9 +36,6 @@ from trainables.core.wire import (
     HANDSHAKE_S,
     LAG_EPOCHS,
     RATE_RATIO,
-    ROTATION_MEAN,
-    TEST_ACC,
-    VAL_ACC,
 )
 
 __all__ = [
@@ -47,8 +44,6 @@ __all__ = [
     "EXPERIMENT_TAGS",
     "LAST_EPOCH_TAG",
     "PRICE_DEVICE_TAG",
-    "SHARED_VIEW_KEY",
-    "SHARED_VIEW_TAG",
     "STATE_KEYS",
     "USAGE_KEYS",
     "epoch_metrics",
@@ -58,8 +53,6 @@ __all__ = [
     "param_key",
     "parent_params",
     "parent_totals",
-    "runs_view_url",
-    "shared_view",
     "state_from_run",
     "state_metrics",
     "trial_params",
@@ -69,10 +62,6 @@ __all__ = [
 
 # MLflow's experiment-kind tag and the value for a model-training experiment.
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
-# MLflow's shared view state: the experiment tag `mlflow.sharedViewState.<key>` holds a
-# JSON view that the link `runs_view_url` opens (`?viewStateShareKey=<key>`).
-SHARED_VIEW_KEY = "cpsweep"
-SHARED_VIEW_TAG = f"mlflow.sharedViewState.{SHARED_VIEW_KEY}"
 # Spelled out in run names; other arm names are shown as written in the spec.
 ARM_LABELS = {"cp": "critical-period", "baseline": "baseline (full recipe)"}
 
@@ -316,27 +305,3 @@ def parent_totals(trials: list[Mapping[str, Any]]) -> dict[str, float]:
         out["total/kWh"] = legible(totals["energy_kwh"])
         out["total/co2_kg"] = legible(totals["co2_kg"])
     return out
-
-
-def shared_view(searched: list[str]) -> dict[str, Any]:
-    """The runs view cpsweep links to (MLflow's shared view state, an experiment tag):
-    the columns that compare trials, and the charts of rotation, the period's end and
-    accuracy first. The UI fills the rest with its defaults."""
-    columns = [f"metrics.`{k}`" for k in (VAL_ACC, TEST_ACC, *USAGE_KEYS)]
-    columns += [f"tags.`{k}`" for k in ("cp.end_epoch", "cp.switch_epoch")]
-    columns += [f"params.`{p}`" for p in searched]
-    return {
-        "selectedColumns": columns,
-        "chartsSearchFilter": f"{ROTATION_MEAN}|{CRITICAL}|{VAL_ACC}",
-        "hideEmptyCharts": True,
-        # Asked for; MLflow 3.17.2 keeps its own width in a shared view (names get cut).
-        "columnWidths": {"attributes.`Run Name`": 300},
-    }
-
-
-def runs_view_url(ui_url: str, experiment_id: str, charts: bool = False) -> str:
-    """The link that opens an experiment on MLflow's training-runs page (not GenAI),
-    with cpsweep's shared view (columns and charts) applied."""
-    query = f"workflowType=machine_learning&viewStateShareKey={SHARED_VIEW_KEY}"
-    query += "&compareRunsMode=CHART" if charts else ""
-    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"

@@ -8,7 +8,6 @@ import pytest
 
 from service.spec import SweepSpec
 from service.tracking.schema import (
-    SHARED_VIEW_KEY,
     STATE_KEYS,
     epoch_metrics,
     estimate_metrics,
@@ -16,12 +15,19 @@ from service.tracking.schema import (
     legible,
     parent_params,
     parent_totals,
-    runs_view_url,
-    shared_view,
     state_from_run,
     state_metrics,
     trial_params,
     trial_run_name,
+)
+from service.tracking.view import (
+    TRIAL_COLORS,
+    run_url,
+    runs_view_url,
+    shared_view,
+    shared_view_key,
+    trial_color,
+    view_columns,
 )
 
 
@@ -142,18 +148,6 @@ def test_parent_totals_use_the_trials_keys() -> None:
     assert parent_totals([]) == {}
 
 
-def test_the_link_opens_the_training_runs_with_the_shared_view() -> None:
-    url = runs_view_url("http://h:5000/", "7", charts=True)
-    assert url.startswith("http://h:5000/#/experiments/7/runs?")
-    assert "workflowType=machine_learning" in url and "compareRunsMode=CHART" in url
-    assert f"viewStateShareKey={SHARED_VIEW_KEY}" in url
-    view = shared_view(["optim.lr"])
-    assert "metrics.`energy/Wh`" in view["selectedColumns"]
-    assert "params.`optim.lr`" in view["selectedColumns"]
-    assert "rotation/mean" in view["chartsSearchFilter"]
-    assert len(json.dumps(view)) < 5000  # an experiment tag value
-
-
 def test_arm_names_become_keys_mlflow_accepts() -> None:
     """An arm named like paper_repro's `paper+infobatch` must not cost the parent its params."""
     from mlflow.utils.validation import _validate_param_name
@@ -165,3 +159,52 @@ def test_arm_names_become_keys_mlflow_accepts() -> None:
     assert p["arm.paper_infobatch"] == "criterion.name=never" and p["arm.k3"] == "base"
     for key in p:
         _validate_param_name(key)  # raises MlflowException on a refused key
+
+
+def test_the_link_opens_the_training_runs_with_the_sweeps_own_view() -> None:
+    url = runs_view_url("http://h:5000/", "7", "abc123", charts=True)
+    assert url == (
+        "http://h:5000/#/experiments/7/runs?workflowType=machine_learning"
+        "&viewStateShareKey=cpsweep-abc123&compareRunsMode=CHART"
+    )
+    assert shared_view_key("abc123") != shared_view_key("def456")  # one view per sweep
+    # MLflow never took the sweep's run: the plain training-runs page, no view to miss.
+    assert "viewStateShareKey" not in runs_view_url("http://h:5000", "7", None)
+    assert run_url("http://h:5000/", "7", "abc123") == (
+        "http://h:5000/#/experiments/7/runs/abc123?workflowType=machine_learning"
+    )
+
+
+def test_the_view_lists_the_sweeps_trials_flat_with_their_columns_and_curves() -> None:
+    view = shared_view(["optim.lr", "optim.name"], "abc123")
+    # The trials of this sweep only (no parent row, no parent legend entry), sorted by a
+    # metric: the UI nests child runs only while it sorts by start time.
+    assert view["searchFilter"] == "tags.`mlflow.parentRunId` = 'abc123'"
+    assert view["orderByKey"] == "metrics.`val/acc`" and view["orderByAsc"] is False
+    columns = view_columns(["optim.lr", "optim.name"])
+    assert view["selectedColumns"] == columns
+    assert columns[:3] == ["params.`optim.lr`", "params.`optim.name`", "metrics.`val/acc`"]
+    assert {"metrics.`energy/Wh`", "metrics.`co2/g`", "metrics.`cost/usd`"} <= set(columns)
+    # A width is applied only to a column that `columnOrder` names.
+    assert set(view["columnWidths"]) <= set(view["columnOrder"])
+    charts = view["compareRunCharts"]
+    assert [c["metricKey"] for c in charts] == [
+        "rotation/mean",
+        "cp/critical",
+        "val/acc",
+        "val/loss",
+    ]
+    assert {c["metricSectionId"] for c in charts} == {s["uuid"] for s in view["compareRunSections"]}
+    assert all(c["type"] == "LINE" and c["lineSmoothness"] == 0 for c in charts)
+    assert view["runsHiddenMode"] == "SHOW_ALL" and view["isAccordionReordered"] is True
+    # Keys a 3.17.2 shared view drops: asking for them would only mislead a reader.
+    dropped = {"runsExpanded", "runsPinned", "runsHidden", "runsVisibilityMap"}
+    assert not dropped & set(view)
+    many = shared_view([f"model.p{i}" for i in range(40)], "a" * 32)
+    assert len(json.dumps(many)) < 8000  # an experiment tag value, with room to spare
+
+
+def test_trials_get_distinct_colours_in_start_order() -> None:
+    assert len(set(TRIAL_COLORS)) == len(TRIAL_COLORS)
+    assert [trial_color(i) for i in range(len(TRIAL_COLORS))] == list(TRIAL_COLORS)
+    assert trial_color(len(TRIAL_COLORS)) == TRIAL_COLORS[0]

@@ -1,13 +1,16 @@
-"""Real headless Chromium: the MLflow UI shows a finished sweep (parent, trials, curves),
-and the `cpsweep report` page renders its tables and charts and sorts them.
+"""Real headless Chromium: the link `cpsweep run` prints opens on the sweep's trials and
+their curves, the MLflow UI shows the sweep (parent, trials, curves), and the `cpsweep
+report` page renders its tables and charts and sorts them.
 
 The MLflow 3 UI is a React single-page app: every check waits for the DOM it needs.
-A screenshot of the experiment's chart view is kept in tests/tracking/artifacts/.
+Screenshots are kept in tests/tracking/artifacts/.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,8 +18,9 @@ from typing import Any
 
 import pytest
 
+from tests.reference import REPO
 from tests.requires import CHROMEDRIVER, CHROMIUM, CHROMIUM_AND_DRIVER, requires
-from tests.tracking.conftest import EPOCHS
+from tests.tracking.conftest import EPOCHS, MlflowServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -32,12 +36,16 @@ FLAGS = [
     "--no-first-run",
 ]
 METRICS = ("rotation/mean", "cp/critical", "val/acc")
+# The curves the printed link's view charts first, one line per trial.
+VIEW_METRICS = ("rotation/mean", "cp/critical", "val/acc", "val/loss")
 CARD = "[data-testid='experiment-view-compare-runs-card']"
 WAIT_S = 120  # the SPA and its API calls are slow on a loaded 2-core machine
+DEFAULT_UI = "http://127.0.0.1:5000"  # where the printed `mlflow ui` serves
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+@contextlib.contextmanager
+def _chromium() -> Iterator[Any]:
+    """Headless Chromium with a profile of its own (a first visit), removed afterwards."""
     requires(CHROMIUM_AND_DRIVER)
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -59,6 +67,18 @@ def browser() -> Iterator[Any]:
         import shutil
 
         shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with _chromium() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="module")
+def sweep_ui(finished_sweep, start_mlflow_server) -> MlflowServer:
+    """`mlflow server` on the finished sweep's own sqlite store."""
+    return start_mlflow_server(finished_sweep.uri)
 
 
 def _wait(driver: Any, what: str, condition: Any) -> Any:
@@ -178,37 +198,100 @@ def _usage_cells(rows: list[dict[str, str]], names: list[str]) -> dict[str, dict
     return out if set(out) == set(names) else None
 
 
-def _expand_parent(driver: Any, parent_id: str, trials: dict[str, str]) -> None:
-    from selenium.webdriver.common.by import By
-
-    parent = _wait(
-        driver, "parent run row", lambda d: d.find_element(By.CSS_SELECTOR, _run_link(parent_id))
-    )
-    _close_assistant(driver)
-    if not driver.find_elements(By.CSS_SELECTOR, _run_link(next(iter(trials)))):
-        # The expand (+) button sits in the same run-name cell as the parent's link.
-        parent.find_element(
-            By.XPATH, "./ancestor::div[contains(@class,'ag-cell')][1]//button"
-        ).click()
-    _wait(
-        driver,
-        "trial rows under the parent",
-        lambda d: all(d.find_elements(By.CSS_SELECTOR, _run_link(r)) for r in trials),
-    )
-
-
 def _shot(driver: Any, name: str) -> None:
     SCREENSHOT.parent.mkdir(exist_ok=True)
     assert driver.save_screenshot(str(SCREENSHOT.with_name(name)))
 
 
-def test_mlflow_ui_shows_sweep_trials_and_their_curves(
-    finished_sweep, start_mlflow_server, browser
+def _printed_link(summary: dict[str, Any], monkeypatch: Any, capsys: Any) -> str:
+    """The link `cpsweep run` prints for `summary`'s sweep: the command's own output, with
+    the sweep itself (`run_sweep`) replaced by the one that already ran."""
+    import service.sweeps.run
+    from service.cli import main
+    from trainables.core.imports import IMPORT_PATH_ENV
+
+    monkeypatch.setenv(IMPORT_PATH_ENV, os.environ.get(IMPORT_PATH_ENV, ""))  # restored after
+    monkeypatch.setattr(service.sweeps.run, "run_sweep", lambda *a, **k: summary)
+    capsys.readouterr()
+    assert main(["run", str(REPO / "search_spaces" / "quickstart.yaml")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("Compare the trials in MLflow"))
+    return lines[at + 1].strip()
+
+
+_FIRST_SCREEN_JS = """
+// What the first screen shows, read in one go: run links in the runs table and chart
+// cards, each with its place on the page and its legend entries ("<run> (<metric>)").
+const seen = r => r.width > 0 && r.bottom > 0 && r.top < window.innerHeight;
+const rows = Array.from(document.querySelectorAll(".ag-row a[href*='/runs/']")).map(a => ({
+  href: a.getAttribute("href"), text: a.textContent.trim(), seen: seen(a.getBoundingClientRect())}));
+const cards = Array.from(document.querySelectorAll(arguments[0])).map(card => {
+  const title = card.querySelector("h4[title]");
+  const metric = title ? title.getAttribute("title") : null;
+  return {metric: metric, seen: seen(card.getBoundingClientRect()),
+          points: card.querySelectorAll(".scatterlayer .trace path.point").length,
+          legend: Array.from(card.querySelectorAll("span")).map(s => s.textContent.trim())
+            .filter(t => metric && t.endsWith(` (${metric})`))};
+});
+return {rows: rows, cards: cards};
+"""
+
+
+def test_printed_link_opens_on_every_trial_and_its_curves(
+    finished_sweep, sweep_ui, monkeypatch, capsys
 ) -> None:
+    """A new user's first look: the printed link, opened as printed in a fresh browser,
+    nothing clicked, shows every trial as a row by name and a line per trial in each of
+    the view's charts; the sweep's own run is neither a row nor a legend entry."""
+    from mlflow.tracking import MlflowClient
+
+    summary = finished_sweep.summary
+    parent_id = summary["mlflow"]["parent_run_id"]
+    client = MlflowClient(finished_sweep.uri)
+    runs = {t["mlflow_run_id"]: client.get_run(t["mlflow_run_id"]) for t in summary["trials"]}
+    names = {run_id: r.info.run_name for run_id, r in runs.items()}
+    parent_name = client.get_run(parent_id).info.run_name
+
+    link = _printed_link(summary, monkeypatch, capsys)
+    # `mlflow ui` serves 127.0.0.1:5000; this test's server has a port of its own.
+    assert link.startswith(f"{DEFAULT_UI}/#/"), link
+    want_points = EPOCHS * len(runs)
+
+    def first_screen(d: Any) -> dict[str, Any] | None:
+        shown = d.execute_script(_FIRST_SCREEN_JS, CARD)
+        rows = {r["href"].rsplit("/", 1)[-1]: r for r in shown["rows"]}
+        cards = {c["metric"]: c for c in shown["cards"] if c["metric"] in VIEW_METRICS}
+        complete = set(rows) >= set(runs) and all(
+            cards.get(m, {}).get("points") == want_points for m in VIEW_METRICS
+        )
+        return {"rows": rows, "cards": cards} if complete else None
+
+    with _chromium() as driver:  # a first visit: no view of this experiment remembered
+        driver.get(sweep_ui.url + link.removeprefix(DEFAULT_UI))
+        screen = _wait(
+            driver, f"{len(runs)} trial rows and {want_points} points per chart", first_screen
+        )
+        _shot(driver, "printed_link.png")
+    rows, cards = screen["rows"], screen["cards"]
+    # Every trial a row, by its name, on the first screen; the sweep's run is not a row.
+    assert {i: r["text"] for i, r in rows.items()} == names, rows
+    assert all(r["seen"] for r in rows.values()), rows
+    for metric in VIEW_METRICS:
+        card = cards[metric]
+        assert card["seen"], (metric, card)
+        # One legend entry per trial, none for the sweep's run (it has no such curve).
+        assert sorted(card["legend"]) == sorted(f"{n} ({metric})" for n in names.values())
+        assert not any(e.startswith(f"{parent_name} (") for e in card["legend"]), card
+    # Each trial its own colour: the UI's default (a hash of the run id) can repeat one.
+    assert len({r.data.tags.get("mlflow.runColor") for r in runs.values()}) == len(runs)
+
+
+def test_mlflow_ui_shows_sweep_trials_and_their_curves(finished_sweep, sweep_ui, browser) -> None:
     from mlflow.tracking import MlflowClient
     from selenium.webdriver.common.by import By
 
-    from service.tracking.schema import EXPERIMENT_TAGS, runs_view_url, trial_run_name
+    from service.tracking.schema import EXPERIMENT_TAGS, trial_run_name
+    from service.tracking.view import runs_view_url
 
     summary = finished_sweep.summary
     exp_id, parent_id = summary["mlflow"]["experiment_id"], summary["mlflow"]["parent_run_id"]
@@ -224,13 +307,11 @@ def test_mlflow_ui_shows_sweep_trials_and_their_curves(
     )
     assert "critical-period lr=0.05 s0" in names and "baseline (full recipe) lr=0.05 s0" in names
     assert EXPERIMENT_TAGS.items() <= client.get_experiment(exp_id).tags.items()
-    server = start_mlflow_server(finished_sweep.uri)  # the sweep's own sqlite store
-    ui = f"{server.url}/#/experiments/{exp_id}"
+    ui = f"{sweep_ui.url}/#/experiments/{exp_id}"
 
-    # The link cpsweep prints lands on the training runs (not the GenAI overview), in a
-    # fresh browser profile, with the usage columns of cpsweep's shared view.
-    browser.get(runs_view_url(server.url, exp_id))
-    _expand_parent(browser, parent_id, trials)
+    # The sweep's view as a table lands on the training runs (not the GenAI overview)
+    # with the usage columns of cpsweep's shared view, a row per trial.
+    browser.get(runs_view_url(sweep_ui.url, exp_id, parent_id))
     assert "/runs" in browser.current_url and "/overview" not in browser.current_url
     cells = _wait(
         browser,
@@ -261,12 +342,6 @@ def test_mlflow_ui_shows_sweep_trials_and_their_curves(
         lambda d: (lambda t: t if all(n in t for n in names) else None)(_text(d)),
     )
     assert "cpsweep.kind" in page and "cpsweep.usage" not in page
-
-    # The chart view: rotation, accuracy and the end of the period, a line per trial.
-    browser.get(runs_view_url(server.url, exp_id, charts=True))
-    _expand_parent(browser, parent_id, trials)
-    _check_curves(browser, names, "experiment chart view")
-    _shot(browser, "mlflow_ui.png")
 
     # One trial's own metrics page charts the same curves for that trial alone.
     run_id, name = next(iter(trials.items()))
