@@ -821,7 +821,7 @@ def test_service_account_tokens_and_read_only_roots(rendered: list[Obj]) -> None
         assert "/tmp" in mounts and mounts["/tmp"] in volumes, f"{where}: no writable /tmp"
 
 
-# -- issue "Deploy for real": who may call whom, probes, durable results, secrets per pod --
+# -- who may call whom, probes, durable results, secrets per pod ---------------------------
 
 
 def _mounted_secret(pod_spec: Obj, container: Obj, path: str) -> tuple[str, str] | None:
