@@ -279,5 +279,6 @@ def test_cpsweep_train_finds_the_example_modules_beside_its_spec(
     summary = json.loads((out / "summary.json").read_text())
     assert summary["epochs"] == 6 and summary["cp_end_epoch"] is not None
     assert summary["switch_epoch"] == summary["cp_end_epoch"] + 1
+    assert summary["final_test_acc"] is not None  # the example's factory returns a test split
     history = [json.loads(r) for r in (out / "history.jsonl").read_text().splitlines()]
     assert "rotation/blocks.1.attn.in_proj" in history[0]
