@@ -31,7 +31,7 @@ dl{display:grid;grid-template-columns:max-content auto;gap:.2rem 1rem}dt{color:#
 code{background:#f4f4f4;padding:0 .25rem;border-radius:3px}
 table{border-collapse:collapse;font-variant-numeric:tabular-nums}
 table{font-size:12.5px}
-th,td{padding:.25rem .4rem;border-bottom:1px solid #e4e4e4;text-align:right;white-space:normal}
+th,td{padding:.25rem .3rem;border-bottom:1px solid #e4e4e4;text-align:right;white-space:normal}
 th{background:#f3f5f8;cursor:pointer;user-select:none;position:sticky;top:0;white-space:normal;vertical-align:bottom}
 td:nth-child(2){min-width:9em}
 th::after{content:" \\2195";color:#aaa}td:nth-child(-n+3),th:nth-child(-n+3){text-align:left}
