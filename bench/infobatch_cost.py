@@ -176,7 +176,7 @@ def _table(results: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="digits, width 8, 1 seed, 2 pairs")
+    parser.add_argument("--quick", action="store_true", help="digits, width 8, 1 seed")
     parser.add_argument("--seeds", type=int, default=None, help="seeds 0..n-1 (default 3)")
     parser.add_argument("--pairs", type=int, default=None, help="pruned/full pairs per run")
     parser.add_argument("--out", type=Path, default=None)
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     args.train_subset = None if quick else 4000
     args.width, args.batch_size = (8, 64) if quick else (16, 128)
     args.seeds = args.seeds or (1 if quick else 3)
-    args.pairs = args.pairs or (2 if quick else 3)
+    args.pairs = args.pairs or 3
     out = args.out or RESULTS / ("infobatch_cost_quick.json" if quick else "infobatch_cost.json")
     started, t0, machine = now_iso(), time.perf_counter(), machine_info()
     results = [measure(args, p, s) for s in range(args.seeds) for p in PATHS]
