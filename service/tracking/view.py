@@ -31,7 +31,7 @@ from __future__ import annotations
 from typing import Any
 
 from service.tracking.schema import CRITICAL, USAGE_KEYS
-from trainables.core.wire import ROTATION_MEAN, TEST_ACC, VAL_ACC
+from trainables.core.wire import ROTATION_MEAN, TEST_ACC, VAL_ACC, VAL_LOSS
 
 __all__ = [
     "RUN_COLOR_TAG",
@@ -56,7 +56,7 @@ TRIAL_COLORS = (
 _HEADLINE = VAL_ACC
 # The curves a sweep is compared by, in one chart section ahead of the UI's generated
 # ones: rotation, the period's end on the same epoch axis, what the trials reach.
-_CHARTS = (ROTATION_MEAN, CRITICAL, VAL_ACC, "val/loss")
+_CHARTS = (ROTATION_MEAN, CRITICAL, VAL_ACC, VAL_LOSS)
 _SECTION = {
     "uuid": "cpsweep-section",
     "name": "critical period and accuracy",
