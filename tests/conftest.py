@@ -9,8 +9,8 @@
   started before the first test that asks for it and stopped after the last one, so no
   Ray threads outlive the tests; tests/tracking runs right after tests/ray.
 - A test without the `integration` marker may not start a process (subprocess, fork,
-  multiprocessing; Ray and servers start processes): STYLE point 9, so that
-  `make unit` needs no cluster, server or subprocess.
+  multiprocessing; Ray and servers start processes), so that `make unit` needs no
+  cluster, server or subprocess.
 """
 
 from __future__ import annotations
@@ -159,6 +159,6 @@ class _ProcessGuard:
         if started:
             pytest.fail(
                 f"{item.nodeid} started {len(started)} process(es) without the integration "
-                f"marker (STYLE point 9): {started}",
+                f"marker (add @pytest.mark.integration): {started}",
                 pytrace=False,
             )

@@ -99,6 +99,7 @@ def test_trial_data_factory_outside_the_policy_does_not_run(
     assert not marker.exists()
 
 
+@pytest.mark.integration  # the user's own code runs `touch` in a subprocess
 def test_without_a_policy_a_cli_user_runs_their_own_code(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
