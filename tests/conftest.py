@@ -1,6 +1,7 @@
 """Session-wide test set-up: faulthandler through exit, one shared Ray, the unit-test guard.
 
-- Ray workers and subprocesses import this checkout (PYTHONPATH).
+- Ray workers and subprocesses import this checkout (PYTHONPATH) and run one torch
+  thread each (OMP_NUM_THREADS=1).
 - faulthandler stays on until the interpreter is gone: pytest turns its own off when it
   unconfigures, before the interpreter's teardown, where native threads (Ray's core
   worker, gloo, torch's and MLflow's pools) would crash if anything were left running.
@@ -43,6 +44,13 @@ def pytest_configure(config: pytest.Config) -> None:
     paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     if str(REPO) not in paths:
         os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *paths])
+    # One torch (OpenMP) thread per process, as Ray gives a 1-CPU worker, here and in every
+    # subprocess: tests run Ray workers, servers and CLIs side by side on 2 cores, where
+    # torch's default, a thread per core, spin-waits for a busy core (`make unit` took
+    # twice the CPU, `cpsweep train` on digits seven times). Set it to use more.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     _guard.append(_ProcessGuard())
 
 

@@ -169,7 +169,8 @@ def test_bad_spec_exits_nonzero_naming_the_field(tmp_path):
 def test_missing_dataset_fails_every_trial_naming_the_path_and_exits_1(tmp_path):
     missing = tmp_path / "no-cifar"
     train = {**_SPEC["train"], "data": {"name": "cifar10", "root": str(missing)}}
-    spec = _write_spec(tmp_path, train=train)
+    # Retries (inline: worker_failures are Tune's, 2 by default) fail the same way again.
+    spec = _write_spec(tmp_path, train=train, failures={"worker_failures": 0})
     out = tmp_path / "out"
     proc = subprocess.run(
         [CPSWEEP, "run", str(spec), "--output-dir", str(out)],
