@@ -457,13 +457,26 @@ def test_ray_image_installs_from_its_context_and_runs_outside_it(
 
 
 @pytest.mark.integration
-def test_ray_image_install_fails_without_cpsweep_copied(tmp_path: Path, ray: Dockerfile) -> None:
-    """The bug: pyproject lists cpsweep, the Dockerfile does not COPY it, `pip install -e .`
-    stops. The install step above must see that, not only the context check."""
+def test_ray_image_without_cpsweep_copied_has_no_cpsweep(tmp_path: Path, ray: Dockerfile) -> None:
+    """The bug: the Dockerfile does not COPY cpsweep/. pyproject finds its packages, so the
+    install may pass, but the image then has no `cpsweep`: the install step above must see
+    that, not only the context check."""
     dockerfile, ignore = _BROKEN["no COPY of cpsweep/"]
-    install = _install(_ray_context(tmp_path, dockerfile, ignore), ray, tmp_path / "venv")
-    assert install.returncode != 0
-    assert "package directory 'cpsweep' does not exist" in install.stdout + install.stderr
+    venv = tmp_path / "venv"
+    install = _install(_ray_context(tmp_path, dockerfile, ignore), ray, venv)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    imported = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "from cpsweep import CriticalPeriod"],
+        cwd=outside,
+        env=_clean_env(venv),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert install.returncode != 0 or imported.returncode != 0, imported.stdout
+    if install.returncode == 0:
+        assert "No module named 'cpsweep'" in imported.stderr, imported.stderr[-2000:]
 
 
 def test_mlflow_image_context_holds_what_it_copies(tmp_path: Path, mlflow: Dockerfile) -> None:
