@@ -1,4 +1,7 @@
-"""`cpsweep serve`: the command line of the REST API (service.api.app)."""
+"""`cpsweep serve`: the command line of the REST API (service.api.app).
+
+Every flag overrides the environment variable of its setting (service.api.settings).
+"""
 
 from __future__ import annotations
 
@@ -22,8 +25,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def register_cli(sub: Any) -> None:
     """Add serve to the `cpsweep` parser."""
     sv = sub.add_parser("serve", help="run the REST API (FastAPI + uvicorn)")
-    sv.add_argument("--host", default="127.0.0.1")
-    sv.add_argument("--port", type=int, default=8000)
+    # No defaults here: a flag left out leaves $CPSWEEP_<FIELD> or the settings' default.
+    sv.add_argument("--host", help="bind address (default $CPSWEEP_HOST or 127.0.0.1)")
+    sv.add_argument("--port", type=int, help="bind port (default $CPSWEEP_PORT or 8000)")
     sv.add_argument("--token-file", help="file holding the API token (else $CPSWEEP_API_TOKEN)")
     sv.add_argument(
         "--insecure-no-auth",

@@ -1,4 +1,10 @@
-"""Settings of `cpsweep serve`: the command line, the token checks, the limits.
+"""Settings of `cpsweep serve`: environment (`CPSWEEP_*`), command line, token checks, limits.
+
+`ApiSettings` is a pydantic-settings `BaseSettings`: every field reads the environment
+variable `CPSWEEP_<FIELD>` (`CPSWEEP_API_TOKEN`, `CPSWEEP_MAX_CONNECTIONS`,
+`CPSWEEP_LIMITS__MAX_TRIALS`, ...), and the flags of `cpsweep serve` that are given
+override it (`settings_from_args`). Nothing is read at import time: the entry point builds
+the settings once and hands them to `create_app`.
 
 The server refuses to start without a token (unless it binds loopback with
 --insecure-no-auth) and refuses weak tokens (service.api.tokens).
@@ -8,33 +14,47 @@ import ipaddress
 import logging
 import os
 from pathlib import Path as FilePath
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from service.api.allowlists import allowed_factory_modules, allowed_tracking_uris
 from service.api.tokens import TOKEN_HOWTO, weak_token_problem
 from service.jobs.client import default_address
 from service.limits import SERVER_LIMITS, SpecLimits
 from trainables.core.config import ConfigError
-from trainables.data.dataroots import allowed_roots
 
-__all__ = ["TOKEN_ENV", "ApiSettings", "check_settings", "settings_from_args"]
+__all__ = ["ENV_PREFIX", "TOKEN_ENV", "ApiSettings", "check_settings", "settings_from_args"]
 
 log = logging.getLogger(__name__)
 
-TOKEN_ENV = "CPSWEEP_API_TOKEN"
+ENV_PREFIX = "CPSWEEP_"
+TOKEN_ENV = f"{ENV_PREFIX}API_TOKEN"
 
 
-class ApiSettings(BaseModel):
-    """How `cpsweep serve` runs; built from the command line in `settings_from_args`."""
+def _mlflow_env() -> str | None:
+    return os.environ.get("MLFLOW_TRACKING_URI") or None
+
+
+class ApiSettings(BaseSettings):
+    """How `cpsweep serve` runs: `CPSWEEP_<FIELD>` from the environment, then the flags."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",  # CPSWEEP_LIMITS__MAX_TRIALS=200
+        extra="forbid",
+        frozen=True,
+    )
 
     host: str = Field("127.0.0.1", description="Bind address.")
-    port: int = Field(8000, ge=0, le=65535)
-    token: SecretStr | None = Field(None, description="Bearer token clients must send.")
+    port: int = Field(8000, ge=0, le=65535, description="Bind port.")
+    api_token: SecretStr | None = Field(None, description="Bearer token clients must send.")
     insecure_no_auth: bool = Field(False, description="Allow no token; loopback hosts only.")
     ray_address: str = Field(default_factory=default_address, description="Ray dashboard URL.")
-    mlflow_uri: str | None = Field(None, description="Sweeps log here; trials are read here.")
+    mlflow_uri: str | None = Field(
+        default_factory=_mlflow_env,
+        description="Sweeps log here; trials are read here. Unset: $MLFLOW_TRACKING_URI.",
+    )
     output_root: str | None = Field(
         None, description="Results dirs on the head node; None: the cluster's default."
     )
@@ -52,13 +72,40 @@ class ApiSettings(BaseModel):
     max_ray_calls: int = Field(16, ge=1, description="Ray Jobs API calls at once; then 503.")
     ray_timeout_s: float = Field(10.0, gt=0, description="Read timeout of each Ray call.")
     limits: SpecLimits = Field(SERVER_LIMITS, description="Largest sweep a caller may submit.")
-    tracking_uris: tuple[str, ...] = Field((), description="tracking.uri values allowed.")
-    data_roots: tuple[str, ...] = Field(
-        (), description="Directories data.root may lie under; empty: no data.root accepted."
+    tracking_uris: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="tracking.uri values allowed besides mlflow_uri; comma-separated."
     )
-    factory_modules: tuple[str, ...] = Field(
+    data_roots: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="Directories data.root may lie under (os.pathsep-separated); empty: none."
+    )
+    factory_modules: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="Module prefixes a model/data factory may come from; empty: none."
     )
+
+    @field_validator("limits", mode="before")
+    @classmethod
+    def _limits_over_server_defaults(cls, value: Any) -> Any:
+        # A partial mapping (CPSWEEP_LIMITS__MAX_TRIALS, --max-trials) changes those limits
+        # only; the rest stay the server's, not SpecLimits' loose local defaults.
+        if isinstance(value, dict):
+            return SpecLimits.model_validate({**SERVER_LIMITS.model_dump(), **value})
+        return value
+
+    @field_validator("tracking_uris", "factory_modules", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        return _split(value, ",")
+
+    @field_validator("data_roots", mode="before")
+    @classmethod
+    def _path_list(cls, value: Any) -> Any:
+        return _split(value, os.pathsep)
+
+
+def _split(value: Any, sep: str) -> Any:
+    if isinstance(value, str):
+        return tuple(p.strip() for p in value.split(sep) if p.strip())
+    return value
 
 
 def _is_loopback(host: str) -> bool:
@@ -72,8 +119,8 @@ def _is_loopback(host: str) -> bool:
 
 def check_settings(s: ApiSettings) -> None:
     """Refuse to run without a token, unless on loopback with --insecure-no-auth."""
-    if s.token is not None:
-        weak = weak_token_problem(s.token.get_secret_value())
+    if s.api_token is not None:
+        weak = weak_token_problem(s.api_token.get_secret_value())
         if weak is not None:
             raise ConfigError(
                 f"API token refused: {weak}; set {TOKEN_ENV} (or --token-file) to a random "
@@ -95,47 +142,65 @@ def check_settings(s: ApiSettings) -> None:
 
 
 def settings_from_args(args: Any) -> ApiSettings:
-    token: str | None = os.environ.get(TOKEN_ENV) or None
+    """The settings from the environment, with every flag of `cpsweep serve` that was given
+    in its place (flags left out are None, so the environment or the default stands)."""
+    given: dict[str, Any] = {
+        field: v for arg, field in _FLAGS.items() if (v := getattr(args, arg, None)) is not None
+    }
+    if getattr(args, "insecure_no_auth", False):
+        given["insecure_no_auth"] = True
     if args.token_file:
-        try:
-            token = FilePath(args.token_file).read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"--token-file {args.token_file}: cannot read it ({exc})") from None
-        if not token:
-            raise ConfigError(f"--token-file {args.token_file} is empty")
-    return ApiSettings(
-        host=args.host,
-        port=args.port,
-        token=SecretStr(token) if token else None,
-        insecure_no_auth=args.insecure_no_auth,
-        ray_address=args.ray_address or default_address(),
-        mlflow_uri=args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI"),
-        output_root=args.output_root,
-        limits=SERVER_LIMITS.model_copy(
-            update={
-                k: v
-                for k in ("max_trials", "max_workers", "max_cpus_per_trial", "max_gpus_per_trial")
-                if (v := getattr(args, k, None)) is not None
-            }
-        ),
-        tracking_uris=(
-            *allowed_tracking_uris(),
-            *(getattr(args, "allowed_tracking_uri", None) or []),
-        ),
-        data_roots=allowed_roots() or (),
-        factory_modules=allowed_factory_modules(),
-        **{
-            field: v
-            for arg, field in _TUNING_ARGS.items()
-            if (v := getattr(args, arg, None)) is not None
-        },
-    )
+        given["api_token"] = _read_token_file(args.token_file)
+    limits = {k: v for k in _LIMIT_FLAGS if (v := getattr(args, k, None)) is not None}
+    if limits:
+        given["limits"] = limits  # merged over CPSWEEP_LIMITS__* by pydantic-settings
+    extra_uris = getattr(args, "allowed_tracking_uri", None)
+    if extra_uris:  # besides $CPSWEEP_TRACKING_URIS, not instead of it
+        given["tracking_uris"] = (*_from_env().tracking_uris, *extra_uris)
+    try:
+        return ApiSettings(**given)
+    except ValidationError as exc:
+        raise ConfigError(_problems(exc)) from None
 
 
-_TUNING_ARGS = {
+def _from_env() -> ApiSettings:
+    try:
+        return ApiSettings()
+    except ValidationError as exc:
+        raise ConfigError(_problems(exc)) from None
+
+
+def _problems(exc: ValidationError) -> str:
+    """One line per bad setting: its field, its variable, the value (never a token's)."""
+    lines = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"])
+        var = ENV_PREFIX + "__".join(str(p) for p in err["loc"]).upper()
+        shown = "" if "token" in path else f" = {err.get('input')!r}"
+        lines.append(f"setting {path} ({var} or its flag){shown}: {err['msg']}")
+    return "; ".join(lines)
+
+
+def _read_token_file(path: str) -> str:
+    try:
+        token = FilePath(path).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"--token-file {path}: cannot read it ({exc})") from None
+    if not token:
+        raise ConfigError(f"--token-file {path} is empty")
+    return token
+
+
+_FLAGS = {  # argparse dest -> ApiSettings field
+    "host": "host",
+    "port": "port",
+    "ray_address": "ray_address",
+    "mlflow_uri": "mlflow_uri",
+    "output_root": "output_root",
     "header_timeout": "header_timeout_s",
     "body_timeout": "body_timeout_s",
     "max_connections": "max_connections",
     "max_client_connections": "max_client_connections",
     "max_parallel_specs": "max_parallel_specs",
 }
+_LIMIT_FLAGS = ("max_trials", "max_workers", "max_cpus_per_trial", "max_gpus_per_trial")

@@ -535,10 +535,12 @@ def test_schemathesis_post_finds_no_server_errors() -> None:
     from schemathesis.generation import GenerationMode
 
     from service.api.app import ApiSettings, create_app
+    from service.api.deps import get_jobs
     from tests.service.test_api_unit import AUTH, TOKEN, FakeJobs
 
     fake = FakeJobs()
-    app = create_app(ApiSettings(token=SecretStr(TOKEN)), backend=fake)
+    app = create_app(ApiSettings(api_token=SecretStr(TOKEN), mlflow_uri=None))
+    app.dependency_overrides[get_jobs] = lambda: fake
     op = schemathesis.openapi.from_asgi("/openapi.json", app)["/v1/sweeps"]["POST"]
     modes = [op.as_strategy(generation_mode=m) for m in GenerationMode]
     codes: dict[int, int] = {}

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from service.jobs.client import build_submission
-from tests.service.test_api_unit import AUTH, FakeJobs, _client, _post_yaml
+from tests.service.test_api_unit import (  # _no_server_env: autouse, here too
+    AUTH,
+    FakeJobs,
+    _client,
+    _no_server_env,  # noqa: F401
+    _post_yaml,
+)
 from trainables.core.imports import IMPORT_PATH_ENV
 
 SIDE_EFFECT = """\

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import time
 import warnings
 from collections.abc import Iterator
@@ -12,9 +13,11 @@ from typing import Any
 
 import pytest
 import yaml
+from fastapi import FastAPI
 from pydantic import SecretStr
 
 from service.api.app import ApiSettings, check_settings, create_app
+from service.api.deps import get_jobs, get_trials
 from service.jobs.client import (
     JobInfo,
     JobNotFound,
@@ -97,15 +100,31 @@ class FakeJobs:
         return True
 
 
+@pytest.fixture(autouse=True)
+def _no_server_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ApiSettings reads CPSWEEP_* (and MLFLOW_TRACKING_URI): none from the caller's shell."""
+    for var in list(os.environ):
+        if var.startswith("CPSWEEP_") or var == "MLFLOW_TRACKING_URI":
+            monkeypatch.delenv(var)
+
+
 @pytest.fixture
 def fake() -> FakeJobs:
     return FakeJobs()
 
 
+def _app(fake: FakeJobs, trials: Any = None, **settings: Any) -> FastAPI:
+    """The real app, with the fake cluster (and trials reader) put in by dependency overrides."""
+    given = {"api_token": SecretStr(TOKEN), "ray_address": "http://127.0.0.1:1", **settings}
+    app = create_app(ApiSettings(**given))
+    app.dependency_overrides[get_jobs] = lambda: fake
+    if trials is not None:
+        app.dependency_overrides[get_trials] = lambda: trials
+    return app
+
+
 def _client(fake: FakeJobs, trials: Any = None, **settings: Any) -> TestClient:
-    s = ApiSettings(token=SecretStr(TOKEN), ray_address="http://127.0.0.1:1", **settings)
-    kwargs = {"trials": trials} if trials is not None else {}
-    return TestClient(create_app(s, backend=fake, **kwargs))
+    return TestClient(_app(fake, trials, **settings))
 
 
 @pytest.fixture
@@ -349,7 +368,7 @@ def test_refuses_to_start_without_token_unless_loopback_and_insecure() -> None:
     with pytest.raises(ConfigError, match="loopback"):
         check_settings(ApiSettings(host="0.0.0.0", insecure_no_auth=True))
     with pytest.raises(ConfigError, match="fewer than 32"):
-        check_settings(ApiSettings(token=SecretStr("short")))
+        check_settings(ApiSettings(api_token=SecretStr("short")))
     for weak in (
         "REPLACE-ME-cpsweep-api-token-0123456",
         "a" * 40,
@@ -357,17 +376,16 @@ def test_refuses_to_start_without_token_unless_loopback_and_insecure() -> None:
         "0123456789abcdef0123456789abcdef",
     ):
         with pytest.raises(ConfigError, match=r"API token refused: .*openssl rand -hex 32"):
-            check_settings(ApiSettings(token=SecretStr(weak)))
+            check_settings(ApiSettings(api_token=SecretStr(weak)))
     for host in ("127.0.0.1", "::1", "localhost"):
         check_settings(ApiSettings(host=host, insecure_no_auth=True))
-    check_settings(ApiSettings(host="0.0.0.0", token=SecretStr(TOKEN)))
+    check_settings(ApiSettings(host="0.0.0.0", api_token=SecretStr(TOKEN)))
     with pytest.raises(ConfigError):
-        create_app(ApiSettings(host="0.0.0.0"), backend=FakeJobs())
+        create_app(ApiSettings(host="0.0.0.0"))
 
 
 def test_insecure_loopback_app_needs_no_header(fake: FakeJobs) -> None:
-    app = create_app(ApiSettings(insecure_no_auth=True), backend=fake)
-    with TestClient(app) as c:
+    with _client(fake, api_token=None, insecure_no_auth=True) as c:
         assert c.get("/v1/sweeps").status_code == 200
 
 
@@ -387,7 +405,7 @@ def test_serve_cli_refuses_and_reads_token_file(
     tf.write_text(TOKEN + "\n")
     args = _parser().parse_args(["serve", "--host", "0.0.0.0", "--token-file", str(tf)])
     s = settings_from_args(args)
-    assert s.token is not None and s.token.get_secret_value() == TOKEN
+    assert s.api_token is not None and s.api_token.get_secret_value() == TOKEN
     check_settings(s)
 
 
