@@ -44,8 +44,9 @@ def sim_spec(name: str, uri: str, epochs: int, **tracking: Any) -> Any:
 def sim_trials(spec: Any, n: int, prefix: str = "sim") -> list[SimTrial]:
     """`n` trials with the spec's base config and one searched learning rate each."""
     from service.spec import build_param_space
+    from trainables.core.trial import TrialOptions
 
-    space = build_param_space(spec, {})
+    space = build_param_space(spec, TrialOptions(storage_path="sim"))
     out = []
     for i in range(n):
         config = {**space, "params": {"optim.lr": round(0.01 + 0.001 * i, 4)}}

@@ -387,7 +387,7 @@ def _plain_loop(configs: list[dict[str, Any]], work: Path) -> dict[str, Any]:
 def bench_ray(quick: bool, repeats: int = 1) -> dict[str, Any]:
     from service.spec import load_spec
     from service.sweeps.run import init_ray
-    from trainables.core.config import train_dict_for
+    from trainables.core.trial import train_dict_for
 
     work = RESULTS / "tmp" / "overheads"
     spec = load_spec(REPO / "search_spaces" / "quickstart.yaml")

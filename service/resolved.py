@@ -2,7 +2,7 @@
 
 A trial's train config is the spec's `train` (with the sweep-wide criterion), then its arm's
 overrides, then its sampled search-space values, each a dotted path set in that order
-(trainables.core.config.train_dict_for, over the space service.spec.build_param_space
+(trainables.core.trial.train_dict_for, over the space service.spec.build_param_space
 builds). Setting a path replaces what it holds, a whole section included, so the value a
 trial ends with at `field` is the one the last writer of `field`, or of a section above it,
 wrote there. Every value the field can take is therefore among:
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.spec import SweepSpec, arms_of, base_train
-from trainables.core.config import train_dict_for
+from trainables.core.trial import train_dict_for
 
 __all__ = ["FieldValue", "field_values"]
 
@@ -50,10 +50,10 @@ def _at(tree: Any, field: str) -> Any:
 def field_values(spec: SweepSpec, field: str) -> Iterator[FieldValue]:
     """Every value trials of `spec` can have at the dotted train path `field` (see above)."""
     arms = arms_of(spec)
-    space: dict[str, Any] = {"train": base_train(spec), "_cpsweep": {"arms": arms}}
+    space: dict[str, Any] = {"train": base_train(spec)}
 
     def resolved(arm: str | None, params: dict[str, Any]) -> Any:
-        return _at(train_dict_for({**space, "arm": arm, "params": params}), field)
+        return _at(train_dict_for({**space, "arm": arm, "params": params}, arms), field)
 
     yield FieldValue(("train", *field.split(".")), resolved(None, {}))
     for arm, overrides in arms.items():

@@ -39,6 +39,7 @@ from trainables.core.config import (
     format_validation_error,
     set_dotted,
 )
+from trainables.core.trial import OPTIONS_KEY, TrialOptions
 from trainables.core.wire import TEST_PREFIX, VAL_ACC
 
 __all__ = [
@@ -424,13 +425,15 @@ def base_train(spec: SweepSpec) -> dict[str, Any]:
     return train
 
 
-def build_param_space(spec: SweepSpec, opts: dict[str, Any]) -> dict[str, Any]:
-    """Tune param space: `train` (base), `params` (sampled dotted paths), `arm`, `_cpsweep`.
-    A trial resolves its train config from it with trainables.core.config.train_dict_for."""
+def build_param_space(spec: SweepSpec, opts: TrialOptions) -> dict[str, Any]:
+    """Tune param space: `train` (base), `params` (sampled dotted paths), `arm`, and the
+    trial options with the spec's arms under OPTIONS_KEY, as the frozen object itself
+    (trainables/core/trial.py says why). A trial resolves its train config from it with
+    trainables.core.trial.train_dict_for."""
     space: dict[str, Any] = {
         "train": base_train(spec),
         "params": {path: dim.to_tune() for path, dim in spec.search_space.items()},
-        "_cpsweep": {**opts, "arms": arms_of(spec)},
+        OPTIONS_KEY: opts.model_copy(update={"arms": arms_of(spec)}),
     }
     if arms_of(spec):
         from ray import tune

@@ -30,6 +30,7 @@ from service.usercode import runtime_env_for
 from trainables.core.config import ConfigError
 from trainables.core.imports import import_dirs
 from trainables.core.policy import POLICY_ENV
+from trainables.core.trial import TrialOptions
 from trainables.core.wire import control_actor_name
 from trainables.run.pool import pool_key, remove_sweep_groups
 from trainables.run.worker import TRIAL_RESOURCE, trial_main
@@ -353,27 +354,32 @@ def _prepare_output(spec: SweepSpec, out: Path, resume: bool) -> Path:
 
 
 def _trial_opts(
-    spec: SweepSpec, out: Path, control_name: str, extra: dict[str, Any] | None
-) -> dict[str, Any]:
-    """What every trial's function gets besides its train config (`_cpsweep` in the space)."""
-    opts = {
-        "num_workers": spec.scaling.num_workers,
-        "cpus_per_worker": spec.scaling.cpus_per_worker,
-        "use_gpu": spec.scaling.use_gpu,
-        "gpus_per_worker": spec.scaling.gpus,
-        "executor": spec.scaling.resolved_executor,
-        "worker_pool": spec.scaling.worker_pool,
-        "worker_failures": spec.failures.worker_failures,
-        "mode": spec.scheduler.mode,
-        "control_actor": control_name,
-        "storage_path": str(out / "train_runs"),
-        "measure_energy": spec.accounting.measure_energy,
-        "import_paths": import_dirs(),  # spec directory ($CPSWEEP_IMPORT_PATH), working dir
-        **(extra or {}),
-    }
-    if spec.scaling.use_gpu and spec.scaling.resolved_executor == "train":
-        opts["cuda_on_workers"] = _cuda_on_workers(spec.scaling.gpus)
-    return opts
+    spec: SweepSpec, out: Path, control_name: str, hooks: dict[str, Any] | None
+) -> TrialOptions:
+    """What every trial's function gets besides its train config (trainables.core.trial);
+    `hooks`: testing hooks such as fault_kill_epoch, validated with the rest."""
+    scaling = spec.scaling
+    executor = scaling.resolved_executor
+    return TrialOptions.model_validate(
+        {
+            "num_workers": scaling.num_workers,
+            "cpus_per_worker": scaling.cpus_per_worker,
+            "use_gpu": scaling.use_gpu,
+            "gpus_per_worker": scaling.gpus,
+            "executor": executor,
+            "worker_pool": scaling.worker_pool,
+            "worker_failures": spec.failures.worker_failures,
+            "mode": spec.scheduler.mode,
+            "control_actor": control_name,
+            "storage_path": str(out / "train_runs"),
+            "measure_energy": spec.accounting.measure_energy,
+            "import_paths": import_dirs(),  # spec directory ($CPSWEEP_IMPORT_PATH), working dir
+            "cuda_on_workers": (
+                _cuda_on_workers(scaling.gpus) if scaling.use_gpu and executor == "train" else True
+            ),
+            **(hooks or {}),
+        }
+    )
 
 
 def _new_tuner(

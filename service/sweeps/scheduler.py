@@ -31,7 +31,8 @@ from typing import Any
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from service.sweeps.effects import ActorLink, FileJournal, Journal, NoJournal, NoLink, TrialLink
-from trainables.core.config import COHORT_KEYS, ConfigError, CriterionConfig, train_dict_for
+from trainables.core.config import COHORT_KEYS, ConfigError, CriterionConfig
+from trainables.core.trial import train_dict_for
 from trainables.core.wire import (
     CONTROL_MODES,
     END_EPOCH,

@@ -8,7 +8,7 @@ from typing import Any
 
 from service.spec import SweepSpec
 from service.sweeps.scheduler import CriticalPeriodScheduler
-from trainables.core.config import train_dict_for
+from trainables.core.trial import train_dict_for
 from trainables.core.wire import (
     END_EPOCH,
     EPOCH,

@@ -33,7 +33,7 @@ from service.tracking.usage import TrialUsage, attach_measured_baselines
 from service.tracking.view import RUN_COLOR_TAG, trial_color
 from service.tracking.wal import WAL_NAME, WriteAheadLog, log_report
 from service.tracking.writer import TrackingWriter
-from trainables.core.config import train_dict_for
+from trainables.core.trial import train_dict_for
 from trainables.core.wire import END_EPOCH, MODE, SWITCH_EPOCH
 
 __all__ = [

@@ -8,7 +8,8 @@ from typing import Any
 
 from service.resolved import field_values
 from service.spec import SweepSpec, arms_of, base_train
-from trainables.core.config import ConfigError, train_dict_for
+from trainables.core.config import ConfigError
+from trainables.core.trial import train_dict_for
 
 FIELDS = ("model.factory", "data.factory", "data.root", "loop")
 SPEC: dict[str, Any] = {
@@ -37,13 +38,14 @@ def _every_trial(spec: SweepSpec) -> list[dict[str, Any]]:
         p: d.grid if d.grid is not None else d.choice or [d.values_for_check()[0]]
         for p, d in spec.search_space.items()
     }
-    space = {"train": base_train(spec), "_cpsweep": {"arms": arms_of(spec)}}
+    space = {"train": base_train(spec)}
+    arms = arms_of(spec)
     trials = []
     for arm in arms_of(spec) or [None]:
         for values in itertools.product(*dims.values()):
             params = dict(zip(dims, values, strict=True))
             with contextlib.suppress(ConfigError):
-                trials.append(train_dict_for({**space, "arm": arm, "params": params}))
+                trials.append(train_dict_for({**space, "arm": arm, "params": params}, arms))
     return trials
 
 

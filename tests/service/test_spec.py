@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from service.spec import SweepSpec, arms_of, build_param_space, load_spec
-from trainables.core.config import ConfigError, TrainConfig, train_dict_for
+from trainables.core.config import ConfigError, TrainConfig
+from trainables.core.trial import TrialOptions, train_dict_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_shipped_search_spaces_validate(path):
     spec = load_spec(path)
     assert spec.name
-    space = build_param_space(spec, {})
+    space = build_param_space(spec, TrialOptions(storage_path="runs"))
     assert TrainConfig.model_validate(space["train"])
 
 
@@ -98,7 +99,7 @@ def test_arms_and_params_resolve_into_the_trial_config():
         }
     )
     assert set(arms_of(spec)) == {"pruned", "baseline"}
-    space = build_param_space(spec, {"num_workers": 1})
+    space = build_param_space(spec, TrialOptions(storage_path="runs", num_workers=1))
     cfg = {
         "train": space["train"],
         "params": {"optim.lr": 0.2},
@@ -115,7 +116,7 @@ def test_sweep_wide_criterion_does_not_override_the_baseline_arm():
     spec = SweepSpec.model_validate(
         {"name": "x", "baseline_arm": True, "criterion": {"name": "relative"}}
     )
-    space = build_param_space(spec, {})
+    space = build_param_space(spec, TrialOptions(storage_path="runs"))
     cfg = {"train": space["train"], "_cpsweep": space["_cpsweep"]}
     assert train_dict_for({**cfg, "arm": "cp"})["criterion"]["name"] == "relative"
     assert train_dict_for({**cfg, "arm": "baseline"})["criterion"]["name"] == "never"

@@ -7,7 +7,6 @@ silently ignored. Presets are plain functions returning configs (see `paper_pres
 
 from __future__ import annotations
 
-import copy
 from typing import Any, ClassVar, Literal
 
 from pydantic import (
@@ -40,7 +39,6 @@ __all__ = [
     "format_validation_error",
     "paper_preset",
     "set_dotted",
-    "train_dict_for",
 ]
 
 
@@ -424,15 +422,3 @@ def set_dotted(tree: dict[str, Any], path: str, value: Any) -> None:
     if parts[-1] not in node and not free:
         raise ConfigError(f"{path}: no field {parts[-1]!r} here; known: {sorted(node)}")
     node[parts[-1]] = value
-
-
-def train_dict_for(config: dict[str, Any]) -> dict[str, Any]:
-    """The trial's full TrainConfig dict: base, then its arm's overrides, then sampled values.
-    Values are copied in, so a later path never writes into the arm's or grid's own dict."""
-    trial = copy.deepcopy(config["train"])
-    arm = config.get("arm")
-    for path, value in (config.get("_cpsweep", {}).get("arms", {}).get(arm) or {}).items():
-        set_dotted(trial, path, copy.deepcopy(value))
-    for path, value in (config.get("params") or {}).items():
-        set_dotted(trial, path, copy.deepcopy(value))
-    return trial

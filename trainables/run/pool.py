@@ -42,7 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import ray
 import torch
@@ -69,6 +69,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+C = TypeVar("C")  # what a trial hands its ranks' loop (trainables.core.trial.LoopOptions)
 
 _END = ("end",)  # rank 0's last event of a run
 _PG_WAIT_LOG_S = 60.0  # how often a trial waiting for its group's resources says so
@@ -224,8 +226,8 @@ class _Rank:
 
     def run(
         self,
-        fn: Callable[[dict[str, Any], RankSession], None],
-        config: dict[str, Any],
+        fn: Callable[[C, RankSession], None],
+        config: C,
         checkpoint_files: dict[str, bytes] | None,
         replay_after: int | None,
     ) -> None:
@@ -330,8 +332,8 @@ class RankGroup:
 
     def run(
         self,
-        fn: Callable[[dict[str, Any], RankSession], None],
-        config: dict[str, Any],
+        fn: Callable[[C, RankSession], None],
+        config: C,
         checkpoint_files: dict[str, bytes] | None,
         replay_after: int | None,
         forward: Callable[[dict[str, Any], dict[str, bytes] | None], None],
@@ -448,8 +450,8 @@ def release_group() -> None:
 
 
 def run_on_group(
-    fn: Callable[[dict[str, Any], RankSession], None],
-    config: dict[str, Any],
+    fn: Callable[[C, RankSession], None],
+    config: C,
     spec: GroupSpec,
     *,
     forward: Callable[[dict[str, Any], dict[str, bytes] | None], None],

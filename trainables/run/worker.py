@@ -18,6 +18,7 @@ place with the same pieces (trainables/run/user_loop.py).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -32,7 +33,8 @@ import ray
 import torch
 from ray.train.v2.api.callback import UserCallback
 
-from trainables.core.config import TrainConfig, train_dict_for
+from trainables.core.config import TrainConfig
+from trainables.core.trial import LoopOptions, Rendezvous, TrialOptions, options_of, train_dict_for
 from trainables.core.wire import ROTATION_MEAN, SWITCH_EPOCH, control_actor_name
 from trainables.run.channel import ControlChannel
 from trainables.run.checkpoints import (
@@ -80,11 +82,11 @@ class TrialFailed(RuntimeError):
 # -- the per-worker loop ------------------------------------------------------------------
 
 
-def _maybe_inject_fault(config: dict[str, Any], epoch: int, rank: int) -> None:
+def _maybe_inject_fault(config: LoopOptions, epoch: int, rank: int) -> None:
     """Testing hook: trial option fault_kill_epoch=N SIGKILLs rank 0 once after epoch N's
     report (fault_marker names the file that makes it happen only once per sweep)."""
-    at, marker = config.get("fault_kill_epoch"), config.get("fault_marker")
-    if at and marker and rank == 0 and epoch == int(at) and not os.path.exists(marker):
+    at, marker = config.fault_kill_epoch, config.fault_marker
+    if at and marker and rank == 0 and epoch == at and not os.path.exists(marker):
         Path(marker).write_text(str(os.getpid()))
         os.kill(os.getpid(), signal.SIGKILL)
 
@@ -168,23 +170,24 @@ def _tune_checkpoint() -> tuple[Any, int | None]:
 _Session = _TrainSession | _InlineSession | RankSession
 
 
-def _rank_loop(config: dict[str, Any], session: _Session) -> None:
+def _rank_loop(config: LoopOptions, session: _Session) -> None:
     """One DDP rank of a trial, on a Train worker or a pooled rank."""
     if session.rank == 0:
-        _maybe_rendezvous(config.get("rendezvous"), config["trial_id"])
+        _maybe_rendezvous(config.rendezvous, config.trial_id)
     run_loop(config, session)
 
 
-def worker_loop(config: dict[str, Any]) -> None:
-    """Runs on every Ray Train worker (one DDP rank)."""
-    _rank_loop(config, _TrainSession(bool(config.get("use_gpu"))))
+def worker_loop(config: LoopOptions) -> None:
+    """Runs on every Ray Train worker (one DDP rank); bound with functools.partial, as Ray
+    Train's own config argument must be a dict."""
+    _rank_loop(config, _TrainSession(config.use_gpu))
 
 
-def run_loop(config: dict[str, Any], session: _Session) -> None:
+def run_loop(config: LoopOptions, session: _Session) -> None:
     """The training loop of one rank: train, measure, decide, report, checkpoint."""
     rank, world, device = session.rank, session.world, session.device
-    cfg = TrainConfig.model_validate(config["train"])
-    torch.set_num_threads(int(config.get("threads_per_worker", 1)))
+    cfg = config.train
+    torch.set_num_threads(config.threads_per_worker)
     if cfg.loop is not None:
         _run_user_loop(config, session, cfg)
         return
@@ -192,13 +195,11 @@ def run_loop(config: dict[str, Any], session: _Session) -> None:
     reports = load_checkpoint(run, session.checkpoint())  # filled on rank 0 only
     if session.replay_after is not None:  # results Tune may not have kept: resend them
         replay(reports, session.replay_after, None, session.report)
-    meter = EnergyMeter(
-        enabled=bool(config.get("measure_energy", True)), use_gpu=device.type == "cuda"
-    )
+    meter = EnergyMeter(enabled=config.measure_energy, use_gpu=device.type == "cuda")
     meter.start()
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     # Rank 0 talks to the scheduler at every boundary inside run_epoch (period.step).
-    channel = ControlChannel(config["trial_id"], config.get("control_actor"), config["mode"], rank)
+    channel = ControlChannel(config.trial_id, config.control_actor, config.mode, rank)
     channel.attach(run.period)
     rank_log = _rank_log(config, rank)
     while run.epoch < cfg.epochs:
@@ -224,37 +225,33 @@ def run_loop(config: dict[str, Any], session: _Session) -> None:
     meter.stop()
 
 
-def _rank_log(config: dict[str, Any], rank: int) -> Path | None:
+def _rank_log(config: LoopOptions, rank: int) -> Path | None:
     """This rank's per-epoch JSONL log when `rank_log_dir` is set (tests and debugging)."""
-    if not config.get("rank_log_dir"):
+    if not config.rank_log_dir:
         return None
-    path = Path(config["rank_log_dir"]) / f"rank{rank}.jsonl"
+    path = Path(config.rank_log_dir) / f"rank{rank}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def _end_on_nonfinite_loss(
-    config: dict[str, Any], session: _Session, epoch: int, exc: NonFiniteLossError
+    config: LoopOptions, session: _Session, epoch: int, exc: NonFiniteLossError
 ) -> None:
     """Retrying cannot help: end the run cleanly and leave the reason for trial_main
     (Train's Result only carries checkpointed metrics)."""
-    if session.rank == 0 and config.get("error_file"):
-        Path(config["error_file"]).parent.mkdir(parents=True, exist_ok=True)
-        Path(config["error_file"]).write_text(str(exc))
+    if session.rank == 0:
+        Path(config.error_file).parent.mkdir(parents=True, exist_ok=True)
+        Path(config.error_file).write_text(str(exc))
     session.report({"epoch": epoch + 1, "error": str(exc)})
 
 
-def _run_user_loop(config: dict[str, Any], session: _Session, cfg: TrainConfig) -> None:
+def _run_user_loop(config: LoopOptions, session: _Session, cfg: TrainConfig) -> None:
     """`train.loop`: the user's fit(ctx) with the same channel, checkpoints and reports."""
     ckpt = session.checkpoint()
     if session.replay_after is not None and ckpt is not None:
         replay(checkpointed_reports(ckpt), session.replay_after, None, session.report)
-    channel = ControlChannel(
-        config["trial_id"], config.get("control_actor"), config["mode"], session.rank
-    )
-    meter = EnergyMeter(
-        enabled=bool(config.get("measure_energy", True)), use_gpu=session.device.type == "cuda"
-    )
+    channel = ControlChannel(config.trial_id, config.control_actor, config.mode, session.rank)
+    meter = EnergyMeter(enabled=config.measure_energy, use_gpu=session.device.type == "cuda")
     meter.start()
     try:
         run_user_loop(
@@ -263,7 +260,7 @@ def _run_user_loop(config: dict[str, Any], session: _Session, cfg: TrainConfig) 
             checkpoint=ckpt,
             channel=channel,
             meter=meter,
-            import_paths=config.get("import_paths", ()),
+            import_paths=config.import_paths,
         )
     finally:
         meter.stop()
@@ -355,36 +352,15 @@ def trial_main(config: dict[str, Any]) -> None:
     in this process instead; with `worker_pool: true` its ranks run on this driver's
     warm rank group.
     """
-    ctx = ray.tune.get_context()
-    opts = config["_cpsweep"]
-    trial_id = ctx.get_trial_id()
-    control = opts.get("control_actor", control_actor_name(ctx.get_experiment_name()))
-    use_gpu = bool(opts.get("use_gpu", False))
-    threads = int(opts.get("cpus_per_worker", 1))
-    loop_config = {
-        "train": train_dict_for(config),
-        "trial_id": trial_id,
-        "control_actor": control,
-        "mode": opts.get("mode", "push"),
-        "use_gpu": use_gpu,
-        "threads_per_worker": threads,
-        # In the trial's storage directory: a reused trial process's working directory
-        # (get_trial_dir) is not synced there after its first trial.
-        "rank_log_dir": str(Path(trial_storage_dir() or ctx.get_trial_dir()) / "ranks"),
-        "measure_energy": bool(opts.get("measure_energy", True)),
-        "error_file": str(Path(opts["storage_path"]) / f"train-{trial_id}" / "cpsweep_error.txt"),
-        "fault_kill_epoch": opts.get("fault_kill_epoch"),
-        "fault_marker": opts.get("fault_marker"),
-        "import_paths": list(opts.get("import_paths", ())),  # where train.loop's module lies
-        "rendezvous": opts.get("rendezvous"),
-    }
-    error_file = Path(loop_config["error_file"])
+    opts = options_of(config)
+    loop = _loop_options(config, opts)
+    error_file = Path(loop.error_file)
     error_file.unlink(missing_ok=True)
-    if opts.get("executor") == "inline":
-        _maybe_rendezvous(opts.get("rendezvous"), trial_id)
-        run_loop(loop_config, _InlineSession(use_gpu))
-    elif opts.get("worker_pool", False):
-        error = _run_on_pool(loop_config, opts)
+    if opts.executor == "inline":
+        _maybe_rendezvous(opts.rendezvous, loop.trial_id)
+        run_loop(loop, _InlineSession(opts.use_gpu))
+    elif opts.worker_pool:
+        error = _run_on_pool(loop, opts)
         if error:
             release_group()  # Tune ends a failed trial's process; Ray would keep its group
             raise TrialFailed(error)
@@ -392,37 +368,59 @@ def trial_main(config: dict[str, Any]) -> None:
         from ray.util.queue import Queue
 
         reports = Queue(actor_options={"num_cpus": 0})
-        _fit_and_forward(_trainer(loop_config, opts, reports), reports)
+        _fit_and_forward(_trainer(loop, opts, reports), reports)
     if error_file.is_file():
         raise TrialFailed(error_file.read_text())
 
 
-def _maybe_rendezvous(meet: dict[str, Any] | None, trial_id: str) -> None:
+def _loop_options(config: dict[str, Any], opts: TrialOptions) -> LoopOptions:
+    """What this trial hands each rank: its validated train config, ids and paths."""
+    ctx = ray.tune.get_context()
+    trial_id = ctx.get_trial_id()
+    return LoopOptions(
+        train=TrainConfig.model_validate(train_dict_for(config)),
+        trial_id=trial_id,
+        control_actor=opts.control_actor or control_actor_name(ctx.get_experiment_name()),
+        mode=opts.mode,
+        use_gpu=opts.use_gpu,
+        threads_per_worker=opts.cpus_per_worker,
+        # In the trial's storage directory: a reused trial process's working directory
+        # (get_trial_dir) is not synced there after its first trial.
+        rank_log_dir=str(Path(trial_storage_dir() or ctx.get_trial_dir()) / "ranks"),
+        measure_energy=opts.measure_energy,
+        error_file=str(Path(opts.storage_path) / f"train-{trial_id}" / "cpsweep_error.txt"),
+        fault_kill_epoch=opts.fault_kill_epoch,
+        fault_marker=opts.fault_marker,
+        import_paths=opts.import_paths,  # where train.loop's module lies
+        rendezvous=opts.rendezvous,
+    )
+
+
+def _maybe_rendezvous(meet: Rendezvous | None, trial_id: str) -> None:
     """Testing hook: trial option rendezvous={"dir": d, "trials": n} holds each trial's
     GPU-holding process (the inline trial, or rank 0) until n trials have started, proving
     they run at once (packing); each leaves the GPU ids Ray gave it in d/<trial_id>. Fails
     the trial if the others never come."""
     if not meet:
         return
-    where = Path(meet["dir"])
+    where = Path(meet.dir)
     where.mkdir(parents=True, exist_ok=True)
     (where / trial_id).write_text(json.dumps({"gpu_ids": [str(i) for i in ray.get_gpu_ids()]}))
-    deadline = time.monotonic() + float(meet.get("timeout_s", 120))
-    while len(list(where.iterdir())) < int(meet["trials"]):
+    deadline = time.monotonic() + meet.timeout_s
+    while len(list(where.iterdir())) < meet.trials:
         if time.monotonic() > deadline:
             raise TrialFailed(
-                f"rendezvous: {len(list(where.iterdir()))} of {meet['trials']} trials ran at once"
+                f"rendezvous: {len(list(where.iterdir()))} of {meet.trials} trials ran at once"
             )
         time.sleep(0.05)
 
 
-def _backend(opts: dict[str, Any]) -> str:
+def _backend(opts: TrialOptions) -> str:
     """NCCL for CUDA ranks; gloo on the CPU and for logical GPUs without a device."""
-    use_gpu = bool(opts.get("use_gpu", False))
-    return "nccl" if use_gpu and bool(opts.get("cuda_on_workers", True)) else "gloo"
+    return "nccl" if opts.use_gpu and opts.cuda_on_workers else "gloo"
 
 
-def _run_on_pool(loop_config: dict[str, Any], opts: dict[str, Any]) -> str | None:
+def _run_on_pool(loop: LoopOptions, opts: TrialOptions) -> str | None:
     """The trial's ranks on this driver's warm group (trainables/run/pool.py); rank 0's
     reports and checkpoints go to Tune from here, as an inline trial's do. Returns the
     reason a run ended early (NaN loss), if any."""
@@ -443,48 +441,45 @@ def _run_on_pool(loop_config: dict[str, Any], opts: dict[str, Any]) -> str | Non
             unpack_dir(ckpt_files, d)
             ray.tune.report(m, checkpoint=ray.tune.Checkpoint.from_directory(d))
 
-    use_gpu = bool(opts.get("use_gpu", False))
     spec = GroupSpec(
-        num_workers=int(opts.get("num_workers", 1)),
-        cpus_per_worker=int(opts.get("cpus_per_worker", 1)),
-        gpus_per_worker=float(opts.get("gpus_per_worker", 1)) if use_gpu else 0.0,
+        num_workers=opts.num_workers,
+        cpus_per_worker=opts.cpus_per_worker,
+        gpus_per_worker=opts.gpus_per_worker if opts.use_gpu else 0.0,
         backend=_backend(opts),
-        sweep=pool_key(str(opts.get("control_actor", ""))),
+        sweep=pool_key(loop.control_actor),
     )
     run_on_group(
         _rank_loop,
-        loop_config,
+        loop,
         spec,
         forward=forward,
         checkpoint_files=files,
         replay_after=replay_after,
-        max_failures=int(opts.get("worker_failures", 2)),
+        max_failures=opts.worker_failures,
     )
     return errors[-1] if errors else None
 
 
-def _trainer(loop_config: dict[str, Any], opts: dict[str, Any], reports: Any) -> Any:
+def _trainer(loop: LoopOptions, opts: TrialOptions, reports: Any) -> Any:
     """A TorchTrainer running `worker_loop` on `num_workers` DDP ranks."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    trial_id, use_gpu = loop_config["trial_id"], loop_config["use_gpu"]
-    threads = loop_config["threads_per_worker"]
-    gpus = float(opts.get("gpus_per_worker", 1)) if use_gpu else 0.0
+    use_gpu, threads = opts.use_gpu, opts.cpus_per_worker
+    gpus = opts.gpus_per_worker if use_gpu else 0.0
     return TorchTrainer(
-        worker_loop,
-        train_loop_config=loop_config,
+        functools.partial(worker_loop, loop),  # no train_loop_config: the loop takes none
         scaling_config=ScalingConfig(
-            num_workers=int(opts.get("num_workers", 1)),
+            num_workers=opts.num_workers,
             use_gpu=use_gpu,
             resources_per_worker={"CPU": threads, **({"GPU": gpus} if use_gpu else {})},
         ),
         torch_config=TorchConfig(backend=_backend(opts)),
         run_config=RunConfig(
-            name=f"train-{trial_id}",
-            storage_path=opts["storage_path"],
+            name=f"train-{loop.trial_id}",
+            storage_path=opts.storage_path,
             callbacks=[_ForwardReports(reports)],  # type: ignore[list-item]
-            failure_config=FailureConfig(max_failures=int(opts.get("worker_failures", 2))),
+            failure_config=FailureConfig(max_failures=opts.worker_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
     )
