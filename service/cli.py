@@ -141,6 +141,37 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resume_hint(args: argparse.Namespace, summary: dict[str, Any]) -> str:
+    again = ["cpsweep run", shlex.quote(args.spec), "--resume"]
+    again += ["--output-dir", shlex.quote(summary["output_dir"])]
+    again += [f"--set {shlex.quote(kv)}" for kv in args.set]
+    again += [f"--address {shlex.quote(args.address)}"] if args.address else []
+    return (
+        f"cpsweep run: interrupted; finished trials are kept. Continue with:\n  {' '.join(again)}"
+    )
+
+
+def _mlflow_links(tracking: dict[str, Any], experiment: str) -> str:
+    """Where to compare the sweep's trials in MLflow, and the report command."""
+    from service.tracking.view import run_url, runs_view_url
+
+    uri, exp_id = tracking["tracking_uri"], tracking["experiment_id"]
+    parent_id = tracking.get("parent_run_id")
+    server = uri if uri.startswith("http") else "http://127.0.0.1:5000"
+    start = "" if uri.startswith("http") else f"mlflow ui --backend-store-uri {uri}, then "
+    link = runs_view_url(server, exp_id, parent_id, charts=True) if exp_id else server
+    sweep_run = (
+        f"Sweep settings and totals:     {run_url(server, exp_id, parent_id)}\n"
+        if exp_id and parent_id
+        else ""
+    )
+    return (
+        f"\nCompare the trials in MLflow:  {start}open\n    {link}\n{sweep_run}"
+        f"HTML report:                   cpsweep report {experiment}"
+        + (f" --tracking-uri {uri}" if uri != "sqlite:///mlflow.db" else "")
+    )
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from service.spec import load_spec
 
@@ -156,37 +187,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     summary = run_sweep(spec, address=args.address, output_dir=args.output_dir, resume=args.resume)
     print(format_table(summary))
     if summary.get("interrupted"):
-        again = ["cpsweep run", shlex.quote(args.spec), "--resume"]
-        again += ["--output-dir", shlex.quote(summary["output_dir"])]
-        again += [f"--set {shlex.quote(kv)}" for kv in args.set]
-        again += [f"--address {shlex.quote(args.address)}"] if args.address else []
-        print(
-            f"cpsweep run: interrupted; finished trials are kept. Continue with:\n  {' '.join(again)}",
-            file=sys.stderr,
-        )
+        print(_resume_hint(args, summary), file=sys.stderr)
         return 130
     failed = [t for t in summary["trials"] if t["status"] == "ERROR"]
     for t in failed:
         log.warning("trial %s failed: %s", t["trial_id"], t.get("error"))
-    tracking = summary.get("mlflow")
-    if tracking:
-        from service.tracking.view import run_url, runs_view_url
-
-        uri, exp_id = tracking["tracking_uri"], tracking["experiment_id"]
-        parent_id = tracking.get("parent_run_id")
-        server = uri if uri.startswith("http") else "http://127.0.0.1:5000"
-        start = "" if uri.startswith("http") else f"mlflow ui --backend-store-uri {uri}, then "
-        link = runs_view_url(server, exp_id, parent_id, charts=True) if exp_id else server
-        sweep_run = (
-            f"Sweep settings and totals:     {run_url(server, exp_id, parent_id)}\n"
-            if exp_id and parent_id
-            else ""
-        )
-        print(
-            f"\nCompare the trials in MLflow:  {start}open\n    {link}\n{sweep_run}"
-            f"HTML report:                   cpsweep report {spec.tracking.experiment or spec.name}"
-            + (f" --tracking-uri {uri}" if uri != "sqlite:///mlflow.db" else "")
-        )
+    if summary.get("mlflow"):
+        print(_mlflow_links(summary["mlflow"], spec.tracking.experiment or spec.name))
     if failed and len(failed) == len(summary["trials"]):
         print(
             f"cpsweep run: every trial failed ({len(failed)}); see the errors above",

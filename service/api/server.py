@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from service.api.connections import ConnectionBook, limit_connections
@@ -23,6 +24,24 @@ __all__ = ["run_uvicorn"]
 log = logging.getLogger(__name__)
 
 
+class _Deadline:
+    """One pending call of `late` after `timeout_s`; arming again restarts it."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, timeout_s: float, late: Callable[[], None]
+    ) -> None:
+        self._loop, self._timeout_s, self._late = loop, timeout_s, late
+        self._handle: asyncio.TimerHandle | None = None
+
+    def arm(self) -> None:
+        self.cancel()
+        self._handle = self._loop.call_later(self._timeout_s, self._late)
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+
+
 def _timed_h11_protocol(header_timeout_s: float, book: ConnectionBook) -> type[asyncio.Protocol]:
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -30,7 +49,7 @@ def _timed_h11_protocol(header_timeout_s: float, book: ConnectionBook) -> type[a
     class _TimedH11(H11Protocol):  # type: ignore[misc]
         """H11Protocol plus a deadline for each request's headers, booked in `book`."""
 
-        _header_timer: asyncio.TimerHandle | None = None
+        _timer: _Deadline | None = None
         _key: tuple[str, int] = ("", 0)
 
         @property
@@ -42,11 +61,6 @@ def _timed_h11_protocol(header_timeout_s: float, book: ConnectionBook) -> type[a
         def close(self) -> None:
             if not self.transport.is_closing():
                 self.transport.close()
-
-        def _arm(self) -> None:
-            if self._header_timer is not None:
-                self._header_timer.cancel()
-            self._header_timer = self.loop.call_later(header_timeout_s, self._headers_late)
 
         def _headers_late(self) -> None:
             # IDLE: h11 has not yet parsed a full request line + headers.
@@ -60,17 +74,18 @@ def _timed_h11_protocol(header_timeout_s: float, book: ConnectionBook) -> type[a
             # uvicorn's client is None only for a unix socket; `cpsweep serve` binds TCP.
             self._key = self.client or ("", id(self))
             book.open(self._key, self)
+            self._timer = _Deadline(self.loop, header_timeout_s, self._headers_late)
             if not self.transport.is_closing():
-                self._arm()
+                self._timer.arm()
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
-            if not self.transport.is_closing():
-                self._arm()
+            if self._timer is not None and not self.transport.is_closing():
+                self._timer.arm()
 
         def connection_lost(self, exc: Exception | None) -> None:
-            if self._header_timer is not None:
-                self._header_timer.cancel()
+            if self._timer is not None:
+                self._timer.cancel()
             book.close(self._key, self)
             super().connection_lost(exc)
 

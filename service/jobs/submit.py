@@ -70,22 +70,7 @@ def build_submission(
     `policy` goes into the job's environment, where the driver, every trial and every rank
     check each import and data root against it (trainables.core.policy).
     """
-    dumped = yaml.safe_dump(spec.model_dump(mode="json", exclude_unset=True), sort_keys=False)
-    encoded = base64.b64encode(dumped.encode()).decode()
-    if len(encoded) > _MAX_SPEC_ENV_BYTES:
-        raise SpecTooLarge(
-            f"spec is {len(encoded)} bytes encoded, over the {_MAX_SPEC_ENV_BYTES} that fit "
-            "in the job's environment; shorten search_space/arms"
-        )
-    env_vars = {SPEC_ENV: encoded, JOB_ID_ENV: submission_id}
-    # Ray sets no such variable for a submitted job's driver; tracking reads either name.
-    env_vars["RAY_JOB_SUBMISSION_ID"] = submission_id
-    if mlflow_uri:
-        env_vars["MLFLOW_TRACKING_URI"] = mlflow_uri
-    if user_code:
-        env_vars.update(user_code.get("env_vars", {}))
-    if policy is not None:  # last: nothing above may replace it
-        env_vars.update(policy.to_env())
+    env_vars = _job_env(spec, submission_id, mlflow_uri, user_code, policy)
     runtime_env: dict[str, Any] = {
         "working_dir": str(project_root()),
         "excludes": list(_EXCLUDES),
@@ -107,6 +92,34 @@ def build_submission(
         "runtime_env": runtime_env,
         "metadata": metadata,
     }
+
+
+def _job_env(
+    spec: SweepSpec,
+    submission_id: str,
+    mlflow_uri: str | None,
+    user_code: dict[str, Any] | None,
+    policy: Policy | None,
+) -> dict[str, str]:
+    """The job's environment: the spec inline (base64), its ids, MLflow, the user code's
+    variables and, last so that nothing replaces it, the policy."""
+    dumped = yaml.safe_dump(spec.model_dump(mode="json", exclude_unset=True), sort_keys=False)
+    encoded = base64.b64encode(dumped.encode()).decode()
+    if len(encoded) > _MAX_SPEC_ENV_BYTES:
+        raise SpecTooLarge(
+            f"spec is {len(encoded)} bytes encoded, over the {_MAX_SPEC_ENV_BYTES} that fit "
+            "in the job's environment; shorten search_space/arms"
+        )
+    env_vars = {SPEC_ENV: encoded, JOB_ID_ENV: submission_id}
+    # Ray sets no such variable for a submitted job's driver; tracking reads either name.
+    env_vars["RAY_JOB_SUBMISSION_ID"] = submission_id
+    if mlflow_uri:
+        env_vars["MLFLOW_TRACKING_URI"] = mlflow_uri
+    if user_code:
+        env_vars.update(user_code.get("env_vars", {}))
+    if policy is not None:
+        env_vars.update(policy.to_env())
+    return env_vars
 
 
 def run_preflight(call: Any, sdk: Any, kwargs: dict[str, Any], timeout_s: float) -> dict[str, Any]:

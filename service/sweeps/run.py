@@ -302,29 +302,14 @@ def run_sweep(
         f"{spec.name}:{hashlib.sha1(str(out).encode()).hexdigest()[:10]}"
     )
     scheduler = _scheduler(spec, out, control_name)
-    tracker = TrialTracker()
-    tracking = _tracking_callbacks(spec, out, resume, tracker)
-    progress = ProgressCallback(spec.train.epochs, tracker)
-    # Warns once, with numbers, when results or Tune's own steps approach the loop's
-    # ceiling or MLflow falls behind (service/sweeps/load.py); first and last in the list.
-    backlog = tracking[0].backlog if tracking else (lambda: None)
-    begin, end = load_meters(DriverLoad(), backlog)
-    all_callbacks = [begin, progress, *tracking, *callbacks, end]
+    all_callbacks, tracking, progress = _sweep_callbacks(spec, out, resume, callbacks)
     trainable = tune.with_resources(trial_main, _trial_resources(spec))
     space = build_param_space(spec, _trial_opts(spec, out, control_name, trial_options))
     if resume:
         tuner = _restored_tuner(exp_dir, trainable, space, all_callbacks, scheduler)
     else:
         tuner = _new_tuner(spec, out, trainable, space, all_callbacks, scheduler)
-    try:
-        with _sigterm_as_sigint():
-            grid = tuner.fit()
-    except BaseException:  # the writes stay in the tracking log: `cpsweep sync` or --resume
-        for cb in tracking:
-            cb.close(timeout_s=5.0)
-        raise
-    finally:  # the train executor's rank groups: Ray keeps their resources until removed
-        remove_sweep_groups(pool_key(control_name))
+    grid = _fit(tuner, tracking, control_name)
     summary = summarize_results(
         spec, grid, scheduler, time.perf_counter() - t0, unfinished=progress.unfinished
     )
@@ -335,6 +320,33 @@ def run_sweep(
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     log.info("summary: %s", out / "summary.json")
     return summary
+
+
+def _sweep_callbacks(
+    spec: SweepSpec, out: Path, resume: bool, extra: Sequence[Any]
+) -> tuple[list[Any], list[Any], ProgressCallback]:
+    """Every callback of the sweep's Tuner, the tracking ones and the progress one."""
+    tracker = TrialTracker()
+    tracking = _tracking_callbacks(spec, out, resume, tracker)
+    progress = ProgressCallback(spec.train.epochs, tracker)
+    # Warns once, with numbers, when results or Tune's own steps approach the loop's
+    # ceiling or MLflow falls behind (service/sweeps/load.py); first and last in the list.
+    backlog = tracking[0].backlog if tracking else (lambda: None)
+    begin, end = load_meters(DriverLoad(), backlog)
+    return [begin, progress, *tracking, *extra, end], tracking, progress
+
+
+def _fit(tuner: tune.Tuner, tracking: list[Any], control_name: str) -> tune.ResultGrid:
+    """tuner.fit() (SIGTERM as Ctrl-C); on the way out, the sweep's rank groups go."""
+    try:
+        with _sigterm_as_sigint():
+            return tuner.fit()
+    except BaseException:  # the writes stay in the tracking log: `cpsweep sync` or --resume
+        for cb in tracking:
+            cb.close(timeout_s=5.0)
+        raise
+    finally:  # the train executor's rank groups: Ray keeps their resources until removed
+        remove_sweep_groups(pool_key(control_name))
 
 
 def _prepare_output(spec: SweepSpec, out: Path, resume: bool) -> Path:

@@ -95,15 +95,11 @@ def _subset(part: Any, labels: torch.Tensor, n: int | None, seed: int) -> tuple[
     return Subset(part, keep.tolist()), labels[keep]
 
 
-def _from_factory(cfg: DataConfig, seed: int, paths: Iterable[str | Path]) -> Dataset | StreamData:
-    target = cfg.factory
-    assert target is not None
-    out = call_factory(resolve(target, field=_FIELD, paths=paths), target, _FIELD, **cfg.kwargs)
-    if not isinstance(out, tuple | list) or len(out) not in (3, 4):
-        raise _bad(target, f"returned a {type(out).__name__}")
-    *given, num_classes = out  # train, val[, test]
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise _bad(target, f"returned num_classes={num_classes!r}, not a positive int")
+def _checked_parts(
+    target: str, given: list[Any], num_classes: int
+) -> tuple[list[Any], list[torch.Tensor]]:
+    """The factory's train, val[, test] parts, each an (x, y) pair or a dataset, checked,
+    and each part's labels."""
     parts: list[Any] = []
     labels: list[torch.Tensor] = []
     for name, part in zip(("train", "val", "test"), given, strict=False):
@@ -114,6 +110,19 @@ def _from_factory(cfg: DataConfig, seed: int, paths: Iterable[str | Path]) -> Da
         else:
             labels.append(_check_dataset(target, name, part, num_classes))
             parts.append(part)
+    return parts, labels
+
+
+def _from_factory(cfg: DataConfig, seed: int, paths: Iterable[str | Path]) -> Dataset | StreamData:
+    target = cfg.factory
+    assert target is not None
+    out = call_factory(resolve(target, field=_FIELD, paths=paths), target, _FIELD, **cfg.kwargs)
+    if not isinstance(out, tuple | list) or len(out) not in (3, 4):
+        raise _bad(target, f"returned a {type(out).__name__}")
+    *given, num_classes = out  # train, val[, test]
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise _bad(target, f"returned num_classes={num_classes!r}, not a positive int")
+    parts, labels = _checked_parts(target, given, num_classes)
     parts[0], labels[0] = _subset(parts[0], labels[0], cfg.train_subset, seed)
     parts[1], labels[1] = _subset(parts[1], labels[1], cfg.val_subset, SPLIT_SEED)
     is_stream = [not isinstance(p, tuple) for p in parts]

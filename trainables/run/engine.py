@@ -87,6 +87,16 @@ def lr_factor(cfg: OptimConfig, epoch: int, budget: int) -> float:
     return 1.0
 
 
+def _check_finite(loss: float, epoch: int, optim: OptimConfig) -> None:
+    """NonFiniteLossError naming the optimizer and the fixes when an epoch's loss is NaN/inf."""
+    if not math.isfinite(loss):
+        raise NonFiniteLossError(
+            f"train/loss became {loss} in epoch {epoch} "
+            f"(optim.name={optim.name}, optim.lr={optim.lr}); "
+            "lower optim.lr, add warm-up (optim.warmup_epochs) or disable amp"
+        )
+
+
 class TrainingRun:
     """Data, model, optimizer and critical period of one process; `run_epoch` trains one epoch."""
 
@@ -260,12 +270,7 @@ class TrainingRun:
             self.loss_table.update(order_cpu, torch.cat(recorded), gather)
         count = torch.tensor(len(self.sampler), device=self.device)
         total_loss, total_correct, total = self._reduce([loss_sum, correct, count])
-        if not math.isfinite(total_loss):
-            raise NonFiniteLossError(
-                f"train/loss became {total_loss} in epoch {epoch} "
-                f"(optim.name={cfg.optim.name}, optim.lr={cfg.optim.lr}); "
-                "lower optim.lr, add warm-up (optim.warmup_epochs) or disable amp"
-            )
+        _check_finite(total_loss, epoch, cfg.optim)
         return {
             "train/loss": total_loss / total,
             "train/acc": total_correct / total,
