@@ -155,9 +155,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         log.info("model / data factories import and accept their kwargs")
     summary = run_sweep(spec, address=args.address, output_dir=args.output_dir, resume=args.resume)
     print(format_table(summary))
-    if summary.get("interrupted"):
+    if summary.interrupted:
         again = ["cpsweep run", shlex.quote(args.spec), "--resume"]
-        again += ["--output-dir", shlex.quote(summary["output_dir"])]
+        again += ["--output-dir", shlex.quote(str(summary.output_dir))]
         again += [f"--set {shlex.quote(kv)}" for kv in args.set]
         again += [f"--address {shlex.quote(args.address)}"] if args.address else []
         print(
@@ -165,15 +165,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
-    failed = [t for t in summary["trials"] if t["status"] == "ERROR"]
+    failed = [t for t in summary.trials if t.status == "ERROR"]
     for t in failed:
-        log.warning("trial %s failed: %s", t["trial_id"], t.get("error"))
-    tracking = summary.get("mlflow")
+        log.warning("trial %s failed: %s", t.trial_id, t.error)
+    tracking = summary.mlflow
     if tracking:
         from service.tracking.view import run_url, runs_view_url
 
-        uri, exp_id = tracking["tracking_uri"], tracking["experiment_id"]
-        parent_id = tracking.get("parent_run_id")
+        uri, exp_id = tracking.tracking_uri, tracking.experiment_id
+        parent_id = tracking.parent_run_id
         server = uri if uri.startswith("http") else "http://127.0.0.1:5000"
         start = "" if uri.startswith("http") else f"mlflow ui --backend-store-uri {uri}, then "
         link = runs_view_url(server, exp_id, parent_id, charts=True) if exp_id else server
@@ -187,7 +187,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             f"HTML report:                   cpsweep report {spec.tracking.experiment or spec.name}"
             + (f" --tracking-uri {uri}" if uri != "sqlite:///mlflow.db" else "")
         )
-    if failed and len(failed) == len(summary["trials"]):
+    if failed and len(failed) == len(summary.trials):
         print(
             f"cpsweep run: every trial failed ({len(failed)}); see the errors above",
             file=sys.stderr,
