@@ -481,7 +481,7 @@ def outage(work: Path, restart_after_s: float = 10.0) -> dict[str, Any]:
             [f"tracking.uri=http://127.0.0.1:{port}", "accounting.measure_energy=false"],
         )
         t0 = time.monotonic()
-        summary = run_sweep(spec, output_dir=cdir / "out", callbacks=[_kill_at_epoch_4()])
+        summary = run_sweep(spec, output_dir=cdir / "out", callbacks=[_kill_at_epoch_4()]).to_json()
         wall = time.monotonic() - t0
         back, killed = _OUTAGE.get("back"), _OUTAGE.get("killed")
         out[case] = {

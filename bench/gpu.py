@@ -166,7 +166,7 @@ def _sweep(quick: bool, data: str, seeds: int, share: float, work: Path) -> dict
     shutil.rmtree(work, ignore_errors=True)
     rec = _Recorder()
     t0 = time.perf_counter()
-    summary = run_sweep(spec, output_dir=work, callbacks=[rec])
+    summary = run_sweep(spec, output_dir=work, callbacks=[rec]).to_json()
     wall = time.perf_counter() - t0
     trials = summary["trials"]
     rows = [r for rs in rec.rows.values() for r in rs]

@@ -237,7 +237,7 @@ def main() -> None:
 
     started = now_iso()
     t0 = time.perf_counter()
-    summary = run_sweep(spec, output_dir=work / "sweep")
+    summary = run_sweep(spec, output_dir=work / "sweep").to_json()
     wall = time.perf_counter() - t0
     rows = []
     for t in summary["trials"]:

@@ -337,7 +337,7 @@ def _run_spec(spec: Any, out_dir: Path) -> dict[str, Any]:
         shutil.rmtree(out_dir)
     rec = _Recorder()
     t0 = time.perf_counter()
-    summary = run_sweep(spec, output_dir=out_dir, callbacks=[rec])
+    summary = run_sweep(spec, output_dir=out_dir, callbacks=[rec]).to_json()
     res = _sweep_breakdown(rec, time.perf_counter() - t0)
     res["final_val_acc"] = [t["final_val_acc"] for t in summary["trials"]]
     return res

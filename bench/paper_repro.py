@@ -395,7 +395,7 @@ def main() -> None:
 
     started = now_iso()
     t0 = time.perf_counter()
-    summary = run_sweep(spec, output_dir=work / "sweep")
+    summary = run_sweep(spec, output_dir=work / "sweep").to_json()
     sweep_wall = time.perf_counter() - t0
     rows = trial_rows(summary, uri)
     stats = per_arm(rows)

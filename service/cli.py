@@ -9,12 +9,15 @@ import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trainables.core.config import ConfigError
 from trainables.core.imports import FactoryError
 from trainables.core.policy import PolicyError
 from trainables.core.wire import ROTATION_MEAN
+
+if TYPE_CHECKING:
+    from service.results import MlflowIds, SweepSummary
 
 __all__ = ["main"]
 
@@ -141,9 +144,9 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _resume_hint(args: argparse.Namespace, summary: dict[str, Any]) -> str:
+def _resume_hint(args: argparse.Namespace, summary: SweepSummary) -> str:
     again = ["cpsweep run", shlex.quote(args.spec), "--resume"]
-    again += ["--output-dir", shlex.quote(summary["output_dir"])]
+    again += ["--output-dir", shlex.quote(str(summary.output_dir))]
     again += [f"--set {shlex.quote(kv)}" for kv in args.set]
     again += [f"--address {shlex.quote(args.address)}"] if args.address else []
     return (
@@ -151,12 +154,12 @@ def _resume_hint(args: argparse.Namespace, summary: dict[str, Any]) -> str:
     )
 
 
-def _mlflow_links(tracking: dict[str, Any], experiment: str) -> str:
+def _mlflow_links(tracking: MlflowIds, experiment: str) -> str:
     """Where to compare the sweep's trials in MLflow, and the report command."""
     from service.tracking.view import run_url, runs_view_url
 
-    uri, exp_id = tracking["tracking_uri"], tracking["experiment_id"]
-    parent_id = tracking.get("parent_run_id")
+    uri, exp_id = tracking.tracking_uri, tracking.experiment_id
+    parent_id = tracking.parent_run_id
     server = uri if uri.startswith("http") else "http://127.0.0.1:5000"
     start = "" if uri.startswith("http") else f"mlflow ui --backend-store-uri {uri}, then "
     link = runs_view_url(server, exp_id, parent_id, charts=True) if exp_id else server
@@ -186,15 +189,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         log.info("model / data factories import and accept their kwargs")
     summary = run_sweep(spec, address=args.address, output_dir=args.output_dir, resume=args.resume)
     print(format_table(summary))
-    if summary.get("interrupted"):
+    if summary.interrupted:
         print(_resume_hint(args, summary), file=sys.stderr)
         return 130
-    failed = [t for t in summary["trials"] if t["status"] == "ERROR"]
+    failed = [t for t in summary.trials if t.status == "ERROR"]
     for t in failed:
-        log.warning("trial %s failed: %s", t["trial_id"], t.get("error"))
-    if summary.get("mlflow"):
-        print(_mlflow_links(summary["mlflow"], spec.tracking.experiment or spec.name))
-    if failed and len(failed) == len(summary["trials"]):
+        log.warning("trial %s failed: %s", t.trial_id, t.error)
+    if summary.mlflow:
+        print(_mlflow_links(summary.mlflow, spec.tracking.experiment or spec.name))
+    if failed and len(failed) == len(summary.trials):
         print(
             f"cpsweep run: every trial failed ({len(failed)}); see the errors above",
             file=sys.stderr,

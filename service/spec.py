@@ -40,7 +40,7 @@ from trainables.core.config import (
     set_dotted,
 )
 from trainables.core.trial import OPTIONS_KEY, TrialOptions
-from trainables.core.wire import TEST_PREFIX, VAL_ACC
+from trainables.core.wire import TEST_PREFIX, VAL_ACC, Headline
 
 __all__ = [
     "BASELINE_ARM",
@@ -222,17 +222,26 @@ class InnerSchedulerSpec(_Strict):
     name: Literal["asha"] = Field(
         "asha", description="Scheduler for stop decisions after the period."
     )
-    metric: str = Field(
-        VAL_ACC, description="Reported metric ASHA compares (validation, never test/*)."
+    metric: str | None = Field(
+        None,
+        description="Reported metric ASHA compares (validation, never test/*); "
+        "None: the headline, train.metric.",
     )
-    mode: Literal["max", "min"] = "max"
+    mode: Literal["max", "min"] | None = Field(
+        None, description="max or min; None: the headline's mode (or max for another metric)."
+    )
     grace_period: int = Field(1, ge=1, description="Epochs before ASHA may stop a trial.")
     reduction_factor: float = Field(3, gt=1)
 
+    def compared(self, headline: Headline) -> tuple[str, Literal["max", "min"]]:
+        """(metric, mode) ASHA compares: these fields, else the sweep's headline."""
+        metric = self.metric or headline.key
+        return metric, self.mode or (headline.mode if metric == headline.key else "max")
+
     @field_validator("metric")
     @classmethod
-    def _not_test(cls, v: str) -> str:
-        if v.startswith(TEST_PREFIX):
+    def _not_test(cls, v: str | None) -> str | None:
+        if v is not None and v.startswith(TEST_PREFIX):
             raise ValueError(
                 f"{v!r} is measured on the test split, which no decision may read; "
                 f"compare a validation metric such as {VAL_ACC!r}"

@@ -20,8 +20,9 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from service.jobs.client import JOB_ID_PATTERN
+from service.results import headline_from_tags
 from service.tracking.reader import child_runs, job_sweep_runs, open_client, probe_http
-from trainables.core.wire import TEST_ACC, VAL_ACC
+from trainables.core.wire import TEST_ACC, VAL_ACC, Headline
 
 __all__ = ["SweepTrial", "parent_run_from_logs", "sweep_trials"]
 
@@ -36,6 +37,10 @@ class SweepTrial(BaseModel):
     status: str | None = None
     end_epoch: int | None = Field(None, description="End of the critical period (cp.end_epoch).")
     switch_epoch: int | None = Field(None, description="First epoch of the cheap recipe.")
+    metric: str | None = Field(None, description="The sweep's headline metric, e.g. val/loss.")
+    mode: str | None = Field(None, description="max or min: the headline's better direction.")
+    val: float | None = Field(None, description="The headline's last value: what decisions read.")
+    test: float | None = Field(None, description="Its test value; never read by a decision.")
     val_acc: float | None = Field(None, description="Validation accuracy: what decisions read.")
     test_acc: float | None = Field(
         None, description="Test accuracy after the last epoch; never read by a decision."
@@ -56,9 +61,13 @@ def _as_int(value: Any) -> int | None:
 _PARENT_LINE = re.compile(r"MLflow: (?:experiment .*, )?(?:resuming )?parent run ([0-9a-f]{32})\b")
 
 
-def _trial(run: Any) -> SweepTrial:
+def _trial(run: Any, headline: Headline) -> SweepTrial:
     tags, metrics = run.data.tags, run.data.metrics
     return SweepTrial(
+        metric=headline.key,
+        mode=headline.mode,
+        val=metrics.get(headline.key),
+        test=metrics.get(headline.test_key),
         run_id=run.info.run_id,
         name=run.info.run_name,
         status=run.info.status,
@@ -119,6 +128,7 @@ def sweep_trials(
         log.warning("MLflow at %s: %s", mlflow_uri, exc)
         return None, f"MLflow at {mlflow_uri} unreachable or failed: {type(exc).__name__}"
     # A child made before the job's run is not its (a tag anyone could have set).
-    trials = [_trial(r) for r in children if r.info.start_time >= parent.info.start_time]
+    headline = headline_from_tags(parent.data.tags)
+    trials = [_trial(r, headline) for r in children if r.info.start_time >= parent.info.start_time]
     trials.sort(key=lambda t: t.name or t.run_id)
     return trials, None

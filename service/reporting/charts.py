@@ -1,4 +1,5 @@
-"""The PNG charts of `cpsweep report`: one bar chart per quantity, savings, accuracy vs cost."""
+"""The PNG charts of `cpsweep report`: one bar chart per quantity, savings, the headline
+metric (train.metric) against cost."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from service.reporting.rows import SAVINGS_KEYS, TrialRow
+from trainables.core.wire import Headline
 
 __all__ = ["write_charts"]
 
@@ -66,10 +68,10 @@ def _savings(plt: Any, rows: Sequence[TrialRow]) -> Any:
     return fig
 
 
-def _scatter(plt: Any, rows: Sequence[TrialRow]) -> Any:
-    """Each trial a point at (cost, final accuracy), labelled; baselines black squares."""
+def _scatter(plt: Any, rows: Sequence[TrialRow], headline: Headline) -> Any:
+    """Each trial a point at (cost, final headline value), labelled; baselines black squares."""
     fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=100)
-    pts = [r for r in rows if r.usd is not None and r.final_acc is not None]
+    pts = [r for r in rows if r.usd is not None and r.final_val is not None]
     for baseline, marker, color, name in (
         (False, "o", _CP, "critical-period trials"),
         (True, "s", "black", "baseline (full recipe)"),
@@ -78,7 +80,7 @@ def _scatter(plt: Any, rows: Sequence[TrialRow]) -> Any:
         if sel:
             ax.scatter(
                 [r.usd for r in sel],
-                [r.final_acc for r in sel],
+                [r.final_val for r in sel],
                 s=45,
                 marker=marker,
                 color=color,
@@ -87,12 +89,14 @@ def _scatter(plt: Any, rows: Sequence[TrialRow]) -> Any:
     for r in pts:
         ax.annotate(
             f"{r.trial_id} {r.label}",
-            (r.usd, r.final_acc),
+            (r.usd, r.final_val),
             fontsize=7,
             xytext=(4, 4),
             textcoords="offset points",
         )
-    ax.set(xlabel="cost (USD)", ylabel="final validation accuracy", title="Accuracy against cost")
+    ax.set(
+        xlabel="cost (USD)", ylabel=f"final {headline.label}", title=f"{headline.key} against cost"
+    )
     ax.margins(0.25, 0.15)  # room for the point labels
     ax.locator_params(axis="x", nbins=5)
     if pts:
@@ -102,9 +106,12 @@ def _scatter(plt: Any, rows: Sequence[TrialRow]) -> Any:
 
 
 def write_charts(
-    rows: Sequence[TrialRow], out_dir: Path, budget: int | None
+    rows: Sequence[TrialRow], out_dir: Path, budget: int | None, headline: Headline | None = None
 ) -> list[tuple[str, str]]:
-    """Write the comparison PNGs into out_dir; returns (file name, caption) in page order."""
+    """Write the comparison PNGs into out_dir; returns (file name, caption) in page order.
+    The metric charts show `headline` (train.metric; default val/acc): `val_acc.png`."""
+    h = headline or Headline()
+    stem = h.key.replace("/", "_")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -116,7 +123,7 @@ def write_charts(
         cp.axes[0].legend(fontsize=7)
     charts = [("cp_end.png", "End of the critical period per trial (n/a: never ended)", cp)]
     for name, attr, title, unit in (
-        ("accuracy.png", "final_acc", "Final validation accuracy", "accuracy"),
+        (f"{stem}.png", "final_val", f"Final {h.label}", h.key),
         ("wall_time.png", "time_s", "Wall time", "seconds"),
         ("energy.png", "kwh", "Energy", "kWh"),
         ("co2.png", "co2_kg", "CO2", "kg CO2e"),
@@ -125,7 +132,8 @@ def write_charts(
         fig = _bars(plt, rows, [getattr(r, attr) for r in rows], title, unit)
         charts.append((name, f"{title} per trial", fig))
     charts.append(("savings.png", "Estimated and measured savings per trial", _savings(plt, rows)))
-    charts.append(("accuracy_vs_cost.png", "Final accuracy against cost", _scatter(plt, rows)))
+    scatter = _scatter(plt, rows, h)
+    charts.append((f"{stem}_vs_cost.png", f"Final {h.key} against cost", scatter))
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, _, fig in charts:
         fig.savefig(out_dir / name)

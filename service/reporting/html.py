@@ -12,13 +12,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 from service.reporting.rows import (
-    ARM_COLUMNS,
     ENERGY_NOTES,
-    TRIAL_COLUMNS,
     Column,
     TrialRow,
+    arm_columns,
     arm_summaries,
     table_cells,
+    trial_columns,
 )
 from service.tracking.reader import SweepData
 
@@ -85,8 +85,9 @@ def render_html(
     methods = sorted({r.energy_method for r in rows if r.energy_method})
     energy = "; ".join(f"<code>{_e(m)}</code>: {_e(ENERGY_NOTES.get(m, m))}" for m in methods)
     sweep = data.parent.tags.get("cpsweep.sweep", data.parent.tags.get("mlflow.runName", "?"))
-    trials = _table(TRIAL_COLUMNS, rows, lambda r: "baseline" if r.baseline else "")
-    arms = _table(ARM_COLUMNS, arm_summaries(rows), lambda a: "")
+    h = data.headline
+    trials = _table(trial_columns(h), rows, lambda r: "baseline" if r.baseline else "")
+    arms = _table(arm_columns(h), arm_summaries(rows), lambda a: "")
     figs = "".join(
         f'<figure class="{"wide" if n == "savings.png" else ""}"><img src="{_e(srcs.get(n, n))}" alt="{_e(c)}">'
         f"<figcaption>{_e(c)}</figcaption></figure>"
@@ -102,6 +103,7 @@ def render_html(
 <dt>experiment</dt><dd>{_e(data.experiment)} (id <code>{_e(data.experiment_id)}</code>)</dd>
 <dt>parent run</dt><dd>{_run_ref(data, data.parent.run_id)}</dd>
 <dt>tracking URI</dt><dd><code>{_e(data.tracking_uri)}</code></dd>
+<dt>headline metric</dt><dd><code>{_e(h.label)}</code>, its test value <code>{_e(h.test_key)}</code></dd>
 <dt>energy</dt><dd>{energy or "no energy.method tag logged"}</dd>
 <dt>generated</dt><dd>{now}</dd>
 </dl>

@@ -30,10 +30,11 @@ log = logging.getLogger(__name__)
 def build_report(data: SweepData, out_dir: str | Path) -> Path:
     """Write index.html and its PNGs into out_dir; returns the page's path."""
     out = Path(out_dir)
-    rows = trial_rows(data.trials)
+    rows = trial_rows(data.trials, data.headline)
 
     params = data.parent.params
-    charts = write_charts(rows, out, to_int(params.get("epochs", params.get("train.epochs"))))
+    budget = to_int(params.get("epochs", params.get("train.epochs")))
+    charts = write_charts(rows, out, budget, data.headline)
     # Images inline as data: URIs: MLflow's artifact viewer shows the page without the
     # files beside it, so relative <img> paths would break there.
     inline = {name: _data_uri(out / name) for name, _ in charts}

@@ -12,21 +12,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from service.results import metric_columns
 from service.spec import runs_full_recipe
 from service.tracking.reader import RunData
-from trainables.core.wire import TEST_ACC, VAL_ACC
+from trainables.core.wire import Headline
 
 __all__ = [
-    "ARM_COLUMNS",
     "ENERGY_NOTES",
     "SAVINGS_KEYS",
-    "TRIAL_COLUMNS",
     "ArmSummary",
     "Column",
     "TrialRow",
+    "arm_columns",
     "arm_summaries",
     "table_cells",
     "to_int",
+    "trial_columns",
     "trial_row",
     "trial_rows",
 ]
@@ -50,9 +51,9 @@ class TrialRow:
     epochs: int | None
     cp_end: int | None
     switch: int | None
-    final_acc: float | None  # validation: what the decisions read
-    best_acc: float | None
-    test_acc: float | None  # the test split after the last epoch: what a user gets
+    final_val: float | None  # the headline metric on validation: what the decisions read
+    best_val: float | None  # its best over the epochs, in its mode
+    final_test: float | None  # its test value after the last epoch: what a user gets
     time_s: float | None
     kwh: float | None
     co2_kg: float | None
@@ -67,8 +68,8 @@ class ArmSummary:
     arm: str
     trials: int
     cp_end: float | None  # means over the arm's trials that did not fail
-    final_acc: float | None
-    test_acc: float | None
+    final_val: float | None
+    final_test: float | None
     time_s: float | None
     kwh: float | None
     usd: float | None
@@ -102,8 +103,10 @@ def _pcts(metrics: dict[str, float], prefix: str) -> dict[str, float]:
     return {k: metrics[f"{prefix}/{k}_pct"] for k in SAVINGS_KEYS if f"{prefix}/{k}_pct" in metrics}
 
 
-def trial_row(run: RunData) -> TrialRow:
-    """One trial's row from its child run (tags and metrics written by service.tracking.callback)."""
+def trial_row(run: RunData, headline: Headline | None = None) -> TrialRow:
+    """One trial's row from its child run (tags and metrics written by service.tracking.callback),
+    with the values of `headline` (default val/acc, max)."""
+    h = headline or Headline()
     t, m = run.tags, run.metrics
     arm = t.get("cpsweep.arm")
     arm = None if arm in (None, "", "None") else arm
@@ -123,9 +126,9 @@ def trial_row(run: RunData) -> TrialRow:
         epochs=to_int(t.get("cpsweep.last_epoch")),
         cp_end=to_int(t.get("cp.end_epoch")),
         switch=to_int(t.get("cp.switch_epoch")),
-        final_acc=m.get(VAL_ACC),
-        best_acc=max(run.val_acc_history) if run.val_acc_history else m.get(VAL_ACC),
-        test_acc=m.get(TEST_ACC),
+        final_val=m.get(h.key),
+        best_val=h.best(run.val_history) if run.val_history else m.get(h.key),
+        final_test=m.get(h.test_key),
         time_s=m.get("time/cum_s"),
         kwh=_scaled(m, "energy/Wh", 1e-3, "energy/kwh"),
         co2_kg=_scaled(m, "co2/g", 1e-3, "co2/kg"),
@@ -136,11 +139,10 @@ def trial_row(run: RunData) -> TrialRow:
     )
 
 
-def trial_rows(runs: Sequence[RunData]) -> list[TrialRow]:
+def trial_rows(runs: Sequence[RunData], headline: Headline | None = None) -> list[TrialRow]:
     """Rows in table order: critical-period arms first, baselines last, then label and id."""
-    return sorted(
-        map(trial_row, runs), key=lambda r: (r.baseline, r.arm or "", r.label, r.trial_id)
-    )
+    rows = [trial_row(r, headline) for r in runs]
+    return sorted(rows, key=lambda r: (r.baseline, r.arm or "", r.label, r.trial_id))
 
 
 def _mean(values: Sequence[float | int | None]) -> float | None:
@@ -164,8 +166,8 @@ def arm_summaries(rows: Sequence[TrialRow]) -> list[ArmSummary]:
             arm=arm,
             trials=len(g),
             cp_end=_mean([r.cp_end for r in g]),
-            final_acc=_mean([r.final_acc for r in g]),
-            test_acc=_mean([r.test_acc for r in g]),
+            final_val=_mean([r.final_val for r in g]),
+            final_test=_mean([r.final_test for r in g]),
             time_s=_mean([r.time_s for r in g]),
             kwh=_mean([r.kwh for r in g]),
             usd=_mean([r.usd for r in g]),
@@ -196,15 +198,17 @@ def _saved(head: str, key: str) -> Column:
     return (head, lambda r: r.savings_est.get(key, r.savings_measured.get(key)), text)
 
 
-TRIAL_COLUMNS: list[Column] = [
-    _col("trial", "trial_id"), _col("arm / params", "label"), _col("status", "status"),
-    _col("epochs", "epochs", "d"), _col("cp_end", "cp_end", "d"), _col("switch", "switch", "d"),
-    _col("val acc", "final_acc", ".4f"), _col("best val", "best_acc", ".4f"),
-    _col("test acc", "test_acc", ".4f"),
-    _col("time s", "time_s", ".1f"), _col("kWh", "kwh", ".3g"), _col("kg CO2", "co2_kg", ".3g"),
-    _col("USD", "usd", ".3g"), _saved("saved time %", "time"), _saved("saved kWh %", "energy"),
-    _saved("saved CO2 %", "co2"), _saved("saved USD %", "cost"),
-]  # fmt: skip
+def trial_columns(headline: Headline | None = None) -> list[Column]:
+    """The report's trial table: the headline's columns (service.results.metric_columns)."""
+    val, best, test = metric_columns(headline or Headline())
+    return [
+        _col("trial", "trial_id"), _col("arm / params", "label"), _col("status", "status"),
+        _col("epochs", "epochs", "d"), _col("cp_end", "cp_end", "d"), _col("switch", "switch", "d"),
+        _col(val, "final_val", ".4f"), _col(best, "best_val", ".4f"), _col(test, "final_test", ".4f"),
+        _col("time s", "time_s", ".1f"), _col("kWh", "kwh", ".3g"), _col("kg CO2", "co2_kg", ".3g"),
+        _col("USD", "usd", ".3g"), _saved("saved time %", "time"), _saved("saved kWh %", "energy"),
+        _saved("saved CO2 %", "co2"), _saved("saved USD %", "cost"),
+    ]  # fmt: skip
 
 
 def _arm_saved(head: str, kind: str, key: str) -> Column:
@@ -215,18 +219,21 @@ def _arm_saved(head: str, kind: str, key: str) -> Column:
     )
 
 
-ARM_COLUMNS: list[Column] = [
-    _col("arm", "arm"), _col("trials", "trials", "d"), _col("mean cp_end", "cp_end", ".1f"),
-    _col("mean val acc", "final_acc", ".4f"), _col("mean test acc", "test_acc", ".4f"),
-    _col("mean time s", "time_s", ".1f"),
-    _col("mean kWh", "kwh", ".3g"), _col("mean USD", "usd", ".3g"),
-    _arm_saved("est. time saved %", "savings_est", "time"),
-    _arm_saved("est. USD saved %", "savings_est", "cost"),
-    _arm_saved("meas. time saved %", "savings_measured", "time"),
-    _arm_saved("meas. USD saved %", "savings_measured", "cost"),
-]  # fmt: skip
+def arm_columns(headline: Headline | None = None) -> list[Column]:
+    """The report's per-arm table, with the headline's mean values."""
+    h = headline or Headline()
+    return [
+        _col("arm", "arm"), _col("trials", "trials", "d"), _col("mean cp_end", "cp_end", ".1f"),
+        _col(f"mean {h.label}", "final_val", ".4f"), _col(f"mean {h.test_key}", "final_test", ".4f"),
+        _col("mean time s", "time_s", ".1f"),
+        _col("mean kWh", "kwh", ".3g"), _col("mean USD", "usd", ".3g"),
+        _arm_saved("est. time saved %", "savings_est", "time"),
+        _arm_saved("est. USD saved %", "savings_est", "cost"),
+        _arm_saved("meas. time saved %", "savings_measured", "time"),
+        _arm_saved("meas. USD saved %", "savings_measured", "cost"),
+    ]  # fmt: skip
 
 
-def table_cells(obj: Any, columns: Sequence[Column] = TRIAL_COLUMNS) -> list[tuple[str, Any]]:
+def table_cells(obj: Any, columns: Sequence[Column]) -> list[tuple[str, Any]]:
     """(shown text, sort value) per column."""
     return [(text(obj), value(obj)) for _, value, text in columns]

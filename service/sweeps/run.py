@@ -19,6 +19,7 @@ import ray
 from ray import tune
 
 from service.reporting.report import upload_report
+from service.results import SweepSummary
 from service.spec import ScalingSpec, SweepSpec, build_param_space
 from service.sweeps.load import DriverLoad, load_meters
 from service.sweeps.moved import alias_moved_modules
@@ -31,7 +32,7 @@ from trainables.core.config import ConfigError
 from trainables.core.imports import import_dirs
 from trainables.core.policy import POLICY_ENV
 from trainables.core.trial import TrialOptions
-from trainables.core.wire import control_actor_name
+from trainables.core.wire import control_actor_name, headline_of
 from trainables.run.pool import pool_key, remove_sweep_groups
 from trainables.run.worker import TRIAL_RESOURCE, trial_main
 
@@ -210,11 +211,12 @@ def _scheduler(spec: SweepSpec, out: Path, control_name: str) -> CriticalPeriodS
     if spec.scheduler.inner is not None:
         from ray.tune.schedulers import ASHAScheduler
 
+        metric, mode = spec.scheduler.inner.compared(headline_of(spec.train.model_dump()))
         i = spec.scheduler.inner
         inner = ASHAScheduler(
             time_attr="epoch",
-            metric=i.metric,
-            mode=i.mode,
+            metric=metric,
+            mode=mode,
             max_t=spec.train.epochs,
             grace_period=i.grace_period,
             reduction_factor=i.reduction_factor,
@@ -284,7 +286,7 @@ def run_sweep(
     resume: bool = False,
     callbacks: Sequence[Any] = (),
     trial_options: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> SweepSummary:
     """Run (or resume) the sweep; writes `<output_dir>/summary.json` and returns it.
 
     `trial_options` are merged into every trial's options (testing hooks such as
@@ -313,11 +315,11 @@ def run_sweep(
     summary = summarize_results(
         spec, grid, scheduler, time.perf_counter() - t0, unfinished=progress.unfinished
     )
-    summary["output_dir"] = str(out)
+    summary = summary.model_copy(update={"output_dir": str(out)})
     for cb in tracking:
         summary = cb.finish(summary)
     _upload_report(summary)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    (out / "summary.json").write_text(json.dumps(summary.to_json(), indent=2))
     log.info("summary: %s", out / "summary.json")
     return summary
 
@@ -328,7 +330,7 @@ def _sweep_callbacks(
     """Every callback of the sweep's Tuner, the tracking ones and the progress one."""
     tracker = TrialTracker()
     tracking = _tracking_callbacks(spec, out, resume, tracker)
-    progress = ProgressCallback(spec.train.epochs, tracker)
+    progress = ProgressCallback(spec.train.epochs, tracker, headline_of(spec.train.model_dump()))
     # Warns once, with numbers, when results or Tune's own steps approach the loop's
     # ceiling or MLflow falls behind (service/sweeps/load.py); first and last in the list.
     backlog = tracking[0].backlog if tracking else (lambda: None)
@@ -459,12 +461,12 @@ def _restored_tuner(
     return tuner
 
 
-def _upload_report(summary: dict[str, Any]) -> None:
+def _upload_report(summary: SweepSummary) -> None:
     """The report on the sweep's own run, built from what MLflow holds once tracking has
     finished; while MLflow still lacks writes, `cpsweep sync` uploads it after them."""
-    m, t = summary.get("mlflow"), summary.get("tracking")
-    if m and t and t["all_in_mlflow"] and m.get("parent_run_id"):
-        upload_report(m["tracking_uri"], m["experiment"], m["parent_run_id"])
+    m, t = summary.mlflow, summary.tracking
+    if m and t and t["all_in_mlflow"] and m.parent_run_id:
+        upload_report(m.tracking_uri, m.experiment, m.parent_run_id)
 
 
 @contextlib.contextmanager

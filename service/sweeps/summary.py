@@ -1,4 +1,4 @@
-"""The summary of a finished sweep: one row per trial from Tune's results (summary.json)."""
+"""The summary of a finished sweep from Tune's results (service.results.SweepSummary)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from service.results import MetricInfo, SweepSummary, TrialSummary, period_flag
 from service.spec import SweepSpec
 from service.sweeps.scheduler import CriticalPeriodScheduler
 from trainables.core.trial import train_dict_for
@@ -13,10 +14,14 @@ from trainables.core.wire import (
     END_EPOCH,
     EPOCH,
     REPLAYED,
+    SAMPLES,
+    SAMPLES_TOTAL,
     SWITCH_EPOCH,
     TEST_ACC,
     TEST_LOSS,
     VAL_ACC,
+    Headline,
+    headline_of,
 )
 
 __all__ = ["once_per_epoch", "summarize_results"]
@@ -59,28 +64,46 @@ def summarize_results(
     scheduler: CriticalPeriodScheduler,
     wall_s: float,
     unfinished: Sequence[str] = (),
-) -> dict[str, Any]:
+) -> SweepSummary:
     """One row per trial. `unfinished`: trials Tune had not concluded when the sweep ended
     (Ctrl-C): status INTERRUPTED, and the summary says `interrupted: true`."""
     decisions = scheduler.decisions()
-    trials = [_trial_row(spec, result, decisions, unfinished) for result in grid]
-    trials.sort(key=lambda t: (str(t["arm"]), t["trial_id"]))
-    return {
-        "sweep": spec.name,
-        "wall_s": round(wall_s, 2),
-        "interrupted": bool(unfinished),
-        "trials": trials,
-    }
+    headline = headline_of(spec.train.model_dump())
+    trials = [_trial_row(spec, headline, result, decisions, unfinished) for result in grid]
+    trials.sort(key=lambda t: (str(t.arm), t.trial_id))
+    return SweepSummary(
+        sweep=spec.name,
+        metric=MetricInfo.of(headline),
+        budget=spec.train.epochs,
+        wall_s=round(wall_s, 2),
+        interrupted=bool(unfinished),
+        trials=tuple(trials),
+    )
+
+
+def _samples(df: Any, m: dict[str, Any]) -> int:
+    """Training samples over the trial: the built-in loop's running total, else the sum of
+    the `samples` a user's loop reported per epoch (0: it reported none)."""
+    if m.get(SAMPLES_TOTAL):
+        return int(m[SAMPLES_TOTAL])
+    return int(_col_sum(df, SAMPLES) or 0)
+
+
+def _values(df: Any, key: str) -> list[float]:
+    return [float(v) for v in df[key].dropna().tolist()] if df is not None and key in df else []
 
 
 def _trial_row(
-    spec: SweepSpec, result: Any, decisions: dict[str, Any], unfinished: Sequence[str]
-) -> dict[str, Any]:
+    spec: SweepSpec,
+    headline: Headline,
+    result: Any,
+    decisions: dict[str, Any],
+    unfinished: Sequence[str],
+) -> TrialSummary:
     """One trial's row of the summary from its Tune result."""
     m = dict(result.metrics or {})
     config = result.config or {}
     df = once_per_epoch(result.metrics_dataframe)
-    accs = df[VAL_ACC].dropna().tolist() if df is not None and VAL_ACC in df else []
     tid = m.get("trial_id") or (result.path or "").rsplit("_", 1)[-1]
     epochs = int(m.get("epoch") or 0)
     if result.error:
@@ -89,30 +112,41 @@ def _trial_row(
         status = "INTERRUPTED"
     else:  # fewer epochs than planned: an inner scheduler (ASHA) stopped it
         status = "STOPPED" if epochs < spec.train.epochs else "TERMINATED"
-    t: dict[str, Any] = {
-        "trial_id": tid,
-        "arm": config.get("arm"),
-        "params": config.get("params", {}),
-        "config": train_dict_for(config) if "train" in config else {},
-        "status": status,
-        "error": str(result.error).strip().splitlines()[-1] if result.error else None,
-        "epochs": epochs,
-        "cp_end_epoch": m.get(END_EPOCH),
-        "switch_epoch": m.get(SWITCH_EPOCH),
-        "cp_source": decisions.get(tid, {}).get("source"),
-        "final_val_acc": _num(m.get(VAL_ACC)),
-        "best_val_acc": max(accs) if accs else None,
+    train = train_dict_for(config) if "train" in config else {}
+    end = m.get(END_EPOCH)
+    wall_s, epoch_s = _num(m.get("time_total_s")), _col_sum(df, "time/epoch_s")
+    accs = _values(df, VAL_ACC)
+    return TrialSummary(
+        trial_id=tid,
+        arm=config.get("arm"),
+        params=config.get("params", {}),
+        config=train,
+        status=status,
+        error=str(result.error).strip().splitlines()[-1] if result.error else None,
+        epochs=epochs,
+        cp_end_epoch=end,
+        switch_epoch=m.get(SWITCH_EPOCH),
+        cp_source=decisions.get(tid, {}).get("source"),
+        cp_flag=period_flag(
+            train.get("criterion") or spec.train.criterion.model_dump(),
+            end,
+            epochs,
+            spec.train.epochs,
+        ),
+        final_val=_num(m.get(headline.key)),
+        best_val=headline.best(_values(df, headline.key)),
         # the test split, measured after the last epoch (None: stopped early, or no test
         # split); reported only, no decision read it
-        "final_test_acc": _last(df, m, TEST_ACC),
-        "final_test_loss": _last(df, m, TEST_LOSS),
-        "wall_s": _num(m.get("time_total_s")),
-        "train_s": _col_sum(df, "time/train_s"),
-        "eval_s": _col_sum(df, "time/eval_s"),
-        "epoch_s": _col_sum(df, "time/epoch_s"),
-        "samples": int(m.get("samples_total") or 0),
-    }
-    if t["wall_s"] is not None and t["epoch_s"] is not None:
+        final_test=_last(df, m, headline.test_key),
+        final_val_acc=_num(m.get(VAL_ACC)),
+        best_val_acc=max(accs) if accs else None,
+        final_test_acc=_last(df, m, TEST_ACC),
+        final_test_loss=_last(df, m, TEST_LOSS),
+        wall_s=wall_s,
+        train_s=_col_sum(df, "time/train_s"),
+        eval_s=_col_sum(df, "time/eval_s"),
+        epoch_s=epoch_s,
         # trial start-up, reporting and checkpoints: what the sweep machinery costs
-        t["outside_epochs_s"] = round(t["wall_s"] - t["epoch_s"], 3)
-    return t
+        outside_epochs_s=None if wall_s is None or epoch_s is None else round(wall_s - epoch_s, 3),
+        samples=_samples(df, m),
+    )

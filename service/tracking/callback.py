@@ -23,18 +23,19 @@ from typing import Any
 
 from ray.tune import Callback
 
+from service.results import MlflowIds, SweepSummary, TrialSummary, headline_tags
 from service.spec import SweepSpec, runs_full_recipe
 from service.tracking import accounting, schema
 from service.tracking.client import configure_client, prepare_store
 from service.tracking.lifecycle import TrialTracker
 from service.tracking.parent_run import log_sweep_results
 from service.tracking.reader import resolve_tracking_uri
-from service.tracking.usage import TrialUsage, attach_measured_baselines
+from service.tracking.usage import TrialUsage, with_measured_baselines
 from service.tracking.view import RUN_COLOR_TAG, trial_color
 from service.tracking.wal import WAL_NAME, WriteAheadLog, log_report
 from service.tracking.writer import TrackingWriter
 from trainables.core.trial import train_dict_for
-from trainables.core.wire import END_EPOCH, MODE, SWITCH_EPOCH
+from trainables.core.wire import END_EPOCH, MODE, SWITCH_EPOCH, headline_of
 
 __all__ = [
     "MLflowSweepCallback",
@@ -135,6 +136,7 @@ class MLflowSweepCallback(Callback):
             "cpsweep.tracking_uri": self.uri,
             "mlflow.runName": self.spec.name,
             "mlflow.note.content": self.spec.description or f"cpsweep sweep {self.spec.name}",
+            **headline_tags(headline_of(self.spec.train.model_dump())),
         }
         if os.environ.get("RAY_JOB_SUBMISSION_ID"):
             tags["cpsweep.job_id"] = os.environ["RAY_JOB_SUBMISSION_ID"]
@@ -289,50 +291,56 @@ class MLflowSweepCallback(Callback):
 
     # -- summary ---------------------------------------------------------------------------
 
-    def finish(self, summary: dict[str, Any]) -> dict[str, Any]:
+    def finish(self, summary: SweepSummary) -> SweepSummary:
         """Add MLflow ids, totals and savings to the sweep summary (and measured baselines),
         queue the sweep's totals and summary for its run, and say what reached MLflow."""
         deadline = time.monotonic() + self.spec.tracking.drain_timeout_s
         self.flush(deadline - time.monotonic())
         refs = self.state.refs
-        summary["mlflow"] = {
-            "tracking_uri": self.uri,
-            "experiment": self.spec.tracking.experiment or self.spec.name,
-            "experiment_id": refs["sweep"].experiment_id if "sweep" in refs else None,
-            "parent_run_id": refs["sweep"].run_id if "sweep" in refs else None,
-        }
-        for t in summary["trials"]:
-            st = refs.get(f"trial:{t['trial_id']}")
-            t["mlflow_run_id"] = st.run_id if st else None
-            u = self.usage.get(t["trial_id"])
-            if u is None and st is not None and st.usage:
-                u = self._recover_usage(t["trial_id"])
-            t.update(u.totals() if u else {})
-            criterion = (t.get("config") or {}).get("criterion", {}).get("name")
-            never = runs_full_recipe(t.get("arm"), criterion)
-            t["savings_pct"] = u.estimated_savings() if u and not never else {}
-        attach_measured_baselines(summary)
+        ids = MlflowIds(
+            tracking_uri=self.uri,
+            experiment=self.spec.tracking.experiment or self.spec.name,
+            experiment_id=refs["sweep"].experiment_id if "sweep" in refs else None,
+            parent_run_id=refs["sweep"].run_id if "sweep" in refs else None,
+        )
+        trials = with_measured_baselines([self._with_usage(t) for t in summary.trials])
         ts = int(time.time() * 1000)
-        for t in summary["trials"]:
-            if "savings_measured_pct" in t:
+        for t in trials:
+            if t.savings_measured_pct is not None:
                 measured = {
-                    f"savings_measured/{k}_pct": v for k, v in t["savings_measured_pct"].items()
+                    f"savings_measured/{k}_pct": v for k, v in t.savings_measured_pct.items()
                 }
                 self.wal.append(
                     {
                         "op": "log",
-                        "ref": f"trial:{t['trial_id']}",
-                        "step": int(t.get("epochs") or 0),
+                        "ref": f"trial:{t.trial_id}",
+                        "step": t.epochs,
                         "ts": ts,
                         "m": measured,
-                        "t": {"cpsweep.baseline_trial_id": t["baseline_trial_id"]},
+                        "t": {"cpsweep.baseline_trial_id": str(t.baseline_trial_id)},
                     }
                 )
-        summary["tracking"] = self.report()
-        self.wal.append({"op": "final", "summary": summary})
+        summary = summary.model_copy(
+            update={"mlflow": ids, "trials": tuple(trials), "tracking": self.report()}
+        )
+        self.wal.append({"op": "final", "summary": summary.to_json()})
         self.flush(max(0.0, deadline - time.monotonic()))
-        summary["tracking"] = self.close()
-        return summary
+        return summary.model_copy(update={"tracking": self.close()})
+
+    def _with_usage(self, t: TrialSummary) -> TrialSummary:
+        """`t` with its MLflow run, what it consumed and its estimated savings."""
+        st = self.state.refs.get(f"trial:{t.trial_id}")
+        u = self.usage.get(t.trial_id)
+        if u is None and st is not None and st.usage:
+            u = self._recover_usage(t.trial_id)
+        never = runs_full_recipe(t.arm, (t.config.get("criterion") or {}).get("name"))
+        return t.model_copy(
+            update={
+                "mlflow_run_id": st.run_id if st else None,
+                **(u.totals() if u else {}),
+                "savings_pct": u.estimated_savings() if u and not never else {},
+            }
+        )
 
     def close(self, timeout_s: float = 0.0) -> dict[str, Any]:
         """Stop the writer (after at most `timeout_s` more of draining); warn about what is
@@ -386,9 +394,13 @@ def epoch_record(
 
 
 def log_final(client: Any, summary: dict[str, Any], runs: dict[str, str]) -> None:
-    """The writer's last op: the sweep's totals and summary on its parent run."""
-    summary["mlflow"]["parent_run_id"] = runs.get("sweep")
-    for t in summary["trials"]:
-        t["mlflow_run_id"] = runs.get(f"trial:{t['trial_id']}")
-    if summary["mlflow"]["parent_run_id"]:
-        log_sweep_results(client, summary, strict=True)
+    """The writer's last op (`summary`: the log's JSON of a SweepSummary): the sweep's
+    totals and summary on its parent run, with the run ids MLflow gave."""
+    s = SweepSummary.model_validate(summary)
+    if s.mlflow is None or not runs.get("sweep"):
+        return
+    trials = tuple(
+        t.model_copy(update={"mlflow_run_id": runs.get(f"trial:{t.trial_id}")}) for t in s.trials
+    )
+    ids = s.mlflow.model_copy(update={"parent_run_id": runs["sweep"]})
+    log_sweep_results(client, s.model_copy(update={"mlflow": ids, "trials": trials}), strict=True)

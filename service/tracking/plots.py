@@ -60,11 +60,11 @@ def log_trial_plots(client: Any, run_id: str, history: list[dict[str, Any]]) -> 
     if not history:
         return
     plt = _plt()
+    figures = [("rotation.png", rotation_figure(history))]
+    if any(VAL_ACC in h for h in history):  # a loop without accuracy gets no empty chart
+        figures.append(("accuracy_vs_cost.png", accuracy_cost_figure(history)))
     with tempfile.TemporaryDirectory() as tmp:
-        for name, fig in (
-            ("rotation.png", rotation_figure(history)),
-            ("accuracy_vs_cost.png", accuracy_cost_figure(history)),
-        ):
+        for name, fig in figures:
             path = Path(tmp) / name
             fig.savefig(path)
             plt.close(fig)

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from service.results import headline_from_tags
 from trainables.core.config import ConfigError
-from trainables.core.wire import END_EPOCH, VAL_ACC
+from trainables.core.wire import END_EPOCH, Headline
 
 __all__ = [
     "RunData",
@@ -43,14 +44,14 @@ class StoreError(ConfigError):
 
 @dataclass
 class RunData:
-    """One MLflow run as plain data: latest metric values and the `val/acc` history."""
+    """One MLflow run as plain data: latest metric values and the headline's history."""
 
     run_id: str
     status: str = "FINISHED"
     tags: dict[str, str] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
-    val_acc_history: list[float] = field(default_factory=list)
+    val_history: list[float] = field(default_factory=list)  # the headline's, by epoch
 
 
 @dataclass
@@ -60,6 +61,7 @@ class SweepData:
     tracking_uri: str
     parent: RunData
     trials: list[RunData]
+    headline: Headline = field(default_factory=Headline)  # the sweep run's cpsweep.metric
 
 
 def resolve_tracking_uri(uri: str | None) -> str:
@@ -149,10 +151,11 @@ def job_sweep_runs(client: Any, job_id: str, parent_run_id: str | None = None) -
     )
 
 
-def _run_data(client: Any, run: Any, history: bool) -> RunData:
+def _run_data(client: Any, run: Any, history: str | None) -> RunData:
+    """`run` as plain data, with the history of metric `history` (None: none)."""
     i, d = run.info, run.data
-    accs = [m.value for m in client.get_metric_history(i.run_id, VAL_ACC)] if history else []
-    return RunData(i.run_id, i.status, dict(d.tags), dict(d.params), dict(d.metrics), accs)
+    values = metric_by_step(client, i.run_id, history) if history else []
+    return RunData(i.run_id, i.status, dict(d.tags), dict(d.params), dict(d.metrics), values)
 
 
 def _sweep_run(client: Any, exp: Any, where: str, parent_id: str | None) -> Any:
@@ -201,7 +204,7 @@ def load_sweep(experiment: str, tracking_uri: str, parent_id: str | None = None)
     if not children:
         raise StoreError(f"{where}: sweep run {pid} has no trial runs yet")
     log.debug("%s: sweep run %s with %d trials", where, pid, len(children))
-    trials = [_run_data(client, c, history=True) for c in children]
-    return SweepData(
-        experiment, exp.experiment_id, tracking_uri, _run_data(client, parent, False), trials
-    )
+    headline = headline_from_tags(parent.data.tags)
+    trials = [_run_data(client, c, history=headline.key) for c in children]
+    sweep_run = _run_data(client, parent, history=None)
+    return SweepData(experiment, exp.experiment_id, tracking_uri, sweep_run, trials, headline)

@@ -15,11 +15,12 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from service.results import TrialSummary
 from service.spec import BASELINE_ARM
 from service.tracking import accounting
 from service.tracking.schema import state_from_run
 
-__all__ = ["TrialUsage", "attach_measured_baselines", "device_for_price"]
+__all__ = ["TrialUsage", "device_for_price", "with_measured_baselines"]
 
 log = logging.getLogger(__name__)
 
@@ -167,33 +168,32 @@ class TrialUsage:
         }
 
 
-def _summary_usage(t: dict[str, Any]) -> accounting.Usage:
+def _summary_usage(t: TrialSummary) -> accounting.Usage:
     """What a trial of the sweep summary consumed (TrialUsage.totals, samples)."""
     return accounting.Usage(
-        t.get("billed_s") or 0.0,
-        t["samples"],
-        t.get("energy_kwh") or 0.0,
-        t.get("co2_kg") or 0.0,
-        t.get("cost_usd") or 0.0,
+        t.billed_s or 0.0, t.samples, t.energy_kwh or 0.0, t.co2_kg or 0.0, t.cost_usd or 0.0
     )
 
 
-def attach_measured_baselines(summary: dict[str, Any]) -> None:
-    """Pair each trial with its `baseline` arm (same params) and add measured savings
-    (the tracking callback logs them to the trial runs)."""
-    baselines = {
-        json.dumps(t.get("params", {}), sort_keys=True): t
-        for t in summary["trials"]
-        if t.get("arm") == BASELINE_ARM and t["status"] != "ERROR"
-    }
-    if not baselines:
-        return
-    for t in summary["trials"]:
-        b = baselines.get(json.dumps(t.get("params", {}), sort_keys=True))
-        if b is None or b is t or t["status"] == "ERROR":
+def _key(t: TrialSummary) -> str:
+    return json.dumps(t.params, sort_keys=True)
+
+
+def with_measured_baselines(trials: list[TrialSummary]) -> list[TrialSummary]:
+    """`trials`, each paired with its `baseline` arm (same params) and given measured
+    savings and the headline's difference (the tracking callback logs them to the runs)."""
+    baselines = {_key(t): t for t in trials if t.arm == BASELINE_ARM and t.status != "ERROR"}
+    out = []
+    for t in trials:
+        b = baselines.get(_key(t))
+        if b is None or b is t or t.status == "ERROR":
+            out.append(t)
             continue
-        measured = accounting.savings_pct(_summary_usage(t), _summary_usage(b))
-        t["baseline_trial_id"] = b["trial_id"]
-        t["savings_measured_pct"] = measured
-        if t.get("final_val_acc") is not None and b.get("final_val_acc") is not None:
-            t["acc_delta_vs_baseline"] = t["final_val_acc"] - b["final_val_acc"]
+        delta = None if t.final_val is None or b.final_val is None else t.final_val - b.final_val
+        update = {
+            "baseline_trial_id": b.trial_id,
+            "savings_measured_pct": accounting.savings_pct(_summary_usage(t), _summary_usage(b)),
+            "val_delta_vs_baseline": delta,
+        }
+        out.append(t.model_copy(update=update))
+    return out

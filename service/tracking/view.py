@@ -31,7 +31,7 @@ from __future__ import annotations
 from typing import Any
 
 from service.tracking.schema import CRITICAL, USAGE_KEYS
-from trainables.core.wire import ROTATION_MEAN, TEST_ACC, VAL_ACC, VAL_LOSS
+from trainables.core.wire import ROTATION_MEAN, VAL_LOSS, Headline
 
 __all__ = [
     "RUN_COLOR_TAG",
@@ -52,14 +52,13 @@ TRIAL_COLORS = (
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
     "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
 )  # fmt: skip
-# The metric the view sorts by and shows first (a follow-up takes it from the spec).
-_HEADLINE = VAL_ACC
 # The curves a sweep is compared by, in one chart section ahead of the UI's generated
-# ones: rotation, the period's end on the same epoch axis, what the trials reach.
-_CHARTS = (ROTATION_MEAN, CRITICAL, VAL_ACC, VAL_LOSS)
+# ones: rotation, the period's end on the same epoch axis, then the headline metric
+# (train.metric) and the validation loss: what the trials reach.
+_CURVES = (ROTATION_MEAN, CRITICAL)
 _SECTION = {
     "uuid": "cpsweep-section",
-    "name": "critical period and accuracy",
+    "name": "critical period and headline metric",
     "display": True,
     "isReordered": False,
     "deleted": False,
@@ -73,12 +72,13 @@ def trial_color(index: int) -> str:
     return TRIAL_COLORS[index % len(TRIAL_COLORS)]
 
 
-def view_columns(searched: list[str]) -> list[str]:
+def view_columns(searched: list[str], headline: Headline | None = None) -> list[str]:
     """The runs table's columns after the run name: the searched params (what tells the
     trials apart), the headline metric and its test value (never decided on), the usage
     totals and the period's end."""
+    h = headline or Headline()
     columns = [f"params.`{p}`" for p in searched]
-    columns += [f"metrics.`{k}`" for k in (_HEADLINE, TEST_ACC, *USAGE_KEYS)]
+    columns += [f"metrics.`{k}`" for k in (h.key, h.test_key, *USAGE_KEYS)]
     columns += [f"tags.`{k}`" for k in ("cp.end_epoch", "cp.switch_epoch")]
     return columns
 
@@ -114,21 +114,25 @@ def shared_view_key(parent_run_id: str) -> str:
     return f"cpsweep-{parent_run_id}"
 
 
-def shared_view(searched: list[str], parent_run_id: str) -> dict[str, Any]:
+def shared_view(
+    searched: list[str], parent_run_id: str, headline: Headline | None = None
+) -> dict[str, Any]:
     """The view of one sweep (the value of its experiment tag, see the module docstring):
-    its trials as rows sorted by the headline metric, their columns, and the chart
-    section of their curves first, every trial drawn."""
-    columns = view_columns(searched)
+    its trials as rows sorted by the headline metric, best first, their columns, and the
+    chart section of their curves first, every trial drawn."""
+    h = headline or Headline()
+    columns = view_columns(searched, h)
+    charts = list(dict.fromkeys((*_CURVES, h.key, VAL_LOSS)))
     return {
         "searchFilter": f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
-        "orderByKey": f"metrics.`{_HEADLINE}`",
-        "orderByAsc": False,
+        "orderByKey": f"metrics.`{h.key}`",
+        "orderByAsc": h.mode == "min",
         "selectedColumns": columns,
         "columnOrder": [_RUN_NAME, *columns],
         "columnWidths": {_RUN_NAME: 300},
         "runsHiddenMode": "SHOW_ALL",
         "compareRunSections": [_SECTION],
-        "compareRunCharts": [_line_chart(i, k) for i, k in enumerate(_CHARTS)],
+        "compareRunCharts": [_line_chart(i, k) for i, k in enumerate(charts)],
         "isAccordionReordered": True,
         "hideEmptyCharts": True,
         "globalLineChartConfig": {

@@ -77,7 +77,7 @@ def test_four_quarter_gpu_trials_share_one_gpu_and_fall_back_to_the_cpu(
             spec,
             output_dir=tmp_path / "out",
             trial_options={"rendezvous": {"dir": str(meet), "trials": 4, "timeout_s": 90}},
-        )
+        ).to_json()
     assert "up to 4 trials at once (4 CPUs, 1 GPUs; 0.25 GPU per worker)" in caplog.text
     assert [m["gpu_ids"] for m in _met(meet)] == [["0"]] * 4  # all on the one GPU, at once
     assert len(summary["trials"]) == 4
@@ -102,7 +102,7 @@ def test_train_executor_workers_take_gpu_shares_and_use_gloo_without_cuda(
         spec,
         output_dir=tmp_path / "out",
         trial_options={"rendezvous": {"dir": str(meet), "trials": 2, "timeout_s": 90}},
-    )
+    ).to_json()
     assert [m["gpu_ids"] for m in _met(meet)] == [["0"]] * 2  # both ranks 0 on GPU 0, at once
     for t in summary["trials"]:
         assert t["status"] == "TERMINATED", t  # NCCL without CUDA would have failed it

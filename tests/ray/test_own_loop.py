@@ -58,7 +58,7 @@ def test_a_users_loop_runs_in_a_sweep_and_switches_after_its_end(
             "accounting": {"measure_energy": False},
         }
     )
-    summary = run_sweep(spec, output_dir=tmp_path / "out")
+    summary = run_sweep(spec, output_dir=tmp_path / "out").to_json()
     [t] = summary["trials"]
     assert t["status"] == "TERMINATED", t
     hist = [r for r in _history(tmp_path / "out", "own", t["trial_id"]) if "epoch" in r]
@@ -72,7 +72,7 @@ def test_a_users_loop_runs_in_a_sweep_and_switches_after_its_end(
         [client.get_experiment_by_name("own").experiment_id],
         f"tags.mlflow.parentRunId = '{summary['mlflow']['parent_run_id']}'",
     )
-    steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/mse")]
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/loss")]
     assert steps == list(range(1, 11))  # the loop's own metric, no accuracy anywhere
     # With the train executor both ranks ran fit(): its DDP all-reduce would hang otherwise.
     assert run.data.tags["cp.switch_epoch"] == str(t["switch_epoch"])

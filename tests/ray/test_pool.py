@@ -66,7 +66,7 @@ def test_trials_on_a_reused_group_match_a_fresh_group_and_a_torchtrainer(ray_loc
     from trainables.method.criteria import end_epoch
 
     out = tmp_path / "pool"
-    summary = run_sweep(_spec(tmp_path, num_samples=3), output_dir=out)
+    summary = run_sweep(_spec(tmp_path, num_samples=3), output_dir=out).to_json()
     trials = summary["trials"]
     assert len(trials) == 3
     pids = []
@@ -93,7 +93,7 @@ def test_trials_on_a_reused_group_match_a_fresh_group_and_a_torchtrainer(ray_loc
     # The same trial on a TorchTrainer (fresh processes): the same run.
     ref = tmp_path / "torchtrainer"
     scaling = {"num_workers": 2, "cpus_per_worker": 1, "executor": "train", "worker_pool": False}
-    [tt] = run_sweep(_spec(tmp_path, scaling=scaling), output_dir=ref)["trials"]
+    [tt] = run_sweep(_spec(tmp_path, scaling=scaling), output_dir=ref).to_json()["trials"]
     assert tt["status"] == "TERMINATED" and tt["switch_epoch"] == trials[0]["switch_epoch"]
     for a, b in zip(first, _history(ref, tt["trial_id"])):
         assert a["rotation/mean"] == pytest.approx(b["rotation/mean"], abs=1e-6)
@@ -110,7 +110,7 @@ def test_a_failing_trial_does_not_poison_the_next(ray_local, tmp_path):
         arms={"a_fails": {"loop": "tests.ray.pool_loops:fit_rank1_fails"}, "b_ok": {}},
     )
     out = tmp_path / "out"
-    summary = run_sweep(spec, output_dir=out)
+    summary = run_sweep(spec, output_dir=out).to_json()
     by_arm = {t["arm"]: t for t in summary["trials"]}
     bad, ok = by_arm["a_fails"], by_arm["b_ok"]
     assert bad["status"] == "ERROR" and "rank 1 failed on purpose" in bad["error"]

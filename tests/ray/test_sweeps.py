@@ -60,7 +60,7 @@ def test_every_trial_switches_one_epoch_after_its_end(ray_local, tmp_path):
         search_space={"optim.name": {"grid": ["sgd", "adam"]}},
         train={**_spec(tmp_path).train.model_dump(), "optim": {"name": "sgd", "lr": 0.01}},
     )
-    summary = run_sweep(spec, output_dir=tmp_path / "out")
+    summary = run_sweep(spec, output_dir=tmp_path / "out").to_json()
     assert len(summary["trials"]) == 2
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     parent = summary["mlflow"]["parent_run_id"]
@@ -112,7 +112,7 @@ def test_killed_worker_resumes_from_its_checkpoint(ray_local, tmp_path, executor
         spec,
         output_dir=tmp_path / "out",
         trial_options={"fault_kill_epoch": 3, "fault_marker": str(marker)},
-    )
+    ).to_json()
     assert marker.exists(), "the fault was never injected"
     a, b = summary["trials"]
     for t in (a, b):
@@ -134,7 +134,7 @@ def test_a_reused_trial_process_gives_the_same_run_as_a_fresh_one(ray_local, tmp
     from service.sweeps.run import run_sweep
 
     spec = _spec(tmp_path, num_samples=2, max_concurrent_trials=1)
-    summary = run_sweep(spec, output_dir=tmp_path / "out")
+    summary = run_sweep(spec, output_dir=tmp_path / "out").to_json()
     a, b = summary["trials"]
     pids = set()
     for t in (a, b):
@@ -164,7 +164,7 @@ def test_nan_trial_fails_with_reason_while_others_finish(ray_local, tmp_path, ex
         arms={"ok": {}, "diverge": {"optim.lr": 1.0e6}},
         scaling={"executor": executor},
     )
-    summary = run_sweep(spec, output_dir=tmp_path / "out")
+    summary = run_sweep(spec, output_dir=tmp_path / "out").to_json()
     by_arm = {t["arm"]: t for t in summary["trials"]}
     assert by_arm["ok"]["status"] == "TERMINATED" and by_arm["ok"]["epochs"] == 3
     bad = by_arm["diverge"]
@@ -176,7 +176,7 @@ def test_two_workers_switch_at_the_same_epoch(ray_local, tmp_path):
     from service.sweeps.run import run_sweep
 
     spec = _spec(tmp_path, scaling={"num_workers": 2, "cpus_per_worker": 1})
-    summary = run_sweep(spec, output_dir=tmp_path / "out")
+    summary = run_sweep(spec, output_dir=tmp_path / "out").to_json()
     [t] = summary["trials"]
     assert t["status"] == "TERMINATED" and t["switch_epoch"] == t["cp_end_epoch"] + 1
     [trial_dir] = [p for p in (tmp_path / "out" / "ray" / "it").iterdir() if p.is_dir()]
@@ -202,7 +202,7 @@ def test_sync_mode_has_zero_lag_and_async_records_its_lag(ray_local, tmp_path, m
     from service.sweeps.run import run_sweep
 
     spec = _spec(tmp_path, scheduler={"mode": mode}, scaling={"executor": executor})
-    summary = run_sweep(spec, output_dir=tmp_path / "out")
+    summary = run_sweep(spec, output_dir=tmp_path / "out").to_json()
     [t] = summary["trials"]
     assert t["status"] == "TERMINATED" and t["cp_end_epoch"] is not None
     hist = _history(tmp_path / "out", t["trial_id"])

@@ -47,9 +47,9 @@ def test_summary_times_count_a_resent_epoch_once() -> None:
         error=None,
     )
     scheduler: Any = SimpleNamespace(decisions=lambda: {})
-    [t] = summarize_results(spec, [result], scheduler, wall_s=10.0)["trials"]
-    assert (t["train_s"], t["eval_s"], t["epoch_s"]) == (4.0, 2.0, 8.0)
-    assert t["outside_epochs_s"] == 1.0
+    [t] = summarize_results(spec, [result], scheduler, wall_s=10.0).trials
+    assert (t.train_s, t.eval_s, t.epoch_s) == (4.0, 2.0, 8.0)
+    assert t.outside_epochs_s == 1.0
 
 
 def _result(tid: str, val_acc: float, test_acc: float | None, stopped_at: int = 4) -> Any:
@@ -69,14 +69,15 @@ def test_test_accuracy_reaches_summary_table_and_totals() -> None:
     scheduler: Any = SimpleNamespace(decisions=lambda: {})
     grid = [_result("a", 0.8, 0.71), _result("b", 0.9, 0.75), _result("c", 0.95, None, 2)]
     summary = summarize_results(spec, grid, scheduler, wall_s=1.0)
-    by_id = {t["trial_id"]: t for t in summary["trials"]}
-    assert by_id["a"]["final_test_acc"] == 0.71 and by_id["a"]["final_test_loss"] == 0.3
-    assert by_id["c"]["final_test_acc"] is None  # stopped early (ASHA): never tested
+    by_id = {t.trial_id: t for t in summary.trials}
+    assert by_id["a"].final_test_acc == 0.71 and by_id["a"].final_test_loss == 0.3
+    assert by_id["a"].final_test == 0.71  # the headline's test value (val/acc by default)
+    assert by_id["c"].final_test_acc is None  # stopped early (ASHA): never tested
     table = format_table(summary)
-    assert "test_acc" in table.splitlines()[0] and "0.7500" in table
+    assert "test/acc" in table.splitlines()[0] and "0.7500" in table
     # The sweep's pick is made on validation; its test accuracy is what a user gets.
     totals = sweep_totals(summary)
     assert totals["sweep/best_val_acc"] == 0.95
     assert "sweep/test_acc_of_best_val" not in totals  # the best trial was never tested
-    summary["trials"] = [by_id["a"], by_id["b"]]
+    summary = summary.model_copy(update={"trials": (by_id["a"], by_id["b"])})
     assert sweep_totals(summary)["sweep/test_acc_of_best_val"] == 0.75

@@ -66,20 +66,22 @@ def test_an_explicit_directory_holding_a_sweep_is_refused(tmp_path):
 
 
 def test_sweep_totals_sum_resources_and_count_outcomes():
+    from service.results import MetricInfo, SweepSummary, TrialSummary
     from service.tracking.parent_run import sweep_totals
+    from trainables.core.wire import Headline
 
     # fmt: off
-    summary = {
-        "wall_s": 12.5,
-        "trials": [
-            {"status": "TERMINATED", "final_val_acc": 0.9, "energy_kwh": 1e-3, "cost_usd": 0.5,
-             "co2_kg": 4e-4, "billed_s": 30.0},
-            {"status": "ERROR", "final_val_acc": None, "energy_kwh": 2e-3, "cost_usd": 0.25,
-             "co2_kg": 2e-4, "billed_s": 12.0},
-            {"status": "INTERRUPTED", "final_val_acc": 0.95, "energy_kwh": None},
-        ],
-    }
+    trials = (
+        TrialSummary(trial_id="a", status="TERMINATED", final_val=0.9, energy_kwh=1e-3,
+                     cost_usd=0.5, co2_kg=4e-4, billed_s=30.0, samples=10),
+        TrialSummary(trial_id="b", status="ERROR", energy_kwh=2e-3, cost_usd=0.25,
+                     co2_kg=2e-4, billed_s=12.0),
+        TrialSummary(trial_id="c", status="INTERRUPTED", final_val=0.95),
+    )
     # fmt: on
+    summary = SweepSummary(
+        sweep="s", metric=MetricInfo.of(Headline()), budget=4, wall_s=12.5, trials=trials
+    )
     assert sweep_totals(summary) == pytest.approx(
         {
             "sweep/trials": 3,
@@ -87,6 +89,7 @@ def test_sweep_totals_sum_resources_and_count_outcomes():
             "sweep/failed": 1,
             "sweep/wall_s": 12.5,
             "sweep/best_val_acc": 0.95,
+            "sweep/samples": 10.0,
             # The trials' own keys and units, so the parent's row fills the same columns.
             "energy/Wh": 3.0,
             "co2/g": 0.6,

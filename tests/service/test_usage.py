@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from service.results import TrialSummary
 from service.tracking.accounting import PriceTable
-from service.tracking.usage import TrialUsage, attach_measured_baselines, device_for_price
+from service.tracking.usage import TrialUsage, device_for_price, with_measured_baselines
 
 PRICES = PriceTable("t", "test", "2026-11-01", {"cpu-core": 3.6, "nvidia-h100": 36.0}, None)
 
@@ -87,26 +88,24 @@ def test_device_prices():
 
 
 def test_measured_savings_pair_trials_with_their_baseline():
-    def trial(tid, arm, samples, secs, acc):
-        return {
-            "trial_id": tid,
-            "arm": arm,
-            "params": {"seed": 0},
-            "status": "TERMINATED",
-            "samples": samples,
-            "billed_s": secs,
-            "energy_kwh": secs / 1000,
-            "co2_kg": secs / 2000,
-            "cost_usd": secs / 100,
-            "final_val_acc": acc,
-        }
+    def trial(tid, arm, samples, secs, val):
+        return TrialSummary(
+            trial_id=tid,
+            arm=arm,
+            params={"seed": 0},
+            status="TERMINATED",
+            samples=samples,
+            billed_s=secs,
+            energy_kwh=secs / 1000,
+            co2_kg=secs / 2000,
+            cost_usd=secs / 100,
+            final_val=val,
+        )
 
-    summary = {
-        "trials": [trial("a", "cp", 400, 60.0, 0.90), trial("b", "baseline", 900, 120.0, 0.91)]
-    }
-    attach_measured_baselines(summary)
-    a = summary["trials"][0]
-    assert a["baseline_trial_id"] == "b"
-    assert a["savings_measured_pct"]["time"] == pytest.approx(50.0)
-    assert a["acc_delta_vs_baseline"] == pytest.approx(-0.01)
-    assert "savings_measured_pct" not in summary["trials"][1]
+    a, b = with_measured_baselines(
+        [trial("a", "cp", 400, 60.0, 0.30), trial("b", "baseline", 900, 120.0, 0.25)]
+    )
+    assert a.baseline_trial_id == "b"
+    assert a.savings_measured_pct["time"] == pytest.approx(50.0)
+    assert a.val_delta_vs_baseline == pytest.approx(0.05)  # the headline, e.g. val/loss
+    assert b.savings_measured_pct is None

@@ -157,7 +157,7 @@ def finished_sweep(ray_local: None, tmp_path_factory: pytest.TempPathFactory) ->
     probe = _store_probe(db)
     t0 = time.monotonic()
     with chdir(root):
-        summary = run_sweep(spec, output_dir=root / "out", callbacks=[probe])
+        summary = run_sweep(spec, output_dir=root / "out", callbacks=[probe]).to_json()
     return FinishedSweep(summary, uri, db, root, EXPERIMENT, probe, time.monotonic() - t0)
 
 

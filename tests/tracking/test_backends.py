@@ -161,7 +161,7 @@ def test_sweep_logs_through_an_mlflow_server(ray_local, start_mlflow_server, tmp
 
     db = tmp_path / "server.db"
     server = start_mlflow_server(migrated_sqlite(db))
-    summary = run_sweep(tiny_spec("srv", server.url), output_dir=tmp_path / "out")
+    summary = run_sweep(tiny_spec("srv", server.url), output_dir=tmp_path / "out").to_json()
     assert summary["mlflow"]["tracking_uri"] == server.url
     client = MlflowClient(server.url)
     [child] = _check_sweep(client, summary, 1)
@@ -202,7 +202,7 @@ def test_sweep_logs_into_postgresql(ray_local, start_mlflow_server, postgres_uri
     from service.sweeps.run import run_sweep
 
     server = start_mlflow_server(sqlalchemy_uri(postgres_uri))
-    summary = run_sweep(tiny_spec("pg", server.url), output_dir=tmp_path / "out")
+    summary = run_sweep(tiny_spec("pg", server.url), output_dir=tmp_path / "out").to_json()
     client = MlflowClient(server.url)
     [child] = _check_sweep(client, summary, 1)
     con = psycopg2.connect(postgres_uri)

@@ -394,7 +394,7 @@ def test_report_page_shows_every_trial_its_charts_and_sorts(
     from selenium.webdriver.common.by import By
 
     from service.reporting.report import build_report
-    from service.reporting.rows import TRIAL_COLUMNS
+    from service.reporting.rows import trial_columns
     from service.tracking.reader import load_sweep
 
     page = build_report(load_sweep(finished_sweep.experiment, finished_sweep.uri), tmp_path)
@@ -406,8 +406,8 @@ def test_report_page_shows_every_trial_its_charts_and_sorts(
     images = browser.execute_script(_IMAGES_JS)
     assert len(images) == 8 and all(i["w"] > 100 for i in images), images  # PNGs decoded
 
-    # Clicking "val acc" sorts the trial table ascending, a second click descending.
-    col = [h for h, _, _ in TRIAL_COLUMNS].index("val acc")
+    # Clicking "val/acc (max)" sorts the trial table ascending, a second click descending.
+    col = [h for h, _, _ in trial_columns()].index("val/acc (max)")
     header = browser.find_elements(By.CSS_SELECTOR, "table.sortable")[0].find_elements(
         By.TAG_NAME, "th"
     )[col]

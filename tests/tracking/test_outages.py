@@ -139,7 +139,9 @@ def test_a_server_killed_mid_sweep_and_restarted_loses_nothing(ray_local, server
         restarted.append(_later(1.0, server["restart"]))
 
     spec = _spec("kill", server["now"].url, drain_timeout_s=180)
-    summary = run_sweep(spec, output_dir=tmp_path / "out", callbacks=[_AtEpoch(2, outage)])
+    summary = run_sweep(
+        spec, output_dir=tmp_path / "out", callbacks=[_AtEpoch(2, outage)]
+    ).to_json()
     assert restarted, "the outage never happened"
     restarted[0].join(180)
     assert [t["status"] for t in summary["trials"]] == ["TERMINATED"] * 2
@@ -169,7 +171,9 @@ def test_a_server_that_hangs_does_not_stall_the_sweep(ray_local, server, tmp_pat
         back.append(_later(6.0, recover))
 
     spec = _spec("hang", server["now"].url, drain_timeout_s=180, request_timeout_s=2)
-    summary = run_sweep(spec, output_dir=tmp_path / "out", callbacks=[_AtEpoch(2, outage)])
+    summary = run_sweep(
+        spec, output_dir=tmp_path / "out", callbacks=[_AtEpoch(2, outage)]
+    ).to_json()
     assert hang and back, "the outage never happened"
     back[0].join(180)
     assert hang[0].conns, "nothing ever reached the hanging server"

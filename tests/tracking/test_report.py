@@ -12,10 +12,10 @@ from service.reporting.charts import write_charts
 from service.reporting.html import render_html
 from service.reporting.report import build_report
 from service.reporting.rows import (
-    ARM_COLUMNS,
-    TRIAL_COLUMNS,
+    arm_columns,
     arm_summaries,
     table_cells,
+    trial_columns,
     trial_row,
     trial_rows,
 )
@@ -49,7 +49,7 @@ def _run(tid: str, arm: str, acc: float, usd: float, **extra: float) -> RunData:
         tags=tags,
         params={"search.optim.lr": "0.05", "search.optim.name": "sgd", "optim.lr": "0.05"},
         metrics=metrics,
-        val_acc_history=[acc - 0.1, acc + 0.01, acc],
+        val_history=[acc - 0.1, acc + 0.01, acc],
     )
 
 
@@ -73,8 +73,8 @@ def test_trial_row_reads_tags_metrics_and_history() -> None:
     assert r.label == "cp lr=0.05 name=sgd"  # arm, then searched params, short names
     assert not r.baseline
     assert (r.epochs, r.cp_end, r.switch) == (10, 3, 4)
-    assert r.final_acc == 0.8 and r.best_acc == pytest.approx(0.81)
-    assert r.test_acc == pytest.approx(0.75)
+    assert r.final_val == 0.8 and r.best_val == pytest.approx(0.81)
+    assert r.final_test == pytest.approx(0.75)
     assert (r.time_s, r.kwh, r.co2_kg, r.usd) == (200.0, 0.2, 0.1, 2.0)
     assert r.savings_est == {"co2": 12.5} and r.savings_measured == {"cost": 7.0}
     assert r.energy_method == "estimated-tdp"
@@ -85,8 +85,8 @@ def test_trial_row_without_arm_or_period_end() -> None:
     r = trial_row(run)
     assert r.arm is None and r.label == "-" and r.trial_id == "x" * 8
     assert r.baseline  # criterion never: the full recipe throughout
-    assert r.cp_end is None and r.final_acc is None and r.best_acc is None
-    assert table_cells(r)[4] == ("-", None)
+    assert r.cp_end is None and r.final_val is None and r.best_val is None
+    assert table_cells(r, trial_columns())[4] == ("-", None)
 
 
 def test_rows_put_baselines_last() -> None:
@@ -98,7 +98,7 @@ def test_arm_summaries_mean_per_arm_and_skip_failed_trials() -> None:
     runs[-1].status = "FAILED"
     cp, base = arm_summaries(trial_rows(runs))
     assert (cp.arm, cp.trials, base.arm, base.trials) == ("cp", 2, "baseline", 1)
-    assert cp.final_acc == pytest.approx(0.87) and cp.usd == pytest.approx(1.5)
+    assert cp.final_val == pytest.approx(0.87) and cp.usd == pytest.approx(1.5)
     assert cp.cp_end == 3 and base.cp_end is None
     # A mean over the trials that logged the quantity, not over zeros.
     assert cp.savings_est == {"time": 40.0, "cost": 33.0}
@@ -108,17 +108,19 @@ def test_arm_summaries_mean_per_arm_and_skip_failed_trials() -> None:
 
 def test_table_cells_format_and_sort_values() -> None:
     a1 = trial_rows(_sweep())[0]
-    cells = dict(zip([h for h, _, _ in TRIAL_COLUMNS], table_cells(a1)))
+    columns = trial_columns()
+    cells = dict(zip([h for h, _, _ in columns], table_cells(a1, columns)))
     assert cells["trial"] == ("a1", "a1")
-    assert cells["val acc"] == ("0.8600", 0.86)
-    assert cells["test acc"] == ("0.8100", pytest.approx(0.81))
+    assert cells["val/acc (max)"] == ("0.8600", 0.86)
+    assert cells["test/acc"] == ("0.8100", pytest.approx(0.81))
     assert cells["cp_end"] == ("3", 3)
     assert cells["saved time %"] == ("50.0 (meas 60.0)", 50.0)
     assert cells["saved USD %"] == ("-", None)
     [cp, _] = arm_summaries(trial_rows(_sweep()))
-    arm = dict(zip([h for h, _, _ in ARM_COLUMNS], table_cells(cp, ARM_COLUMNS)))
-    assert arm["mean val acc"] == ("0.8700", pytest.approx(0.87))
-    assert arm["mean test acc"] == ("0.8200", pytest.approx(0.82))
+    arms = arm_columns()
+    arm = dict(zip([h for h, _, _ in arms], table_cells(cp, arms)))
+    assert arm["mean val/acc (max)"] == ("0.8700", pytest.approx(0.87))
+    assert arm["mean test/acc"] == ("0.8200", pytest.approx(0.82))
     assert arm["meas. time saved %"] == ("60.0", 60.0)
 
 
@@ -153,8 +155,8 @@ def test_write_charts_makes_valid_pngs(tmp_path: Path) -> None:
     charts = write_charts(rows, tmp_path / "out", budget=10)
     names = [n for n, _ in charts]
     assert names == [
-        "cp_end.png", "accuracy.png", "wall_time.png", "energy.png", "co2.png", "cost.png",
-        "savings.png", "accuracy_vs_cost.png",
+        "cp_end.png", "val_acc.png", "wall_time.png", "energy.png", "co2.png", "cost.png",
+        "savings.png", "val_acc_vs_cost.png",
     ]  # fmt: skip
     for n in names:
         path = tmp_path / "out" / n
@@ -224,7 +226,7 @@ def test_report_of_a_real_sweep_with_a_baseline_arm(finished_sweep, tmp_path, ca
     # The charts are embedded (the page renders inside MLflow's artifact viewer) and also
     # written beside it.
     images = re.findall(r'<img src="data:image/png;base64,([^"]+)"', page)
-    assert len(images) == 8 and (out / "accuracy_vs_cost.png").read_bytes()[:8] == PNG
+    assert len(images) == 8 and (out / "val_acc_vs_cost.png").read_bytes()[:8] == PNG
     for data in images:
         assert base64.b64decode(data)[:8] == PNG
     assert len(list(out.glob("*.png"))) == 8

@@ -21,6 +21,7 @@ from pydantic import (
 from trainables.core.imports import check_target
 from trainables.core.registry import CRITERIA, DATASETS, MODELS, OPTIMIZERS, Registry
 from trainables.core.specdata import SpecDataError, load_yaml
+from trainables.core.wire import Headline
 
 __all__ = [
     "COHORT_KEYS",
@@ -29,6 +30,7 @@ __all__ = [
     "ConfigError",
     "CriterionConfig",
     "DataConfig",
+    "MetricConfig",
     "ModelConfig",
     "OptimConfig",
     "PhaseConfig",
@@ -324,6 +326,20 @@ class CriterionConfig(_Strict):
         return CRITERIA.check(v)
 
 
+class MetricConfig(_Strict):
+    """The headline metric: what decisions (an inner ASHA) read and results rank by."""
+
+    name: str = Field(
+        ..., description="A validation key the loop reports, e.g. val/acc or val/loss."
+    )
+    mode: Literal["max", "min"] = Field(..., description="max: higher is better; min: lower.")
+
+    @model_validator(mode="after")
+    def _validation_key(self) -> MetricConfig:
+        Headline(self.name, self.mode)  # raises ValueError naming the fix
+        return self
+
+
 class TrainConfig(_Strict):
     seed: int = Field(0, ge=0, description="Seeds model init, sampling and augmentation.")
     epochs: int = Field(15, ge=1, le=10_000, description="Planned epoch budget E.")
@@ -349,6 +365,11 @@ class TrainConfig(_Strict):
         None,
         description="Your own training loop, 'package.module:function', called as fn(ctx) "
         "in every trial (trainables/run/user_loop.py); None runs the built-in loop.",
+    )
+    metric: MetricConfig | None = Field(
+        None,
+        description="Headline metric and mode; None: val/acc (max) for the built-in "
+        "loop, val/loss (min) for your own loop.",
     )
 
     @field_validator("loop")

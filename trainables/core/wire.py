@@ -22,9 +22,9 @@ The decision types, one meaning each:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 __all__ = [
     "ANGLE",
@@ -49,11 +49,14 @@ __all__ = [
     "TEST_PREFIX",
     "VAL_ACC",
     "VAL_LOSS",
+    "VAL_PREFIX",
     "Assignment",
     "Directive",
+    "Headline",
     "control_actor_name",
     "decision_view",
     "eval_keys",
+    "headline_of",
 ]
 
 # -- per-epoch report keys --------------------------------------------------------------
@@ -73,6 +76,7 @@ SAMPLES_TOTAL = "samples_total"  # the same, summed over the epochs so far
 PRUNED_FRACTION = "recipe/pruned_fraction"  # share of the data loss-aware pruning left out
 # Held-out splits (trainables/data/splits.py). val/*: every decision reads these (ASHA, the
 # best epoch, anything tuned). test/*: what a user gets; reported, never decided on.
+VAL_PREFIX = "val/"
 VAL_LOSS = "val/loss"
 VAL_ACC = "val/acc"
 TEST_PREFIX = "test/"
@@ -89,6 +93,57 @@ def eval_keys(split: str) -> tuple[str, str]:
     if split not in _EVAL_KEYS:
         raise ValueError(f"split={split!r} is not one of {', '.join(_EVAL_KEYS)}")
     return _EVAL_KEYS[split]
+
+
+@dataclass(frozen=True)
+class Headline:
+    """The metric a sweep is judged by (`train.metric`): a validation key, which every
+    decision reads, and whether higher or lower is better. Its test counterpart
+    (`test/<name>`) is shown beside it where a loop reports one, never decided on."""
+
+    key: str = VAL_ACC
+    mode: Literal["max", "min"] = "max"
+
+    def __post_init__(self) -> None:
+        if not self.key.startswith(VAL_PREFIX) or self.key == VAL_PREFIX:
+            raise ValueError(
+                f"metric name {self.key!r}: decisions read the validation split; name a "
+                f"'{VAL_PREFIX}<metric>' key your loop reports, e.g. {VAL_LOSS!r}"
+            )
+        if self.mode not in ("max", "min"):
+            raise ValueError(f"metric mode {self.mode!r}: use 'max' or 'min'")
+
+    @property
+    def test_key(self) -> str:
+        """`val/loss` -> `test/loss`: the same quantity on the test split."""
+        return TEST_PREFIX + self.key[len(VAL_PREFIX) :]
+
+    @property
+    def label(self) -> str:
+        """`val/loss (min)`: the key and its direction, for headers and log lines."""
+        return f"{self.key} ({self.mode})"
+
+    def best(self, values: Iterable[float | None]) -> float | None:
+        """The best of `values` in this mode (None: no value)."""
+        xs = [v for v in values if v is not None]
+        if not xs:
+            return None
+        return max(xs) if self.mode == "max" else min(xs)
+
+
+# The headline of the built-in loop (classification) and of a user's own loop, which may
+# solve any task: every loop can report a validation loss, not every one an accuracy.
+_BUILTIN_HEADLINE = Headline(VAL_ACC, "max")
+_OWN_LOOP_HEADLINE = Headline(VAL_LOSS, "min")
+
+
+def headline_of(train: Mapping[str, Any]) -> Headline:
+    """The headline of a TrainConfig dict: its `metric`, else val/acc (max) for the
+    built-in loop and val/loss (min) for a user's own loop (`loop` set)."""
+    metric = train.get("metric")
+    if metric:
+        return Headline(str(metric["name"]), metric["mode"])
+    return _OWN_LOOP_HEADLINE if train.get("loop") else _BUILTIN_HEADLINE
 
 
 def decision_view(result: Mapping[str, Any]) -> dict[str, Any]:

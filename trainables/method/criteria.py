@@ -40,6 +40,7 @@ __all__ = [
     "PaperRule",
     "RelativeRule",
     "Verdict",
+    "earliest_end",
     "end_epoch",
     "fixed_end",
     "least_squares_slope",
@@ -140,6 +141,12 @@ class EndRule:
     def check(self, state: CriterionState) -> None:
         """Raise ValueError when the parameters in `state` cannot work."""
 
+    @classmethod
+    def earliest(cls, window: int, patience: int) -> int | None:
+        """The first epoch at which this rule can end the period at all (None: the rule
+        detects nothing, e.g. a fixed fraction). An end there is a lower bound."""
+        return None
+
     def statistic(self, state: CriterionState, epoch: int) -> float | None:
         return None
 
@@ -159,6 +166,10 @@ class PaperRule(EndRule):
     def statistic(self, state: CriterionState, epoch: int) -> float | None:
         return paper_angle(state.history, epoch, state.budget or 0, state.window)
 
+    @classmethod
+    def earliest(cls, window: int, patience: int) -> int | None:
+        return window  # the first full window
+
     def ended(self, state: CriterionState, epoch: int, stat: float | None) -> bool:
         return stat is not None and stat < state.threshold_deg
 
@@ -171,6 +182,11 @@ class RelativeRule(EndRule):
     def __init__(self) -> None:
         self._peak_rate = 0.0
         self._below = 0
+
+    @classmethod
+    def earliest(cls, window: int, patience: int) -> int | None:
+        # the first rate is its own peak (ratio 1): below from the next epoch, `patience` times
+        return window + patience
 
     def statistic(self, state: CriterionState, epoch: int) -> float | None:
         if epoch < state.window:
@@ -252,6 +268,11 @@ class CriterionState:
         if self._rule.ended(self, epoch, stat) and self.end_epoch is None:
             self.end_epoch = epoch
         return Verdict(self.end_epoch, stat)
+
+
+def earliest_end(name: str, window: int = 5, patience: int = 2) -> int | None:
+    """The first epoch at which rule `name` can end the period (None: it detects nothing)."""
+    return rule_class(name).earliest(window, patience)
 
 
 def end_epoch(

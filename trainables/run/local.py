@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from trainables.core.config import TrainConfig
-from trainables.core.wire import END_EPOCH, EPOCH, ROTATION_PREFIX, SWITCH_EPOCH, TEST_ACC, VAL_ACC
+from trainables.core.wire import (
+    END_EPOCH,
+    EPOCH,
+    ROTATION_PREFIX,
+    SWITCH_EPOCH,
+    TEST_ACC,
+    VAL_ACC,
+    headline_of,
+)
 from trainables.run.engine import TrainingRun, select_device
 from trainables.run.progress import progress_line
 from trainables.run.user_loop import run_user_loop
@@ -26,6 +34,7 @@ def summarize(history: list[dict[str, Any]], run: TrainingRun, wall_s: float) ->
     accs = [m[VAL_ACC] for m in history if VAL_ACC in m]
     tests = [m[TEST_ACC] for m in history if TEST_ACC in m]
     return {
+        **_headline_values(history, run.cfg),
         "epochs": run.epoch,
         "cp_end_epoch": run.cp_end_epoch,
         "switch_epoch": run.switch_epoch,
@@ -38,6 +47,19 @@ def summarize(history: list[dict[str, Any]], run: TrainingRun, wall_s: float) ->
         "samples": run.samples_total,
         "criterion": run.cfg.criterion.name,
         "device": str(run.device),
+    }
+
+
+def _headline_values(history: list[dict[str, Any]], cfg: TrainConfig) -> dict[str, Any]:
+    """The headline metric (train.metric) after the last epoch, its best and test values."""
+    h = headline_of(cfg.model_dump())
+    vals = [m[h.key] for m in history if h.key in m]
+    tests = [m[h.test_key] for m in history if h.test_key in m]
+    return {
+        "metric": {"name": h.key, "mode": h.mode, "test": h.test_key},
+        "final_val": vals[-1] if vals else None,
+        "best_val": h.best(vals),
+        "final_test": tests[-1] if tests else None,
     }
 
 
@@ -68,7 +90,7 @@ def train_local(cfg: TrainConfig, out_dir: str | Path) -> dict[str, Any]:
             history.append(m)
             fh.write(json.dumps(m) + "\n")
             fh.flush()
-            log.info(progress_line(m, cfg.epochs))
+            log.info(progress_line(m, cfg.epochs, headline_of(cfg.model_dump())))
     summary = summarize(history, run, time.perf_counter() - t0)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -88,7 +110,7 @@ class _LocalSession:
         self.history.append(m)
         self.fh.write(json.dumps(m) + "\n")
         self.fh.flush()
-        log.info(progress_line(m, self.cfg.epochs))
+        log.info(progress_line(m, self.cfg.epochs, headline_of(self.cfg.model_dump())))
 
 
 def _train_user_loop(cfg: TrainConfig, out: Path, t0: float) -> dict[str, Any]:
@@ -98,6 +120,7 @@ def _train_user_loop(cfg: TrainConfig, out: Path, t0: float) -> dict[str, Any]:
         run_user_loop(cfg, session, checkpoint=None, channel=None, meter=None)
     last = session.history[-1] if session.history else {}
     summary = {
+        **_headline_values(session.history, cfg),
         "epochs": last.get(EPOCH, 0),
         "cp_end_epoch": last.get(END_EPOCH),
         "switch_epoch": last.get(SWITCH_EPOCH),

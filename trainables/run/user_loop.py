@@ -99,6 +99,10 @@ class LoopContext:
                 "ctx.report: no epoch to report; call cp.step() (cp = ctx.period(model)) "
                 "before ctx.report, or pass metrics['epoch']"
             )
+        if cp is not None and "phase" not in m:  # whose recipe trained this epoch: the
+            # savings estimate extrapolates the critical phase's cost per reported sample
+            after = cp.switch_epoch is not None and m[EPOCH] >= cp.switch_epoch
+            m["phase"] = "after" if after else "critical"
         if self._meter is not None:
             reading = self._meter.read()
             m["energy/epoch_kwh"] = _sum_over_ranks(reading.kwh, self.device)
