@@ -89,7 +89,7 @@ def _measure(name: str, trials: int, epochs: int, work: Path) -> dict[str, Any]:
         "startup_s": startup,
         "startup_s_median": statistics.median(startup) if startup else None,
         "wall_s": round(wall, 1),
-        "trials_ok": sum(t["status"] == "TERMINATED" for t in summary["trials"]),
+        "trials_ok": sum(t.status == "TERMINATED" for t in summary.trials),
         "load_avg_before": [round(x, 1) for x in load_before],
         "load_avg_after": [round(x, 1) for x in os.getloadavg()],
     }
