@@ -18,6 +18,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.core.config import OptimConfig, TrainConfig
+from trainables.core.config import ConfigError, OptimConfig, TrainConfig
+from trainables.core.imports import FactoryError, resolve
 from trainables.core.wire import PRUNED_FRACTION, SAMPLES, SAMPLES_TOTAL, eval_keys
 from trainables.data.datasets import Dataset
 from trainables.data.sources import load_training_data
@@ -40,15 +42,52 @@ from trainables.method.rotation import LayerRotation, unwrap_model
 from trainables.models.builtin import build_model
 from trainables.run.optimizers import make_optimizer
 
-__all__ = ["NonFiniteLossError", "TrainingRun", "lr_factor", "select_device"]
+__all__ = ["NonFiniteLossError", "TrainingRun", "lr_factor", "select_device", "squared_error"]
 
 log = logging.getLogger(__name__)
 
 _MAX_DEVICE_DATA_BYTES = 2 * 1024**3  # keep the dataset on the GPU when it fits this budget
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 class NonFiniteLossError(RuntimeError):
     """Training diverged; the message says at which epoch and what to change."""
+
+
+# An augmentation of one phase: (batch, generator, strength) -> batch of the same shape.
+_Augment = Callable[[torch.Tensor, torch.Generator, float], torch.Tensor]
+
+
+def squared_error(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-element squared error of a regression model's output against float targets y
+    [B] or [B, T]; the output may carry a trailing axis of 1 ([B, 1] for y [B])."""
+    pred = out.float()
+    if pred.numel() != y.numel():
+        outputs = 1 if y.dim() == 1 else int(y.shape[1])
+        raise ValueError(
+            f"the model's output of shape {tuple(pred.shape)} does not match the targets' "
+            f"{tuple(y.shape)}: with float targets (regression) the model returns "
+            f"[batch, {outputs}] (num_classes is the number of outputs)"
+        )
+    return (pred.reshape(y.shape) - y.float()) ** 2
+
+
+def _user_augment(fn: Any, target: str, field: str) -> _Augment:
+    """A user's `fn(x, g)` with its result checked: a tensor of the batch's shape."""
+    if not callable(fn):
+        raise FactoryError(f"{field}: {target!r} is a {type(fn).__name__}, not a function")
+
+    def apply(x: torch.Tensor, g: torch.Generator, strength: float) -> torch.Tensor:
+        out = fn(x, g)
+        if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise FactoryError(
+                f"{field}: {target!r} returned {got} for a batch of shape {tuple(x.shape)}; "
+                "return a tensor of the batch's shape"
+            )
+        return out
+
+    return apply
 
 
 def select_device(choice: str, local_rank: int = 0) -> torch.device:
@@ -58,6 +97,13 @@ def select_device(choice: str, local_rank: int = 0) -> torch.device:
             raise RuntimeError("device=cuda but no CUDA device is visible; use device=auto or cpu")
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     return torch.device("cpu")
+
+
+def _input_dtype(data: Dataset | StreamData) -> torch.dtype:
+    """The dtype of the training inputs (a streamed Dataset's first sample)."""
+    if isinstance(data, Dataset):
+        return data.train_x.dtype
+    return torch.as_tensor(data.train[0][0]).dtype
 
 
 def _compiled(model: nn.Module, backend: str) -> nn.Module:
@@ -108,6 +154,7 @@ class TrainingRun:
         if cfg.batch_size < world_size:
             raise ValueError(f"batch_size={cfg.batch_size} is smaller than {world_size} workers")
         self._set_up_data(dataset or load_training_data(cfg.data, seed=cfg.seed))
+        self._set_up_recipe()
         self._set_up_model()
         self.epoch = 0  # last completed epoch
         self.samples_total = 0
@@ -116,12 +163,15 @@ class TrainingRun:
         """The sampler, batch sources, loss table and normalisation of this process's data."""
         cfg, rank, world_size = self.cfg, self.rank, self.world_size
         self.data = data
+        # Float targets: regression with a squared-error loss, no accuracy, no classes to
+        # stratify by. Integer inputs other than uint8 pixels: token ids, passed as int64.
+        self.regression = data.train_y.is_floating_point()
+        self.tokens = _input_dtype(data) not in (torch.uint8, *_FLOATS)
+        n_train = int(data.train_y.shape[0])
+        strata = torch.zeros(n_train, dtype=torch.int64) if self.regression else data.train_y
         # One sample order for both batch sources (trainables/data/streaming.py).
-        self.sampler = RecipeSampler(
-            self.data.train_y, seed=cfg.seed, rank=rank, world_size=world_size
-        )
+        self.sampler = RecipeSampler(strata, seed=cfg.seed, rank=rank, world_size=world_size)
         # Loss-aware pruning: the last loss of every sample, from the steps' own forward pass.
-        n_train = int(self.data.train_y.numel())
         self.loss_table = LossTable(n_train, self.device) if cfg.recipe.prunes else None
         self._data_device = torch.device("cpu")
         if isinstance(self.data, Dataset):
@@ -143,6 +193,51 @@ class TrainingRun:
         shape = (1, -1) + (1,) * (len(self.data.input_shape) - 1)
         self._mean = torch.tensor(self.data.mean, device=self.device).reshape(shape)
         self._std = torch.tensor(self.data.std, device=self.device).reshape(shape)
+
+    def _set_up_recipe(self) -> None:
+        """Each phase's augmentation and mixing, checked against the data before epoch 1."""
+        shape = tuple(self.data.input_shape)
+        kind = "token ids" if self.tokens else f"inputs of shape {shape}"
+        spatial = len(shape) in (2, 3) and not self.tokens  # [C, L] signals, [C, H, W] images
+        self._augments: dict[str, _Augment | None] = {}
+        auto_off = []
+        for name in ("critical", "after"):
+            phase, field = getattr(self.cfg.recipe, name), f"recipe.{name}"
+            for alpha in ("mixup_alpha", "cutmix_alpha"):
+                if getattr(phase, alpha) > 0 and (self.regression or self.tokens):
+                    what = "float targets (regression)" if self.regression else kind
+                    raise ConfigError(
+                        f"{field}.{alpha}={getattr(phase, alpha)}: Mixup and CutMix blend "
+                        f"inputs and class labels, which {what} do not allow; set it to 0"
+                    )
+            fn: _Augment | None = None
+            if phase.augment is False:
+                pass
+            elif phase.augment_fn is not None:
+                user = resolve(phase.augment_fn, field=f"{field}.augment_fn")
+                fn = _user_augment(user, phase.augment_fn, f"{field}.augment_fn")
+            elif spatial:
+                aug = self.cfg.recipe.augmentation
+                fn = lambda x, g, s, aug=aug: augment_batch(x, aug, s, g)  # noqa: E731
+            elif phase.augment is True:
+                raise ConfigError(
+                    f"{field}.augment: true, but the built-in augmentation handles images "
+                    f"[C, H, W] and 1-D signals [C, L], not {kind}; set {field}.augment to "
+                    f"auto or false, or give {field}.augment_fn: 'module:function'"
+                )
+            else:
+                auto_off.append(name)
+            self._augments[name] = fn
+        if auto_off and self.rank == 0:
+            log.info(
+                "augmentation off (%s): the built-in one handles images and 1-D signals, "
+                "not %s; recipe.<phase>.augment_fn takes your own",
+                ", ".join(auto_off),
+                kind,
+            )
+
+    def _augment_for(self, phase: Phase) -> _Augment | None:
+        return self._augments["critical" if phase.name == "critical" else "after"]
 
     def _set_up_model(self) -> None:
         """The model (NHWC on CUDA, DDP, torch.compile), its critical period, optimizer, AMP."""
@@ -199,11 +294,15 @@ class TrainingRun:
         self, x: torch.Tensor, phase: Phase | None, g: torch.Generator | None
     ) -> torch.Tensor:
         scale = x.dtype == torch.uint8
-        x = x.to(self.device, non_blocking=True).float()
+        x = x.to(self.device, non_blocking=True)
+        x = x.long() if self.tokens else x.float()
         if scale:
             x = x / 255.0
-        if phase is not None and phase.augment and g is not None:
-            x = augment_batch(x, self.cfg.recipe.augmentation, phase.augment_strength, g)
+        fn = self._augment_for(phase) if phase is not None and g is not None else None
+        if fn is not None and g is not None and phase is not None:
+            x = fn(x, g, phase.augment_strength)
+        if self.tokens:
+            return x
         x = (x - self._mean) / self._std
         return x.contiguous(memory_format=torch.channels_last) if self._channels_last else x
 
@@ -266,9 +365,10 @@ class TrainingRun:
                 f"(optim.name={cfg.optim.name}, optim.lr={cfg.optim.lr}); "
                 "lower optim.lr, add warm-up (optim.warmup_epochs) or disable amp"
             )
+        accuracy = {} if self.regression else {"train/acc": total_correct / total}
         return {
             "train/loss": total_loss / total,
-            "train/acc": total_correct / total,
+            **accuracy,
             "lr": lr,
             SAMPLES: int(total),
             PRUNED_FRACTION: 0.0 if plan is None else plan.pruned_fraction,
@@ -295,8 +395,10 @@ class TrainingRun:
             logits = self.model(x)
             per: torch.Tensor | None = None
             if record or sample_w is not None:  # one loss per sample: the step's loss from it
-                per = mixed_cross_entropy(logits.float(), mix, reduction="none")
+                per = self._per_sample_loss(logits, mix.y, mix)
                 loss = per.mean() if sample_w is None else (per * sample_w).mean()
+            elif self.regression:
+                loss = squared_error(logits, y).mean()
             else:
                 loss = mixed_cross_entropy(logits, mix)
         self.optimizer.zero_grad(set_to_none=True)
@@ -307,11 +409,20 @@ class TrainingRun:
         else:
             loss.backward()
             self.optimizer.step()
+        if self.regression:
+            hit = torch.zeros((), device=self.device)
+            return loss.detach().float() * y.shape[0], hit, None if per is None else per.detach()
         pred = logits.detach().argmax(1)
         hit = pred == mix.y
         if mix.lam < 1.0:  # credit the partner's label by its share
             hit = mix.lam * hit + (1.0 - mix.lam) * (pred == mix.y2)
         return loss.detach().float() * y.numel(), hit.sum(), None if per is None else per.detach()
+
+    def _per_sample_loss(self, out: torch.Tensor, y: torch.Tensor, mix: Any) -> torch.Tensor:
+        """One loss per sample: squared error (mean over outputs) or cross-entropy."""
+        if self.regression:
+            return squared_error(out, y).reshape(y.shape[0], -1).mean(1)
+        return mixed_cross_entropy(out.float(), mix, reduction="none")
 
     @torch.no_grad()
     def evaluate(self, split: str = "val") -> dict[str, float]:
@@ -328,10 +439,15 @@ class TrainingRun:
                 self.device.type, self._amp_dtype, enabled=self._amp_dtype is not None
             ):
                 logits = self.model(x)
+            if self.regression:
+                loss_sum += squared_error(logits, y).reshape(y.shape[0], -1).mean(1).sum()
+                continue
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
             correct += (logits.argmax(1) == y).sum()
         count = torch.tensor(self.batches.num_eval(split), device=self.device)
         total_loss, total_correct, total = self._reduce([loss_sum, correct, count])
+        if self.regression:  # no accuracy: the loss (mean squared error) is the measure
+            return {loss_key: total_loss / max(total, 1)}
         return {loss_key: total_loss / max(total, 1), acc_key: total_correct / max(total, 1)}
 
     def test_due(self, epoch: int) -> bool:
@@ -364,7 +480,7 @@ class TrainingRun:
             {
                 "recipe/repeats": phase.repeats,
                 "recipe/data_fraction": phase.data_fraction,
-                "recipe/augment": int(phase.augment),
+                "recipe/augment": int(self._augment_for(phase) is not None),
                 "recipe/mixup_alpha": phase.mixup_alpha,
                 "recipe/cutmix_alpha": phase.cutmix_alpha,
                 SAMPLES_TOTAL: self.samples_total,
