@@ -14,7 +14,8 @@ from tests.servers import VENV_BIN
 
 pytestmark = pytest.mark.integration
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples"
 
 
 @pytest.mark.parametrize(
@@ -28,7 +29,8 @@ def test_example_runs_through_cpsweep_run(
     tmp_path: Path, example: str, param: str, says: str | None
 ) -> None:
     out = tmp_path / "out"
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CPSWEEP_IMPORT_PATH")}
+    env = {k: v for k, v in os.environ.items() if k != "CPSWEEP_IMPORT_PATH"}
+    env["PYTHONPATH"] = str(REPO)  # this checkout's cpsweep; the example's modules lie beside it
     cmd = [str(VENV_BIN / "cpsweep"), "run", str(EXAMPLES / example / "spec.yaml")]
     cmd += ["--output-dir", str(out), "--set", "tracking.enabled=false"]
     cmd += ["--set", "accounting.measure_energy=false"]

@@ -78,7 +78,7 @@ def _cfg(mod: str, model: str = "mlp", **kw) -> TrainConfig:
 
 
 def test_tabular_inputs_train_with_augmentation_off_by_auto(mod, caplog):
-    caplog.set_level(logging.INFO, "trainables.run.engine")
+    caplog.set_level(logging.INFO, "trainables.run.inputs")
     run = TrainingRun(_cfg(mod), dataset=_tabular())
     m = run.run_epoch()
     assert m["recipe/augment"] == 0 and VAL_ACC in m

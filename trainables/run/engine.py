@@ -18,7 +18,6 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -27,67 +26,36 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.core.config import ConfigError, OptimConfig, TrainConfig
-from trainables.core.imports import FactoryError, resolve
+from trainables.core.config import OptimConfig, TrainConfig
 from trainables.core.wire import PRUNED_FRACTION, SAMPLES, SAMPLES_TOTAL, eval_keys
 from trainables.data.datasets import Dataset
 from trainables.data.sources import load_training_data
 from trainables.data.streaming import RecipeSampler, StreamData, make_batches
-from trainables.method.augment import augment_batch, make_generator
+from trainables.method.augment import make_generator
 from trainables.method.infobatch import LossTable, all_gather_cat
 from trainables.method.mixing import make_mix_rng, mix_batch, mixed_cross_entropy
 from trainables.method.period import CriticalPeriod
 from trainables.method.recipes import Phase, phase_for_epoch
 from trainables.method.rotation import LayerRotation, unwrap_model
 from trainables.models.builtin import build_model
+from trainables.run.inputs import (
+    Augment,
+    input_dtype,
+    is_token_ids,
+    phase_augments,
+    squared_error,
+)
 from trainables.run.optimizers import make_optimizer
 
-__all__ = ["NonFiniteLossError", "TrainingRun", "lr_factor", "select_device", "squared_error"]
+__all__ = ["NonFiniteLossError", "TrainingRun", "lr_factor", "select_device"]
 
 log = logging.getLogger(__name__)
 
 _MAX_DEVICE_DATA_BYTES = 2 * 1024**3  # keep the dataset on the GPU when it fits this budget
-_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 class NonFiniteLossError(RuntimeError):
     """Training diverged; the message says at which epoch and what to change."""
-
-
-# An augmentation of one phase: (batch, generator, strength) -> batch of the same shape.
-_Augment = Callable[[torch.Tensor, torch.Generator, float], torch.Tensor]
-
-
-def squared_error(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-element squared error of a regression model's output against float targets y
-    [B] or [B, T]; the output may carry a trailing axis of 1 ([B, 1] for y [B])."""
-    pred = out.float()
-    if pred.numel() != y.numel():
-        outputs = 1 if y.dim() == 1 else int(y.shape[1])
-        raise ValueError(
-            f"the model's output of shape {tuple(pred.shape)} does not match the targets' "
-            f"{tuple(y.shape)}: with float targets (regression) the model returns "
-            f"[batch, {outputs}] (num_classes is the number of outputs)"
-        )
-    return (pred.reshape(y.shape) - y.float()) ** 2
-
-
-def _user_augment(fn: Any, target: str, field: str) -> _Augment:
-    """A user's `fn(x, g)` with its result checked: a tensor of the batch's shape."""
-    if not callable(fn):
-        raise FactoryError(f"{field}: {target!r} is a {type(fn).__name__}, not a function")
-
-    def apply(x: torch.Tensor, g: torch.Generator, strength: float) -> torch.Tensor:
-        out = fn(x, g)
-        if not isinstance(out, torch.Tensor) or out.shape != x.shape:
-            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise FactoryError(
-                f"{field}: {target!r} returned {got} for a batch of shape {tuple(x.shape)}; "
-                "return a tensor of the batch's shape"
-            )
-        return out
-
-    return apply
 
 
 def select_device(choice: str, local_rank: int = 0) -> torch.device:
@@ -97,13 +65,6 @@ def select_device(choice: str, local_rank: int = 0) -> torch.device:
             raise RuntimeError("device=cuda but no CUDA device is visible; use device=auto or cpu")
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     return torch.device("cpu")
-
-
-def _input_dtype(data: Dataset | StreamData) -> torch.dtype:
-    """The dtype of the training inputs (a streamed Dataset's first sample)."""
-    if isinstance(data, Dataset):
-        return data.train_x.dtype
-    return torch.as_tensor(data.train[0][0]).dtype
 
 
 def _compiled(model: nn.Module, backend: str) -> nn.Module:
@@ -166,7 +127,7 @@ class TrainingRun:
         # Float targets: regression with a squared-error loss, no accuracy, no classes to
         # stratify by. Integer inputs other than uint8 pixels: token ids, passed as int64.
         self.regression = data.train_y.is_floating_point()
-        self.tokens = _input_dtype(data) not in (torch.uint8, *_FLOATS)
+        self.tokens = is_token_ids(input_dtype(data))
         n_train = int(data.train_y.shape[0])
         strata = torch.zeros(n_train, dtype=torch.int64) if self.regression else data.train_y
         # One sample order for both batch sources (trainables/data/streaming.py).
@@ -196,47 +157,15 @@ class TrainingRun:
 
     def _set_up_recipe(self) -> None:
         """Each phase's augmentation and mixing, checked against the data before epoch 1."""
-        shape = tuple(self.data.input_shape)
-        kind = "token ids" if self.tokens else f"inputs of shape {shape}"
-        spatial = len(shape) in (2, 3) and not self.tokens  # [C, L] signals, [C, H, W] images
-        self._augments: dict[str, _Augment | None] = {}
-        auto_off = []
-        for name in ("critical", "after"):
-            phase, field = getattr(self.cfg.recipe, name), f"recipe.{name}"
-            for alpha in ("mixup_alpha", "cutmix_alpha"):
-                if getattr(phase, alpha) > 0 and (self.regression or self.tokens):
-                    what = "float targets (regression)" if self.regression else kind
-                    raise ConfigError(
-                        f"{field}.{alpha}={getattr(phase, alpha)}: Mixup and CutMix blend "
-                        f"inputs and class labels, which {what} do not allow; set it to 0"
-                    )
-            fn: _Augment | None = None
-            if phase.augment is False:
-                pass
-            elif phase.augment_fn is not None:
-                user = resolve(phase.augment_fn, field=f"{field}.augment_fn")
-                fn = _user_augment(user, phase.augment_fn, f"{field}.augment_fn")
-            elif spatial:
-                aug = self.cfg.recipe.augmentation
-                fn = lambda x, g, s, aug=aug: augment_batch(x, aug, s, g)  # noqa: E731
-            elif phase.augment is True:
-                raise ConfigError(
-                    f"{field}.augment: true, but the built-in augmentation handles images "
-                    f"[C, H, W] and 1-D signals [C, L], not {kind}; set {field}.augment to "
-                    f"auto or false, or give {field}.augment_fn: 'module:function'"
-                )
-            else:
-                auto_off.append(name)
-            self._augments[name] = fn
-        if auto_off and self.rank == 0:
-            log.info(
-                "augmentation off (%s): the built-in one handles images and 1-D signals, "
-                "not %s; recipe.<phase>.augment_fn takes your own",
-                ", ".join(auto_off),
-                kind,
-            )
+        self._augments = phase_augments(
+            self.cfg.recipe,
+            tuple(self.data.input_shape),
+            tokens=self.tokens,
+            regression=self.regression,
+            say=self.rank == 0,
+        )
 
-    def _augment_for(self, phase: Phase) -> _Augment | None:
+    def _augment_for(self, phase: Phase) -> Augment | None:
         return self._augments["critical" if phase.name == "critical" else "after"]
 
     def _set_up_model(self) -> None:
@@ -298,9 +227,10 @@ class TrainingRun:
         x = x.long() if self.tokens else x.float()
         if scale:
             x = x / 255.0
-        fn = self._augment_for(phase) if phase is not None and g is not None else None
-        if fn is not None and g is not None and phase is not None:
-            x = fn(x, g, phase.augment_strength)
+        if phase is not None and g is not None:
+            fn = self._augment_for(phase)
+            if fn is not None:
+                x = fn(x, g, phase.augment_strength)
         if self.tokens:
             return x
         x = (x - self._mean) / self._std
