@@ -19,14 +19,14 @@ EXAMPLES = REPO / "examples"
 
 
 @pytest.mark.parametrize(
-    ("example", "param", "says"),
+    ("example", "param", "augmented"),
     [
-        ("tokens", "model.kwargs.depth", "augmentation off (critical, after)"),
-        ("tabular", "model.kwargs.hidden", None),
+        ("tokens", "model.kwargs.depth", [0, 0, 0]),  # auto: off for token ids
+        ("tabular", "model.kwargs.hidden", [1, 1, 0]),  # augment_fn while critical
     ],
 )
 def test_example_runs_through_cpsweep_run(
-    tmp_path: Path, example: str, param: str, says: str | None
+    tmp_path: Path, example: str, param: str, augmented: list[int]
 ) -> None:
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if k != "CPSWEEP_IMPORT_PATH"}
@@ -41,5 +41,9 @@ def test_example_runs_through_cpsweep_run(
     for t in trials:
         assert t["status"] == "TERMINATED", t.get("error")
         assert (t["cp_end_epoch"], t["switch_epoch"]) == (2, 3)  # fixed rule, a third of 3
-    if says is not None:  # token ids: the built-in augmentation says it stays off
-        assert says in proc.stderr + proc.stdout
+    results = sorted((out / "ray").glob("*/*/result.json"))
+    assert len(results) == 2
+    for result in results:
+        rows = [json.loads(line) for line in result.read_text().splitlines()]
+        assert [r["recipe/augment"] for r in rows] == augmented
+        assert [r["recipe/repeats"] for r in rows] == [3, 3, 1]
