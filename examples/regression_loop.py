@@ -46,7 +46,7 @@ def fit(ctx) -> None:  # ctx: cpsweep.LoopContext
     torch.manual_seed(cfg.seed)
     xtr, ytr, xva, yva, xte, yte = make_data(cfg.seed)
     xtr, ytr = xtr[ctx.rank :: ctx.world_size], ytr[ctx.rank :: ctx.world_size]  # this rank's shard
-    model = make_model(cfg.model.width).to(ctx.device)
+    model = make_model(ctx.params.get("hidden", 32)).to(ctx.device)  # train.params
     net = nn.parallel.DistributedDataParallel(model) if ctx.world_size > 1 else model
     cp = ctx.period(net)  # snapshots the initial weights; restored on a restart
     opt = torch.optim.SGD(net.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum)

@@ -56,6 +56,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from trainables.run.local import train_local
 
     add_import_dir(Path(args.config).parent)  # the config's own model / data modules
+    if cfg.loop is not None:  # imported and its fit(ctx) signature checked before any data
+        from trainables.run.user_loop import load_loop
+
+        load_loop(cfg.loop)
     out = Path(args.output_dir or Path("runs") / "train" / Path(args.config).stem)
     summary = train_local(cfg, out)
     print(json.dumps(summary, indent=2))

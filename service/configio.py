@@ -63,5 +63,5 @@ def load_model(
         return model.model_validate(raw)
     except ValidationError as exc:
         where = f"{source}: " if source else ""
-        problems = format_validation_error(exc).replace("\n", "; ")
+        problems = format_validation_error(exc, model=model).replace("\n", "; ")
         raise ConfigError(f"{where}invalid {model.__name__}: {problems}") from None

@@ -405,7 +405,7 @@ def _check_train(base: dict[str, Any], overrides: dict[str, Any], where: str) ->
     except ConfigError as exc:
         raise ValueError(f"{where}: {exc}") from None
     except ValidationError as exc:
-        raise ValueError(f"{where}: {format_validation_error(exc, 'train')}") from None
+        raise ValueError(f"{where}: {format_validation_error(exc, 'train', TrainConfig)}") from None
 
 
 BASELINE_ARM = "baseline"  # the arm `baseline_arm: true` adds; measured savings compare to it

@@ -1,4 +1,4 @@
-"""A spec's own code (model and data factories, train.loop): checked on the driver, shipped.
+"""A spec's own code (factories, augmentations, train.loop): checked on the driver, shipped.
 
 The REST server never calls anything here: it validates factory strings as text
 (trainables.core.config) and leaves importing to the job. `cpsweep run` / `cpsweep train`
@@ -57,43 +57,69 @@ def factory_configs(spec: SweepSpec) -> list[TrainConfig]:
     return variants
 
 
-def _check_signature(fn: Any, target: str, field: str, kwargs: dict[str, Any]) -> None:
+# How cpsweep calls each kind of user code, for signature errors.
+_CALLS = {
+    "model": "factory(input_shape=<one sample's shape>, num_classes=<int>, **model.kwargs), "
+    "returning an nn.Module",
+    "data": "factory(**data.kwargs), returning (train, val[, test], num_classes)",
+    "augment": "fn(x, g) on each training batch (x: the float batch, g: a torch.Generator), "
+    "returning a tensor of x's shape",
+}
+
+
+def _check_signature(
+    fn: Any, target: str, field: str, kwargs: dict[str, Any], args: tuple[Any, ...] = ()
+) -> None:
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):  # builtins without a signature: the call will tell
         return
     try:
-        sig.bind(**kwargs)
+        sig.bind(*args, **kwargs)
     except TypeError as exc:
+        kind = "augment" if args else field.split(".")[0]
+        fix = "the function" if args else f"{kind}.kwargs or the function"
         raise FactoryError(
-            f"{field}: {target}{sig} cannot take the keyword arguments "
-            f"{sorted(kwargs)}: {exc}; fix {field.split('.')[0]}.kwargs or the function"
+            f"{field}: {target}{sig} cannot be called as cpsweep calls it, "
+            f"{_CALLS[kind]} ({exc}); fix {fix}"
         ) from None
 
 
-def preflight(spec: SweepSpec) -> int:
-    """Import every factory the sweep reaches and check its signature; returns how many."""
-    seen: set[tuple[str, str, tuple[str, ...]]] = set()
-    for cfg in factory_configs(spec):
-        for part in ("model", "data"):
-            section = getattr(cfg, part)
-            if section.factory is None:
-                continue
-            field = _FIELDS[part]
+def _factories(cfg: TrainConfig) -> list[tuple[str, str, dict[str, Any], tuple[Any, ...]]]:
+    """(field, target, kwargs, positional args) of every factory and augmentation of `cfg`,
+    with the arguments cpsweep passes besides the user's kwargs."""
+    out: list[tuple[str, str, dict[str, Any], tuple[Any, ...]]] = []
+    for part in ("model", "data"):
+        section = getattr(cfg, part)
+        if section.factory is not None:
             kwargs = dict(section.kwargs)
             if part == "model":  # what TrainingRun passes besides the user's kwargs
                 kwargs.update(input_shape=(1, 1, 1), num_classes=2)
-            key = (field, section.factory, tuple(sorted(kwargs)))
+            out.append((_FIELDS[part], section.factory, kwargs, ()))
+    for name in ("critical", "after"):
+        fn = getattr(cfg.recipe, name).augment_fn
+        if fn is not None:
+            out.append((f"recipe.{name}.augment_fn", fn, {}, (None, None)))
+    return out
+
+
+def preflight(spec: SweepSpec) -> int:
+    """Import every factory, augmentation and loop the sweep reaches and check its
+    signature; returns how many."""
+    seen: set[tuple[str, str, tuple[str, ...]]] = set()
+    for cfg in factory_configs(spec):
+        for field, target, kwargs, args in _factories(cfg):
+            key = (field, target, tuple(sorted(kwargs)))
             if key in seen:
                 continue
             seen.add(key)
-            fn = resolve(section.factory, field=field)
+            fn = resolve(target, field=field)
             if not callable(fn):
-                raise FactoryError(f"{field}: {section.factory!r} is not callable")
-            _check_signature(fn, section.factory, field, kwargs)
+                raise FactoryError(f"{field}: {target!r} is not callable")
+            _check_signature(fn, target, field, kwargs, args)
         if cfg.loop is not None and ("train.loop", cfg.loop, ()) not in seen:
             seen.add(("train.loop", cfg.loop, ()))
-            load_loop(cfg.loop)  # imports it; fit(ctx) itself runs only in trials
+            load_loop(cfg.loop)  # imports it and checks fit(ctx); it runs only in trials
     return len(seen)
 
 
@@ -106,7 +132,8 @@ def runtime_env_for(spec: SweepSpec, working_dir: str | Path) -> dict[str, Any]:
     rel_dirs: list[str] = []
     modules: list[str] = []
     for cfg in factory_configs(spec):
-        for target in (cfg.model.factory, cfg.data.factory, cfg.loop):
+        augments = (cfg.recipe.critical.augment_fn, cfg.recipe.after.augment_fn)
+        for target in (cfg.model.factory, cfg.data.factory, cfg.loop, *augments):
             if target is None:
                 continue
             origin = module_origin(target)

@@ -4,7 +4,7 @@ A spec from the API runs with the cluster's permissions, so the server accepts o
 its operator listed. `tracking.uri` must equal the server's own MLflow URI or one of
 `CPSWEEP_TRACKING_URIS` (comma-separated; `--allowed-tracking-uri`); it is a sweep-wide
 field that no arm or search-space path can reach. Factories (`model.factory`,
-`data.factory`), `train.loop` and `data.root` are judged by the policy
+`data.factory`), augmentations (`recipe.*.augment_fn`), `train.loop` and `data.root` are judged by the policy
 (trainables.core.policy: `CPSWEEP_FACTORY_MODULES`, `CPSWEEP_DATA_ROOTS`) on every value a
 trial can end up with once arms and grid/choice values are applied (service.resolved), not
 on the keys the spec happens to write; a range over such a path is refused. These checks
@@ -33,7 +33,14 @@ __all__ = [
 ]
 
 TRACKING_URIS_ENV = "CPSWEEP_TRACKING_URIS"
-CODE_FIELDS = ("model.factory", "data.factory", "loop")  # train paths naming code to run
+# train paths naming code to run
+CODE_FIELDS = (
+    "model.factory",
+    "data.factory",
+    "loop",
+    "recipe.critical.augment_fn",
+    "recipe.after.augment_fn",
+)
 _ROOT_FIELD = "data.root"
 
 

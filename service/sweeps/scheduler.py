@@ -37,6 +37,7 @@ from trainables.core.wire import (
     CONTROL_MODES,
     END_EPOCH,
     EPOCH,
+    MODE,
     ROTATION_MEAN,
     SWITCH_EPOCH,
     TEST_PREFIX,
@@ -52,11 +53,15 @@ __all__ = ["CriticalPeriodScheduler"]
 log = logging.getLogger(__name__)
 
 
+_ABSENT = object()  # a cohort key the trial's config does not have at all
+
+
 def _lookup(config: dict[str, Any], dotted: str) -> Any:
+    """The value at `dotted`, None when unset, `_ABSENT` when the path does not exist."""
     node: Any = config
     for part in dotted.split("."):
         if not isinstance(node, dict) or part not in node:
-            return None
+            return _ABSENT
         node = node[part]
     return node
 
@@ -75,6 +80,8 @@ class _TrialState:
     forced_switch: int | None = None  # pushed by the cohort
     reported_switch: int | None = None  # what the trial says it applied
     mismatches: int = 0
+    own: bool = True  # a cpsweep trial (its config has `train`), not a user's own trainable
+    channel: bool | None = None  # reports carry the control channel's mode; None: no report yet
 
     def __post_init__(self) -> None:
         self.rule = PeriodRule(self.criterion, self.budget)
@@ -165,6 +172,7 @@ class CriticalPeriodScheduler(FIFOScheduler):
         self._trials: dict[str, _TrialState] = {}
         self._cohorts: dict[str, _Cohort] = {}
         self._saved: dict[str, Any] = self._load()
+        self._warned: set[str] = set()  # what `_warn_once` has said already
 
     # -- Tune hooks ------------------------------------------------------------------------
 
@@ -188,11 +196,12 @@ class CriticalPeriodScheduler(FIFOScheduler):
                 f"trial {trial.trial_id} has no cpsweep train config: pass "
                 f"CriticalPeriodScheduler(budget=<epochs>) for the {criterion.name} rule"
             )
+        self._check_override(trial.trial_id, train, own)
         cohort = None
         if self.scope == "cohort" and criterion.name != "never":  # baselines never switch
-            cohort = "|".join(str(_lookup(train, k)) for k in self.cohort_keys)
+            cohort = self._cohort_of(trial.trial_id, train if own else trial.config)
             self._cohorts.setdefault(cohort, _Cohort())
-        state = _TrialState(trial.trial_id, criterion, budget, cohort)
+        state = _TrialState(trial.trial_id, criterion, budget, cohort, own=own)
         self._trials[trial.trial_id] = state
         self._restore_trial(state)
         cohort_switch = self._cohorts[cohort].switch_epoch if cohort else None
@@ -212,6 +221,8 @@ class CriticalPeriodScheduler(FIFOScheduler):
         if state is None or self.rotation_metric not in result or EPOCH not in result:
             return TrialScheduler.CONTINUE
         epoch = int(result[EPOCH])
+        if state.channel is None:
+            self._check_channel(state, result)
         end = state.observe(epoch, float(result[self.rotation_metric]))
         if end is not None and state.end_epoch is None:
             self._record(trial, state, end, epoch)
@@ -309,12 +320,75 @@ class CriticalPeriodScheduler(FIFOScheduler):
             and int(reported_end) != state.end_epoch
         ):
             state.mismatches += 1
-            log.warning(
+            # A trial without a channel was already told why (_check_channel): debug only.
+            log.log(
+                logging.WARNING if state.channel is not False else logging.DEBUG,
                 "trial %s reports the period ended at epoch %s; the scheduler found %d",
                 state.trial_id,
                 reported_end,
                 state.end_epoch,
             )
+
+    # -- what a user's own trainable may not expect: one warning each ---------------------
+
+    def _warn_once(self, kind: str, message: str, *args: Any) -> None:
+        if kind not in self._warned:
+            self._warned.add(kind)
+            log.warning(message, *args)
+
+    def _check_override(self, trial_id: str, train: dict[str, Any], own: bool) -> None:
+        """Say once that the scheduler's criterion replaces the trials' own."""
+        if own and self._criterion is not None:
+            theirs = CriterionConfig.model_validate(train.get("criterion", {}))
+            if theirs != self._criterion:
+                self._warn_once(
+                    "override",
+                    "CriticalPeriodScheduler(criterion=%s) replaces the trials' own "
+                    "train.criterion (%s in trial %s); pass criterion=None to keep theirs",
+                    self._criterion.name,
+                    theirs.name,
+                    trial_id,
+                )
+        elif not own:
+            chosen = self._criterion.name if self._criterion else "paper (the default)"
+            self._warn_once(
+                "override",
+                "CriticalPeriodScheduler pushes its criterion %s and budget %s to trials "
+                "connected with tune_channel(); it replaces the criterion their "
+                "CriticalPeriod was built with. Pass criterion= (and budget=) to the "
+                "scheduler to choose it",
+                chosen,
+                self.budget,
+            )
+
+    def _check_channel(self, state: _TrialState, result: dict[str, Any]) -> None:
+        """A user's trainable reporting rotation without a channel never hears the scheduler."""
+        state.channel = MODE in result or state.own
+        if not state.channel:
+            self._warn_once(
+                "channel",
+                "trial %s reports rotation without a control channel: its CriticalPeriod "
+                "applies its own criterion and budget, so the scheduler's ends and cohort "
+                "switches never reach it and their epochs may differ. Build it with "
+                "CriticalPeriod(model, ..., control=tune_channel()) (from cpsweep import "
+                "tune_channel) and report d.metrics()",
+                state.trial_id,
+            )
+
+    def _cohort_of(self, trial_id: str, config: dict[str, Any]) -> str:
+        """The cohort key of a trial; warns once when some cohort keys are not in its config."""
+        values = [_lookup(config, k) for k in self.cohort_keys]
+        missing = [k for k, v in zip(self.cohort_keys, values, strict=True) if v is _ABSENT]
+        if missing:
+            self._warn_once(
+                "cohort_keys",
+                "scope='cohort': trial %s has no %s in its config, so trials are grouped "
+                "as if those keys were None (all trials alike there); pass cohort_keys= "
+                "naming keys of your trials' config (dotted paths, e.g. ['model', 'lr'])",
+                trial_id,
+                missing,
+            )
+        return "|".join(str(None if v is _ABSENT else v) for v in values)
 
     # -- persistence: the journal's entries, the last line of a trial wins on reload ------
 

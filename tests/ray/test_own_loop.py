@@ -50,7 +50,7 @@ def test_a_users_loop_runs_in_a_sweep_and_switches_after_its_end(
                 "loop": "regression_loop:fit",
                 "epochs": 10,
                 "batch_size": 32,
-                "model": {"width": 16},
+                "params": {"hidden": 16},
                 "optim": {"name": "sgd", "lr": 0.01},
             },
             "scaling": {"num_workers": workers, "executor": executor},

@@ -19,7 +19,7 @@ def test_phases_follow_the_switch_epoch():
     assert phase_for_epoch(r, 3, None, 30).repeats == 3
     assert phase_for_epoch(r, 7, 8, 30).name == "critical"
     p = phase_for_epoch(r, 8, 8, 30)
-    assert (p.name, p.repeats, p.augment) == ("after", 1, True)
+    assert (p.name, p.repeats, p.augment) == ("after", 1, "auto")
 
 
 def test_pruning_then_annealing():

@@ -18,6 +18,7 @@ from pydantic import (
     model_validator,
 )
 
+from trainables.core.fields import check_plain_data, closest, closest_field
 from trainables.core.imports import check_target
 from trainables.core.registry import CRITERIA, DATASETS, MODELS, OPTIMIZERS, Registry
 from trainables.core.specdata import SpecDataError, load_yaml
@@ -25,6 +26,7 @@ from trainables.core.wire import Headline
 
 __all__ = [
     "COHORT_KEYS",
+    "FREE_PARAMS",
     "VAL_FRACTION",
     "AugmentConfig",
     "ConfigError",
@@ -54,6 +56,8 @@ COHORT_KEYS: tuple[str, ...] = (
     "data.factory",
     "optim.name",
 )
+
+FREE_PARAMS = "params"  # TrainConfig's free-form section for a user's own loop (ctx.params)
 
 VAL_FRACTION = 0.1  # default share of the training data held out for validation
 
@@ -254,7 +258,17 @@ class PhaseConfig(_Strict):
     """Settings of every halting-capable training component during one phase."""
 
     repeats: int = Field(1, ge=1, le=16, description="Times each sample is seen per epoch.")
-    augment: bool = Field(True, description="Apply data augmentation.")
+    augment: bool | Literal["auto"] = Field(
+        "auto",
+        description="Apply data augmentation. auto: on for images [C, H, W] and 1-D signals "
+        "[C, L] (or with augment_fn), off for other inputs; true on other inputs is an error.",
+    )
+    augment_fn: str | None = Field(
+        None,
+        description="Your own augmentation 'module:function', called as fn(x, g) on each "
+        "training batch (x: float [B, ...] before normalisation, g: a seeded torch.Generator) "
+        "and returning a tensor of x's shape; replaces the built-in one in this phase.",
+    )
     augment_strength: float = Field(
         1.0, ge=0, le=2, description="Scales rotation and translation ranges."
     )
@@ -270,6 +284,11 @@ class PhaseConfig(_Strict):
     prune: PruneConfig | None = Field(
         None, description="Loss-aware pruning (InfoBatch) in this phase; None = off."
     )
+
+    @field_validator("augment_fn")
+    @classmethod
+    def _augment_fn_is_text(cls, v: str | None) -> str | None:
+        return None if v is None else check_target(v, "augment_fn")
 
     @model_validator(mode="after")
     def _one_pruning(self) -> PhaseConfig:
@@ -372,14 +391,29 @@ class TrainConfig(_Strict):
         "loop, val/loss (min) for your own loop.",
     )
 
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Your own loop's hyperparameters (ctx.params): plain data (numbers, "
+        "strings, booleans, null, lists, mappings); sweep them as e.g. params.hidden.",
+    )
+
     @field_validator("loop")
     @classmethod
     def _check_loop(cls, v: str | None) -> str | None:
         return None if v is None else check_target(v, "loop")
 
+    @field_validator("params")
+    @classmethod
+    def _params_are_data(cls, v: dict[str, Any]) -> dict[str, Any]:
+        check_plain_data(v, "params")
+        return v
 
-def format_validation_error(err: ValidationError, prefix: str = "") -> str:
-    """One line per problem: `path: value=... -> what is allowed`."""
+
+def format_validation_error(
+    err: ValidationError, prefix: str = "", model: type[BaseModel] | None = None
+) -> str:
+    """One line per problem: `path: value=... -> what is allowed`; an unknown field of
+    `model` (the validated class) names the closest known field path."""
     lines = []
     for e in err.errors():
         path = ".".join(str(p) for p in (*([prefix] if prefix else []), *e["loc"]))
@@ -387,7 +421,8 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> str:
         shown = repr(value) if not isinstance(value, dict) else "{...}"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            msg = "unknown field; remove it or check the spelling"
+            near = closest_field(model, e["loc"]) if model is not None else ""
+            msg = f"unknown field{near}; remove it or check the spelling"
         lines.append(f"{path or '<root>'}: {msg} (got {shown})")
     return "\n".join(lines)
 
@@ -427,19 +462,20 @@ def paper_preset(**changes: Any) -> TrainConfig:
 
 
 def set_dotted(tree: dict[str, Any], path: str, value: Any) -> None:
-    """Set `a.b.c` in a TrainConfig dict. Known fields must exist; below a `kwargs` section
-    (a factory's free-form arguments, e.g. model.kwargs.depth) any key may be added."""
+    """Set `a.b.c` in a TrainConfig dict. Known fields must exist; below a free-form section
+    (a factory's `kwargs`, e.g. model.kwargs.depth, or the loop's `params`) any key may be added."""
     node = tree
     parts = path.split(".")
-    free = False  # below `kwargs`: the factory's own arguments, not our schema
-    for p in parts[:-1]:
+    free = False  # below `kwargs` / `params`: the user's own keys, not our schema
+    for depth, p in enumerate(parts[:-1]):
         nxt = node.get(p)
-        if nxt is None and free:
+        if nxt is None and (free or (depth == 0 and p == FREE_PARAMS)):
             nxt = node[p] = {}
         if not isinstance(nxt, dict):
             raise ConfigError(f"{path}: {p!r} is not a section of the train config")
         node = nxt
-        free = free or p == "kwargs"
+        free = free or p == "kwargs" or (depth == 0 and p == FREE_PARAMS)
     if parts[-1] not in node and not free:
-        raise ConfigError(f"{path}: no field {parts[-1]!r} here; known: {sorted(node)}")
+        hint = closest(parts[-1], list(node))
+        raise ConfigError(f"{path}: no field {parts[-1]!r} here{hint}; known: {sorted(node)}")
     node[parts[-1]] = value

@@ -75,7 +75,7 @@ class Dataset:
 
     name: str
     train_x: torch.Tensor  # images: uint8 [N, C, H, W]; mnist1d: float32 [N, 1, L]
-    train_y: torch.Tensor  # int64 [N]
+    train_y: torch.Tensor  # int64 [N] class ids; float [N] / [N, T] regression targets
     val_x: torch.Tensor
     val_y: torch.Tensor
     num_classes: int

@@ -3,8 +3,9 @@
 `data.factory: "module:function"` is called as `function(**data.kwargs)` and returns
 `(train, val, test, num_classes)` or `(train, val, num_classes)` (no test split: no
 test/* metrics), where `train`, `val` and `test` are each an `(x, y)` pair of
-tensors (leading sample axis; y integer class ids) or a `torch.utils.data.Dataset`
-yielding `(x, y)`. `val` drives every decision; `test` is only measured. Factory data
+tensors (leading sample axis; y integer class ids, or float targets [N] / [N, T] for
+regression, num_classes then being the number of outputs) or a `torch.utils.data.Dataset`
+yielding `(x, y)` with class ids. Inputs are uint8 pixels, floats, or integer token ids. `val` drives every decision; `test` is only measured. Factory data
 are used as returned: uint8 inputs are scaled to [0, 1], nothing is normalised. Tensors train in memory, Datasets stream through a
 DataLoader (`data.stream` overrides either way). Every error names `data.factory`.
 """
@@ -50,20 +51,39 @@ def _bad(target: str, problem: str) -> FactoryError:
     )
 
 
+def _check_targets(target: str, part: str, y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """int64 class ids in 0..num_classes-1, or float32 regression targets [N] / [N, T]
+    whose number of outputs (1 or T) the factory returned as num_classes."""
+    if y.dtype == torch.bool or y.is_complex():
+        raise _bad(target, f"returned {part} labels of dtype {y.dtype}; use integer class ids "
+                   "or float targets (regression)")  # fmt: skip
+    if y.dtype.is_floating_point:
+        outputs = 1 if y.dim() == 1 else int(y.shape[1])
+        if num_classes != outputs:
+            raise _bad(target, f"returned float {part} targets of shape {tuple(y.shape)} "
+                       f"(regression) with num_classes={num_classes}; with float targets it is "
+                       f"the number of outputs the model predicts, here {outputs}")  # fmt: skip
+        return y.to(torch.float32)
+    y = y.to(torch.int64)
+    if int(y.min()) < 0 or int(y.max()) >= num_classes:
+        raise _bad(target, f"returned {part} labels outside 0..{num_classes - 1}")
+    return y
+
+
 def _check_pair(target: str, part: str, pair: Any, num_classes: int) -> tuple[Any, Any]:
     if len(pair) != 2 or not all(isinstance(t, torch.Tensor) for t in pair):
         raise _bad(target, f"returned {part} as a {type(pair).__name__} of other things")
     x, y = pair
-    if x.dim() < 2 or y.dim() != 1 or len(x) != len(y) or len(y) == 0:
+    y_dims = (1, 2) if y.dtype.is_floating_point else (1,)
+    if x.dim() < 2 or y.dim() not in y_dims or len(x) != len(y) or len(y) == 0:
         raise _bad(target, f"returned {part} x {tuple(x.shape)} and y {tuple(y.shape)}")
-    if y.dtype.is_floating_point or y.dtype == torch.bool:
-        raise _bad(target, f"returned {part} labels of dtype {y.dtype}, not integer class ids")
-    y = y.to(torch.int64)
-    if int(y.min()) < 0 or int(y.max()) >= num_classes:
-        raise _bad(target, f"returned {part} labels outside 0..{num_classes - 1}")
-    if x.dtype != torch.uint8 and not x.dtype.is_floating_point:
-        raise _bad(target, f"returned {part} inputs of dtype {x.dtype}; use uint8 or float")
-    return (x if x.dtype in (torch.uint8, torch.float32) else x.float()), y
+    y = _check_targets(target, part, y, num_classes)
+    if x.dtype == torch.bool or x.is_complex():
+        raise _bad(target, f"returned {part} inputs of dtype {x.dtype}; use uint8 pixels, "
+                   "float values or integer token ids")  # fmt: skip
+    if x.dtype.is_floating_point:
+        return (x if x.dtype == torch.float32 else x.float()), y
+    return (x if x.dtype in (torch.uint8, torch.int64) else x.long()), y  # pixels or token ids
 
 
 def _check_dataset(target: str, part: str, ds: Any, num_classes: int) -> torch.Tensor:
@@ -72,6 +92,9 @@ def _check_dataset(target: str, part: str, ds: Any, num_classes: int) -> torch.T
     first = ds[0]
     if not isinstance(first, tuple | list) or len(first) != 2:
         raise _bad(target, f"returned a {part} Dataset whose items are not (x, y) pairs")
+    if torch.as_tensor(first[1]).is_floating_point():
+        raise _bad(target, f"returned a {part} Dataset with float targets; float targets "
+                   "(regression) need (x, y) tensors")  # fmt: skip
     labels = dataset_labels(ds, f"{_FIELD} {part}")
     if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
         raise _bad(target, f"returned {part} labels outside 0..{num_classes - 1}")
@@ -89,7 +112,9 @@ def _materialise(ds: TorchDataset[Any]) -> tuple[torch.Tensor, torch.Tensor]:
 def _subset(part: Any, labels: torch.Tensor, n: int | None, seed: int) -> tuple[Any, torch.Tensor]:
     if n is None:
         return part, labels
-    keep = stratified_subset(labels, n, seed)
+    # Float targets (regression) have no classes: a plain random subset.
+    strata = torch.zeros(len(labels), dtype=torch.int64) if labels.is_floating_point() else labels
+    keep = stratified_subset(strata, n, seed)
     if isinstance(part, tuple):
         return (part[0][keep], part[1][keep]), labels[keep]
     return Subset(part, keep.tolist()), labels[keep]
@@ -110,6 +135,8 @@ def _checked_parts(
         else:
             labels.append(_check_dataset(target, name, part, num_classes))
             parts.append(part)
+    if len({bool(y.is_floating_point()) for y in labels}) > 1:
+        raise _bad(target, "returned float targets in some splits and class ids in others")
     return parts, labels
 
 

@@ -125,7 +125,7 @@ def _shard(pair: _Batch, rank: int, world_size: int, device: torch.device) -> _B
     """Every world-th sample from `rank` on, moved to `device` (no copy for one rank)."""
     x, y = pair
     if world_size > 1:
-        idx = torch.arange(rank, y.numel(), world_size)
+        idx = torch.arange(rank, y.shape[0], world_size)
         x, y = x[idx], y[idx]
     return x.to(device), y.to(device)
 

@@ -30,6 +30,7 @@ from trainables.core.wire import (
     END_EPOCH,
     EPOCH,
     LAG_EPOCHS,
+    MODE,
     ROTATION_MEAN,
     ROTATION_PREFIX,
     SWITCH_EPOCH,
@@ -65,6 +66,7 @@ class Decision:
     switch_epoch: int | None  # first epoch of the post-period recipe
     criterion: str = "paper"
     source: str | None = None  # who ended it: "rule", "scheduler", "cohort", "forced"
+    mode: str | None = None  # the scheduler channel's control mode; None: no channel
 
     @property
     def critical(self) -> bool:
@@ -80,6 +82,8 @@ class Decision:
         if key and self.value is not None:
             m[key] = self.value
         m[END_EPOCH], m[SWITCH_EPOCH] = self.end_epoch, self.switch_epoch
+        if self.mode is not None:  # tells the scheduler this trial listens to it
+            m[MODE] = self.mode
         if self.end_epoch is not None and self.switch_epoch is not None:
             m[LAG_EPOCHS] = self.switch_epoch - self.end_epoch - 1  # 0 unless it landed late
         return m
@@ -198,6 +202,7 @@ class CriticalPeriod:
             self.switch_epoch,
             self.criterion.name,
             self._applied.source,
+            self.control.mode if self.control is not None else None,
         )
         return self.last
 

@@ -38,7 +38,7 @@ __all__ = [
 class Phase:
     name: str  # "critical", "after" or "anneal"
     repeats: int
-    augment: bool
+    augment: bool | str  # True, False or "auto" (the engine decides from the input shape)
     augment_strength: float
     data_fraction: float
     mixup_alpha: float = 0.0

@@ -31,13 +31,20 @@ from trainables.core.wire import PRUNED_FRACTION, SAMPLES, SAMPLES_TOTAL, eval_k
 from trainables.data.datasets import Dataset
 from trainables.data.sources import load_training_data
 from trainables.data.streaming import RecipeSampler, StreamData, make_batches
-from trainables.method.augment import augment_batch, make_generator
+from trainables.method.augment import make_generator
 from trainables.method.infobatch import LossTable, all_gather_cat
 from trainables.method.mixing import make_mix_rng, mix_batch, mixed_cross_entropy
 from trainables.method.period import CriticalPeriod
 from trainables.method.recipes import Phase, phase_for_epoch
 from trainables.method.rotation import LayerRotation, unwrap_model
 from trainables.models.builtin import build_model
+from trainables.run.inputs import (
+    Augment,
+    input_dtype,
+    is_token_ids,
+    phase_augments,
+    squared_error,
+)
 from trainables.run.optimizers import make_optimizer
 
 __all__ = ["NonFiniteLossError", "TrainingRun", "lr_factor", "select_device"]
@@ -118,6 +125,7 @@ class TrainingRun:
         if cfg.batch_size < world_size:
             raise ValueError(f"batch_size={cfg.batch_size} is smaller than {world_size} workers")
         self._set_up_data(dataset or load_training_data(cfg.data, seed=cfg.seed))
+        self._set_up_recipe()
         self._set_up_model()
         self.epoch = 0  # last completed epoch
         self.samples_total = 0
@@ -126,12 +134,15 @@ class TrainingRun:
         """The sampler, batch sources, loss table and normalisation of this process's data."""
         cfg, rank, world_size = self.cfg, self.rank, self.world_size
         self.data = data
+        # Float targets: regression with a squared-error loss, no accuracy, no classes to
+        # stratify by. Integer inputs other than uint8 pixels: token ids, passed as int64.
+        self.regression = data.train_y.is_floating_point()
+        self.tokens = is_token_ids(input_dtype(data))
+        n_train = int(data.train_y.shape[0])
+        strata = torch.zeros(n_train, dtype=torch.int64) if self.regression else data.train_y
         # One sample order for both batch sources (trainables/data/streaming.py).
-        self.sampler = RecipeSampler(
-            self.data.train_y, seed=cfg.seed, rank=rank, world_size=world_size
-        )
+        self.sampler = RecipeSampler(strata, seed=cfg.seed, rank=rank, world_size=world_size)
         # Loss-aware pruning: the last loss of every sample, from the steps' own forward pass.
-        n_train = int(self.data.train_y.numel())
         self.loss_table = LossTable(n_train, self.device) if cfg.recipe.prunes else None
         self._data_device = torch.device("cpu")
         if isinstance(self.data, Dataset):
@@ -153,6 +164,19 @@ class TrainingRun:
         shape = (1, -1) + (1,) * (len(self.data.input_shape) - 1)
         self._mean = torch.tensor(self.data.mean, device=self.device).reshape(shape)
         self._std = torch.tensor(self.data.std, device=self.device).reshape(shape)
+
+    def _set_up_recipe(self) -> None:
+        """Each phase's augmentation and mixing, checked against the data before epoch 1."""
+        self._augments = phase_augments(
+            self.cfg.recipe,
+            tuple(self.data.input_shape),
+            tokens=self.tokens,
+            regression=self.regression,
+            say=self.rank == 0,
+        )
+
+    def _augment_for(self, phase: Phase) -> Augment | None:
+        return self._augments["critical" if phase.name == "critical" else "after"]
 
     def _set_up_model(self) -> None:
         """The model (NHWC on CUDA, DDP, torch.compile), its critical period, optimizer, AMP."""
@@ -209,11 +233,16 @@ class TrainingRun:
         self, x: torch.Tensor, phase: Phase | None, g: torch.Generator | None
     ) -> torch.Tensor:
         scale = x.dtype == torch.uint8
-        x = x.to(self.device, non_blocking=True).float()
+        x = x.to(self.device, non_blocking=True)
+        x = x.long() if self.tokens else x.float()
         if scale:
             x = x / 255.0
-        if phase is not None and phase.augment and g is not None:
-            x = augment_batch(x, self.cfg.recipe.augmentation, phase.augment_strength, g)
+        if phase is not None and g is not None:
+            fn = self._augment_for(phase)
+            if fn is not None:
+                x = fn(x, g, phase.augment_strength)
+        if self.tokens:
+            return x
         x = (x - self._mean) / self._std
         return x.contiguous(memory_format=torch.channels_last) if self._channels_last else x
 
@@ -271,9 +300,10 @@ class TrainingRun:
         count = torch.tensor(len(self.sampler), device=self.device)
         total_loss, total_correct, total = self._reduce([loss_sum, correct, count])
         _check_finite(total_loss, epoch, cfg.optim)
+        accuracy = {} if self.regression else {"train/acc": total_correct / total}
         return {
             "train/loss": total_loss / total,
-            "train/acc": total_correct / total,
+            **accuracy,
             "lr": lr,
             SAMPLES: int(total),
             PRUNED_FRACTION: 0.0 if plan is None else plan.pruned_fraction,
@@ -300,8 +330,10 @@ class TrainingRun:
             logits = self.model(x)
             per: torch.Tensor | None = None
             if record or sample_w is not None:  # one loss per sample: the step's loss from it
-                per = mixed_cross_entropy(logits.float(), mix, reduction="none")
+                per = self._per_sample_loss(logits, mix.y, mix)
                 loss = per.mean() if sample_w is None else (per * sample_w).mean()
+            elif self.regression:
+                loss = squared_error(logits, y).mean()
             else:
                 loss = mixed_cross_entropy(logits, mix)
         self.optimizer.zero_grad(set_to_none=True)
@@ -312,11 +344,20 @@ class TrainingRun:
         else:
             loss.backward()
             self.optimizer.step()
+        if self.regression:
+            hit = torch.zeros((), device=self.device)
+            return loss.detach().float() * y.shape[0], hit, None if per is None else per.detach()
         pred = logits.detach().argmax(1)
         hit = pred == mix.y
         if mix.lam < 1.0:  # credit the partner's label by its share
             hit = mix.lam * hit + (1.0 - mix.lam) * (pred == mix.y2)
         return loss.detach().float() * y.numel(), hit.sum(), None if per is None else per.detach()
+
+    def _per_sample_loss(self, out: torch.Tensor, y: torch.Tensor, mix: Any) -> torch.Tensor:
+        """One loss per sample: squared error (mean over outputs) or cross-entropy."""
+        if self.regression:
+            return squared_error(out, y).reshape(y.shape[0], -1).mean(1)
+        return mixed_cross_entropy(out.float(), mix, reduction="none")
 
     @torch.no_grad()
     def evaluate(self, split: str = "val") -> dict[str, float]:
@@ -333,10 +374,15 @@ class TrainingRun:
                 self.device.type, self._amp_dtype, enabled=self._amp_dtype is not None
             ):
                 logits = self.model(x)
+            if self.regression:
+                loss_sum += squared_error(logits, y).reshape(y.shape[0], -1).mean(1).sum()
+                continue
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
             correct += (logits.argmax(1) == y).sum()
         count = torch.tensor(self.batches.num_eval(split), device=self.device)
         total_loss, total_correct, total = self._reduce([loss_sum, correct, count])
+        if self.regression:  # no accuracy: the loss (mean squared error) is the measure
+            return {loss_key: total_loss / max(total, 1)}
         return {loss_key: total_loss / max(total, 1), acc_key: total_correct / max(total, 1)}
 
     def test_due(self, epoch: int) -> bool:
@@ -369,7 +415,7 @@ class TrainingRun:
             {
                 "recipe/repeats": phase.repeats,
                 "recipe/data_fraction": phase.data_fraction,
-                "recipe/augment": int(phase.augment),
+                "recipe/augment": int(self._augment_for(phase) is not None),
                 "recipe/mixup_alpha": phase.mixup_alpha,
                 "recipe/cutmix_alpha": phase.cutmix_alpha,
                 SAMPLES_TOTAL: self.samples_total,

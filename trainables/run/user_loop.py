@@ -27,6 +27,7 @@ scheduler), and in sync mode waits for the scheduler's verdict. Every rank calls
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,7 +47,7 @@ from trainables.run.channel import ControlChannel
 from trainables.run.checkpoints import read_reports, write_records
 from trainables.run.energy import EnergyMeter
 
-__all__ = ["LoopContext", "load_loop", "run_user_loop"]
+__all__ = ["LoopContext", "check_loop_signature", "load_loop", "run_user_loop"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,11 @@ class LoopContext:
     _meter: EnergyMeter | None = field(default=None, repr=False)
     _period: CriticalPeriod | None = field(default=None, repr=False)
     _reports: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The trial's `train.params`: your loop's own hyperparameters, swept values applied."""
+        return self.config.params
 
     def period(self, model: nn.Module, *, layers: LayerPredicate | None = None) -> CriticalPeriod:
         """The trial's CriticalPeriod for `model`; call it before training (it snapshots)."""
@@ -143,14 +149,31 @@ def _sum_over_ranks(value: float, device: torch.device) -> float:
 
 
 def load_loop(target: str, paths: list[str] | tuple[str, ...] = ()) -> Callable[[LoopContext], Any]:
-    """Import `train.loop`; errors name the field."""
+    """Import `train.loop` and check that it takes what cpsweep passes; errors name the field."""
     fn = resolve(target, field="train.loop", paths=paths)
     if not callable(fn):
         raise FactoryError(
             f"train.loop: {target!r} is a {type(fn).__name__}, not a function; "
             "point it at a function fit(ctx)"
         )
+    check_loop_signature(fn, target)
     return fn  # type: ignore[no-any-return]
+
+
+def check_loop_signature(fn: Callable[..., Any], target: str) -> None:
+    """FactoryError unless `fn` can be called as fn(ctx), one positional argument."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin without a signature: the call will tell
+        return
+    try:
+        sig.bind(None)
+    except TypeError as exc:
+        raise FactoryError(
+            f"train.loop: {target}{sig} cannot be called as {target.split(':')[-1]}(ctx) "
+            f"({exc}); cpsweep passes one argument, ctx: cpsweep.LoopContext (its config, "
+            "params, device, rank, period() and report()): write def fit(ctx): ..."
+        ) from None
 
 
 def run_user_loop(
