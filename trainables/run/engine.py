@@ -29,8 +29,9 @@ from torch import nn
 from trainables.core.config import OptimConfig, TrainConfig
 from trainables.core.wire import PRUNED_FRACTION, SAMPLES, SAMPLES_TOTAL, eval_keys
 from trainables.data.datasets import Dataset
+from trainables.data.sampler import RepeatSampler
 from trainables.data.sources import load_training_data
-from trainables.data.streaming import RecipeSampler, StreamData, make_batches
+from trainables.data.streaming import StreamData, make_batches
 from trainables.method.augment import augment_batch, make_generator
 from trainables.method.infobatch import LossTable, all_gather_cat
 from trainables.method.mixing import make_mix_rng, mix_batch, mixed_cross_entropy
@@ -117,7 +118,7 @@ class TrainingRun:
         cfg, rank, world_size = self.cfg, self.rank, self.world_size
         self.data = data
         # One sample order for both batch sources (trainables/data/streaming.py).
-        self.sampler = RecipeSampler(
+        self.sampler = RepeatSampler(
             self.data.train_y, seed=cfg.seed, rank=rank, world_size=world_size
         )
         # Loss-aware pruning: the last loss of every sample, from the steps' own forward pass.
