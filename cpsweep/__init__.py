@@ -2,6 +2,9 @@
 
     from cpsweep import CriticalPeriod                # a plain PyTorch loop, no Ray
     from cpsweep import CriticalPeriodScheduler       # a user's own Ray Tune Tuner
+    from cpsweep import CriticalPeriodCallback        # Lightning (cpsweep[lightning])
+    from cpsweep import CriticalPeriodTrainerCallback # Hugging Face Trainer (cpsweep[hf])
+    from cpsweep import RepeatSampler                 # repeats / pruning for any DataLoader
 
 The folders `trainables/` (data plane, runs in trials) and `service/` (driver) stay
 the implementation; this package only names what users may rely on. Names resolve
@@ -19,9 +22,12 @@ __all__ = [
     "ControlChannel",
     "CriterionConfig",
     "CriticalPeriod",
+    "CriticalPeriodCallback",
     "CriticalPeriodScheduler",
+    "CriticalPeriodTrainerCallback",
     "Decision",
     "LoopContext",
+    "RepeatSampler",
     "TrainConfig",
     "tune_channel",
 ]
@@ -38,14 +44,21 @@ _HOMES = {
     "tune_channel": "trainables.run.channel",
     "LoopContext": "trainables.run.user_loop",
     "CriticalPeriodScheduler": "service.sweeps.scheduler",
+    "RepeatSampler": "trainables.data.sampler",
+    # the trainers' callbacks: their optional extras, cpsweep[lightning] and cpsweep[hf]
+    "CriticalPeriodCallback": "trainables.run.integrations.lightning_callback",
+    "CriticalPeriodTrainerCallback": "trainables.run.integrations.hf_callback",
 }
 
 if TYPE_CHECKING:
     from service.sweeps.scheduler import CriticalPeriodScheduler
     from trainables.core.config import CriterionConfig, TrainConfig
     from trainables.core.registry import DATASETS, MODELS
+    from trainables.data.sampler import RepeatSampler
     from trainables.method.period import CriticalPeriod, Decision
     from trainables.run.channel import ControlChannel, tune_channel
+    from trainables.run.integrations.hf_callback import CriticalPeriodTrainerCallback
+    from trainables.run.integrations.lightning_callback import CriticalPeriodCallback
     from trainables.run.user_loop import LoopContext
 
 

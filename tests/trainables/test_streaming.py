@@ -12,7 +12,8 @@ import torch
 
 from trainables.core.config import RecipeConfig, TrainConfig
 from trainables.core.imports import IMPORT_PATH_ENV
-from trainables.data.streaming import LoaderBatches, RecipeSampler, StreamData, TensorBatches
+from trainables.data.sampler import RepeatSampler
+from trainables.data.streaming import LoaderBatches, StreamData, TensorBatches
 from trainables.method.recipes import epoch_indices, phase_for_epoch
 from trainables.run.local import train_local
 
@@ -67,7 +68,7 @@ def test_ddp_shards_have_no_duplicates_or_gaps_and_equal_steps() -> None:
         for batch_size in (1, 3, 4):
             shards, steps = [], set()
             for rank in range(world):
-                s = RecipeSampler(labels, seed=7, rank=rank, world_size=world)
+                s = RepeatSampler(labels, seed=7, rank=rank, world_size=world)
                 s.set_epoch(1, phase)
                 batches = [list(s)[a:b] for a, b in s.bounds(batch_size)]
                 assert [i for b in batches for i in b] == list(s)  # batches tile the share
@@ -85,7 +86,7 @@ def test_sampler_is_deterministic_per_seed_epoch_and_rank() -> None:
     phase = phase_for_epoch(_recipe(), 3, None, 10)
 
     def draw(seed: int, epoch: int, rank: int) -> list[int]:
-        s = RecipeSampler(labels, seed=seed, rank=rank, world_size=2)
+        s = RepeatSampler(labels, seed=seed, rank=rank, world_size=2)
         s.set_epoch(epoch, phase)
         return list(s)
 
@@ -110,7 +111,7 @@ def test_loader_batches_equal_memory_batches_in_every_phase(workers: int) -> Non
         (0.0,),
         (1.0,),
     )
-    sampler = RecipeSampler(y, seed=3)
+    sampler = RepeatSampler(y, seed=3)
     memory = TensorBatches((x, y), (x[:20], y[:20]), torch.device("cpu"))
     stream = LoaderBatches(
         data,

@@ -28,9 +28,11 @@ from typing import Any, Literal
 
 __all__ = [
     "ANGLE",
+    "CHECK_STEP",
     "CONTROL_MODES",
     "CONTROL_NAMESPACE",
     "END_EPOCH",
+    "END_STEP",
     "EPOCH",
     "HANDSHAKE_S",
     "LAG_EPOCHS",
@@ -44,6 +46,7 @@ __all__ = [
     "SAMPLES_TOTAL",
     "STAT_KEYS",
     "SWITCH_EPOCH",
+    "SWITCH_STEP",
     "TEST_ACC",
     "TEST_LOSS",
     "TEST_PREFIX",
@@ -65,6 +68,11 @@ ROTATION_PREFIX = "rotation/"  # rotation/<layer>: cosine distance of one layer 
 ROTATION_MEAN = "rotation/mean"  # the paper's signal: mean over the monitored layers
 END_EPOCH = "cp/end_epoch"  # epoch at which the critical period ended (None before)
 SWITCH_EPOCH = "cp/switch_epoch"  # first epoch of the post-period recipe (None before)
+# Step budgets (`CriticalPeriod(budget_steps=..., step_interval=...)`): "epoch" above then
+# counts checks, one every step_interval optimizer steps; these give the same in steps.
+CHECK_STEP = "cp/step"  # optimizer steps trained when the check was taken
+END_STEP = "cp/end_step"  # step at which the critical period ended (None before)
+SWITCH_STEP = "cp/switch_step"  # first (1-based) step of the post-period recipe
 ANGLE = "cp/angle_deg"  # paper rule's statistic
 RATE_RATIO = "cp/rate_ratio"  # relative rule's statistic
 HANDSHAKE_S = "cp/handshake_s"  # time spent talking to the scheduler since the last report

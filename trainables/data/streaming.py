@@ -1,6 +1,7 @@
 """Where an epoch's batches come from: tensors in memory, or a DataLoader over a Dataset.
 
-Both paths draw the epoch's sample order from one `RecipeSampler`, which is the
+Both paths draw the epoch's sample order from one `RepeatSampler`
+(trainables/data/sampler.py, public as `cpsweep.RepeatSampler`), which is the
 recipe's pure functions (`epoch_indices`: data_fraction pruning and annealing, or
 the loss-aware pruning's kept indices,
 `repeats` copies shuffled so each lands in its own batch; `shard_indices`: this DDP
@@ -22,14 +23,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Sampler, Subset, TensorDataset
+from torch.utils.data import DataLoader, Subset, TensorDataset
 from torch.utils.data import Dataset as TorchDataset
 
-from trainables.method.recipes import Phase, epoch_indices, shard_indices, step_bounds
+from trainables.data.sampler import RepeatSampler
 
 __all__ = [
     "LoaderBatches",
-    "RecipeSampler",
     "StreamData",
     "TensorBatches",
     "dataset_labels",
@@ -41,44 +41,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _Batch = tuple[torch.Tensor, torch.Tensor]
-
-
-class RecipeSampler(Sampler[int]):
-    """This rank's sample order for one epoch and phase; `set_epoch` before iterating.
-
-    The order is `shard_indices(epoch_indices(labels, phase, seed, epoch), rank, world)`:
-    every entry of the epoch's global order lands on exactly one rank, no padding. Ranks
-    take the same number of steps (`bounds`, from `step_bounds`): a share one longer
-    than the smallest puts its extra sample in its last batch.
-    """
-
-    def __init__(self, labels: torch.Tensor, *, seed: int, rank: int = 0, world_size: int = 1):
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
-        self.labels = labels.reshape(-1).cpu()
-        self.seed, self.rank, self.world_size = seed, rank, world_size
-        self._order: torch.Tensor | None = None
-
-    def set_epoch(self, epoch: int, phase: Phase, keep: torch.Tensor | None = None) -> None:
-        """`keep`: the loss-aware pruning's decision (global sample indices), same on all ranks."""
-        order = epoch_indices(self.labels, phase, seed=self.seed, epoch=epoch, base=keep)
-        self._order = shard_indices(order, self.rank, self.world_size)
-        self._n_min = max(order.numel(), self.world_size) // self.world_size
-
-    def indices(self) -> torch.Tensor:
-        if self._order is None:
-            raise RuntimeError("RecipeSampler: call set_epoch(epoch, phase) before iterating")
-        return self._order
-
-    def bounds(self, batch_size: int) -> list[tuple[int, int]]:
-        """(start, stop) of each step's batch in `indices()`; the same count on every rank."""
-        return step_bounds(len(self), self._n_min, batch_size)
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices().tolist())
-
-    def __len__(self) -> int:
-        return int(self.indices().numel())
 
 
 @dataclass(frozen=True)
@@ -161,7 +123,7 @@ class TensorBatches:
     def num_val(self) -> int:
         return self.num_eval("val")
 
-    def train_batches(self, sampler: RecipeSampler, batch_size: int) -> Iterator[_Batch]:
+    def train_batches(self, sampler: RepeatSampler, batch_size: int) -> Iterator[_Batch]:
         order = sampler.indices().to(self.data_device)
         for start, stop in sampler.bounds(batch_size):
             idx = order[start:stop]
@@ -180,7 +142,7 @@ class _StepBatches:
     """The sampler's batches as index lists, for a DataLoader's `batch_sampler`; read at
     iteration time in this process, so persistent workers see each epoch's order."""
 
-    def __init__(self, sampler: RecipeSampler, batch_size: int) -> None:
+    def __init__(self, sampler: RepeatSampler, batch_size: int) -> None:
         self.sampler, self.batch_size = sampler, batch_size
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -200,7 +162,7 @@ class LoaderBatches:
     def __init__(
         self,
         data: StreamData,
-        sampler: RecipeSampler,
+        sampler: RepeatSampler,
         *,
         batch_size: int,
         val_batch_size: int,
@@ -239,7 +201,7 @@ class LoaderBatches:
     def num_val(self) -> int:
         return self.num_eval("val")
 
-    def train_batches(self, sampler: RecipeSampler, batch_size: int) -> Iterator[_Batch]:
+    def train_batches(self, sampler: RepeatSampler, batch_size: int) -> Iterator[_Batch]:
         if batch_size != self.batch_size:
             raise ValueError(f"loader batch size is {self.batch_size}, asked for {batch_size}")
         for x, y in self._train:
@@ -280,7 +242,7 @@ def stream_tensors(
 
 def make_batches(
     data: Any,
-    sampler: RecipeSampler,
+    sampler: RepeatSampler,
     *,
     device: torch.device,
     data_device: torch.device,

@@ -8,6 +8,11 @@ trial (the built-in loop and a user's `train.loop`) and `CriticalPeriodScheduler
         train_one_epoch(model, repeats=3 if cp.critical else 1)
         d = cp.step()      # d.rotation, d.value, d.end_epoch, d.switch_epoch
 
+With a step budget (`budget_steps`, LLM-style training) `step()` is called every
+`step_interval` optimizer steps instead: the rules then run on those checks, one per
+interval, as they run on epochs (`check_budget`), and `end_step` / `switch_step` give
+the result in steps.
+
 The decisions themselves are pure functions in trainables/method/decide.py (the
 scheduler runs the same `PeriodRule` on reported values). A `control`
 (trainables/run/channel.py in a Ray trial) lets a scheduler override the rule or
@@ -25,15 +30,18 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from trainables.core.config import CriterionConfig
+from trainables.core.config import ConfigError, CriterionConfig
 from trainables.core.wire import (
+    CHECK_STEP,
     END_EPOCH,
+    END_STEP,
     EPOCH,
     LAG_EPOCHS,
     MODE,
     ROTATION_MEAN,
     ROTATION_PREFIX,
     SWITCH_EPOCH,
+    SWITCH_STEP,
     Assignment,
     Directive,
 )
@@ -49,7 +57,7 @@ from trainables.method.decide import (
 )
 from trainables.method.rotation import LayerPredicate, LayerRotation
 
-__all__ = ["Control", "CriticalPeriod", "Decision"]
+__all__ = ["Control", "CriticalPeriod", "Decision", "check_budget"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +75,22 @@ class Decision:
     criterion: str = "paper"
     source: str | None = None  # who ended it: "rule", "scheduler", "cohort", "forced"
     mode: str | None = None  # the scheduler channel's control mode; None: no channel
+    step_interval: int | None = None  # step budgets: optimizer steps per check ("epoch")
+
+    @property
+    def step(self) -> int | None:
+        """Optimizer steps trained at this check (step budgets; None counting epochs)."""
+        return _steps(self.epoch, self.step_interval)
+
+    @property
+    def end_step(self) -> int | None:
+        """Step at which the period ended (step budgets): the end check's last step."""
+        return _steps(self.end_epoch, self.step_interval)
+
+    @property
+    def switch_step(self) -> int | None:
+        """First 1-based optimizer step of the post-period recipe (step budgets)."""
+        return _first_step(self.switch_epoch, self.step_interval)
 
     @property
     def critical(self) -> bool:
@@ -86,6 +110,8 @@ class Decision:
             m[MODE] = self.mode
         if self.end_epoch is not None and self.switch_epoch is not None:
             m[LAG_EPOCHS] = self.switch_epoch - self.end_epoch - 1  # 0 unless it landed late
+        if self.step_interval is not None:
+            m[CHECK_STEP], m[END_STEP], m[SWITCH_STEP] = self.step, self.end_step, self.switch_step
         return m
 
 
@@ -116,6 +142,10 @@ class CriticalPeriod:
             weights are the initial snapshot rotation is measured against.
         criterion: "paper", "relative", "fixed", "never", a CriterionConfig or a dict.
         budget: planned epoch budget E (the paper and fixed rules need it).
+        budget_steps: planned optimizer steps instead of epochs; `step()` is then called
+            every `step_interval` steps, and the rules see budget_steps // step_interval
+            checks (`check_budget`): their `window` and `patience` count checks.
+        step_interval: optimizer steps between two calls of `step()` (step budgets).
         window, threshold_deg, ratio, patience, fraction: override the criterion's fields.
         layers: `(name, parameter) -> bool` selecting the monitored parameters
             (default: Conv/Linear kernels and attention input projections).
@@ -128,6 +158,8 @@ class CriticalPeriod:
         criterion: CriterionLike = "paper",
         budget: int | None = None,
         *,
+        budget_steps: int | None = None,
+        step_interval: int | None = None,
         window: int | None = None,
         threshold_deg: float | None = None,
         ratio: float | None = None,
@@ -144,6 +176,16 @@ class CriticalPeriod:
             patience=patience,
             fraction=fraction,
         )
+        if budget_steps is not None:
+            if budget is not None:
+                raise ConfigError(
+                    f"budget={budget}, budget_steps={budget_steps}: give one budget, "
+                    "in epochs or in steps"
+                )
+            budget = check_budget(budget_steps, step_interval)
+        elif step_interval is not None and step_interval < 1:
+            raise ConfigError(f"step_interval={step_interval}: need a whole number of steps >= 1")
+        self.step_interval = step_interval
         self.rule = PeriodRule(cfg, budget)
         self.rotation = LayerRotation(model, layers)
         self.control: Control | None = None
@@ -170,6 +212,16 @@ class CriticalPeriod:
     @property
     def switch_epoch(self) -> int | None:
         return self._applied.switch
+
+    @property
+    def end_step(self) -> int | None:
+        """Step budgets: the step the period ended at (the end check's last step)."""
+        return _steps(self.end_epoch, self.step_interval)
+
+    @property
+    def switch_step(self) -> int | None:
+        """Step budgets: the first 1-based step of the post-period recipe."""
+        return _first_step(self.switch_epoch, self.step_interval)
 
     @property
     def critical(self) -> bool:
@@ -203,6 +255,7 @@ class CriticalPeriod:
             self.criterion.name,
             self._applied.source,
             self.control.mode if self.control is not None else None,
+            self.step_interval,
         )
         return self.last
 
@@ -280,6 +333,7 @@ class CriticalPeriod:
             "end_epoch": self.end_epoch,
             "switch_epoch": self.switch_epoch,
             "source": self._applied.source,
+            "step_interval": self.step_interval,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -288,8 +342,37 @@ class CriticalPeriod:
         for e, v in enumerate(state["history"], start=1):
             self.rule.observe(e, v)
         self.epoch = int(state["epoch"])
+        self.step_interval = state.get("step_interval")
         self._applied = _Applied(state["end_epoch"], state["switch_epoch"], state.get("source"))
         self.last = None
+
+
+def check_budget(budget_steps: int, step_interval: int | None) -> int:
+    """The rules' budget for a step budget: the number of checks, one per interval.
+
+    Check k (1-based) is taken after step k * step_interval, so the paper rule's
+    positions (k-1)/(K-1) are the check steps rescaled to [0, 1] over the last check's
+    step, as epochs are over the epoch budget; a partial last interval has no check.
+    """
+    if step_interval is None or int(step_interval) != step_interval or step_interval < 1:
+        raise ConfigError(
+            f"step_interval={step_interval!r}: a step budget needs the optimizer steps "
+            "between two checks, a whole number >= 1"
+        )
+    if int(budget_steps) != budget_steps or budget_steps < step_interval:
+        raise ConfigError(
+            f"budget_steps={budget_steps!r}: need a whole number of steps >= "
+            f"step_interval={step_interval}"
+        )
+    return int(budget_steps) // int(step_interval)
+
+
+def _steps(check: int | None, interval: int | None) -> int | None:
+    return None if check is None or interval is None else check * interval
+
+
+def _first_step(check: int | None, interval: int | None) -> int | None:
+    return None if check is None or interval is None else (check - 1) * interval + 1
 
 
 def _critical(epoch: int, switch_epoch: int | None) -> bool:

@@ -29,6 +29,7 @@ __all__ = [
     "anneal_epoch",
     "epoch_indices",
     "phase_for_epoch",
+    "sample_order",
     "shard_indices",
     "step_bounds",
 ]
@@ -101,6 +102,26 @@ def epoch_indices(
     epoch: int,
     base: torch.Tensor | None = None,
 ) -> torch.Tensor:
+    """Global sample order of one epoch of `phase` (`sample_order` with its components)."""
+    return sample_order(
+        labels,
+        repeats=phase.repeats,
+        data_fraction=phase.data_fraction,
+        seed=seed,
+        epoch=epoch,
+        base=base,
+    )
+
+
+def sample_order(
+    labels: torch.Tensor,
+    *,
+    repeats: int,
+    data_fraction: float,
+    seed: int,
+    epoch: int,
+    base: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Global sample order of one epoch: a stratified fraction, `repeats` times, shuffled.
 
     Each repeat of a sample lands in a different batch and is augmented with its
@@ -111,13 +132,13 @@ def epoch_indices(
     n = labels.numel()
     if base is not None:
         base = base.reshape(-1).to(torch.int64).cpu()
-    elif phase.data_fraction < 1:
-        keep = max(int(labels.unique().numel()), round(n * phase.data_fraction))
+    elif data_fraction < 1:
+        keep = max(int(labels.unique().numel()), round(n * data_fraction))
         base = stratified_subset(labels, keep, seed=seed * 100_003 + epoch)
     else:
         base = torch.arange(n)
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    order = base.repeat(phase.repeats)
+    order = base.repeat(repeats)
     return order[torch.randperm(order.numel(), generator=g)]
 
 

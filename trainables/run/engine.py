@@ -29,8 +29,9 @@ from torch import nn
 from trainables.core.config import OptimConfig, TrainConfig
 from trainables.core.wire import PRUNED_FRACTION, SAMPLES, SAMPLES_TOTAL, eval_keys
 from trainables.data.datasets import Dataset
+from trainables.data.sampler import RepeatSampler
 from trainables.data.sources import load_training_data
-from trainables.data.streaming import RecipeSampler, StreamData, make_batches
+from trainables.data.streaming import StreamData, make_batches
 from trainables.method.augment import make_generator
 from trainables.method.infobatch import LossTable, all_gather_cat
 from trainables.method.mixing import make_mix_rng, mix_batch, mixed_cross_entropy
@@ -141,7 +142,7 @@ class TrainingRun:
         n_train = int(data.train_y.shape[0])
         strata = torch.zeros(n_train, dtype=torch.int64) if self.regression else data.train_y
         # One sample order for both batch sources (trainables/data/streaming.py).
-        self.sampler = RecipeSampler(strata, seed=cfg.seed, rank=rank, world_size=world_size)
+        self.sampler = RepeatSampler(strata, seed=cfg.seed, rank=rank, world_size=world_size)
         # Loss-aware pruning: the last loss of every sample, from the steps' own forward pass.
         self.loss_table = LossTable(n_train, self.device) if cfg.recipe.prunes else None
         self._data_device = torch.device("cpu")

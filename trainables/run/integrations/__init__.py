@@ -1,0 +1,1 @@
+"""The critical period inside other trainers: Lightning and Hugging Face callbacks."""
