@@ -93,6 +93,29 @@ def _values(df: Any, key: str) -> list[float]:
     return [float(v) for v in df[key].dropna().tolist()] if df is not None and key in df else []
 
 
+def _timings(df: Any, m: dict[str, Any]) -> dict[str, float | None]:
+    wall_s, epoch_s = _num(m.get("time_total_s")), _col_sum(df, "time/epoch_s")
+    return {
+        "wall_s": wall_s,
+        "train_s": _col_sum(df, "time/train_s"),
+        "eval_s": _col_sum(df, "time/eval_s"),
+        "epoch_s": epoch_s,
+        # trial start-up, reporting and checkpoints: what the sweep machinery costs
+        "outside_epochs_s": None
+        if wall_s is None or epoch_s is None
+        else round(wall_s - epoch_s, 3),
+    }
+
+
+def _status(result: Any, unfinished: bool, short: bool) -> str:
+    if result.error:
+        return "ERROR"
+    if unfinished:
+        return "INTERRUPTED"
+    # fewer epochs than planned: an inner scheduler (ASHA) stopped it
+    return "STOPPED" if short else "TERMINATED"
+
+
 def _trial_row(
     spec: SweepSpec,
     headline: Headline,
@@ -106,15 +129,9 @@ def _trial_row(
     df = once_per_epoch(result.metrics_dataframe)
     tid = m.get("trial_id") or (result.path or "").rsplit("_", 1)[-1]
     epochs = int(m.get("epoch") or 0)
-    if result.error:
-        status = "ERROR"
-    elif tid in unfinished:
-        status = "INTERRUPTED"
-    else:  # fewer epochs than planned: an inner scheduler (ASHA) stopped it
-        status = "STOPPED" if epochs < spec.train.epochs else "TERMINATED"
+    status = _status(result, tid in unfinished, epochs < spec.train.epochs)
     train = train_dict_for(config) if "train" in config else {}
     end = m.get(END_EPOCH)
-    wall_s, epoch_s = _num(m.get("time_total_s")), _col_sum(df, "time/epoch_s")
     accs = _values(df, VAL_ACC)
     return TrialSummary(
         trial_id=tid,
@@ -142,11 +159,6 @@ def _trial_row(
         best_val_acc=max(accs) if accs else None,
         final_test_acc=_last(df, m, TEST_ACC),
         final_test_loss=_last(df, m, TEST_LOSS),
-        wall_s=wall_s,
-        train_s=_col_sum(df, "time/train_s"),
-        eval_s=_col_sum(df, "time/eval_s"),
-        epoch_s=epoch_s,
-        # trial start-up, reporting and checkpoints: what the sweep machinery costs
-        outside_epochs_s=None if wall_s is None or epoch_s is None else round(wall_s - epoch_s, 3),
+        **_timings(df, m),
         samples=_samples(df, m),
     )
