@@ -211,7 +211,10 @@ def _printed_link(summary: dict[str, Any], monkeypatch: Any, capsys: Any) -> str
     from trainables.core.imports import IMPORT_PATH_ENV
 
     monkeypatch.setenv(IMPORT_PATH_ENV, os.environ.get(IMPORT_PATH_ENV, ""))  # restored after
-    monkeypatch.setattr(service.sweeps.run, "run_sweep", lambda *a, **k: summary)
+    from service.results import SweepSummary
+
+    typed = SweepSummary.model_validate(summary)  # what run_sweep returns
+    monkeypatch.setattr(service.sweeps.run, "run_sweep", lambda *a, **k: typed)
     capsys.readouterr()
     assert main(["run", str(REPO / "search_spaces" / "quickstart.yaml")]) == 0
     lines = capsys.readouterr().out.splitlines()
