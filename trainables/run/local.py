@@ -84,13 +84,14 @@ def train_local(cfg: TrainConfig, out_dir: str | Path) -> dict[str, Any]:
         cfg.epochs,
     )
     history: list[dict[str, Any]] = []
+    headline = headline_of(cfg.model_dump())
     with (out / "history.jsonl").open("w") as fh:
         for _ in range(cfg.epochs):
             m = run.run_epoch()
             history.append(m)
             fh.write(json.dumps(m) + "\n")
             fh.flush()
-            log.info(progress_line(m, cfg.epochs, headline_of(cfg.model_dump())))
+            log.info(progress_line(m, cfg.epochs, headline))
     summary = summarize(history, run, time.perf_counter() - t0)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -105,12 +106,13 @@ class _LocalSession:
         self.cfg, self.fh = cfg, fh
         self.device = select_device(cfg.device)
         self.history: list[dict[str, Any]] = []
+        self.headline = headline_of(cfg.model_dump())
 
     def report(self, m: dict[str, Any], directory: str | None = None) -> None:
         self.history.append(m)
         self.fh.write(json.dumps(m) + "\n")
         self.fh.flush()
-        log.info(progress_line(m, self.cfg.epochs, headline_of(self.cfg.model_dump())))
+        log.info(progress_line(m, self.cfg.epochs, self.headline))
 
 
 def _train_user_loop(cfg: TrainConfig, out: Path, t0: float) -> dict[str, Any]:
