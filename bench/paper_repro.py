@@ -39,6 +39,7 @@ from typing import Any
 
 from _common import (
     RESULTS,
+    LoadSampler,
     base_train,
     command_line,
     long_train,
@@ -162,6 +163,36 @@ def arms(ratio: float, patience: int) -> dict[str, dict[str, Any]]:
     }
 
 
+def fixed_arm(name: str) -> dict[str, Any]:
+    """`fixed<pct>`: repeats 3 for the first ceil(pct% of E) epochs, then 1 (`fixed12.5`)."""
+    try:
+        pct = float(name.removeprefix("fixed"))
+    except ValueError:
+        raise SystemExit(
+            f"--arms: {name!r} is not fixed<percent of the budget>, e.g. fixed5"
+        ) from None
+    if not 0 < pct < 100:
+        raise SystemExit(f"--arms: {name!r}: the percentage must be in (0, 100)")
+    return {"criterion.name": "fixed", "criterion.fraction": pct / 100.0}
+
+
+def select_arms(arm_set: dict[str, dict[str, Any]], names: list[str]) -> dict[str, dict[str, Any]]:
+    """The arms named on the command line, in their order; `repeats3` is the baseline arm
+    and is not an override, `fixed<pct>` any fixed switch."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        if name == "repeats3":
+            continue
+        if name in arm_set:
+            out[name] = arm_set[name]
+        elif name.startswith("fixed"):
+            out[name] = fixed_arm(name)
+        else:
+            known = ", ".join(["repeats3", *arm_set, "fixed<pct>"])
+            raise SystemExit(f"--arms: unknown arm {name!r}; known: {known}")
+    return out
+
+
 def build_spec(
     *,
     quick: bool,
@@ -170,21 +201,26 @@ def build_spec(
     patience: int,
     tracking_uri: str,
     long: bool = False,
+    only: list[str] | None = None,
+    stem: str | None = None,
 ) -> Any:
     from service.spec import SweepSpec
 
     arm_set = long_arms(ratio, patience) if long else arms(ratio, patience)
+    if only:
+        arm_set = select_arms(arm_set, only)
+    baseline = not only or "repeats3" in only
     return SweepSpec.model_validate(
         {
-            "name": _stem(quick, long).replace("_", "-"),
+            "name": (stem or _stem(quick, long)).replace("_", "-"),
             "description": "Fashion-MNIST, small CNN, paper recipe scaled to 2 CPU cores"
             + (", E = 100" if long and not quick else "")
-            + ": repeats3 / "
-            + " / ".join(arm_set),
+            + ": "
+            + " / ".join((["repeats3"] if baseline else []) + list(arm_set)),
             "train": long_train(quick=quick) if long else base_train(quick=quick),
             "search_space": {"seed": {"grid": seeds}},
             "arms": arm_set,
-            "baseline_arm": True,
+            "baseline_arm": baseline,
             "max_concurrent_trials": 2,
             "scaling": {"num_workers": 1, "cpus_per_worker": 1},
             "scheduler": {"scope": "trial", "mode": "push"},
@@ -201,10 +237,25 @@ def _arm_name(arm: str | None) -> str:
     return "repeats3" if arm == "baseline" else str(arm)
 
 
-def trial_rows(summary: dict[str, Any], tracking_uri: str) -> list[dict[str, Any]]:
+def _run_times(tracking_uri: str, run_id: str | None) -> dict[str, Any]:
+    """The trial's MLflow run start and end (unix seconds): when it held its CPU."""
+    if not run_id:
+        return {"started": None, "ended": None}
+    from mlflow.tracking import MlflowClient
+
+    info = MlflowClient(tracking_uri=tracking_uri).get_run(run_id).info
+    end = info.end_time / 1000.0 if info.end_time else None
+    return {"started": info.start_time / 1000.0, "ended": end}
+
+
+def trial_rows(
+    summary: dict[str, Any], tracking_uri: str, load: LoadSampler | None = None
+) -> list[dict[str, Any]]:
     rows = []
     for t in summary["trials"]:
         curves = mlflow_curves(tracking_uri, t["mlflow_run_id"], CURVE_KEYS)
+        times = _run_times(tracking_uri, t.get("mlflow_run_id"))
+        busy = load.between(times["started"], times["ended"]) if load and times["ended"] else {}
         rows.append(
             {
                 "arm": _arm_name(t["arm"]),
@@ -216,6 +267,7 @@ def trial_rows(summary: dict[str, Any], tracking_uri: str) -> list[dict[str, Any
                 "switch_epoch": t["switch_epoch"],
                 "final_val_acc": t["final_val_acc"],
                 "best_val_acc": t["best_val_acc"],
+                "final_test_acc": t.get("final_test_acc"),
                 "wall_s": t["wall_s"],
                 "train_s": t["train_s"],
                 "eval_s": sum(curves.get("time/eval_s", [])),
@@ -229,6 +281,8 @@ def trial_rows(summary: dict[str, Any], tracking_uri: str) -> list[dict[str, Any
                 "savings_pct_estimated": t.get("savings_pct"),
                 "savings_pct_measured": t.get("savings_measured_pct"),
                 "mlflow_run_id": t.get("mlflow_run_id"),
+                **times,
+                **busy,
                 "curves": curves,
             }
         )
@@ -254,7 +308,7 @@ def per_arm(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     for arm in [a for a in ARM_ORDER if a in by_arm] + sorted(set(by_arm) - set(ARM_ORDER)):
         rs = by_arm[arm]
         a: dict[str, Any] = {"n": len(rs), "seeds": [r["seed"] for r in rs]}
-        for key in ("final_val_acc", "best_val_acc", *_METRICS):
+        for key in ("final_val_acc", "best_val_acc", "final_test_acc", *_METRICS):
             m, s = mean_std([r[key] for r in rs])
             a[key] = {"mean": m, "std": s}
         a["cp_end_epochs"] = [r["cp_end_epoch"] for r in rs]
@@ -268,13 +322,16 @@ def per_arm(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             a[f"reduction_vs_{ref}_pct"] = {
                 k: _reduction(a[k]["mean"], out[ref][k]["mean"]) for k in _METRICS
             }
-            deltas = [
-                100.0 * (r["final_val_acc"] - ref_seed[r["seed"]]["final_val_acc"])
-                for r in by_arm[arm]
-                if r["seed"] in ref_seed and r["final_val_acc"] is not None
-            ]
-            m, s = mean_std(deltas)
-            a[f"acc_delta_vs_{ref}_pts"] = {"mean": m, "std": s, "paired": deltas}
+            for key, label in (("final_val_acc", "acc"), ("final_test_acc", "test_acc")):
+                deltas = [
+                    100.0 * (r[key] - ref_seed[r["seed"]][key])
+                    for r in by_arm[arm]
+                    if r["seed"] in ref_seed
+                    and r[key] is not None
+                    and ref_seed[r["seed"]][key] is not None
+                ]
+                m, s = mean_std(deltas)
+                a[f"{label}_delta_vs_{ref}_pts"] = {"mean": m, "std": s, "paired": deltas}
     return out
 
 
@@ -287,18 +344,19 @@ def plot(arms_stats: dict[str, dict[str, Any]], rows: list[dict[str, Any]], path
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), dpi=110)
     colors = plt.get_cmap("tab10")
     for i, (arm, a) in enumerate(arms_stats.items()):
-        if a["final_val_acc"]["mean"] is None or a["wall_s"]["mean"] is None:
+        if a["final_test_acc"]["mean"] is None or a["wall_s"]["mean"] is None:
             continue  # an interrupted arm has no final accuracy
         c = colors(i)
-        acc = [100 * r["final_val_acc"] for r in rows if r["arm"] == arm and r["final_val_acc"]]
+        done = [r for r in rows if r["arm"] == arm and r["final_test_acc"] is not None]
+        acc = [100 * r["final_test_acc"] for r in done]
         for ax, key, scale in ((axes[0], "wall_s", 1.0), (axes[1], "samples", 1e-6)):
-            xs = [r[key] * scale for r in rows if r["arm"] == arm and r["final_val_acc"]]
+            xs = [r[key] * scale for r in done]
             ax.scatter(xs, acc, color=c, alpha=0.35, s=14)
             ax.errorbar(
                 a[key]["mean"] * scale,
-                100 * a["final_val_acc"]["mean"],
+                100 * a["final_test_acc"]["mean"],
                 xerr=(a[key]["std"] or 0) * scale,
-                yerr=100 * (a["final_val_acc"]["std"] or 0),
+                yerr=100 * (a["final_test_acc"]["std"] or 0),
                 fmt="o",
                 color=c,
                 capsize=4,
@@ -320,16 +378,16 @@ def plot(arms_stats: dict[str, dict[str, Any]], rows: list[dict[str, Any]], path
 
 
 def _print_table(arms_stats: dict[str, dict[str, Any]]) -> None:
-    head = f"{'arm':<12} {'acc %':>13} {'wall s':>12} {'train s':>9} {'samples':>10} {'kWh':>9} {'USD':>8} {'-wall% r3':>9} {'-wall% r1':>9} {'dAcc r3':>8}"
+    head = f"{'arm':<12} {'test acc %':>13} {'wall s':>12} {'train s':>9} {'samples':>10} {'kWh':>9} {'USD':>8} {'-wall% r3':>9} {'-wall% r1':>9} {'dAcc r3':>8}"
     print(head)
     for arm, a in arms_stats.items():
-        acc, wall = a["final_val_acc"], a["wall_s"]
+        acc, wall = a["final_test_acc"], a["wall_s"]
         if acc["mean"] is None or wall["mean"] is None:
             print(f"{arm:<12} (no finished trial)")
             continue
         r3 = a.get("reduction_vs_repeats3_pct", {})
         r1 = a.get("reduction_vs_repeats1_pct", {})
-        d3 = a.get("acc_delta_vs_repeats3_pts", {}).get("mean")
+        d3 = a.get("test_acc_delta_vs_repeats3_pts", {}).get("mean")
         print(
             f"{arm:<12} {100 * acc['mean']:6.2f}±{100 * (acc['std'] or 0):4.2f} "
             f"{wall['mean']:7.1f}±{wall['std'] or 0:4.1f} {a['train_s']['mean']:9.1f} "
@@ -354,6 +412,12 @@ def main() -> None:
         help="with --long: time one epoch and one evaluation, estimate the full run, exit",
     )
     ap.add_argument("--seeds", type=int, help="number of seeds (default 3, quick 1)")
+    ap.add_argument(
+        "--arms",
+        help="comma-separated arms to run (default: all of the mode's arms); repeats3 is the "
+        "baseline arm, fixed<pct> a fixed switch after pct%% of the budget, e.g. fixed5",
+    )
+    ap.add_argument("--tag", help="suffix of the output files, e.g. headline -> *_headline.json")
     ap.add_argument("--out", default=str(RESULTS), help="results directory")
     ap.add_argument("--ratio", type=float, default=RELATIVE_RATIO, help="relative: ratio")
     ap.add_argument("--patience", type=int, default=RELATIVE_PATIENCE, help="relative: patience")
@@ -361,7 +425,8 @@ def main() -> None:
     setup_logging()
     seeds = list(range(args.seeds or (1 if args.quick else 3)))
     out = Path(args.out).resolve()
-    stem = _stem(args.quick, args.long)
+    stem = _stem(args.quick, args.long) + (f"_{args.tag}" if args.tag else "")
+    only = [a.strip() for a in args.arms.split(",") if a.strip()] if args.arms else None
     if args.estimate:
         est = {"command": command_line(), "date": now_iso(), "machine": machine_info()}
         est.update(estimate_long(len(seeds)))
@@ -380,24 +445,27 @@ def main() -> None:
         patience=args.patience,
         tracking_uri=uri,
         long=args.long,
+        only=only,
+        stem=stem,
     )
     machine = machine_info()
     machine["RAY_worker_niceness"] = ray_worker_priority()
     log.info(
         "%s: %d arms x %d seeds = %d trials, 2 at a time; MLflow %s",
         spec.name,
-        len(spec.arms) + 1,
+        len(spec.arms) + int(spec.baseline_arm),
         len(seeds),
-        (len(spec.arms) + 1) * len(seeds),
+        (len(spec.arms) + int(spec.baseline_arm)) * len(seeds),
         uri,
     )
     from service.sweeps.run import run_sweep
 
     started = now_iso()
     t0 = time.perf_counter()
-    summary = run_sweep(spec, output_dir=work / "sweep").to_json()
+    with LoadSampler() as load:
+        summary = run_sweep(spec, output_dir=work / "sweep").to_json()
     sweep_wall = time.perf_counter() - t0
-    rows = trial_rows(summary, uri)
+    rows = trial_rows(summary, uri, load)
     stats = per_arm(rows)
     result = {
         "command": command_line(),
@@ -405,8 +473,12 @@ def main() -> None:
         "finished": now_iso(),
         "machine": machine,
         "loadavg_at_end": list(os.getloadavg()),
-        "note": "2-core machine shared with other agents running tests: wall times are noisy; "
-        "samples are exact and train_s is per-trial process time on the training loop",
+        "note": "wall_s is Tune's measured time per trial (start-up included); load1_mean / "
+        "load1_max: the 1-minute load average sampled every 5 s while the trial ran (the "
+        "sweep's own two trials make about 2 on this machine); samples are exact; accuracy "
+        "is final_test_acc (the test split, measured once after the last epoch, never "
+        "decided on); final_val_acc is the validation split the rules and schedulers read",
+        "load_samples": load.samples,
         "sweep_wall_s": round(sweep_wall, 1),
         "spec": spec.model_dump(mode="json"),
         "arms": list(stats),
@@ -420,6 +492,8 @@ def main() -> None:
     plot(stats, rows, out / f"{stem}.png")
     _print_table(stats)
     log.info("sweep took %.0fs; wrote %s.json and %s.png", sweep_wall, out / stem, out / stem)
+    if not any(r["status"] == "TERMINATED" for r in rows):
+        raise SystemExit("no trial finished: see the trials' errors in the JSON and MLflow")
 
 
 if __name__ == "__main__":
