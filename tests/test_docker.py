@@ -106,7 +106,7 @@ def test_mlflow_image_matches_thepinned_version(mlflow: Dockerfile) -> None:
 
 @pytest.mark.parametrize("name", ["ray.Dockerfile", "mlflow.Dockerfile"])
 def test_every_base_image_can_be_pinned_by_digest(name: str) -> None:
-    """Issue 12: a release build passes `--build-arg X=image@sha256:<digest>` for every
+    """A release build passes `--build-arg X=image@sha256:<digest>` for every
     base (docker/README.md); so no FROM may name a tag directly."""
     text = (DOCKER / name).read_text()
     froms = re.findall(r"^FROM\s+(\S+)", text, re.M)

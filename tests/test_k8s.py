@@ -677,7 +677,7 @@ def test_postgres_is_a_statefulset_behind_a_headless_service(rendered: list[Obj]
     assert claims and claims <= mounts
 
 
-# -- issue 12: secrets in an overlay, digests, egress, tokens, auth, read-only roots -------
+# -- secrets in an overlay, digests, egress, tokens, auth, read-only roots -------
 
 
 def test_the_base_holds_no_secret_and_the_overlay_needs_them_supplied(base: list[Obj]) -> None:
