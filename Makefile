@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip
 PYTEST_ARGS ?=
+# Test files run on this many processes (pytest-xdist; a file stays on one). 1: one process.
+TEST_WORKERS ?= 2
+XDIST := $(if $(filter 1,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS) --dist loadfile)
 IMAGE_CHECK_ARGS ?=
 
 .PHONY: run test lint typecheck unit integration venv clean bench bench-quick image-check
@@ -33,11 +36,11 @@ unit: $(STAMP)
 	$(BIN)/pytest -m "not integration" $(PYTEST_ARGS)
 
 integration: $(STAMP)
-	$(BIN)/pytest -m integration $(PYTEST_ARGS)
+	$(BIN)/pytest $(XDIST) -m integration $(PYTEST_ARGS)
 
 # Everything: lint, types, then every test, unit and integration.
 test: lint typecheck
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest $(XDIST) $(PYTEST_ARGS)
 
 bench-quick: $(STAMP)
 	$(BIN)/python bench/paper_repro.py --quick

@@ -74,7 +74,37 @@ def ray_local() -> Iterator[None]:
 _RAY_PACKAGES = ("ray", "tracking")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+# Files that take a minute or more on 2 cores. Under pytest-xdist (`make test`) whole files
+# are handed to the workers in collection order, so these go first: a long file started
+# last would keep one worker busy while the other idles.
+SLOW_FILES = (
+    "ray/test_cluster.py",
+    "integration/test_cluster_jobs.py",
+    "integration/test_readme_cluster.py",
+    "ray/test_user_code.py",
+    "ray/test_sweeps.py",
+    "test_bench_driver_scale.py",
+    "test_bench_paper_long.py",
+    "test_bench_gpu.py",
+    "ray/test_pool.py",
+    "ray/test_gpu_packing.py",
+    "tracking/test_browser.py",
+)
+
+
+def _slow_files_first(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        rel = item.path.relative_to(TESTS).as_posix()
+        return SLOW_FILES.index(rel) if rel in SLOW_FILES else len(SLOW_FILES)
+
+    items.sort(key=rank)  # stable: keeps each file's tests, and the other files, in order
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        _slow_files_first(items)
+        return  # each worker starts its own shared Ray; grouping its users buys nothing
+
     def package(item: pytest.Item) -> str:
         parts = item.path.relative_to(TESTS).parts
         return parts[0] if len(parts) > 1 else ""
