@@ -8,7 +8,7 @@ five seeds, the other arms over fewer), pairs every arm's trials by seed with re
 - paired differences with 95% t-intervals: accuracy points and wall saved (%);
 - which arms are on the accuracy-versus-wall frontier (no other arm is both faster and
   more accurate), drawn with every trial in paper_repro_long_frontier.png;
-- the issue's targets, met or missed, with their numbers.
+- the targets, met or missed, with their numbers.
 
     .venv/bin/python bench/long_verdict.py bench/results/paper_repro_long_headline.json \\
         bench/results/paper_repro_long_extra.json
@@ -132,12 +132,13 @@ def _met(ok: bool) -> str:
 def targets(
     stats: dict[str, dict[str, Any]], by_arm: dict[str, list[dict[str, Any]]]
 ) -> list[dict[str, Any]]:
-    """The issue's four targets against the measured, paired numbers."""
+    """The long budget's four targets against the measured, paired numbers."""
     out: list[dict[str, Any]] = []
     p = stats.get("paper", {}).get("vs_repeats3")
     if p:
         acc, wall = p["acc_pts"], p["wall_saved_pct"]
-        ok = wall["mean"] >= 50 and acc["mean"] >= -0.3 and (acc["lo"] or -99) >= -1.0
+        low = acc["lo"] if acc["lo"] is not None else acc["mean"]  # one seed: no interval
+        ok = wall["mean"] >= 50 and acc["mean"] >= -0.3 and low >= -1.0
         out.append(
             {
                 "target": "paper vs k=3: >=50% less wall, delta >= -0.3, CI low >= -1.0",
@@ -163,18 +164,21 @@ def targets(
                 "wall_saved_pct": v["wall_saved_pct"],
             }
         )
-    vs1 = [(a, s["vs_repeats1"]) for a, s in stats.items() if "vs_repeats1" in s and a not in REFS]
-    if vs1:
-        a, v = max(
-            vs1,
-            key=lambda x: x[1]["acc_pts"]["mean"] + min(x[1]["wall_saved_pct"]["mean"], 30) / 30,
+    vs1 = {a: s["vs_repeats1"] for a, s in stats.items() if "vs_repeats1" in s and a not in REFS}
+    if vs1:  # the most accurate arm at 30% less wall than k = 1, else the cheapest arm
+        cheap = [a for a, v in vs1.items() if v["wall_saved_pct"]["mean"] >= 30]
+        arm = (
+            max(cheap, key=lambda a: vs1[a]["acc_pts"]["mean"])
+            if cheap
+            else max(vs1, key=lambda a: vs1[a]["wall_saved_pct"]["mean"])
         )
+        v = vs1[arm]
         ok = v["acc_pts"]["mean"] >= 0.5 and v["wall_saved_pct"]["mean"] >= 30
         out.append(
             {
                 "target": "an arm vs k=1: >= +0.5 points at >= 30% less wall",
                 "verdict": _met(ok),
-                "arm": a,
+                "arm": arm,
                 "acc_pts": v["acc_pts"],
                 "wall_saved_pct": v["wall_saved_pct"],
             }
@@ -186,7 +190,7 @@ def targets(
             out.append(
                 {
                     "target": f"{arm} measurably faster than {base}",
-                    "verdict": _met((v["wall_saved_pct"]["lo"] or -1) > 0),
+                    "verdict": _met((v["wall_saved_pct"]["lo"] or 0.0) > 0),
                     "arm": arm,
                     "acc_pts": v["acc_pts"],
                     "wall_saved_pct": v["wall_saved_pct"],

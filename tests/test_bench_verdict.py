@@ -61,3 +61,7 @@ def test_frontier_keeps_only_arms_nothing_beats_on_both_axes() -> None:
     assert paper["verdict"] == "met" and paper["wall_saved_pct"]["mean"] == pytest.approx(55.0)
     best = verdicts["best arm vs k=3"]
     assert best["arm"] == "paper" and best["verdict"] == "missed"  # 55% < 60%
+    # Nothing is 30% cheaper than k = 1 here: the cheapest other arm is named, missed.
+    vs_k1 = verdicts["an arm vs k=1"]
+    assert vs_k1["arm"] == "paper" and vs_k1["verdict"] == "missed"
+    assert vs_k1["wall_saved_pct"]["mean"] == pytest.approx(-50.0)
