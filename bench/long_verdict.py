@@ -294,6 +294,8 @@ def plot(
     axes[0].set_xlabel("measured wall time per trial (s), Ray trial incl. start-up")
     axes[0].set_ylabel("test accuracy (%), mean with 95% CI")
     axes[0].legend(fontsize=7, loc="lower right")
+    axes[1].plot([0], [0], "s", color="grey")
+    axes[1].annotate("repeats3", (0, 0), fontsize=7, xytext=(4, 4), textcoords="offset points")
     axes[1].axhline(-0.3, color="grey", lw=0.8, ls=":")
     axes[1].axhline(0, color="grey", lw=0.8)
     axes[1].set_xlabel("wall saved vs k = 3 (%), paired by seed, 95% CI")
