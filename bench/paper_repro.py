@@ -413,6 +413,12 @@ def main() -> None:
     )
     ap.add_argument("--seeds", type=int, help="number of seeds (default 3, quick 1)")
     ap.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="seeds run from here (more seeds of an arm another run has: --first-seed 3)",
+    )
+    ap.add_argument(
         "--arms",
         help="comma-separated arms to run (default: all of the mode's arms); repeats3 is the "
         "baseline arm, fixed<pct> a fixed switch after pct%% of the budget, e.g. fixed5",
@@ -423,7 +429,8 @@ def main() -> None:
     ap.add_argument("--patience", type=int, default=RELATIVE_PATIENCE, help="relative: patience")
     args = ap.parse_args()
     setup_logging()
-    seeds = list(range(args.seeds or (1 if args.quick else 3)))
+    n_seeds = args.seeds or (1 if args.quick else 3)
+    seeds = list(range(args.first_seed, args.first_seed + n_seeds))
     out = Path(args.out).resolve()
     stem = _stem(args.quick, args.long) + (f"_{args.tag}" if args.tag else "")
     only = [a.strip() for a in args.arms.split(",") if a.strip()] if args.arms else None
