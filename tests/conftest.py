@@ -79,16 +79,23 @@ _RAY_PACKAGES = ("ray", "tracking")
 # last would keep one worker busy while the other idles.
 SLOW_FILES = (
     "ray/test_cluster.py",
-    "integration/test_cluster_jobs.py",
-    "integration/test_readme_cluster.py",
-    "ray/test_user_code.py",
     "ray/test_sweeps.py",
-    "test_bench_driver_scale.py",
-    "test_bench_paper_long.py",
-    "test_bench_gpu.py",
+    "integration/test_cluster_jobs.py",
     "ray/test_pool.py",
+    "ray/test_any_task_examples.py",
     "ray/test_gpu_packing.py",
+    "ray/test_user_code.py",
+    "test_bench_paper_long.py",
+    "integration/test_readme_cluster.py",
+    "tracking/test_outages.py",
+    "test_bench_gpu.py",
+    "test_k8s.py",
+    "tracking/test_report.py",
+    "tracking/test_backends.py",
+    "ray/test_regression_cli.py",
     "tracking/test_browser.py",
+    "test_bench_driver_scale.py",
+    "ray/test_own_loop.py",
 )
 
 
