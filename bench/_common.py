@@ -74,14 +74,14 @@ def base_train(*, quick: bool = False) -> dict[str, Any]:
     }
 
 
-def long_train(*, quick: bool, train_subset: int = 2000) -> dict[str, Any]:
+def long_train(*, quick: bool) -> dict[str, Any]:
     """The long budget: E = 100 on a 2k-image subset, width 16, validated every 10 epochs on
     1,000 held-out training images; the full test set once, after the last epoch (quick: a
     CI-sized smoke test)."""
     train = base_train(quick=False)
     train["epochs"] = 12 if quick else 100
     train["data"].update(
-        {"train_subset": 400 if quick else train_subset, "val_subset": 300 if quick else 1000}
+        {"train_subset": 400 if quick else 2000, "val_subset": 300 if quick else 1000}
     )
     train["model"]["width"] = 4 if quick else 16
     train["eval_every"] = 6 if quick else 10

@@ -52,7 +52,7 @@ def load_trials(paths: list[Path]) -> list[dict[str, Any]]:
     for path in paths:
         for t in json.loads(path.read_text())["trials"]:
             if t["status"] == "TERMINATED" and t.get("final_test_acc") is not None:
-                by_key[(t["arm"], t["seed"])] = {**t, "source": path.name}
+                by_key[(t["arm"], t["seed"])] = t
     return list(by_key.values())
 
 
@@ -85,7 +85,9 @@ def arm_stats(by_arm: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, An
         out[arm] = {
             "seeds": sorted(t["seed"] for t in ts),
             "test_acc_pct": interval([100.0 * t["final_test_acc"] for t in ts]),
-            "val_acc_pct": interval([100.0 * (t["final_val_acc"] or 0.0) for t in ts]),
+            "val_acc_pct": interval(
+                [100.0 * t["final_val_acc"] for t in ts if t["final_val_acc"] is not None]
+            ),
             "wall_s": interval([t["wall_s"] for t in ts]),
             "samples": interval([float(t["samples"]) for t in ts]),
             "switch_epochs": [t["switch_epoch"] for t in ts],

@@ -107,7 +107,7 @@ def _slow_files_first(items: list[pytest.Item]) -> None:
     items.sort(key=rank)  # stable: keeps each file's tests, and the other files, in order
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     if os.environ.get("PYTEST_XDIST_WORKER"):
         _slow_files_first(items)
         return  # each worker starts its own shared Ray; grouping its users buys nothing
