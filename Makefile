@@ -5,10 +5,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip
 PYTEST_ARGS ?=
-# Test files run on this many processes (pytest-xdist; a file stays on one). 1: one process.
+# Test files run on this many processes (pytest-xdist; a file stays on one). 1: one process,
+# the default: with two, a timing-bound API overload test failed once in three full runs.
 # Files go out in collection order (tests/conftest.py puts the slow ones first), not by
 # how many tests they hold, so that no long file starts last.
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 1
 XDIST := $(if $(filter 1,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 IMAGE_CHECK_ARGS ?=
 
